@@ -1,0 +1,67 @@
+# pymultipathd: developer and CI entry points. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PREFIX ?= /usr/local
+DESTDIR ?=
+# Debian packages the host needs: systemd-python builds against libsystemd; the VM tier needs QEMU and mmdebstrap.
+HOST_DEBS := libsystemd-dev pkg-config gcc qemu-system-x86 qemu-utils mmdebstrap e2fsprogs
+
+.PHONY: help setup check check-fast check-vm lint demo bench vm-shell install clean
+
+help:
+	@echo "make demo        boot the test VM and show pymultipathd at work on two-path iSCSI storage"
+	@echo "make check       every test tier: lint, host unit tests, the VM integration suite"
+	@echo "make check-fast  lint and host-only unit tests (seconds)"
+	@echo "make check-vm    the VM integration suite only (T=<pytest -k expression> to select)"
+	@echo "make bench       benchmarks against upstream multipath-tools in the VM (docs/benchmarks.md)"
+	@echo "make vm-shell    interactive root shell in the test VM"
+	@echo "make setup       host packages, .venv and an editable install (run by the others)"
+	@echo "make install     install package, units, udev rules, example config (DESTDIR, PREFIX)"
+	@echo "make clean       remove build outputs (the cached VM image stays: see tests/vm/README.md)"
+
+setup: $(VENV)/.stamp
+
+$(VENV)/.stamp: pyproject.toml
+	@missing=""; for p in $(HOST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "setup: installing Debian packages:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+check: check-fast check-vm
+
+check-fast: setup lint
+	$(PY) -m pytest -q tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check pymultipathd tests
+
+check-vm: setup
+	$(PY) -m tests.vm.harness test $(if $(T),-k "$(T)")
+
+demo: setup
+	$(PY) -m tests.vm.harness demo
+
+bench: setup
+	$(PY) -m tests.vm.harness bench
+
+vm-shell: setup
+	$(PY) -m tests.vm.harness shell
+
+install:
+	$(PYTHON) -m pip install --no-deps --root "$(or $(DESTDIR),/)" --prefix "$(PREFIX)" .
+	install -d "$(DESTDIR)/lib/systemd/system" "$(DESTDIR)/lib/udev/rules.d" "$(DESTDIR)/etc/multipath"
+	for f in units/*; do [ -e "$$f" ] && install -m 0644 "$$f" "$(DESTDIR)/lib/systemd/system/"; done; true
+	for f in udev/*.rules; do [ -e "$$f" ] && install -m 0644 "$$f" "$(DESTDIR)/lib/udev/rules.d/"; done; true
+	install -d "$(DESTDIR)$(PREFIX)/share/doc/pymultipathd"
+	install -m 0644 conf/multipath.conf "$(DESTDIR)$(PREFIX)/share/doc/pymultipathd/multipath.conf.example"
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis out
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

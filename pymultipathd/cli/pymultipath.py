@@ -1,0 +1,118 @@
+"""`pymultipath`: the udev helper and administrator's command line.
+
+Upstream-style flags (`-u DEV`, `-c DEV`, `-t`, `-a`, `-w`, `-W`, `-f`, `-F`, `-ll`) plus named subcommands
+(`classify`, `snapshot`, ...). Each action lives in its own module under pymultipathd.cli and is imported only
+when used: `-u` runs from udev for every disk event, so its path imports nothing it does not need.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# subcommand word -> module under pymultipathd.cli exposing main(argv) -> int
+SUBCOMMANDS = {
+    "classify": "classify_cmd",
+    "snapshot": "classify_cmd",
+}
+
+USAGE = """\
+usage: pymultipath [--config FILE] [--config-dir DIR] ACTION
+
+Classify block devices for multipath and manage multipath maps (compatible with multipath-tools).
+
+udev helper:
+  -u DEV            classify DEV for udev; prints FIND_MULTIPATHS_WAIT_UNTIL= and DM_MULTIPATH_DEVICE_PATH=
+  -c DEV            exit 0 if DEV is a multipath path, 1 if not (no timer, no side effects)
+  -u/-c --explain   print the rule chain that decided, in words, on stderr
+  -i                deprecated (upstream's ignore_wwids): accepted with a warning, maps to find_multipaths greedy
+
+configuration:
+  -t                print the effective configuration in multipath.conf syntax
+  -T                like -t, but only what differs from the built-in defaults
+
+wwids file (/etc/multipath/wwids):
+  -a DEV|WWID       add the WWID of DEV (or WWID itself) to the wwids file
+  -w DEV|WWID       remove the WWID from the wwids file
+  -W                reset the wwids file to the WWIDs of the multipath maps that exist now
+
+offline and diagnostics:
+  classify --facts FILE [--json] [--explain]   classify a JSON snapshot without touching the system
+  snapshot [-o FILE]                           write a JSON snapshot of this system's paths and maps
+
+global options:
+  --config FILE     main configuration file (default /etc/multipath.conf; env PYMULTIPATH_CONF)
+  --config-dir DIR  drop-in directory (default /etc/multipath/conf.d; env PYMULTIPATH_CONFDIR)
+  -h, --help        this help
+"""
+
+# flag -> (module, takes an argument)
+FLAGS = {
+    "-u": ("udev_helper", True),
+    "-c": ("udev_helper", True),
+    "-t": ("show_config", False),
+    "-T": ("show_config", False),
+    "-a": ("wwids_cmd", True),
+    "-w": ("wwids_cmd", True),
+    "-W": ("wwids_cmd", False),
+}
+
+
+def _take_globals(argv: list[str]) -> list[str] | None:
+    """Consume --config/--config-dir (they set the env overrides every module reads). None on error."""
+    rest: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        for opt, var in (("--config", "PYMULTIPATH_CONF"), ("--config-dir", "PYMULTIPATH_CONFDIR")):
+            if arg == opt:
+                value = next(it, None)
+                if value is None:
+                    print(f"pymultipath: {opt} needs a value", file=sys.stderr)
+                    return None
+                os.environ[var] = value
+                break
+            if arg.startswith(opt + "="):
+                os.environ[var] = arg.split("=", 1)[1]
+                break
+        else:
+            rest.append(arg)
+    return rest
+
+
+def _run(module: str, argv: list[str]) -> int:
+    import importlib
+
+    mod = importlib.import_module(f"pymultipathd.cli.{module}")
+    return int(mod.main(argv) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest = _take_globals(argv)
+    if rest is None:
+        return 2
+    if not rest or rest[0] in ("-h", "--help", "help"):
+        sys.stdout.write(USAGE)
+        return 0 if rest else 2
+    if rest[0] in SUBCOMMANDS:
+        return _run(SUBCOMMANDS[rest[0]], rest)
+    flag = rest[0]
+    if flag == "-i":  # deprecated, upstream mapped ignore_wwids to "greedy"
+        print("pymultipath: -i is deprecated; use find_multipaths greedy in multipath.conf", file=sys.stderr)
+        os.environ["PYMULTIPATH_FIND_MULTIPATHS"] = "greedy"
+        rest = rest[1:]
+        if not rest:
+            return 2
+        flag = rest[0]
+    if flag not in FLAGS:
+        print(f"pymultipath: unknown action {flag!r}; see pymultipath --help", file=sys.stderr)
+        return 2
+    module, needs_arg = FLAGS[flag]
+    if needs_arg and len(rest) < 2:
+        print(f"pymultipath: {flag} needs a device or WWID argument", file=sys.stderr)
+        return 2
+    return _run(module, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
