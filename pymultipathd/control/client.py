@@ -1,0 +1,54 @@
+"""A blocking client of the control socket (for the CLI and tests; works against upstream multipathd too)."""
+
+from __future__ import annotations
+
+import socket
+
+from pymultipathd import locations
+from pymultipathd.control import framing
+
+
+class ClientError(OSError):
+    pass
+
+
+def _address(name: str) -> str:
+    return "\0" + name[1:] if name.startswith("@") else name
+
+
+def connect(name: str | None = None, timeout: float = 10.0) -> socket.socket:
+    """Connect to `name`, or to the configured abstract socket and then the pathname one."""
+    names = [name] if name else [locations.socket_name(), locations.socket_path()]
+    last: OSError | None = None
+    for n in names:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(_address(n))
+            return sock
+        except OSError as err:
+            sock.close()
+            last = err
+    raise ClientError(f"cannot connect to the multipath daemon at {' or '.join(names)}: {last}")
+
+
+def request(sock: socket.socket, command: str) -> str:
+    if len(command.encode()) + 1 > framing.MAX_COMMAND:
+        raise ClientError(f"command longer than {framing.MAX_COMMAND - 1} bytes")
+    sock.sendall(framing.encode(command))
+    decoder = framing.Decoder(max_len=framing.MAX_REPLY)
+    while True:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError as err:
+            raise ClientError("timed out waiting for the daemon's reply") from err
+        if not data:
+            raise ClientError("the daemon closed the connection without a reply")
+        replies = decoder.feed(data)
+        if replies:
+            return replies[0]
+
+
+def send(command: str, name: str | None = None, timeout: float = 10.0) -> str:
+    with connect(name, timeout) as sock:
+        return request(sock, command)
