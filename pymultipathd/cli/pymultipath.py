@@ -25,7 +25,7 @@ udev helper:
   -u DEV            classify DEV for udev; prints FIND_MULTIPATHS_WAIT_UNTIL= and DM_MULTIPATH_DEVICE_PATH=
   -c DEV            exit 0 if DEV is a multipath path, 1 if not (no timer, no side effects)
   -u/-c --explain   print the rule chain that decided, in words, on stderr
-  -i                deprecated (upstream's ignore_wwids): accepted with a warning, maps to find_multipaths greedy
+  -i                deprecated (upstream's ignore_wwids): warns, then acts as find_multipaths greedy
 
 configuration:
   -t                print the effective configuration in multipath.conf syntax

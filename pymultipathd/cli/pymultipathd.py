@@ -1,14 +1,106 @@
-"""`pymultipathd`: the daemon, and (with command words or -k) a client of its control socket."""
+"""`pymultipathd`: the daemon, or (given command words or -k) a client of its control socket."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 USAGE = """\
-usage: pymultipathd [-d] [-v N]          run the daemon (-d: stay in the foreground, log to stderr)
-       pymultipathd COMMAND WORDS...      send one command to the running daemon, e.g. `show paths`
-       pymultipathd -k"COMMAND"           same, as one argument
+usage: pymultipathd [-d] [-v N] [-s]        run the daemon
+       pymultipathd COMMAND WORDS...        send one command to the running daemon
+       pymultipathd -k"COMMAND"             the same, the command as one argument
+       pymultipathd -k                      interactive: history, Tab completes keywords
+
+daemon options:
+  -d        stay in the foreground and log to stderr (systemd runs it so, logging to the journal)
+  -v N      verbosity 0..4 (default 2; 3 and more: debug)
+  -s        no timestamps in stderr log lines
+
+Commands are upstream multipathd's, e.g.:
+  show paths | show maps | show topology | show map mpatha topology | show config
+  disablequeueing map mpatha | restorequeueing map mpatha | reconfigure | shutdown
+Keywords may be shortened to a unique prefix (`sho top`). `pymultipathd -k` then `help` lists them all.
+
+The socket is the abstract @/org/kernel/linux/storage/multipathd (env MULTIPATH_SOCKET_NAME), then
+/run/multipathd.socket. Exit status of a command: 0, or 1 if the reply starts with "fail".
 """
+
+HISTORY = os.path.expanduser("~/.pymultipathd_history")
+
+
+def _one(command: str) -> int:
+    from pymultipathd.control import client
+
+    try:
+        reply = client.send(command, timeout=float(os.environ.get("PYMULTIPATH_CLIENT_TIMEOUT", "60")))
+    except client.ClientError as err:
+        print(f"pymultipathd: {err}", file=sys.stderr)
+        return 1
+    sys.stdout.write(reply if reply.endswith("\n") or not reply else reply + "\n")
+    return 1 if reply.startswith("fail") else 0
+
+
+def _completer(text: str, state: int) -> str | None:
+    import readline
+
+    from pymultipathd.control import grammar
+
+    line = readline.get_line_buffer()
+    done = line[: readline.get_begidx()].split()
+    canon = [grammar.find_keyword(w) for w in done]
+    # A word after a parameter keyword is that keyword's value: no keyword completion there.
+    if canon and canon[-1] is not None and canon[-1][1]:
+        return None
+    seq = tuple(c[0] for c in canon if c is not None)
+    options = sorted(
+        {w for w, (c, _) in grammar.KEYWORDS.items()
+         if w.startswith(text) and any(cmd[: len(seq) + 1] == (*seq, c) for cmd in grammar.COMMANDS)}
+    )
+    return options[state] + " " if state < len(options) else None
+
+
+def _interactive() -> int:
+    import readline
+
+    from pymultipathd.control import client, grammar
+
+    readline.set_completer(_completer)
+    readline.parse_and_bind("tab: complete")
+    try:
+        readline.read_history_file(HISTORY)
+    except OSError:
+        pass
+    try:
+        sock = client.connect()
+    except client.ClientError as err:
+        print(f"pymultipathd: {err}", file=sys.stderr)
+        return 1
+    try:
+        while True:
+            try:
+                line = input("multipathd> ").strip()
+            except EOFError:
+                print()
+                break
+            if not line:
+                continue
+            if line in ("quit", "exit"):
+                break
+            if line in ("help", "?"):
+                sys.stdout.write(grammar.reference())
+                continue
+            try:
+                sys.stdout.write(client.request(sock, line))
+            except client.ClientError as err:
+                print(f"pymultipathd: {err}", file=sys.stderr)
+                return 1
+    finally:
+        sock.close()
+        try:
+            readline.write_history_file(HISTORY)
+        except OSError:
+            pass
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,8 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] in (["-h"], ["--help"]):
         sys.stdout.write(USAGE)
         return 0
-    print("pymultipathd: the daemon is not built yet (issue: the daemon)", file=sys.stderr)
-    return 1
+    if argv and argv[0].startswith("-k"):
+        command = argv[0][2:] or " ".join(argv[1:])
+        return _one(command) if command else _interactive()
+    if argv and not argv[0].startswith("-"):
+        return _one(" ".join(argv))
+    from pymultipathd.daemon import main as daemon_main
+
+    return daemon_main.run(argv)
 
 
 if __name__ == "__main__":

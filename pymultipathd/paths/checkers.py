@@ -1,0 +1,138 @@
+"""Path checkers: is this path usable now?
+
+Each checker is a blocking function (devnode, timeout) -> CheckResult, run on a worker thread by
+CheckRunner. A check against a hung device can block its thread in the kernel until the SCSI timeout, so the
+runner never starts a second check on a path whose first is still in flight (it reports "pending"), bounds
+the threads in use, and bounds every wait from the event loop's side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import mmap
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from pymultipathd.paths import sgio
+
+UP, DOWN, GHOST, PENDING, TIMEOUT, SHAKY = "up", "down", "ghost", "pending", "timeout", "shaky"
+USABLE = frozenset({UP, GHOST})  # ghost: a standby path, usable for failover but not preferred
+
+# sense key / ASC-ASCQ values with a meaning for path state
+NOT_READY, UNIT_ATTENTION = 0x02, 0x06
+ALUA_STANDBY = ((0x04, 0x0B), (0x04, 0x0C))  # target port in standby / unavailable state
+ALUA_TRANSITIONING = (0x04, 0x0A)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    state: str
+    message: str = ""
+
+
+def _scsi_state(res: sgio.SgResult, what: str) -> CheckResult:
+    if res.ok:
+        return CheckResult(UP, f"{what} ok")
+    key, code = res.sense_key, res.asc_ascq
+    if key == UNIT_ATTENTION:
+        return CheckResult(PENDING, f"{what}: unit attention, retry")
+    if key == NOT_READY and code in ALUA_STANDBY:
+        return CheckResult(GHOST, f"{what}: port in standby")
+    if key == NOT_READY and code == ALUA_TRANSITIONING:
+        return CheckResult(PENDING, f"{what}: ALUA state transitioning")
+    detail = f"status 0x{res.status:x} host 0x{res.host_status:x} driver 0x{res.driver_status:x}"
+    if key is not None:
+        detail += f" sense key 0x{key:x}"
+        if code:
+            detail += f" asc/ascq 0x{code[0]:02x}/0x{code[1]:02x}"
+    return CheckResult(DOWN, f"{what} failed: {detail}")
+
+
+def tur(devnode: str, timeout: float) -> CheckResult:
+    fd = sgio.open_path(devnode)
+    try:
+        for _ in range(3):  # unit attentions queue up after a reset; a few retries drain them
+            res = _scsi_state(sgio.sg_io(fd, sgio.TEST_UNIT_READY, timeout_ms=int(timeout * 1000)), "tur")
+            if res.state != PENDING or "unit attention" not in res.message:
+                return res
+        return res
+    finally:
+        os.close(fd)
+
+
+def readsector0(devnode: str, timeout: float) -> CheckResult:
+    fd = sgio.open_path(devnode)
+    try:
+        res = sgio.sg_io(fd, sgio.read10(0, 1), data_len=4096, timeout_ms=int(timeout * 1000))
+        return _scsi_state(res, "readsector0")
+    finally:
+        os.close(fd)
+
+
+def directio(devnode: str, timeout: float) -> CheckResult:
+    # O_DIRECT reads bypass the page cache, so they reach the device; mmap gives the aligned buffer it needs.
+    fd = os.open(devnode, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+    try:
+        buf = mmap.mmap(-1, 4096)
+        try:
+            os.readv(fd, [buf])
+        finally:
+            buf.close()
+        return CheckResult(UP, "directio ok")
+    except OSError as err:
+        return CheckResult(DOWN, f"directio read failed: {err.strerror}")
+    finally:
+        os.close(fd)
+
+
+def none(devnode: str, timeout: float) -> CheckResult:
+    return CheckResult(UP, "no checker")
+
+
+CHECKERS: dict[str, Callable[[str, float], CheckResult]] = {
+    "tur": tur,
+    "readsector0": readsector0,
+    "directio": directio,
+    "none": none,
+}
+
+
+class CheckRunner:
+    """Runs checkers off the event loop: bounded threads, one check in flight per path."""
+
+    def __init__(self, max_threads: int = 32) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="checker")
+        self._inflight: dict[str, asyncio.Future[CheckResult]] = {}
+
+    async def check(self, devnode: str, checker: str, timeout: float) -> CheckResult:
+        func = CHECKERS.get(checker)
+        if func is None:
+            return CheckResult(DOWN, f"unknown checker {checker!r}")
+        running = self._inflight.get(devnode)
+        if running is not None and not running.done():
+            return CheckResult(PENDING, "previous check still running")
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self._pool, _guarded, func, devnode, timeout)
+        self._inflight[devnode] = fut
+        try:
+            # shield: on timeout the thread keeps running; we stop waiting but remember it is in flight
+            return await asyncio.wait_for(asyncio.shield(fut), timeout + 1.0)
+        except TimeoutError:
+            return CheckResult(TIMEOUT, f"{checker} did not answer within {timeout:g} s")
+        finally:
+            if fut.done():
+                self._inflight.pop(devnode, None)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _guarded(func: Callable[[str, float], CheckResult], devnode: str, timeout: float) -> CheckResult:
+    try:
+        return func(devnode, timeout)
+    except OSError as err:
+        return CheckResult(DOWN, f"cannot check {devnode}: {err.strerror or err}")

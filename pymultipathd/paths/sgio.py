@@ -1,0 +1,113 @@
+"""SCSI commands through the SG_IO ioctl (struct sg_io_hdr, <scsi/sg.h>), for checkers and prioritizers."""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+from dataclasses import dataclass
+
+SG_IO = 0x2285
+SG_DXFER_NONE = -1
+SG_DXFER_FROM_DEV = -3
+SG_INFO_OK_MASK = 0x1
+
+# host_status values that mean the transport, not the LUN, failed
+DID_OK = 0x00
+
+
+class SgIoHdr(ctypes.Structure):
+    _fields_ = [
+        ("interface_id", ctypes.c_int),
+        ("dxfer_direction", ctypes.c_int),
+        ("cmd_len", ctypes.c_ubyte),
+        ("mx_sb_len", ctypes.c_ubyte),
+        ("iovec_count", ctypes.c_ushort),
+        ("dxfer_len", ctypes.c_uint),
+        ("dxferp", ctypes.c_void_p),
+        ("cmdp", ctypes.c_void_p),
+        ("sbp", ctypes.c_void_p),
+        ("timeout", ctypes.c_uint),
+        ("flags", ctypes.c_uint),
+        ("pack_id", ctypes.c_int),
+        ("usr_ptr", ctypes.c_void_p),
+        ("status", ctypes.c_ubyte),
+        ("masked_status", ctypes.c_ubyte),
+        ("msg_status", ctypes.c_ubyte),
+        ("sb_len_wr", ctypes.c_ubyte),
+        ("host_status", ctypes.c_ushort),
+        ("driver_status", ctypes.c_ushort),
+        ("resid", ctypes.c_int),
+        ("duration", ctypes.c_uint),
+        ("info", ctypes.c_uint),
+    ]
+
+
+@dataclass(frozen=True)
+class SgResult:
+    ok: bool
+    status: int
+    host_status: int
+    driver_status: int
+    sense: bytes
+    data: bytes
+
+    @property
+    def sense_key(self) -> int | None:
+        s = self.sense
+        if len(s) < 3:
+            return None
+        if s[0] & 0x7F in (0x72, 0x73):  # descriptor format
+            return s[1] & 0x0F
+        return s[2] & 0x0F
+
+    @property
+    def asc_ascq(self) -> tuple[int, int] | None:
+        s = self.sense
+        if s and s[0] & 0x7F in (0x72, 0x73):
+            return (s[2], s[3]) if len(s) >= 4 else None
+        return (s[12], s[13]) if len(s) >= 14 else None
+
+
+def sg_io(fd: int, cdb: bytes, data_len: int = 0, timeout_ms: int = 30000) -> SgResult:
+    """Issue one command; raises OSError if the ioctl itself fails (no such device, not SCSI)."""
+    cdb_buf = ctypes.create_string_buffer(cdb, len(cdb))
+    sense = ctypes.create_string_buffer(64)
+    data = ctypes.create_string_buffer(max(data_len, 1))
+    hdr = SgIoHdr(
+        interface_id=ord("S"),
+        dxfer_direction=SG_DXFER_FROM_DEV if data_len else SG_DXFER_NONE,
+        cmd_len=len(cdb),
+        mx_sb_len=len(sense),
+        dxfer_len=data_len,
+        dxferp=ctypes.cast(data, ctypes.c_void_p) if data_len else None,
+        cmdp=ctypes.cast(cdb_buf, ctypes.c_void_p),
+        sbp=ctypes.cast(sense, ctypes.c_void_p),
+        timeout=timeout_ms,
+    )
+    fcntl.ioctl(fd, SG_IO, hdr)
+    return SgResult(
+        ok=(hdr.info & SG_INFO_OK_MASK) == 0,
+        status=hdr.status,
+        host_status=hdr.host_status,
+        driver_status=hdr.driver_status,
+        sense=sense.raw[: hdr.sb_len_wr],
+        data=data.raw[: max(0, data_len - hdr.resid)] if data_len else b"",
+    )
+
+
+def open_path(devnode: str) -> int:
+    # O_NONBLOCK: opening must not wait for a medium; the checker must never hang in open().
+    return os.open(devnode, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+TEST_UNIT_READY = bytes(6)
+
+
+def read10(lba: int = 0, blocks: int = 1) -> bytes:
+    return bytes([0x28, 0]) + lba.to_bytes(4, "big") + bytes([0]) + blocks.to_bytes(2, "big") + bytes([0])
+
+
+def report_target_port_groups(alloc_len: int = 4096) -> bytes:
+    # MAINTENANCE IN / REPORT TARGET PORT GROUPS (service action 0x0a), for the ALUA prioritizer
+    return bytes([0xA3, 0x0A, 0, 0, 0, 0]) + alloc_len.to_bytes(4, "big") + bytes([0, 0])

@@ -1,0 +1,101 @@
+import asyncio
+import ctypes
+import threading
+
+import pytest
+
+from pymultipathd.paths import checkers, sgio
+from pymultipathd.paths.checkers import CheckResult, CheckRunner
+
+
+def _res(ok=False, sense=b"", status=2):
+    return sgio.SgResult(ok=ok, status=status, host_status=0, driver_status=0, sense=sense, data=b"")
+
+
+def _fixed_sense(key, asc=0, ascq=0):
+    s = bytearray(18)
+    s[0], s[2], s[7], s[12], s[13] = 0x70, key, 10, asc, ascq
+    return bytes(s)
+
+
+def _desc_sense(key, asc=0, ascq=0):
+    return bytes([0x72, key, asc, ascq, 0, 0, 0, 0])
+
+
+def test_sg_io_hdr_layout_matches_x86_64_abi():
+    # <scsi/sg.h> on x86-64: 88 bytes, pointers 8-aligned
+    assert ctypes.sizeof(sgio.SgIoHdr) == 88
+    assert sgio.SgIoHdr.dxferp.offset == 16
+    assert sgio.SgIoHdr.usr_ptr.offset == 56
+    assert sgio.SgIoHdr.info.offset == 80
+
+
+@pytest.mark.parametrize("make", [_fixed_sense, _desc_sense])
+@pytest.mark.parametrize(
+    ("key", "asc", "ascq", "state"),
+    [
+        (0x06, 0x29, 0x00, checkers.PENDING),   # unit attention (reset)
+        (0x02, 0x04, 0x0B, checkers.GHOST),     # ALUA standby
+        (0x02, 0x04, 0x0C, checkers.GHOST),     # ALUA unavailable
+        (0x02, 0x04, 0x0A, checkers.PENDING),   # ALUA transitioning
+        (0x02, 0x3A, 0x00, checkers.DOWN),      # medium not present
+        (0x05, 0x25, 0x00, checkers.DOWN),      # LUN not supported
+    ],
+)
+def test_sense_to_state(make, key, asc, ascq, state):
+    res = _res(sense=make(key, asc, ascq))
+    assert res.sense_key == key
+    assert res.asc_ascq == (asc, ascq)
+    assert checkers._scsi_state(res, "tur").state == state
+
+
+def test_ok_and_transport_failure():
+    assert checkers._scsi_state(_res(ok=True), "tur").state == checkers.UP
+    down = checkers._scsi_state(sgio.SgResult(False, 0, 0x0E, 0, b"", b""), "tur")
+    assert down.state == checkers.DOWN and "host 0xe" in down.message
+
+
+def test_cdbs():
+    assert sgio.read10(5, 2) == bytes([0x28, 0, 0, 0, 0, 5, 0, 0, 2, 0])
+    assert sgio.report_target_port_groups(1024)[:2] == b"\xa3\x0a"
+    assert len(sgio.TEST_UNIT_READY) == 6
+
+
+def test_checker_on_missing_device_is_down():
+    res = asyncio.run(CheckRunner().check("/nonexistent/sdzz", "tur", 1.0))
+    assert res.state == checkers.DOWN and "/nonexistent/sdzz" in res.message
+
+
+def test_directio_reads_a_real_file(tmp_path):
+    f = tmp_path / "disk"
+    f.write_bytes(b"\0" * 8192)
+    res = asyncio.run(CheckRunner().check(str(f), "directio", 2.0))
+    assert res == CheckResult(checkers.UP, "directio ok")
+
+
+def test_hung_check_times_out_and_blocks_only_its_own_path(monkeypatch):
+    release = threading.Event()
+
+    def hangs(devnode, timeout):
+        release.wait(30)
+        return CheckResult(checkers.UP)
+
+    monkeypatch.setitem(checkers.CHECKERS, "hangs", hangs)
+
+    async def scenario():
+        runner = CheckRunner(max_threads=4)
+        first = await runner.check("/dev/sdx", "hangs", 0.1)
+        again = await runner.check("/dev/sdx", "hangs", 0.1)  # still hung: no second thread
+        other = await runner.check("/dev/sdy", "none", 0.1)
+        release.set()
+        runner.close()
+        return first, again, other
+
+    first, again, other = asyncio.run(scenario())
+    assert first.state == checkers.TIMEOUT
+    assert again.state == checkers.PENDING
+    assert other.state == checkers.UP
+
+
+def test_unknown_checker():
+    assert asyncio.run(CheckRunner().check("/dev/sda", "nosuch", 1)).state == checkers.DOWN
