@@ -1,0 +1,65 @@
+"""Path grouping policies and group ordering (pure).
+
+A map's paths are split into priority groups; the kernel uses one group at a time and switches on failure.
+Groups are ordered best first: by the mean priority of their usable paths, then by how many usable paths
+they have, so the initial group is the one most likely to perform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+POLICIES = ("failover", "multibus", "group_by_prio", "group_by_serial", "group_by_node_name")
+
+
+@dataclass(frozen=True)
+class Member:
+    dev_t: str            # "maj:min", the kernel's name for the path in a table
+    prio: int = 0
+    usable: bool = True   # checker says up or ghost
+    serial: str = ""
+    node_name: str = ""   # target node (FC WWNN, iSCSI target name): paths through the same controller
+    dev: str = ""         # for sorting and messages only
+
+
+def _by_key(members: Sequence[Member], key: Callable[[Member], Hashable]) -> list[list[Member]]:
+    groups: dict[Hashable, list[Member]] = {}
+    for m in members:
+        groups.setdefault(key(m), []).append(m)
+    return list(groups.values())
+
+
+def group_members(members: Sequence[Member], policy: str) -> list[list[Member]]:
+    """Split into groups per `policy`, then order them best first. Raises ValueError on an unknown policy."""
+    if policy == "failover":
+        groups = [[m] for m in members]
+    elif policy == "multibus":
+        groups = [list(members)] if members else []
+    elif policy == "group_by_prio":
+        groups = _by_key(members, lambda m: m.prio)
+    elif policy == "group_by_serial":
+        groups = _by_key(members, lambda m: m.serial)
+    elif policy == "group_by_node_name":
+        groups = _by_key(members, lambda m: m.node_name)
+    else:
+        raise ValueError(f"unknown path_grouping_policy {policy!r} (one of {', '.join(POLICIES)})")
+    return sort_groups(groups)
+
+
+def group_priority(group: Sequence[Member]) -> int:
+    usable = [m.prio for m in group if m.usable]
+    return sum(usable) // len(usable) if usable else 0
+
+
+def sort_groups(groups: list[list[Member]]) -> list[list[Member]]:
+    # sorted() is stable: equal groups keep discovery order, so a reload does not shuffle them needlessly
+    return sorted(groups, key=lambda g: (-group_priority(g), -sum(m.usable for m in g)))
+
+
+def best_group(groups: Sequence[Sequence[Member]]) -> int:
+    """1-based index of the group failback should return to (0 if there are no groups)."""
+    if not groups:
+        return 0
+    best = max(range(len(groups)), key=lambda i: (group_priority(groups[i]), -i))
+    return best + 1
