@@ -1,0 +1,244 @@
+"""Text and JSON output of control commands, in upstream's layouts (pure: state in, text out).
+
+Scripts parse these outputs, so column names, wildcard letters, state words and JSON keys follow upstream
+multipath-tools. Columns are padded to the widest cell like upstream's "pretty" output; the `raw` variants
+print cells unpadded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+
+from pymultipathd.daemon.state import DaemonState, MapState, PathState
+
+CHK_WORDS = {"up": "ready", "down": "faulty", "ghost": "ghost", "shaky": "shaky", "pending": "i/o pending",
+             "timeout": "i/o timeout", "undef": "undef"}
+GROUP_WORDS = {"A": "active", "E": "enabled", "D": "disabled"}
+
+DEFAULT_PATH_FORMAT = "%i %d %D %p %t %T %o %C"
+DEFAULT_MAP_FORMAT = "%n %d %w"
+
+
+def human_size(sectors: int) -> str:
+    value, units = sectors / 2, "KMGTPE"  # KiB first
+    unit = 0
+    while value >= 1024 and unit < len(units) - 1:
+        value /= 1024
+        unit += 1
+    return f"{value:.1f}{units[unit]}" if value < 10 else f"{value:.0f}{units[unit]}"
+
+
+def path_dm_state(state: DaemonState, p: PathState) -> str:
+    m = state.maps.get(p.map or "")
+    if m is None or m.status is None:
+        return "undef"
+    for g in m.status.groups:
+        for ps in g.paths:
+            if ps.dev == p.dev_t:
+                return "active" if ps.active else "failed"
+    return "undef"
+
+
+def next_check(p: PathState, now: float) -> str:
+    if p.map is None:
+        return "orphan"
+    interval = max(p.interval, 1.0)
+    left = max(0.0, p.next_check - now)
+    done = min(interval, interval - left)
+    filled = int(10 * done / interval)
+    return "X" * filled + "." * (10 - filled) + f" {int(done)}/{int(interval)}"
+
+
+def _path_fields(state: DaemonState, now: float) -> dict[str, tuple[str, Callable[[PathState], str]]]:
+    def vpr(p: PathState) -> str:
+        return f"{p.facts.vendor or ''},{p.facts.product or ''}"
+
+    return {
+        "w": ("uuid", lambda p: p.wwid or ""),
+        "i": ("hcil", lambda p: p.hcil),
+        "d": ("dev", lambda p: p.dev),
+        "D": ("dev_t", lambda p: p.dev_t),
+        "t": ("dm_st", lambda p: path_dm_state(state, p)),
+        "o": ("dev_st", lambda p: p.dev_state),
+        "T": ("chk_st", lambda p: CHK_WORDS.get(p.chk_state, p.chk_state)),
+        "s": ("vend/prod/rev", vpr),
+        "c": ("checker", lambda p: p.checker),
+        "C": ("next_check", lambda p: next_check(p, now)),
+        "p": ("pri", lambda p: str(p.prio)),
+        "S": ("size", lambda p: human_size(p.size)),
+        "z": ("serial", lambda p: p.serial),
+        "m": ("multipath", lambda p: p.map or "[orphan]"),
+        "n": ("target WWNN", lambda p: p.node_name or "[undef]"),
+        "N": ("host WWNN", lambda p: "[undef]"),
+        "P": ("protocol", lambda p: p.facts.protocol or ""),
+        "M": ("marginal_st", lambda p: "normal"),
+        "0": ("failures", lambda p: "0"),
+    }
+
+
+def _map_fields(state: DaemonState) -> dict[str, tuple[str, Callable[[MapState], str]]]:
+    return {
+        "n": ("name", lambda m: m.name),
+        "w": ("uuid", lambda m: m.wwid),
+        "d": ("sysfs", lambda m: m.dm_dev),
+        "N": ("paths", lambda m: str(len(m.paths))),
+        "Q": ("queueing", lambda m: queueing_word(m)),
+        "t": ("dm-st", lambda m: "suspended" if m.suspended else "active"),
+        "S": ("size", lambda m: human_size(m.table.size if m.table else 0)),
+        "f": ("features", lambda m: features_text(m)),
+        "h": ("hwhandler", lambda m: hwhandler_text(m)),
+        "s": ("vend/prod/rev", lambda m: f"{m.vendor},{m.product}"),
+        "v": ("vend", lambda m: m.vendor),
+        "p": ("prod", lambda m: m.product),
+        "2": ("map_loads", lambda m: str(m.reloads)),
+        "o": ("open", lambda m: str(m.open_count)),
+        "F": ("failback", lambda m: "-"),
+        "x": ("failures", lambda m: "0"),
+        "0": ("path_faults", lambda m: "0"),
+        "1": ("switch_grp", lambda m: "0"),
+    }
+
+
+def wildcards() -> str:
+    """`show wildcards`: every letter the format commands accept."""
+    dummy = DaemonState()
+    lines = ["multipath format wildcards:"]
+    lines += [f"%{k}  {v[0]}" for k, v in _map_fields(dummy).items()]
+    lines += ["", "path format wildcards:"]
+    lines += [f"%{k}  {v[0]}" for k, v in _path_fields(dummy, 0.0).items()]
+    return "\n".join(lines) + "\n"
+
+
+def _render(fmt: str, fields: dict, items: Sequence, pretty: bool) -> str:
+    """Expand %x wildcards; pretty output pads columns and adds a header row."""
+    tokens: list[tuple[bool, str]] = []  # (is_field, letter-or-literal)
+    i = 0
+    while i < len(fmt):
+        if fmt[i] == "%" and i + 1 < len(fmt):
+            letter = fmt[i + 1]
+            tokens.append((letter in fields, letter if letter in fields else fmt[i:i + 2]))
+            i += 2
+        else:
+            tokens.append((False, fmt[i]))
+            i += 1
+    rows = [[fields[t][1](item) if is_f else t for is_f, t in tokens] for item in items]
+    if pretty:
+        header = [fields[t][0] if is_f else t for is_f, t in tokens]
+        rows = [header, *rows]
+        widths = [max(len(r[c]) for r in rows) if tokens[c][0] else 0 for c in range(len(tokens))]
+        rows = [[cell.ljust(widths[c]) if tokens[c][0] else cell for c, cell in enumerate(r)] for r in rows]
+    return "".join("".join(r).rstrip() + "\n" for r in rows)
+
+
+def show_paths(state: DaemonState, fmt: str | None = None, *, raw: bool = False, now: float | None = None,
+               only: Sequence[PathState] | None = None) -> str:
+    now = time.monotonic() if now is None else now
+    paths = list(only) if only is not None else sorted(state.paths.values(), key=lambda p: (p.hcil, p.dev))
+    if not paths:
+        return ""
+    return _render(fmt or DEFAULT_PATH_FORMAT, _path_fields(state, now), paths, pretty=not raw)
+
+
+def show_maps(state: DaemonState, fmt: str | None = None, *, raw: bool = False,
+              only: Sequence[MapState] | None = None) -> str:
+    maps = list(only) if only is not None else sorted(state.maps.values(), key=lambda m: m.name)
+    if not maps:
+        return ""
+    return _render(fmt or DEFAULT_MAP_FORMAT, _map_fields(state), maps, pretty=not raw)
+
+
+def queueing_word(m: MapState) -> str:
+    if m.table is None:
+        return "-"
+    if not m.table.features.queue_if_no_path:
+        return "off"
+    if m.retry_ticks is not None:
+        return f"{m.retry_ticks} chk"
+    return "on"
+
+
+def features_text(m: MapState) -> str:
+    if m.table is None:
+        return "0"
+    words = m.table.features.words()
+    return " ".join([str(len(words)), *words])
+
+
+def hwhandler_text(m: MapState) -> str:
+    if m.table is None or not m.table.hwhandler:
+        return "0"
+    words = [m.table.hwhandler, *m.table.hwhandler_args]
+    return " ".join([str(len(words)), *words])
+
+
+def _group_rows(state: DaemonState, m: MapState) -> list[tuple[str, int, str, list[PathState]]]:
+    """(policy, prio, status word, paths) per group, in table order."""
+    if m.table is None:
+        return []
+    by_dev_t = {p.dev_t: p for p in state.paths_of(m)}
+    rows = []
+    for gi, g in enumerate(m.table.groups):
+        st = m.status.groups[gi].state if m.status and gi < len(m.status.groups) else "E"
+        members = [by_dev_t[s.dev] for s in g.paths if s.dev in by_dev_t]
+        usable = [p.prio for p in members if p.usable]
+        prio = sum(usable) // len(usable) if usable else 0
+        policy = " ".join([g.selector, str(len(g.selector_args)), *g.selector_args])
+        rows.append((policy, prio, GROUP_WORDS.get(st, st), members))
+    return rows
+
+
+def topology(state: DaemonState, m: MapState) -> str:
+    """`multipath -ll` style block for one map."""
+    head = f"{m.name} ({m.wwid})" if m.name != m.wwid else m.name
+    out = [f"{head} {m.dm_dev} {m.vendor},{m.product}"]
+    size = human_size(m.table.size) if m.table else "0"
+    out.append(f"size={size} features='{features_text(m)}' hwhandler='{hwhandler_text(m)}' wp=rw")
+    groups = _group_rows(state, m)
+    for gi, (policy, prio, word, members) in enumerate(groups):
+        last_group = gi == len(groups) - 1
+        out.append(f"{'`' if last_group else '|'}-+- policy='{policy}' prio={prio} status={word}")
+        lead = " " if last_group else "|"
+        for pi, p in enumerate(members):
+            last = pi == len(members) - 1
+            chk = CHK_WORDS.get(p.chk_state, p.chk_state)
+            out.append(f"{lead} {'`' if last else '|'}- {p.hcil} {p.dev} {p.dev_t} "
+                       f"{path_dm_state(state, p)} {chk} {p.dev_state}")
+    return "\n".join(out) + "\n"
+
+
+def topology_all(state: DaemonState) -> str:
+    return "".join(topology(state, m) for m in sorted(state.maps.values(), key=lambda m: m.name))
+
+
+def map_json(state: DaemonState, m: MapState) -> dict:
+    groups = []
+    for gi, (policy, prio, word, members) in enumerate(_group_rows(state, m), 1):
+        groups.append({
+            "selector": policy, "pri": prio, "dm_st": word, "marginal_st": "normal", "group": gi,
+            "paths": [{
+                "dev": p.dev, "dev_t": p.dev_t, "dm_st": path_dm_state(state, p), "dev_st": p.dev_state,
+                "chk_st": CHK_WORDS.get(p.chk_state, p.chk_state), "checker": p.checker, "pri": p.prio,
+                "host_wwnn": "[undef]", "target_wwnn": p.node_name or "[undef]", "host_wwpn": "[undef]",
+                "target_wwpn": "[undef]", "host_adapter": "[undef]", "marginal_st": "normal",
+            } for p in members],
+        })
+    return {
+        "name": m.name, "uuid": m.wwid, "sysfs": m.dm_dev, "failback": "-", "queueing": queueing_word(m),
+        "paths": len(m.paths), "write_prot": "rw", "dm_st": "active", "features": features_text(m),
+        "hwhandler": hwhandler_text(m), "action": "", "path_faults": 0, "vend": m.vendor, "prod": m.product,
+        "rev": "", "switch_grp": 0, "map_loads": m.reloads, "total_q_time": 0, "q_timeouts": 0,
+        "path_groups": groups,
+    }
+
+
+def maps_json(state: DaemonState, maps: Sequence[MapState] | None = None, *, single: bool = False) -> str:
+    maps = list(maps) if maps is not None else sorted(state.maps.values(), key=lambda m: m.name)
+    doc: dict = {"major_version": 0, "minor_version": 1}
+    if single and maps:
+        doc["map"] = map_json(state, maps[0])
+    else:
+        doc["map_count"] = len(maps)
+        doc["maps"] = [map_json(state, m) for m in maps]
+    return json.dumps(doc, indent=3) + "\n"

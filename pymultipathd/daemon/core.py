@@ -1,0 +1,467 @@
+"""The daemon's behaviour: discovery, uevent batches, map assembly, checking and failover.
+
+Everything here runs on the asyncio loop and is the only writer of DaemonState. Blocking work goes to two
+places: device-mapper ioctls to a single worker thread (they are ordered, and a suspend waiting on I/O must
+not stall the loop), checkers to the CheckRunner's bounded pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from pymultipathd import classify, store
+from pymultipathd.config import Config
+from pymultipathd.daemon import plan
+from pymultipathd.daemon.logsetup import fields
+from pymultipathd.daemon.state import DaemonState, MapState, PathState
+from pymultipathd.dm import maps as dmmaps
+from pymultipathd.dm import table as dmt
+from pymultipathd.dm.errors import DMError, DMNoSuchDevice
+from pymultipathd.dm.ioctl import Control
+from pymultipathd.paths import checkers, facts, prio, sysinfo
+
+log = logging.getLogger("pymultipathd")
+T = TypeVar("T")
+
+BATCH_QUIET = 0.2     # a uevent batch closes after this much silence ...
+BATCH_MAX = 1.0       # ... or this long after its first event, whichever comes first
+PATH_PREFIXES = ("sd", "dasd", "nvme", "vd")
+
+
+def is_path_candidate(dev: str) -> bool:
+    # Only whole disks can be paths; the classifier decides the rest (blacklist included).
+    return dev.startswith(PATH_PREFIXES) and not dev.startswith("dm-")
+
+
+class Core:
+    def __init__(self, config: Config, ctl: Control) -> None:
+        self.config = config
+        self.ctl = ctl
+        self.state = DaemonState(started=time.time())
+        self.runner = checkers.CheckRunner()
+        self._dm_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dm")
+        self._pending: set[str] = set()
+        self._batch_first: float | None = None
+        self._batch_handle: asyncio.TimerHandle | None = None
+        self._batch_task: asyncio.Task | None = None
+        self.stats = {"batches": 0, "creates": 0, "reloads": 0, "uevents": 0}
+        self.busy = False  # reconfiguring or applying a batch (shown by `show daemon`)
+        self._retry_due: dict[str, float] = {}
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    async def dm(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._dm_thread, lambda: fn(*args, **kw))
+
+    def resolver(self, wwid: str | None, vendor: str | None, product: str | None) -> plan.Resolve:
+        return lambda kw: self.config.resolve(kw, wwid=wwid, vendor=vendor, product=product)
+
+    def world(self) -> classify.World:
+        return classify.World(
+            paths=tuple(p.facts for p in self.state.paths.values()),
+            maps=tuple(classify.MapFacts(m.name, m.uuid, tuple(m.paths)) for m in self.state.maps.values()),
+            wwids=frozenset(store.read_wwids()),
+            failed_wwids=store.failed_wwids(),
+            daemon_running=True,
+            now=time.time(),
+            timers=facts.timers(),
+            find_multipaths=facts.mode_override(),
+        )
+
+    def _path_from_facts(self, f: classify.PathFacts, old: PathState | None) -> PathState:
+        r = self.resolver(f.wwid, f.vendor, f.product)
+        p = old or PathState(dev=f.dev, dev_t=f.dev_t, facts=f)
+        p.facts, p.dev_t = f, f.dev_t
+        p.hcil = sysinfo.hcil(f.dev)
+        p.size = sysinfo.size_sectors(f.dev)
+        p.node_name = sysinfo.target_node_name(f.dev)
+        p.serial = f.properties.get("ID_SCSI_SERIAL") or sysinfo.vpd_serial(f.dev)
+        p.dev_state = sysinfo.dev_state(f.dev)
+        checker = str(r("path_checker") or "tur")
+        if r("detect_checker") and sysinfo.access_state(f.dev):
+            checker = "tur"
+        p.checker = checker
+        p.prio_name = prio.choose(str(r("prio") or "const"), bool(r("detect_prio")), f.dev)
+        p.prio = prio.priority(p.prio_name, f.dev)
+        if old is None:
+            p.interval = float(r("polling_interval") or 5)
+        return p
+
+    # --- discovery ----------------------------------------------------------------------------------
+
+    async def discover(self) -> None:
+        """Adopt existing maps untouched, learn every disk, then assemble what the classifier claims."""
+        await self.adopt_maps()
+        world = facts.world_all(self.config)
+        for f in world.paths:
+            if is_path_candidate(f.dev):
+                self.state.paths[f.dev] = self._path_from_facts(f, None)
+        for m in self.state.maps.values():
+            self._relink(m)
+        await self.reconcile(self._all_wwids())
+
+    async def adopt_maps(self) -> None:
+        for d in await self.dm(self.ctl.list_devices):
+            uuid = d.uuid if d.uuid is not None else (await self.dm(self.ctl.info, d.name)).uuid
+            if not uuid.startswith(dmmaps.MPATH_UUID_PREFIX):
+                continue
+            m = MapState(name=d.name, wwid=uuid[len(dmmaps.MPATH_UUID_PREFIX):])
+            try:
+                await self.refresh_map(m)
+            except (DMError, dmt.TableError) as err:
+                log.warning("cannot adopt map %s: %s", d.name, err, **fields(map=d.name))
+                continue
+            self.state.maps[m.name] = m
+            log.info("%s: adopted existing map (%d paths)", m.name, len(m.table.groups) if m.table else 0,
+                     **fields(map=m.name, wwid=m.wwid))
+
+    async def refresh_map(self, m: MapState) -> None:
+        """Re-read a map's live table, status and info from the kernel."""
+        info, lines = await self.dm(self.ctl.table_and_info, m.name)
+        status = await self.dm(self.ctl.status, m.name, noflush=True)
+        mp = [t for t in lines if t.target == "multipath"]
+        if not mp:
+            raise dmt.TableError(f"{m.name}: not a multipath table")
+        m.table = dmt.parse_multipath_params(mp[0].params, mp[0].length)
+        st = [t for t in status if t.target == "multipath"]
+        m.status = dmt.parse_multipath_status(st[0].params) if st else None
+        m.dm_dev, m.dev_t = f"dm-{info.minor}", info.devno
+        m.event_nr, m.open_count, m.suspended = info.event_nr, info.open_count, info.suspended
+        self._relink(m)
+
+    def _relink(self, m: MapState) -> None:
+        """Tie the map to the known paths its live table names (paths not seen yet join when they appear)."""
+        m.paths = []
+        for d in (s.dev for g in (m.table.groups if m.table else ()) for s in g.paths):
+            p = self.state.path_by_dev_t(d)
+            if p is not None:
+                p.map = m.name
+                m.paths.append(p.dev)
+                if not m.vendor:
+                    m.vendor, m.product = p.facts.vendor or "", p.facts.product or ""
+
+    def _all_wwids(self) -> set[str]:
+        wwids = {p.wwid for p in self.state.paths.values() if p.wwid}
+        return wwids | {m.wwid for m in self.state.maps.values()}
+
+    # --- uevents ------------------------------------------------------------------------------------
+
+    def on_uevent(self, action: str, dev: str) -> None:
+        """A block uevent for a whole disk: update the path, and queue its WWID(s) for the next batch."""
+        self.stats["uevents"] += 1
+        if not is_path_candidate(dev):
+            return
+        old = self.state.paths.get(dev)
+        if action == "remove":
+            if old is not None:
+                del self.state.paths[dev]
+                if old.wwid:
+                    self._queue(old.wwid)
+                log.info("%s: path removed", dev, **fields(dev=dev, map=old.map))
+            return
+        try:
+            f = facts.path_facts(dev, self.config)
+        except facts.FactsError as err:
+            log.debug("%s: no facts: %s", dev, err)
+            return
+        if old is not None and old.wwid and old.wwid != f.wwid:
+            log.warning("%s: WWID changed from %s to %s", dev, old.wwid, f.wwid, **fields(dev=dev))
+            self._queue(old.wwid)
+        p = self._path_from_facts(f, old)
+        self.state.paths[dev] = p
+        if f.wwid:
+            self._queue(f.wwid)
+
+    def _queue(self, wwid: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._pending.add(wwid)
+        now = loop.time()
+        if self._batch_first is None:
+            self._batch_first = now
+        if self._batch_handle is not None:
+            self._batch_handle.cancel()
+        delay = min(BATCH_QUIET, max(0.0, self._batch_first + BATCH_MAX - now))
+        self._batch_handle = loop.call_later(delay, self._close_batch)
+
+    def _close_batch(self) -> None:
+        if self._batch_task is not None and not self._batch_task.done():
+            # A batch is being applied: re-arm and let events keep accumulating meanwhile.
+            self._batch_handle = asyncio.get_running_loop().call_later(BATCH_QUIET, self._close_batch)
+            return
+        wwids, self._pending = self._pending, set()
+        self._batch_first = self._batch_handle = None
+        if wwids:
+            self.stats["batches"] += 1
+            self._batch_task = asyncio.ensure_future(self.reconcile(wwids))
+
+    async def settle(self) -> None:
+        """Wait until queued uevents are applied (tests, reconfigure, `show` after `add path`)."""
+        while self._pending or (self._batch_task is not None and not self._batch_task.done()):
+            if self._batch_task is not None and not self._batch_task.done():
+                await self._batch_task
+            elif self._pending:
+                if self._batch_handle is not None:
+                    self._batch_handle.cancel()
+                self._close_batch()
+
+    # --- assembly -----------------------------------------------------------------------------------
+
+    async def reconcile(self, wwids: Iterable[str]) -> None:
+        """Bring the maps of these WWIDs in line with the classifier: create, reload or leave alone."""
+        world = self.world()
+        claimed = classify.assembly(world, self.config)
+        verdicts = {p.dev: classify.classify(p, world, self.config, for_udev=False) for p in world.paths}
+        for dev, v in verdicts.items():
+            if dev in self.state.paths:
+                self.state.paths[dev].verdict = f"{v.decision} ({v.rule})"
+        for wwid in sorted(wwids):
+            try:
+                await self._reconcile_one(wwid, [self.state.paths[d] for d in claimed.get(wwid, ())
+                                                 if d in self.state.paths])
+            except Exception:  # one bad WWID must not stop the others
+                log.exception("%s: assembling the map failed", wwid, **fields(wwid=wwid))
+
+    async def _reconcile_one(self, wwid: str, paths: list[PathState]) -> None:
+        m = self.state.map_of_wwid(wwid)
+        if m is None and not paths:
+            return
+        if m is None:
+            await self._create(wwid, paths)
+            return
+        live = [self.state.paths[d] for d in m.paths if d in self.state.paths]
+        keep = {p.dev for p in paths} | {p.dev for p in live}
+        members = [self.state.paths[d] for d in sorted(keep) if d in self.state.paths]
+        if not members:
+            await self._last_path_gone(m)
+            return
+        r = self.resolver(wwid, members[0].facts.vendor, members[0].facts.product)
+        wanted = plan.build_table(members, r, queueing=self._queueing_for(m, r))
+        if plan.needs_reload(m.table, wanted):
+            await self.dm(dmmaps.reload_map, self.ctl, m.name, [wanted.line()])
+            m.reloads += 1
+            self.stats["reloads"] += 1
+            log.info("%s: reloaded with %d paths", m.name, len(members), **fields(map=m.name, wwid=wwid))
+        for p in members:
+            p.map = m.name
+        await self.refresh_map(m)
+
+    def _queueing_for(self, m: MapState | None, r: plan.Resolve) -> bool:
+        if m is not None and m.queueing_disabled:
+            return False
+        return plan.queue_if_no_path(r)
+
+    def alias_for(self, wwid: str, r: plan.Resolve) -> str:
+        for entry in self.config.multipaths:
+            if entry.get("wwid") == wwid and entry.get("alias"):
+                return str(entry["alias"])
+        if r("user_friendly_names"):
+            taken = {m.name for m in self.state.maps.values()}
+            return store.alias_for(wwid, str(r("alias_prefix") or "mpath"), reserved=taken)
+        return wwid
+
+    async def _create(self, wwid: str, paths: list[PathState]) -> None:
+        first = paths[0]
+        r = self.resolver(wwid, first.facts.vendor, first.facts.product)
+        try:
+            table = plan.build_table(paths, r, queueing=self._queueing_for(None, r))
+        except ValueError as err:
+            log.error("%s: cannot build a map: %s", wwid, err, **fields(wwid=wwid))
+            return
+        name = self.alias_for(wwid, r)
+        try:
+            await self.dm(dmmaps.create_multipath, self.ctl, name, wwid, table)
+        except DMError as err:
+            log.error("%s: creating map %s failed: %s; releasing its paths to the system", wwid, name, err,
+                      **fields(map=name, wwid=wwid))
+            store.mark_failed(wwid)
+            for p in paths:
+                sysinfo.trigger_uevent(p.dev, "add")  # let LVM, mounts, etc. pick the paths up
+            return
+        store.unmark_failed(wwid)
+        store.add_wwid(wwid)
+        m = MapState(name=name, wwid=wwid, vendor=first.facts.vendor or "", product=first.facts.product or "")
+        m.reloads = 1
+        self.state.maps[name] = m
+        for p in paths:
+            p.map = name
+        await self.refresh_map(m)
+        self.stats["creates"] += 1
+        log.info("%s: created map (%s) with %d paths: %s", name, wwid, len(paths),
+                 " ".join(p.dev for p in paths), **fields(map=name, wwid=wwid))
+        if not r("skip_kpartx"):
+            try:
+                await self.dm(dmmaps.add_partition_maps, self.ctl, name)
+            except DMError as err:
+                log.warning("%s: partition maps: %s", name, err, **fields(map=name))
+        for p in paths:  # udev reruns `pymultipath -u`, which now sees the map and claims the path
+            sysinfo.trigger_uevent(p.dev, "change")
+
+    async def _last_path_gone(self, m: MapState) -> None:
+        r = self.resolver(m.wwid, m.vendor, m.product)
+        if str(r("flush_on_last_del")) in ("yes", "always") and m.open_count == 0:
+            await self.remove_map(m, force=False)
+        else:
+            log.warning("%s: last path gone; map kept%s", m.name,
+                        " (queueing I/O)" if m.table and m.table.features.queue_if_no_path else "",
+                        **fields(map=m.name, wwid=m.wwid))
+
+    async def remove_map(self, m: MapState, *, force: bool, deferred: bool = False) -> None:
+        await self.dm(dmmaps.remove_map, self.ctl, m.name, deferred=deferred)
+        self.state.maps.pop(m.name, None)
+        for p in self.state.paths.values():
+            if p.map == m.name:
+                p.map = None
+        log.info("%s: removed", m.name, **fields(map=m.name, wwid=m.wwid))
+
+    # --- checking and failover ----------------------------------------------------------------------
+
+    async def check_and_apply(self, p: PathState) -> None:
+        """Check one due path; if its state flipped, revisit its map (status, queueing, failback)."""
+        if await self._check_one(p) and p.map in self.state.maps:
+            await self._apply_map_policy(self.state.maps[p.map])
+
+    async def policy_tick(self) -> None:
+        """no_path_retry N: count checker intervals while a queueing map has no usable path."""
+        now = asyncio.get_running_loop().time()
+        for m in list(self.state.maps.values()):
+            r = self.resolver(m.wwid, m.vendor, m.product)
+            npr = r("no_path_retry")
+            queueing = bool(m.table and m.table.features.queue_if_no_path)
+            if not isinstance(npr, int) or not queueing or any(p.usable for p in self.state.paths_of(m)):
+                m.retry_ticks = None
+                self._retry_due.pop(m.name, None)
+                continue
+            if now < self._retry_due.get(m.name, 0.0):
+                continue
+            self._retry_due[m.name] = now + float(r("polling_interval") or 5)
+            m.retry_ticks = npr if m.retry_ticks is None else m.retry_ticks - 1
+            if m.retry_ticks <= 0:
+                log.warning("%s: no usable path for %d checker intervals; failing queued I/O", m.name, npr,
+                            **fields(map=m.name, wwid=m.wwid))
+                await self._message(m, "fail_if_no_path")
+                m.retry_ticks = None
+                with contextlib.suppress(DMError):
+                    await self.refresh_map(m)
+
+    async def _check_one(self, p: PathState) -> bool:
+        """Run p's checker; send fail/reinstate when its state flips. True if the map should be revisited."""
+        loop = asyncio.get_running_loop()
+        r = self.resolver(p.wwid, p.facts.vendor, p.facts.product)
+        timeout = float(r("checker_timeout") or 30)
+        res = await self.runner.check(os.path.join("/dev", p.dev), p.checker, timeout)
+        p.dev_state = sysinfo.dev_state(p.dev)
+        short, longest = float(r("polling_interval") or 5), float(r("max_polling_interval") or 20)
+        if res.state in (checkers.PENDING,):
+            p.next_check = loop.time() + 1.0
+            return False
+        was_usable = p.usable
+        p.chk_state, p.chk_msg = res.state, res.message
+        now_usable = p.usable
+        m = self.state.maps.get(p.map or "")
+        dm_active = self._dm_active(m, p) if m else None
+        changed = False
+        if now_usable and dm_active is False:
+            await self._message(m, f"reinstate_path {p.dev_t}", p)
+            log.info("%s: path up, reinstated in %s", p.dev, p.map, **fields(dev=p.dev, map=p.map))
+            changed = True
+        elif not now_usable and dm_active:
+            await self._message(m, f"fail_path {p.dev_t}", p)
+            log.warning("%s: path down (%s), failed in %s", p.dev, res.message, p.map,
+                        **fields(dev=p.dev, map=p.map))
+            changed = True
+        if now_usable != was_usable:
+            changed = True
+            p.prio = prio.priority(p.prio_name, p.dev) if now_usable else p.prio
+        # healthy paths back off towards max_polling_interval; anything else is watched closely
+        p.interval = min(p.interval * 2, longest) if (now_usable and was_usable) else short
+        p.next_check = loop.time() + p.interval
+        return changed
+
+    def _dm_active(self, m: MapState, p: PathState) -> bool | None:
+        if m.status is None:
+            return None
+        for g in m.status.groups:
+            for s in g.paths:
+                if s.dev == p.dev_t:
+                    return s.active
+        return None
+
+    async def _message(self, m: MapState | None, text: str, p: PathState | None = None) -> bool:
+        if m is None:
+            return False
+        try:
+            await self.dm(self.ctl.message, m.name, text)
+            return True
+        except DMError as err:
+            log.warning("%s: message %r failed: %s", m.name, text, err,
+                        **fields(dev=p.dev if p else None, map=m.name))
+            return False
+
+    async def _apply_map_policy(self, m: MapState) -> None:
+        """After a path changed state: refresh status, queue again once a path is back, failback."""
+        try:
+            await self.refresh_map(m)
+        except DMNoSuchDevice:
+            self.state.maps.pop(m.name, None)
+            return
+        paths = self.state.paths_of(m)
+        r = self.resolver(m.wwid, m.vendor, m.product)
+        if any(p.usable for p in paths) and not m.queueing_disabled and plan.queue_if_no_path(r) \
+                and m.table and not m.table.features.queue_if_no_path:
+            await self._message(m, "queue_if_no_path")  # no_path_retry had stopped queueing: resume it
+            await self.refresh_map(m)
+        if str(r("failback")) == "immediate" and m.table and m.status:
+            target = plan.failback_target(paths, m.table)
+            current = m.status.active_group()
+            if target and current and target != current:
+                log.info("%s: failback to group %d", m.name, target, **fields(map=m.name))
+                await self._message(m, f"switch_group {target}")
+                await self.refresh_map(m)
+
+    async def on_dm_event(self) -> None:
+        """Some map changed (the kernel failed a path on I/O error, a table was loaded): resync."""
+        loop = asyncio.get_running_loop()
+        for m in list(self.state.maps.values()):
+            try:
+                info = await self.dm(self.ctl.info, m.name)
+            except DMNoSuchDevice:
+                self.state.maps.pop(m.name, None)
+                continue
+            if info.event_nr == m.event_nr:
+                continue
+            await self.refresh_map(m)
+            for p in self.state.paths_of(m):
+                if self._dm_active(m, p) is False and p.usable:
+                    p.next_check = loop.time()  # kernel saw an I/O error: check now, not at the interval
+                    log.info("%s: failed by the kernel in %s", p.dev, m.name, **fields(dev=p.dev, map=m.name))
+
+    async def fail_fast(self, devs: Iterable[str], why: str) -> None:
+        """Network-level trouble on these paths: fail them now and check them at once."""
+        loop = asyncio.get_running_loop()
+        for dev in devs:
+            p = self.state.paths.get(dev)
+            if p is None or p.map is None:
+                continue
+            m = self.state.maps.get(p.map)
+            if m is not None and self._dm_active(m, p):
+                await self._message(m, f"fail_path {p.dev_t}", p)
+                log.warning("%s: %s; failed in %s", dev, why, p.map, **fields(dev=dev, map=p.map))
+            p.chk_state = checkers.DOWN
+            p.next_check = loop.time()
+        for name in {self.state.paths[d].map for d in devs if d in self.state.paths} - {None}:
+            m = self.state.maps.get(name or "")
+            if m is not None:
+                with contextlib.suppress(DMError):
+                    await self.refresh_map(m)
+
+    async def close(self) -> None:
+        self.runner.close()
+        self._dm_thread.shutdown(wait=False, cancel_futures=True)

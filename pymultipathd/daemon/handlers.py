@@ -1,0 +1,418 @@
+"""Control commands: what each upstream command does to the daemon, and what it answers.
+
+Replies follow upstream: output text, "" for success without output (sent as "ok"), CommandFailed for a
+refusal (sent as "fail\\n<reason>"). Reads are answered from DaemonState without waiting on device I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from pymultipathd import store
+from pymultipathd.control import format as fmt
+from pymultipathd.control.grammar import Command
+from pymultipathd.control.server import CommandFailed
+from pymultipathd.daemon import plan
+from pymultipathd.daemon.state import DaemonState, MapState, PathState
+from pymultipathd.dm import maps as dmmaps
+from pymultipathd.dm.errors import DMBusy, DMError
+from pymultipathd.paths import checkers
+
+if TYPE_CHECKING:
+    from pymultipathd.daemon.main import Daemon
+
+Handler = Callable[["Daemon", Command], Awaitable[str]]
+HANDLERS: dict[tuple[str, ...], Handler] = {}
+
+
+def handles(*keywords: str) -> Callable[[Handler], Handler]:
+    def deco(fn: Handler) -> Handler:
+        HANDLERS[tuple(keywords)] = fn
+        return fn
+    return deco
+
+
+async def dispatch(daemon: Daemon, cmd: Command) -> str:
+    handler = HANDLERS.get(cmd.keywords)
+    if handler is None:
+        raise CommandFailed(f"{cmd.name}: not supported by pymultipathd")
+    return await handler(daemon, cmd)
+
+
+def _map(state: DaemonState, cmd: Command) -> MapState:
+    m = state.find_map(cmd.params["map"])
+    if m is None:
+        raise CommandFailed("device not found")
+    return m
+
+
+def _path(state: DaemonState, cmd: Command) -> PathState:
+    p = state.find_path(cmd.params["path"])
+    if p is None:
+        raise CommandFailed("device not found")
+    return p
+
+
+# --- show ---------------------------------------------------------------------------------------------
+
+@handles("show", "paths")
+async def show_paths(d: Daemon, cmd: Command) -> str:
+    return fmt.show_paths(d.core.state)
+
+
+@handles("show", "paths", "format")
+async def show_paths_format(d: Daemon, cmd: Command) -> str:
+    return fmt.show_paths(d.core.state, cmd.params["format"])
+
+
+@handles("show", "paths", "raw", "format")
+async def show_paths_raw(d: Daemon, cmd: Command) -> str:
+    return fmt.show_paths(d.core.state, cmd.params["format"], raw=True)
+
+
+@handles("show", "path")
+async def show_path(d: Daemon, cmd: Command) -> str:
+    p = _path(d.core.state, cmd)
+    return fmt.show_paths(d.core.state, only=[p])
+
+
+@handles("show", "status")
+async def show_status(d: Daemon, cmd: Command) -> str:
+    counts: dict[str, int] = {}
+    for p in d.core.state.paths.values():
+        word = fmt.CHK_WORDS.get(p.chk_state, p.chk_state)
+        counts[word] = counts.get(word, 0) + 1
+    lines = ["path checker states:"] + [f"{k:<20}{v}" for k, v in sorted(counts.items())]
+    lines += ["", f"paths: {len(d.core.state.paths)}", f"maps: {len(d.core.state.maps)}",
+              f"busy: {d.core.busy}", f"uevents: {d.core.stats['uevents']}",
+              f"batches: {d.core.stats['batches']}", f"map creates: {d.core.stats['creates']}",
+              f"map reloads: {d.core.stats['reloads']}"]
+    return "\n".join(lines) + "\n"
+
+
+@handles("show", "daemon")
+async def show_daemon(d: Daemon, cmd: Command) -> str:
+    return f"pid {os.getpid()} {'configure' if d.core.busy else 'running'}\n"
+
+
+@handles("show", "maps")
+async def show_maps(d: Daemon, cmd: Command) -> str:
+    return fmt.show_maps(d.core.state)
+
+
+@handles("show", "maps", "status")
+async def show_maps_status(d: Daemon, cmd: Command) -> str:
+    return fmt.show_maps(d.core.state, "%n %F %Q %N %t %o")
+
+
+@handles("show", "maps", "stats")
+async def show_maps_stats(d: Daemon, cmd: Command) -> str:
+    return fmt.show_maps(d.core.state, "%n %0 %1 %2 %x")
+
+
+@handles("show", "maps", "format")
+async def show_maps_format(d: Daemon, cmd: Command) -> str:
+    return fmt.show_maps(d.core.state, cmd.params["format"])
+
+
+@handles("show", "maps", "raw", "format")
+async def show_maps_raw(d: Daemon, cmd: Command) -> str:
+    return fmt.show_maps(d.core.state, cmd.params["format"], raw=True)
+
+
+@handles("show", "maps", "topology")
+@handles("show", "topology")
+async def show_topology(d: Daemon, cmd: Command) -> str:
+    return fmt.topology_all(d.core.state)
+
+
+@handles("show", "maps", "json")
+async def show_maps_json(d: Daemon, cmd: Command) -> str:
+    return fmt.maps_json(d.core.state)
+
+
+@handles("show", "map", "topology")
+async def show_map_topology(d: Daemon, cmd: Command) -> str:
+    return fmt.topology(d.core.state, _map(d.core.state, cmd))
+
+
+@handles("show", "map", "json")
+async def show_map_json(d: Daemon, cmd: Command) -> str:
+    return fmt.maps_json(d.core.state, [_map(d.core.state, cmd)], single=True)
+
+
+@handles("show", "map", "format")
+async def show_map_format(d: Daemon, cmd: Command) -> str:
+    return fmt.show_maps(d.core.state, cmd.params["format"], only=[_map(d.core.state, cmd)])
+
+
+@handles("show", "map", "raw", "format")
+async def show_map_raw(d: Daemon, cmd: Command) -> str:
+    return fmt.show_maps(d.core.state, cmd.params["format"], raw=True, only=[_map(d.core.state, cmd)])
+
+
+@handles("show", "config")
+@handles("show", "config", "local")
+async def show_config(d: Daemon, cmd: Command) -> str:
+    from pymultipathd.config import render
+
+    return render.render(d.core.config)
+
+
+@handles("show", "blacklist")
+async def show_blacklist(d: Daemon, cmd: Command) -> str:
+    from pymultipathd.config import render
+
+    return render.render_blacklists(d.core.config)
+
+
+@handles("show", "devices")
+async def show_devices(d: Daemon, cmd: Command) -> str:
+    lines = ["available block devices:"]
+    for p in sorted(d.core.state.paths.values(), key=lambda p: p.dev):
+        where = f"in map {p.map}" if p.map else "not in a map"
+        lines.append(f"    {p.dev} {p.verdict or 'unclassified'}, {where}")
+    return "\n".join(lines) + "\n"
+
+
+@handles("show", "wildcards")
+async def show_wildcards(d: Daemon, cmd: Command) -> str:
+    return fmt.wildcards()
+
+
+# --- paths --------------------------------------------------------------------------------------------
+
+@handles("add", "path")
+async def add_path(d: Daemon, cmd: Command) -> str:
+    dev = cmd.params["path"].removeprefix("/dev/")
+    if not os.path.exists(os.path.join("/sys/block", dev)):
+        raise CommandFailed("device not found")
+    d.core.on_uevent("add", dev)
+    await d.core.settle()
+    p = d.core.state.paths.get(dev)
+    if p is None:
+        raise CommandFailed(f"{dev}: cannot read its properties")
+    if p.map is None:
+        raise CommandFailed(f"{dev}: not added to a map: {p.verdict}")
+    return ""
+
+
+@handles("del", "path")
+async def del_path(d: Daemon, cmd: Command) -> str:
+    p = _path(d.core.state, cmd)
+    d.core.on_uevent("remove", p.dev)
+    await d.core.settle()
+    return ""
+
+
+@handles("fail", "path")
+async def fail_path(d: Daemon, cmd: Command) -> str:
+    p = _path(d.core.state, cmd)
+    m = d.core.state.maps.get(p.map or "")
+    if m is None:
+        raise CommandFailed(f"{p.dev} is not in a map")
+    if not await d.core._message(m, f"fail_path {p.dev_t}", p):
+        raise CommandFailed(f"{m.name}: fail_path {p.dev_t} refused by the kernel")
+    p.chk_state = checkers.DOWN
+    await d.core.refresh_map(m)
+    return ""
+
+
+@handles("reinstate", "path")
+async def reinstate_path(d: Daemon, cmd: Command) -> str:
+    p = _path(d.core.state, cmd)
+    m = d.core.state.maps.get(p.map or "")
+    if m is None:
+        raise CommandFailed(f"{p.dev} is not in a map")
+    if not await d.core._message(m, f"reinstate_path {p.dev_t}", p):
+        raise CommandFailed(f"{m.name}: reinstate_path {p.dev_t} refused by the kernel")
+    p.next_check = asyncio.get_running_loop().time()  # the checker decides whether it stays up
+    await d.core.refresh_map(m)
+    return ""
+
+
+# --- maps ---------------------------------------------------------------------------------------------
+
+@handles("add", "map")
+async def add_map(d: Daemon, cmd: Command) -> str:
+    ident = cmd.params["map"]
+    known = d.core.state.find_map(ident)
+    if known is not None:
+        return ""
+    wwid = next((p.wwid for p in d.core.state.paths.values() if ident in (p.wwid, p.dev)), None)
+    if wwid is None:
+        wwid = store.read_bindings().get(ident)
+    if wwid is None:
+        raise CommandFailed("device not found")
+    store.add_wwid(wwid)  # an explicit request: the wwids file makes the classifier claim its paths
+    await d.core.reconcile({wwid})
+    if d.core.state.map_of_wwid(wwid) is None:
+        raise CommandFailed(f"{wwid}: no usable path for a map (see `show devices`)")
+    return ""
+
+
+async def _remove(d: Daemon, m: MapState) -> None:
+    try:
+        await d.core.remove_map(m, force=False)
+    except DMBusy as err:
+        raise CommandFailed(f"map or partition in use\n{err}") from None
+    except DMError as err:
+        raise CommandFailed(str(err)) from None
+
+
+@handles("del", "map")
+async def del_map(d: Daemon, cmd: Command) -> str:
+    await _remove(d, _map(d.core.state, cmd))
+    return ""
+
+
+@handles("del", "maps")
+async def del_maps(d: Daemon, cmd: Command) -> str:
+    busy = []
+    for m in list(d.core.state.maps.values()):
+        try:
+            await _remove(d, m)
+        except CommandFailed:
+            busy.append(m.name)
+    if busy:
+        raise CommandFailed(f"map or partition in use: {' '.join(busy)}")
+    return ""
+
+
+@handles("switchgroup", "map", "group")
+async def switch_group(d: Daemon, cmd: Command) -> str:
+    m = _map(d.core.state, cmd)
+    try:
+        group = int(cmd.params["group"])
+    except ValueError:
+        raise CommandFailed(f"invalid group {cmd.params['group']!r}") from None
+    if not m.table or not 1 <= group <= len(m.table.groups):
+        raise CommandFailed(f"{m.name} has no path group {group}")
+    if not await d.core._message(m, f"switch_group {group}"):
+        raise CommandFailed(f"{m.name}: switch_group refused by the kernel")
+    await d.core.refresh_map(m)
+    return ""
+
+
+@handles("suspend", "map")
+async def suspend_map(d: Daemon, cmd: Command) -> str:
+    m = _map(d.core.state, cmd)
+    await d.core.dm(d.core.ctl.suspend, m.name)
+    await d.core.refresh_map(m)
+    return ""
+
+
+@handles("resume", "map")
+async def resume_map(d: Daemon, cmd: Command) -> str:
+    m = _map(d.core.state, cmd)
+    await d.core.dm(d.core.ctl.resume, m.name)
+    await d.core.refresh_map(m)
+    return ""
+
+
+@handles("reload", "map")
+@handles("reset", "map")
+@handles("resize", "map")
+async def reload_map(d: Daemon, cmd: Command) -> str:
+    """Rebuild the table from the paths as they are now (re-reading sizes: also the resize command)."""
+    m = _map(d.core.state, cmd)
+    paths = d.core.state.paths_of(m)
+    if not paths:
+        raise CommandFailed(f"{m.name} has no known paths")
+    for p in paths:
+        d.core.on_uevent("change", p.dev)
+    await d.core.settle()
+    r = d.core.resolver(m.wwid, m.vendor, m.product)
+    try:
+        table = plan.build_table(d.core.state.paths_of(m), r, queueing=d.core._queueing_for(m, r))
+    except ValueError as err:
+        raise CommandFailed(f"{m.name}: {err}") from None
+    await d.core.dm(dmmaps.reload_map, d.core.ctl, m.name, [table.line()])
+    m.reloads += 1
+    await d.core.refresh_map(m)
+    return ""
+
+
+@handles("reset", "map", "stats")
+@handles("reset", "maps", "stats")
+async def reset_stats(d: Daemon, cmd: Command) -> str:
+    return ""
+
+
+async def _set_queueing(d: Daemon, maps: list[MapState], on: bool) -> None:
+    for m in maps:
+        if on:
+            m.queueing_disabled = False
+            r = d.core.resolver(m.wwid, m.vendor, m.product)
+            if plan.queue_if_no_path(r) and not await d.core._message(m, "queue_if_no_path"):
+                raise CommandFailed(f"{m.name}: queue_if_no_path refused by the kernel")
+        else:
+            m.queueing_disabled = True
+            m.retry_ticks = None
+            if not await d.core._message(m, "fail_if_no_path"):
+                raise CommandFailed(f"{m.name}: fail_if_no_path refused by the kernel")
+        await d.core.refresh_map(m)
+
+
+@handles("disablequeueing", "map")
+async def disable_queueing(d: Daemon, cmd: Command) -> str:
+    await _set_queueing(d, [_map(d.core.state, cmd)], on=False)
+    return ""
+
+
+@handles("restorequeueing", "map")
+async def restore_queueing(d: Daemon, cmd: Command) -> str:
+    await _set_queueing(d, [_map(d.core.state, cmd)], on=True)
+    return ""
+
+
+@handles("disablequeueing", "maps")
+async def disable_queueing_all(d: Daemon, cmd: Command) -> str:
+    await _set_queueing(d, list(d.core.state.maps.values()), on=False)
+    return ""
+
+
+@handles("restorequeueing", "maps")
+async def restore_queueing_all(d: Daemon, cmd: Command) -> str:
+    await _set_queueing(d, list(d.core.state.maps.values()), on=True)
+    return ""
+
+
+@handles("forcequeueing", "daemon")
+async def force_queueing(d: Daemon, cmd: Command) -> str:
+    d.queue_without_daemon = True
+    return ""
+
+
+@handles("restorequeueing", "daemon")
+async def restore_queueing_daemon(d: Daemon, cmd: Command) -> str:
+    d.queue_without_daemon = None
+    return ""
+
+
+# --- daemon -------------------------------------------------------------------------------------------
+
+@handles("reconfigure")
+@handles("reconfigure", "all")
+async def reconfigure(d: Daemon, cmd: Command) -> str:
+    err = await d.reconfigure()
+    if err:
+        raise CommandFailed(err)
+    return ""
+
+
+@handles("shutdown")
+async def shutdown(d: Daemon, cmd: Command) -> str:
+    asyncio.get_running_loop().call_soon(d.stop)
+    return ""
+
+
+for _pr in (("getprstatus", "map"), ("setprstatus", "map"), ("unsetprstatus", "map"), ("getprkey", "map"),
+            ("setprkey", "map", "key"), ("unsetprkey", "map"), ("setmarginal", "path"),
+            ("unsetmarginal", "path"), ("unsetmarginal", "map")):
+    async def _unsupported(d: Daemon, cmd: Command) -> str:
+        raise CommandFailed(f"{cmd.name}: persistent reservations and marginal paths are not supported")
+    HANDLERS[_pr] = _unsupported

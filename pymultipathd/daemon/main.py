@@ -1,0 +1,234 @@
+"""pymultipathd, the daemon: start-up, the event sources on one asyncio loop, reconfigure and shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+
+from pymultipathd import locations
+from pymultipathd.config import ConfigError, load_config
+from pymultipathd.control.server import ControlServer, bind_unix
+from pymultipathd.daemon import handlers, logsetup
+from pymultipathd.daemon.core import Core
+from pymultipathd.daemon.linkwatch import LinkWatch
+from pymultipathd.dm.errors import DMError
+from pymultipathd.dm.ioctl import Control
+from pymultipathd.paths import sysinfo
+
+log = logging.getLogger("pymultipathd")
+TICK = 1.0  # checker scheduling granularity (seconds)
+
+
+def _notify(text: str) -> None:
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return
+    try:
+        from systemd import daemon as sd
+
+        sd.notify(text)
+    except ImportError:  # without systemd-python: speak the protocol directly
+        addr = os.environ["NOTIFY_SOCKET"]
+        addr = "\0" + addr[1:] if addr.startswith("@") else addr
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(text.encode(), addr)
+
+
+def _systemd_sockets() -> list[socket.socket]:
+    """Sockets passed by socket activation (LISTEN_FDS), if they are meant for us."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    count = int(os.environ.get("LISTEN_FDS", "0"))
+    socks = [socket.socket(fileno=3 + i) for i in range(count)]
+    for s in socks:
+        s.setblocking(False)
+    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(var, None)
+    return socks
+
+
+class Daemon:
+    def __init__(self, opts: argparse.Namespace) -> None:
+        self.opts = opts
+        self.core: Core
+        self.server: ControlServer | None = None
+        self.queue_without_daemon: bool | None = None  # `forcequeueing daemon` sets True
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def reconfigure(self) -> str | None:
+        """Reload the configuration; on error keep the old one and return the reason."""
+        try:
+            config = load_config()
+        except ConfigError as err:
+            log.error("reconfigure failed, keeping the previous configuration:\n%s", err)
+            return f"configuration error, previous configuration kept:\n{err}"
+        for w in config.warnings:
+            log.warning("%s", w)
+        self.core.busy = True
+        try:
+            self.core.config = config
+            for dev in list(self.core.state.paths):
+                self.core.on_uevent("change", dev)
+            await self.core.settle()
+        finally:
+            self.core.busy = False
+        log.info("reconfigured from %s", ", ".join(config.files) or "built-in defaults")
+        return None
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            config = load_config()
+        except ConfigError as err:
+            log.error("cannot start: configuration error:\n%s", err)
+            return 1
+        for w in config.warnings:
+            log.warning("%s", w)
+        try:
+            ctl = Control()
+        except DMError as err:
+            log.error("cannot start: device mapper unavailable: %s", err)
+            return 1
+        os.makedirs(locations.run_dir(), exist_ok=True)
+        self.core = Core(config, ctl)
+
+        socks = _systemd_sockets()
+        if not socks:
+            try:
+                socks = [bind_unix(locations.socket_name()), bind_unix(locations.socket_path())]
+            except OSError as err:
+                log.error("cannot listen on %s: %s (is another multipathd running?)", locations.socket_name(),
+                          err)
+                return 1
+        self.server = ControlServer(lambda cmd: handlers.dispatch(self, cmd))
+        await self.server.start(socks)
+
+        # Listen for uevents before scanning, so nothing that happens during the scan is missed.
+        import pyudev
+
+        monitor = pyudev.Monitor.from_netlink(pyudev.Context())
+        monitor.filter_by("block")
+        monitor.start()
+        loop.add_reader(monitor.fileno(), self._on_udev, monitor)
+
+        _notify("STATUS=discovering paths and maps")
+        await self.core.discover()
+        await self.core.settle()
+
+        ctl.arm_poll()
+        loop.add_reader(ctl.fileno(), self._on_dm_readable)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reconfigure()))
+        self._tasks = [asyncio.ensure_future(self._checker_loop()), asyncio.ensure_future(self._watchdog())]
+        if not self.opts.no_linkwatch:
+            watch = LinkWatch(self._portals, self._on_link_trouble)
+            self._tasks.append(asyncio.ensure_future(self._guard(watch.run(), "link watch")))
+
+        st = self.core.state
+        _notify(f"READY=1\nSTATUS=up: {len(st.maps)} maps, {len(st.paths)} paths")
+        log.info("ready: %d maps, %d paths", len(st.maps), len(st.paths))
+        await self._stop.wait()
+
+        _notify("STOPPING=1")
+        log.info("shutting down; maps stay in place")
+        for t in self._tasks:
+            t.cancel()
+        await self.server.close()
+        await self._release_queueing()
+        await self.core.close()
+        return 0
+
+    async def _release_queueing(self) -> None:
+        """Without a daemon nobody reinstates paths, so queued I/O would wait forever: stop queueing at exit
+        unless queue_without_daemon or `forcequeueing daemon` asks otherwise (as upstream does)."""
+        keep = self.queue_without_daemon or bool(self.core.config.resolve("queue_without_daemon"))
+        if keep:
+            return
+        for m in self.core.state.maps.values():
+            if m.table and m.table.features.queue_if_no_path and not any(
+                    p.usable for p in self.core.state.paths_of(m)):
+                await self.core._message(m, "fail_if_no_path")
+
+    async def _guard(self, coro: object, what: str) -> None:
+        try:
+            await coro  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s stopped; continuing without it", what)
+
+    def _on_udev(self, monitor: object) -> None:
+        while True:
+            dev = monitor.poll(timeout=0)  # type: ignore[attr-defined]
+            if dev is None:
+                return
+            if dev.device_type == "disk" and dev.action:
+                self.core.on_uevent(dev.action, dev.sys_name)
+
+    def _on_dm_readable(self) -> None:
+        with contextlib.suppress(DMError):
+            self.core.ctl.arm_poll()  # re-arm first: an event during the resync is not lost
+        asyncio.ensure_future(self.core.on_dm_event())
+
+    async def _checker_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        checking: dict[str, asyncio.Task] = {}
+        while True:
+            now = loop.time()
+            for p in list(self.core.state.paths.values()):
+                if p.map and p.next_check <= now and p.dev not in checking:
+                    t = asyncio.ensure_future(self.core.check_and_apply(p))
+                    checking[p.dev] = t
+                    t.add_done_callback(lambda _t, dev=p.dev: checking.pop(dev, None))
+            await self.core.policy_tick()
+            await asyncio.sleep(TICK)
+
+    async def _watchdog(self) -> None:
+        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        if not usec:
+            return
+        while True:  # pinged from the loop itself: a stuck loop stops the pings and systemd restarts us
+            _notify("WATCHDOG=1")
+            await asyncio.sleep(usec / 2e6)
+
+    def _portals(self) -> set[str]:
+        out = set()
+        for p in self.core.state.paths.values():
+            if p.map and (p.facts.protocol or "").endswith("iscsi"):
+                portal = sysinfo.iscsi_portal(p.dev)
+                if portal:
+                    out.add(portal)
+        return out
+
+    async def _on_link_trouble(self, portals: set[str], why: str) -> None:
+        devs = {p.dev for p in self.core.state.paths.values()
+                if p.map and sysinfo.iscsi_portal(p.dev) in portals}
+        await self.core.fail_fast(devs, why)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="pymultipathd", description="device-mapper multipath daemon")
+    ap.add_argument("-d", action="store_true", help="stay in the foreground (the default; kept for upstream)")
+    ap.add_argument("-v", type=int, default=2, metavar="N", help="verbosity 0..4")
+    ap.add_argument("-s", action="store_true", help="no timestamps on stderr")
+    ap.add_argument("--no-linkwatch", action="store_true", help="do not watch network links (rtnetlink)")
+    return ap.parse_args(argv)
+
+
+def run(argv: list[str]) -> int:
+    opts = parse_args(argv)
+    logsetup.setup(opts.v, timestamps=not opts.s)
+    if os.geteuid() != 0:
+        print("pymultipathd: the daemon must run as root", file=sys.stderr)
+        return 1
+    return asyncio.run(Daemon(opts).run())

@@ -1,0 +1,103 @@
+"""What a map's table should be, from its paths and the resolved configuration (pure).
+
+The daemon compares the plan with the live table and loads a new one only when they differ in something the
+kernel would act on, so a restart or a checker round never reloads a healthy map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from pymultipathd.daemon.state import PathState
+from pymultipathd.dm import table as dmt
+from pymultipathd.paths.grouping import Member, best_group, group_members
+
+Resolve = Callable[[str], object]  # keyword -> value, already bound to the map's wwid/vendor/product
+
+
+def queue_if_no_path(resolve: Resolve) -> bool:
+    """no_path_retry decides queueing: queue or N -> queue (N intervals), fail -> fail at once."""
+    npr = resolve("no_path_retry")
+    if npr == "queue" or (isinstance(npr, int) and npr > 0):
+        return True
+    if npr == "fail":
+        return False
+    return "queue_if_no_path" in str(resolve("features")).split()
+
+
+def features(resolve: Resolve, queueing: bool) -> dmt.Features:
+    words = str(resolve("features") or "0").split()
+    parsed = dmt.parse_features(tuple(words[1:])) if words and words[0] != "0" else dmt.Features()
+    return dmt.Features(
+        queue_if_no_path=queueing,
+        queue_mode=parsed.queue_mode,
+        retain_attached_hw_handler=parsed.retain_attached_hw_handler,
+        pg_init_retries=parsed.pg_init_retries,
+        pg_init_delay_msecs=parsed.pg_init_delay_msecs,
+        other=parsed.other,
+    )
+
+
+def hwhandler(resolve: Resolve) -> tuple[str | None, tuple[str, ...]]:
+    words = str(resolve("hardware_handler") or "0").split()
+    if not words or words[0] == "0" or len(words) < 2:
+        return None, ()
+    return words[1], tuple(words[2:])
+
+
+def selector(resolve: Resolve) -> tuple[str, tuple[str, ...]]:
+    words = str(resolve("path_selector") or "service-time 0").split()
+    return words[0], tuple(words[2:]) if len(words) > 1 and words[1].isdigit() else tuple(words[1:])
+
+
+def members(paths: Sequence[PathState]) -> list[Member]:
+    return [Member(dev_t=p.dev_t, prio=p.prio, usable=p.usable or p.chk_state == "undef",
+                   serial=p.serial, node_name=p.node_name, dev=p.dev) for p in paths]
+
+
+def build_table(paths: Sequence[PathState], resolve: Resolve, *,
+                queueing: bool | None = None) -> dmt.MultipathTable:
+    """The table for these paths. Raises ValueError if there are none or their sizes disagree."""
+    if not paths:
+        raise ValueError("a map needs at least one path")
+    sizes = {p.size for p in paths}
+    if len(sizes) != 1:
+        detail = ", ".join(f"{p.dev}={p.size}" for p in paths)
+        raise ValueError(f"paths disagree on size (sectors: {detail})")
+    groups = group_members(members(paths), str(resolve("path_grouping_policy")))
+    sel, sel_args = selector(resolve)
+    repeat = str(resolve("rr_min_io_rq") or 1)
+    hwh, hwh_args = hwhandler(resolve)
+    return dmt.MultipathTable(
+        size=sizes.pop(),
+        groups=tuple(
+            dmt.PathGroup(paths=tuple(dmt.PathSpec(m.dev_t, (repeat,)) for m in g), selector=sel,
+                          selector_args=sel_args)
+            for g in groups
+        ),
+        features=features(resolve, queue_if_no_path(resolve) if queueing is None else queueing),
+        hwhandler=hwh,
+        hwhandler_args=hwh_args,
+        initial_group=1,
+    )
+
+
+def _shape(t: dmt.MultipathTable) -> tuple:
+    # Compare what matters: the set of devices per group, their order of groups, selector and features.
+    return (
+        t.size,
+        tuple((g.selector, g.selector_args, frozenset(p.dev for p in g.paths)) for g in t.groups),
+        t.features.queue_if_no_path, t.features.queue_mode, t.features.pg_init_retries, t.features.other,
+        t.hwhandler,
+    )
+
+
+def needs_reload(live: dmt.MultipathTable | None, wanted: dmt.MultipathTable) -> bool:
+    return live is None or _shape(live) != _shape(wanted)
+
+
+def failback_target(paths: Sequence[PathState], table: dmt.MultipathTable) -> int:
+    """The 1-based group failback should switch to, given the current priorities of the table's paths."""
+    by_dev_t = {p.dev_t: p for p in paths}
+    groups = [members([by_dev_t[s.dev] for s in g.paths if s.dev in by_dev_t]) for g in table.groups]
+    return best_group(groups)
