@@ -20,6 +20,7 @@ _DEFAULTS = {
     "PYMULTIPATH_SOCKET_PATH": "/run/multipathd.socket",
     "PYMULTIPATH_SYSFS": "/sys",
     "PYMULTIPATH_UDEV_DB": "/run/udev/data",
+    "PYMULTIPATH_PROC": "/proc",
 }
 
 
@@ -71,3 +72,7 @@ def sysfs() -> str:
 
 def udev_db() -> str:
     return _get("PYMULTIPATH_UDEV_DB")
+
+
+def proc() -> str:
+    return _get("PYMULTIPATH_PROC")

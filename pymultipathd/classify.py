@@ -1,0 +1,321 @@
+"""The one path classifier: facts about a path and its surroundings in, a verdict out.
+
+Both `pymultipath -u` (run by udev for every disk event) and the daemon call `classify()` on the same facts,
+so they cannot disagree about a path: this is the fix for the gap upstream has between `multipath -u` and
+multipathd (see docs/classification.md). Pure: no files, no clock, no environment. The facts layer
+(pymultipathd/paths/facts.py) or a JSON snapshot (`pymultipath classify --facts`) supplies the facts.
+
+Every verdict names the rule that decided it; the identifiers in RULES are a stable contract shared by
+`--explain`, logs, the JSON output and the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pymultipathd import blacklist
+
+if TYPE_CHECKING:
+    from pymultipathd.config.model import Config
+
+# Every rule identifier, in the order the classifier considers them.
+RULES = (
+    "member_of_map",
+    "daemon_not_running",
+    "not_a_disk",
+    "blacklisted:property",
+    "blacklisted:property_missing",
+    "blacklisted:devnode",
+    "blacklisted:device",
+    "blacklisted:protocol",
+    "blacklisted:wwid",
+    "hidden",
+    "no_wwid",
+    "failed_wwid",
+    "in_use",
+    "greedy",
+    "wwids_file",
+    "released",
+    "map_exists",
+    "strict",
+    "siblings",
+    "single_path",
+    "timeout",
+    "waiting",
+)
+
+MODES = ("strict", "off", "on", "greedy", "smart")
+
+# Spellings of find_multipaths. The config core already canonicalizes (and applies `force_wwids yes` and
+# the PYMULTIPATH_FIND_MULTIPATHS override of the deprecated `-i`); this guards the pure core.
+MODE_SYNONYMS = {
+    "strict": "strict",
+    "off": "off",
+    "no": "off",
+    "0": "off",
+    "on": "on",
+    "yes": "on",
+    "1": "on",
+    "greedy": "greedy",
+    "smart": "smart",
+}
+
+# Modes in which a path already in use by something else is never claimed. Upstream checks this only for
+# greedy and smart; "off" claims every path like greedy does, so it gets the same protection here.
+_IN_USE_MODES = frozenset({"greedy", "smart", "off"})
+
+DEFAULT_TIMEOUT = -10
+UNKNOWN_HARDWARE_WAIT = 1.0
+
+
+def normalize_mode(value: str) -> str:
+    """Canonical find_multipaths mode for any accepted spelling; ValueError names the bad value."""
+    mode = MODE_SYNONYMS.get(str(value).strip().lower())
+    if mode is None:
+        choices = ", ".join(sorted(MODE_SYNONYMS))
+        raise ValueError(f"find_multipaths: invalid value {value!r} (one of {choices})")
+    return mode
+
+
+@dataclass(frozen=True)
+class PathFacts:
+    """What is known about one block device. `holders` and `in_use` cover the disk and its partitions."""
+
+    dev: str
+    devtype: str | None = "disk"
+    dev_t: str = ""
+    wwid: str | None = None
+    vendor: str | None = None
+    product: str | None = None
+    protocol: str | None = None
+    properties: Mapping[str, str] = field(default_factory=dict)
+    holders: tuple[str, ...] = ()
+    in_use: bool = False
+    hidden: bool = False
+    released: bool = False  # udev already told systemd "not multipath" (DM_MULTIPATH_DEVICE_PATH=0)
+
+
+@dataclass(frozen=True)
+class MapFacts:
+    name: str
+    uuid: str
+    paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class World:
+    """Everything around the path. `paths` holds the initialized disks (the classified one included)."""
+
+    paths: tuple[PathFacts, ...] = ()
+    maps: tuple[MapFacts, ...] = ()
+    wwids: frozenset[str] = frozenset()
+    failed_wwids: frozenset[str] = frozenset()
+    daemon_running: bool = True
+    now: float = 0.0
+    timers: Mapping[str, float] = field(default_factory=dict)  # dev_t -> deadline (epoch seconds)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: str  # "yes" | "no" | "maybe"
+    rule: str  # one of RULES
+    wait_until: float | None = None  # deadline of a "maybe" (epoch seconds)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rule considered: `outcome` is "pass" when it did not decide, else the decision it made."""
+
+    rule: str
+    outcome: str
+    words: str
+
+
+def mode_of(config: Config) -> str:
+    """The find_multipaths mode in force. Config.find_multipaths() is the one place that applies the
+    `-i` override (env PYMULTIPATH_FIND_MULTIPATHS) and force_wwids."""
+    return normalize_mode(config.find_multipaths())
+
+
+def _known_hardware(config: Config, vendor: str | None, product: str | None) -> bool:
+    # docs/contracts.md names it known_hardware(vendor, product); the config core ships is_known_hardware
+    known = getattr(config, "known_hardware", None)
+    if known is not None:
+        return bool(known(vendor, product))
+    return bool(config.is_known_hardware(vendor=vendor, product=product))
+
+
+def wait_seconds(config: Config, vendor: str | None, product: str | None) -> float:
+    """How long a single smart-mode path waits for a sibling (find_multipaths_timeout semantics).
+
+    N > 0: N seconds. N < 0: |N| seconds for hardware the config knows (built-in or user `device` entry),
+    1 second for unknown hardware, so machines without multipath storage do not wait at boot. 0: default -10.
+    """
+    timeout = int(config.find_multipaths_timeout()) or DEFAULT_TIMEOUT
+    if timeout > 0:
+        return float(timeout)
+    return float(-timeout) if _known_hardware(config, vendor, product) else UNKNOWN_HARDWARE_WAIT
+
+
+def _map_holding(path: PathFacts, world: World) -> MapFacts | None:
+    for m in world.maps:
+        if m.uuid.startswith("mpath-") and path.dev in m.paths:
+            return m
+    return None
+
+
+def _map_for(wwid: str, world: World) -> MapFacts | None:
+    uuid = "mpath-" + wwid
+    for m in world.maps:
+        if m.uuid == uuid:
+            return m
+    return None
+
+
+def _excluded(path: PathFacts, config: Config) -> Step | None:
+    """The exclusions that do not depend on the mode or other paths (rules not_a_disk .. no_wwid)."""
+    if path.devtype != "disk":
+        return Step("not_a_disk", "no", f"{path.dev} is a {path.devtype or 'device without DEVTYPE'}, "
+                    "not a whole disk; partitions follow their disk")
+    v = blacklist.check(config, devnode=path.dev, wwid=path.wwid, vendor=path.vendor, product=path.product,
+                        protocol=path.protocol, properties=path.properties)
+    if v.excluded:
+        origin = {"default": "the built-in blacklist", "exception": "the blacklist exceptions"}.get(
+            v.source or "", "the blacklist")
+        why = (f"{v.criterion} {v.pattern!r}" if v.pattern is not None
+               else "it has the uid_attribute property but none matching the property exceptions")
+        return Step(f"blacklisted:{v.criterion}", "no", f"{path.dev} is excluded by {origin} ({why})")
+    if path.protocol == "scsi:usb" and not config.resolve("allow_usb_devices"):
+        return Step("blacklisted:protocol", "no",
+                    f"{path.dev} is a USB device and allow_usb_devices is off")
+    if path.hidden:
+        return Step("hidden", "no", f"{path.dev} is hidden by the kernel (a path of native NVMe multipath)")
+    if not path.wwid:
+        return Step("no_wwid", "no", f"{path.dev} has no WWID (udev gave no uid_attribute property)")
+    return None
+
+
+def _counts_as_sibling(other: PathFacts, mode: str, config: Config) -> bool:
+    # Another path only proves a second route to the LUN if it could itself be claimed: a sibling the
+    # system already uses (or was released to it) must not pull the LUN into multipath under its feet.
+    if _excluded(other, config) is not None:
+        return False
+    if mode in _IN_USE_MODES and other.in_use:
+        return False
+    return not (mode == "smart" and other.released)
+
+
+def _run(path: PathFacts, world: World, config: Config, for_udev: bool, steps: list[Step]) -> Verdict:
+    def decide(rule: str, decision: str, words: str, wait_until: float | None = None) -> Verdict:
+        steps.append(Step(rule, decision, words))
+        return Verdict(decision, rule, wait_until)
+
+    def passed(rule: str, words: str) -> None:
+        steps.append(Step(rule, "pass", words))
+
+    held = _map_holding(path, world)
+    if held is not None:
+        return decide("member_of_map", "yes", f"{path.dev} is already a path of multipath map {held.name} "
+                      f"({held.uuid}); that holds in every mode")
+    passed("member_of_map", f"{path.dev} is not a path of any multipath map")
+
+    if for_udev:
+        if not world.daemon_running:
+            return decide("daemon_not_running", "no", "the daemon is not reachable on its socket, "
+                          "so nothing would assemble a map; leave the disk to the system")
+        passed("daemon_not_running", "the daemon is reachable")
+
+    excluded = _excluded(path, config)
+    if excluded is not None:
+        steps.append(excluded)
+        return Verdict("no", excluded.rule)
+    passed("not_a_disk", f"{path.dev} is a whole disk")
+    passed("blacklisted", f"{path.dev} is not blacklisted")
+    passed("hidden", f"{path.dev} is not hidden")
+    passed("no_wwid", f"{path.dev} has WWID {path.wwid}")
+    wwid = path.wwid or ""
+
+    if wwid in world.failed_wwids:
+        return decide("failed_wwid", "no", f"WWID {wwid} is marked failed (a map for it could not be "
+                      "created); it is left to the system until the marker is removed")
+    passed("failed_wwid", f"WWID {wwid} is not marked failed")
+    mode = mode_of(config)
+    if mode in _IN_USE_MODES:
+        if path.in_use:
+            return decide("in_use", "no", f"{path.dev} or one of its partitions is in use (mounted, swap "
+                          "or held by another device); it is never grabbed")
+        passed("in_use", f"{path.dev} is not in use")
+
+    if mode in ("greedy", "off"):
+        return decide("greedy", "yes", f"find_multipaths {mode}: every usable path is claimed")
+    if wwid in world.wwids:
+        return decide("wwids_file", "yes", f"WWID {wwid} is in the wwids file")
+    passed("wwids_file", f"WWID {wwid} is not in the wwids file")
+
+    if mode == "smart":
+        if path.released:
+            return decide("released", "no", f"{path.dev} was released to the system earlier "
+                          "(DM_MULTIPATH_DEVICE_PATH=0); claiming it now could unmount its filesystems")
+        passed("released", f"{path.dev} has not been released to the system")
+
+    existing = _map_for(wwid, world)
+    if existing is not None:
+        return decide("map_exists", "yes", f"multipath map {existing.name} for WWID {wwid} exists")
+    passed("map_exists", f"no multipath map for WWID {wwid} exists")
+
+    if mode == "strict":
+        return decide("strict", "no", "find_multipaths strict: only WWIDs in the wwids file or with an "
+                      "existing map are claimed")
+
+    others = sorted(p.dev for p in world.paths
+                    if p.dev != path.dev and p.wwid == wwid and _counts_as_sibling(p, mode, config))
+    if others:
+        return decide("siblings", "yes", f"WWID {wwid} has more than one path: {path.dev} and "
+                      + ", ".join(others))
+    passed("siblings", f"{path.dev} is the only usable path of WWID {wwid}")
+
+    if mode == "on":
+        return decide("single_path", "no", "find_multipaths on: a single path is not claimed")
+
+    deadline = world.timers.get(path.dev_t)
+    if deadline is not None and world.now >= deadline:
+        return decide("timeout", "no", f"find_multipaths smart: no second path arrived before the wait "
+                      f"ended (deadline {deadline:.0f}); {path.dev} is released to the system")
+    if deadline is None:
+        deadline = world.now + wait_seconds(config, path.vendor, path.product)
+    return decide("waiting", "maybe", f"find_multipaths smart: {path.dev} waits for a second path "
+                  f"{max(deadline - world.now, 0.0):.1f} s more (until {deadline:.0f})", deadline)
+
+
+def explain(path: PathFacts, world: World, config: Config, *, for_udev: bool) -> tuple[Verdict, list[Step]]:
+    """The verdict and every rule considered on the way, in order (the last step decided)."""
+    steps: list[Step] = []
+    verdict = _run(path, world, config, for_udev, steps)
+    return verdict, steps
+
+
+def classify(path: PathFacts, world: World, config: Config, *, for_udev: bool) -> Verdict:
+    """Decide whether `path` is a multipath path: yes, no, or (smart mode) maybe until a deadline.
+
+    `for_udev` is True for `pymultipath -u`/`-c`, which first checks that the daemon is reachable; the
+    daemon itself passes False. Nothing else differs between the two callers.
+    """
+    return _run(path, world, config, for_udev, [])
+
+
+def assembly(world: World, config: Config) -> dict[str, tuple[str, ...]]:
+    """WWID -> the paths the daemon would put in its map (every path the classifier claims), sorted."""
+    claimed: dict[str, list[str]] = {}
+    for p in world.paths:
+        if classify(p, world, config, for_udev=False).decision == "yes":
+            held = _map_holding(p, world)  # a member stays in its map even if its WWID cannot be read now
+            wwid = held.uuid.removeprefix("mpath-") if held else p.wwid
+            claimed.setdefault(wwid or "", []).append(p.dev)
+    return {w: tuple(sorted(devs)) for w, devs in claimed.items()}
+
+
+def assembled_wwids(world: World, config: Config) -> frozenset[str]:
+    """The WWIDs the daemon would assemble into maps for this world."""
+    return frozenset(assembly(world, config))

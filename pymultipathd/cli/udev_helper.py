@@ -1,0 +1,151 @@
+"""`pymultipath -u DEV` and `pymultipath -c DEV`: the udev helper.
+
+udev runs `-u` for every add/change event of every sd*, dasd* and nvme* disk (udev/62-pymultipath.rules), so
+this module imports only the stdlib, the config core, the classifier and the facts layer: no pydantic, no
+pyudev, no argparse.
+
+-u prints what upstream's `multipath -u` prints, for IMPORT{program}:
+    FIND_MULTIPATHS_WAIT_UNTIL="<seconds left>"   (only when a smart-mode wait is or was running; "0" = over)
+    DM_MULTIPATH_DEVICE_PATH="1"|"0"|"2"           (yes | no | maybe)
+and exits 0 (udev ignores the output of a program that fails). -c exits 0 for a multipath path (or a maybe,
+as upstream: it is not free for the system yet), 1 if not, and changes nothing on disk.
+--explain writes every rule considered, and the one that decided, on stderr.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from dataclasses import replace
+
+from pymultipathd import locations
+from pymultipathd.classify import PathFacts, Step, Verdict, World, explain
+from pymultipathd.paths import facts
+
+USAGE = "usage: pymultipath -u|-c DEV [--explain]\n"
+_CODE = {"yes": "1", "no": "0", "maybe": "2"}
+# verdicts reached after the siblings rule passed: only these can change once the other disks are known
+_SIBLING_DEPENDENT = frozenset({"single_path", "waiting", "timeout"})
+
+
+def needs_siblings(verdict: Verdict) -> bool:
+    """`-u` first classifies with the device alone (reading every disk's udev entry costs time on big
+    systems); rules before `siblings` never look at other paths, so only these verdicts can change."""
+    return verdict.rule in _SIBLING_DEPENDENT
+
+
+def _device_name(arg: str) -> str:
+    """udev passes %k (sdb); people pass /dev/sdb or a sysfs path: the kernel name is the last component."""
+    return os.path.basename(arg.rstrip("/"))
+
+
+def _open_busy(path: PathFacts) -> bool:
+    """True if an exclusive open fails with EBUSY: something (a mount in the initramfs, md, LVM) holds the
+    device. Read-only, so closing it does not make udev emit a change event."""
+    devnode = path.properties.get("DEVNAME") or f"/dev/{path.dev}"
+    try:
+        fd = os.open(devnode, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
+    except OSError as e:
+        return e.errno == errno.EBUSY
+    os.close(fd)
+    return False
+
+
+def _start_timer(dev_t: str, deadline: float) -> float:
+    """Create the timer file of `dev_t` with mtime = deadline, atomically; if another run created it first,
+    its deadline wins. Returns the deadline in force."""
+    directory = locations.find_multipaths_dir()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    final = os.path.join(directory, dev_t)
+    tmp = os.path.join(directory, f".{dev_t}.{os.getpid()}")  # tempfile costs 4 ms of imports here
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644))
+    try:
+        os.utime(tmp, (deadline, deadline))
+        try:
+            os.link(tmp, final)  # fails if it exists: never moves a running deadline
+        except FileExistsError:
+            return os.stat(final).st_mtime
+        return deadline
+    finally:
+        os.unlink(tmp)
+
+
+def _with_path(world: World, path: PathFacts) -> World:
+    return replace(world, paths=tuple(path if p.dev == path.dev else p for p in world.paths))
+
+
+def _say(steps: list[Step], verdict: Verdict, dev: str) -> None:
+    for s in steps:
+        mark = "  -" if s.outcome == "pass" else "  =>"
+        sys.stderr.write(f"{mark} {s.rule}: {s.words}\n")
+    sys.stderr.write(f"{dev}: {verdict.decision} (rule {verdict.rule})\n")
+
+
+def _load_config():  # noqa: ANN202 - the config type lives in a module this one imports lazily
+    from pymultipathd.config.load import ConfigError, load_config
+
+    try:
+        return load_config(), None
+    except ConfigError as e:
+        return None, e
+
+
+def main(argv: list[str]) -> int:
+    flag, rest = argv[0], argv[1:]
+    want_explain = "--explain" in rest
+    args = [a for a in rest if a != "--explain"]
+    if flag not in ("-u", "-c") or len(args) != 1:
+        sys.stderr.write(USAGE)
+        return 2
+    dev = _device_name(args[0])
+    udev_mode = flag == "-u"
+
+    config, error = _load_config()
+    try:
+        target, world = facts.world_for(dev, config, siblings=False)
+    except (facts.FactsError, OSError, ValueError) as e:
+        sys.stderr.write(f"pymultipath {flag}: {e}\n")
+        return _emit(udev_mode, Verdict("no", "no_wwid"), None, None, dev)
+    if config is None:
+        # Without a configuration only "already in a map" is certain; everything else stays with the system.
+        sys.stderr.write(f"pymultipath {flag}: {error}\n")
+        held = any(m.uuid.startswith("mpath-") and dev in m.paths for m in world.maps)
+        return _emit(udev_mode, Verdict("yes" if held else "no", "member_of_map" if held else "strict"),
+                     None, world.timers.get(target.dev_t), dev, world.now)
+
+    verdict, steps = explain(target, world, config, for_udev=True)
+    if needs_siblings(verdict):
+        target, world = facts.world_for(dev, config, siblings=True, now=world.now)
+        verdict, steps = explain(target, world, config, for_udev=True)
+    if verdict.decision == "maybe" and _open_busy(target):
+        # In use though nothing we know of holds it. Re-read everything: multipathd may just have taken it.
+        target, world = facts.world_for(dev, config, siblings=True, now=world.now)
+        target = replace(target, in_use=True)
+        world = _with_path(world, target)
+        verdict, steps = explain(target, world, config, for_udev=True)
+        steps.insert(len(steps) - 1, Step("in_use", "pass", f"exclusive open of {dev} failed: busy"))
+    deadline = world.timers.get(target.dev_t)
+    if udev_mode and verdict.decision == "maybe" and deadline is None and verdict.wait_until is not None:
+        deadline = _start_timer(target.dev_t, verdict.wait_until)
+        if deadline != verdict.wait_until:  # lost a race: classify again with the winner's deadline
+            world = replace(world, timers={**world.timers, target.dev_t: deadline})
+            verdict, steps = explain(target, world, config, for_udev=True)
+    if want_explain:
+        _say(steps, verdict, dev)
+    return _emit(udev_mode, verdict, steps, deadline, dev, world.now)
+
+
+def _emit(udev_mode: bool, verdict: Verdict, steps: list[Step] | None, deadline: float | None, dev: str,
+          now: float = 0.0) -> int:
+    if not udev_mode:
+        word = "is" if verdict.decision in ("yes", "maybe") else "is not"
+        sys.stdout.write(f"{dev} {word} a valid multipath device path\n")
+        return 0 if verdict.decision in ("yes", "maybe") else 1
+    if deadline is not None:
+        # a wait is running or ran: tell the rules how long is left, so they can start or stop its timer
+        left = max(deadline - now, 0.0) if verdict.rule != "timeout" else 0.0
+        sys.stdout.write(f'FIND_MULTIPATHS_WAIT_UNTIL="{left:.6f}"\n' if left > 0
+                         else 'FIND_MULTIPATHS_WAIT_UNTIL="0"\n')
+    sys.stdout.write(f'DM_MULTIPATH_DEVICE_PATH="{_CODE[verdict.decision]}"\n')
+    return 0

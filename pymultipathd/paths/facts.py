@@ -1,0 +1,285 @@
+"""Facts about block devices for the classifier, read from sysfs, the udev database and /proc.
+
+Used by `pymultipath -u` on every disk event, by `pymultipath snapshot` and by the daemon, so it stays
+stdlib-only and cheap to import. Every location comes from pymultipathd.locations (with its env override),
+which is how the unit tests point it at a fake tree.
+
+Sources:
+- sysfs: <sysfs>/block/<disk> (dev, hidden, device/{vendor,model,transport}, holders/, partitions with their
+  holders/), <sysfs>/class/block/<name>/uevent for DEVTYPE, <sysfs>/block/dm-*/dm/{uuid,name} + slaves/.
+- the udev database: <udev_db>/b<major>:<minor>, lines `E:KEY=VALUE`; a disk is "initialized" if it has one.
+- /proc/self/mountinfo and /proc/swaps for "in use".
+- <run>/find_multipaths/<major>:<minor>: timer files of smart-mode waits, mtime = deadline.
+- <run>/failed_wwids/, the wwids file, the daemon's socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from pymultipathd import locations, store
+from pymultipathd.classify import MapFacts, PathFacts, World
+
+if TYPE_CHECKING:
+    from pymultipathd.config.model import Config
+
+
+# uid_attribute by device name when the configuration does not say (upstream's built-in choices)
+_DEFAULT_UID_ATTRS = (("nvme", "ID_WWN"), ("dasd", "ID_UID"))
+_DEFAULT_UID_ATTR = "ID_SERIAL"
+
+
+class FactsError(Exception):
+    """A device that cannot be examined (e.g. it does not exist); the message names it."""
+
+
+def _proc() -> str:
+    return locations.proc()
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def udev_properties(dev_t: str) -> dict[str, str] | None:
+    """Properties of the udev database entry of block device `dev_t`; None if udev has not seen it."""
+    text = _read(os.path.join(locations.udev_db(), f"b{dev_t}"))
+    if text is None:
+        return None
+    props: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("E:") and "=" in line:
+            key, value = line[2:].split("=", 1)
+            props[key] = value
+    return props
+
+
+def _event_properties(dev: str) -> dict[str, str] | None:
+    """The udev event's own properties when udev runs us for `dev`: fresher than the database, which does
+    not exist yet on the first "add"."""
+    devpath = os.environ.get("DEVPATH", "")
+    if os.environ.get("SUBSYSTEM") != "block" or os.path.basename(devpath) != dev:
+        return None
+    return dict(os.environ)
+
+
+def _block_dir(dev: str) -> str:
+    return os.path.join(locations.sysfs(), "class", "block", dev)
+
+
+def _disk_dir(dev: str) -> str:
+    return os.path.join(locations.sysfs(), "block", dev)
+
+
+def _devtype(dev: str) -> str | None:
+    for line in (_read(os.path.join(_block_dir(dev), "uevent")) or "").splitlines():
+        if line.startswith("DEVTYPE="):
+            return line.split("=", 1)[1]
+    if os.path.isdir(_disk_dir(dev)):
+        return "disk"
+    if os.path.exists(os.path.join(_block_dir(dev), "partition")):
+        return "partition"
+    return None
+
+
+def _partitions(disk: str) -> list[str]:
+    base = _disk_dir(disk)
+    return [n for n in _listdir(base) if os.path.exists(os.path.join(base, n, "partition"))]
+
+
+def _protocol(disk: str) -> str:
+    """Upstream's protocol names: scsi:<transport>, nvme:<transport>, ccw; derived from the sysfs topology."""
+    if disk.startswith("nvme"):
+        transport = _read(os.path.join(_disk_dir(disk), "device", "transport"))
+        return f"nvme:{transport or 'unspec'}"
+    if disk.startswith("dasd"):
+        return "ccw"
+    device = os.path.realpath(os.path.join(_disk_dir(disk), "device"))
+    for marker, proto in (("/session", "iscsi"), ("/rport-", "fcp"), ("/end_device-", "sas"),
+                          ("/usb", "usb"), ("/ata", "ata")):
+        if marker in device:
+            return f"scsi:{proto}"
+    return "scsi:unspec"
+
+
+def _uid_attribute(config: Config | None, dev: str, vendor: str | None, product: str | None) -> str | None:
+    """The udev property holding the WWID; None means "read it from sysfs" (uid_attribute set empty)."""
+    if config is not None:
+        return config.uid_attribute_for(dev, vendor=vendor, product=product) or None
+    for prefix, attr in _DEFAULT_UID_ATTRS:
+        if dev.startswith(prefix):
+            return attr
+    return _DEFAULT_UID_ATTR
+
+
+# designator type of the kernel's device/wwid attribute -> upstream's leading WWID digit (SCSI name types)
+_SYSFS_WWID_TYPES = {"t10.": "1", "eui.": "2", "naa.": "3", "name": "8"}
+
+
+def _sysfs_wwid(disk: str) -> str | None:
+    base = _disk_dir(disk)
+    text = _read(os.path.join(base, "device", "wwid")) or _read(os.path.join(base, "wwid"))
+    if not text:
+        return None
+    for prefix, digit in _SYSFS_WWID_TYPES.items():
+        if text.startswith(prefix):
+            return digit + text[len(prefix):].strip()
+    return text
+
+
+def _mounted_dev_ts() -> set[str]:
+    """maj:min of every mounted block device (field 3 of mountinfo)."""
+    found: set[str] = set()
+    for line in (_read(os.path.join(_proc(), "self", "mountinfo")) or "").splitlines():
+        fields = line.split()
+        if len(fields) > 2:
+            found.add(fields[2])
+    return found
+
+
+def _swap_names() -> set[str]:
+    names: set[str] = set()
+    for line in (_read(os.path.join(_proc(), "swaps")) or "").splitlines()[1:]:
+        fields = line.split()
+        if fields and fields[0].startswith("/dev/"):
+            names.add(os.path.basename(os.path.realpath(fields[0])))
+    return names
+
+
+class _Usage:
+    """mounts and swaps, read once per gathering"""
+
+    def __init__(self) -> None:
+        self.mounted = _mounted_dev_ts()
+        self.swaps = _swap_names()
+
+
+def path_facts(dev: str, config: Config | None = None, *, usage: _Usage | None = None,
+               properties: dict[str, str] | None = None) -> PathFacts:
+    """Facts about block device `dev` (kernel name). FactsError if there is no such block device."""
+    dev_t = _read(os.path.join(_block_dir(dev), "dev")) or _read(os.path.join(_disk_dir(dev), "dev"))
+    if not dev_t:
+        raise FactsError(f"{dev}: no such block device in {locations.sysfs()}/class/block")
+    devtype = _devtype(dev)
+    if properties is None:
+        properties = _event_properties(dev) or udev_properties(dev_t) or {}
+    if devtype != "disk":
+        return PathFacts(dev=dev, devtype=devtype, dev_t=dev_t, properties=properties,
+                         released=properties.get("DM_MULTIPATH_DEVICE_PATH") == "0")
+    base = _disk_dir(dev)
+    if dev.startswith("nvme"):
+        vendor: str | None = "NVME"
+        product = _read(os.path.join(base, "device", "model"))
+    else:
+        vendor = _read(os.path.join(base, "device", "vendor"))
+        product = _read(os.path.join(base, "device", "model"))
+    uid_attr = _uid_attribute(config, dev, vendor, product)
+    wwid = (properties.get(uid_attr) or None) if uid_attr else _sysfs_wwid(dev)
+    parts = _partitions(dev)
+    holders = list(_listdir(os.path.join(base, "holders")))
+    part_dev_ts = set()
+    for part in parts:
+        holders += _listdir(os.path.join(base, part, "holders"))
+        part_dev_ts.add(_read(os.path.join(base, part, "dev")) or "")
+    usage = usage or _Usage()
+    in_use = bool(holders) or bool(({dev_t} | part_dev_ts) & usage.mounted) \
+        or bool(({dev} | set(parts)) & usage.swaps)
+    return PathFacts(
+        dev=dev, devtype=devtype, dev_t=dev_t, wwid=wwid, vendor=vendor, product=product,
+        protocol=_protocol(dev), properties=properties, holders=tuple(sorted(set(holders))), in_use=in_use,
+        hidden=_read(os.path.join(base, "hidden")) == "1",
+        released=properties.get("DM_MULTIPATH_DEVICE_PATH") == "0",
+    )
+
+
+def multipath_maps() -> tuple[MapFacts, ...]:
+    """Existing device-mapper maps whose uuid starts with "mpath-", with their paths (slaves)."""
+    maps = []
+    sysblock = os.path.join(locations.sysfs(), "block")
+    for name in _listdir(sysblock):
+        if not name.startswith("dm-"):
+            continue
+        uuid = _read(os.path.join(sysblock, name, "dm", "uuid")) or ""
+        if uuid.startswith("mpath-"):
+            alias = _read(os.path.join(sysblock, name, "dm", "name")) or name
+            maps.append(MapFacts(alias, uuid, tuple(_listdir(os.path.join(sysblock, name, "slaves")))))
+    return tuple(maps)
+
+
+def timers() -> dict[str, float]:
+    """dev_t -> deadline of every smart-mode wait (timer file mtime)."""
+    directory = locations.find_multipaths_dir()
+    found = {}
+    for name in _listdir(directory):
+        try:
+            found[name] = os.stat(os.path.join(directory, name)).st_mtime
+        except OSError:
+            continue
+    return found
+
+
+def daemon_reachable() -> bool:
+    """connect() to the daemon's socket, non-blocking: EAGAIN (a full listen backlog while the daemon is
+    starting) counts as reachable, as upstream does, so udev workers never block on it."""
+    name = locations.socket_name()
+    address = "\0" + name[1:] if name.startswith("@") else name
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.setblocking(False)
+        try:
+            s.connect(address)
+        except BlockingIOError:
+            return True
+        except OSError as e:
+            return e.errno in (errno.EAGAIN, errno.EINPROGRESS)
+    return True
+
+
+def _world(paths: list[PathFacts], now: float | None) -> World:
+    return World(
+        paths=tuple(paths), maps=multipath_maps(), wwids=frozenset(store.read_wwids()),
+        failed_wwids=store.failed_wwids(), daemon_running=daemon_reachable(),
+        now=time.time() if now is None else now, timers=timers(),
+    )
+
+
+def _initialized_disks(config: Config | None, usage: _Usage, skip: str | None = None) -> list[PathFacts]:
+    found = []
+    for name in _listdir(os.path.join(locations.sysfs(), "block")):
+        if name == skip:
+            continue
+        dev_t = _read(os.path.join(_disk_dir(name), "dev"))
+        props = udev_properties(dev_t) if dev_t else None
+        if props is None:  # udev has not finished with it: not a sibling yet (as upstream)
+            continue
+        found.append(path_facts(name, config, usage=usage, properties=props))
+    return found
+
+
+def world_for(dev: str, config: Config | None, *, siblings: bool = True,
+              now: float | None = None) -> tuple[PathFacts, World]:
+    """The path `dev` and its world as `pymultipath -u` sees it. siblings=False leaves the other disks out
+    (cheaper); the caller re-gathers with siblings only when the verdict depends on them."""
+    usage = _Usage()
+    target = path_facts(dev, config, usage=usage)
+    others = _initialized_disks(config, usage, skip=dev) if siblings else []
+    return target, _world([target, *others], now)
+
+
+def world_all(config: Config | None, *, now: float | None = None) -> World:
+    """Every initialized disk of the system and its surroundings (snapshot, daemon)."""
+    return _world(_initialized_disks(config, _Usage()), now)
