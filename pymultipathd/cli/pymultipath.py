@@ -36,6 +36,10 @@ wwids file (/etc/multipath/wwids):
   -w DEV|WWID       remove the WWID from the wwids file
   -W                reset the wwids file to the WWIDs of the multipath maps that exist now
 
+maps:
+  -l [MAP]          show the multipath topology from device mapper and sysfs (no I/O to the paths)
+  -ll [MAP]         the same with current path states (from the daemon, or by checking each path)
+
 offline and diagnostics:
   classify --facts FILE [--json] [--explain]   classify a JSON snapshot without touching the system
   snapshot [-o FILE]                           write a JSON snapshot of this system's paths and maps
@@ -55,6 +59,8 @@ FLAGS = {
     "-a": ("wwids_cmd", True),
     "-w": ("wwids_cmd", True),
     "-W": ("wwids_cmd", False),
+    "-l": ("topology_cmd", False),
+    "-ll": ("topology_cmd", False),
 }
 
 

@@ -1,0 +1,103 @@
+"""Our daemon in the guest, run through its real systemd unit (units/pymultipathd.service).
+
+    with Pympd(config) as d:     # writes /etc/multipath.conf (saved and restored), starts the unit
+        d.wait_map(wwid)         # -> map name, once `show maps` lists it
+        d.cmd("show", "topology")
+
+On exit the unit is stopped, the maps it made are removed (dmsetup, an independent tool), and
+/etc/multipath.conf, wwids and bindings are put back as they were, so the next test starts clean.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tests.vm import dm
+from tests.vm.sysutil import run, wait_for
+
+UNIT = "pymultipathd.service"
+CONF = "/etc/multipath.conf"
+STATE = ("/etc/multipath/wwids", "/etc/multipath/bindings")
+
+BASE = """\
+defaults {{
+	find_multipaths {mode}
+	polling_interval 2
+	max_polling_interval 4
+{extra}}}
+blacklist {{
+	devnode "^vd[a-z]"
+}}
+"""
+
+
+def config(mode: str = "greedy", **defaults: object) -> str:
+    extra = "".join(f"\t{k} {v}\n" for k, v in defaults.items())
+    return BASE.format(mode=mode, extra=extra)
+
+
+class Pympd:
+    def __init__(self, conf: str | None = None) -> None:
+        self.conf = conf if conf is not None else config()
+        self._saved: dict[str, bytes | None] = {}
+
+    def __enter__(self) -> Pympd:
+        for path in (CONF, *STATE):
+            try:
+                with open(path, "rb") as f:
+                    self._saved[path] = f.read()
+            except FileNotFoundError:
+                self._saved[path] = None
+        with open(CONF, "w") as f:
+            f.write(self.conf)
+        self.start()
+        return self
+
+    def start(self) -> None:
+        # Type=notify: `systemctl start` returns once the daemon said READY=1 (initial assembly done)
+        run(["systemctl", "start", UNIT], timeout=180)
+
+    def stop(self) -> None:
+        run(["systemctl", "stop", UNIT], check=False, timeout=120)
+
+    def __exit__(self, *exc: object) -> None:
+        journal = run(["journalctl", "-b", "-u", UNIT, "--no-pager", "-n", "200"], check=False)
+        print(f"--- {UNIT} journal ---\n{journal}")  # shown by pytest when the test fails
+        self.stop()
+        run(["systemctl", "reset-failed", UNIT], check=False)
+        for name in dm.multipath_maps():
+            dm.remove(name)
+        for path, data in self._saved.items():
+            if data is None:
+                if os.path.exists(path):
+                    os.unlink(path)
+            else:
+                with open(path, "wb") as f:
+                    f.write(data)
+
+    def cmd(self, *words: str, check: bool = True) -> str:
+        return run(["pymultipathd", *words], check=check, timeout=60)
+
+    def maps(self) -> dict[str, str]:
+        """name -> wwid, as the daemon reports them."""
+        out = self.cmd("show", "maps", "raw", "format", "%n %w")
+        return {w[0]: w[1] for w in (line.split() for line in out.splitlines()) if len(w) == 2}
+
+    def wait_map(self, wwid: str, timeout: float = 120) -> str:
+        def find() -> str | None:
+            return next((n for n, w in self.maps().items() if w == wwid), None)
+
+        return wait_for(find, timeout, f"the daemon's map for {wwid}")
+
+    def path_states(self, map_name: str) -> dict[str, tuple[str, str]]:
+        """dev -> (dm state, checker state) of the paths of a map."""
+        out = self.cmd("show", "paths", "raw", "format", "%d %m %t %T")
+        states = {}
+        for line in out.splitlines():
+            w = line.split()
+            if len(w) >= 4 and w[1] == map_name:
+                states[w[0]] = (w[2], " ".join(w[3:]))
+        return states
+
+    def active(self) -> bool:
+        return run(["systemctl", "is-active", UNIT], check=False).strip() == "active"
