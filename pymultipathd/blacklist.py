@@ -1,0 +1,156 @@
+"""Blacklist matching: is a device excluded from multipath, and by which entry? Pure, no I/O.
+
+Criteria are evaluated in upstream's order: property, devnode, device (vendor/product), protocol, wwid. The
+first criterion that excludes the device decides; within one criterion an exception match beats a blacklist
+match. Regexes are POSIX ERE, unanchored and case sensitive; a leading "!" inverts one.
+
+Built-in entries (always present, below the user's): devnode blacklist `!^(sd[a-z]|dasd[a-z]|nvme[0-9])`,
+property exception `(SCSI_IDENT_|ID_WWN)`, and a device blacklist entry for each `product_blacklist` of the
+hardware table. A devices entry's own product_blacklist counts as a user blacklist entry.
+
+The property criterion follows upstream exactly: udev property *names* are examined in sorted order and the
+first name that matches an exception (whitelisted) or a blacklist entry (excluded) decides. If none matches
+and the device has its uid_attribute property (e.g. ID_SERIAL), it is excluded as "property_missing"; a
+device without that property is not (udev probably could not read it yet, and without a WWID it is not used
+anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from pymultipathd.config import hwtable
+from pymultipathd.config.ere import matches_inv
+from pymultipathd.config.model import BlacklistSpec, Config, DeviceMatch
+
+BUILTIN_BLACKLIST = BlacklistSpec(devnode=("!^(sd[a-z]|dasd[a-z]|nvme[0-9])",))
+BUILTIN_EXCEPTIONS = BlacklistSpec(property=("(SCSI_IDENT_|ID_WWN)",))
+
+CRITERIA = ("property", "devnode", "device", "protocol", "wwid")
+
+
+@dataclass(frozen=True)
+class BlacklistVerdict:
+    excluded: bool
+    criterion: (
+        str | None
+    )  # "property" | "property_missing" | "devnode" | "device" | "protocol" | "wwid" | None
+    source: str | None  # "blacklist" | "exception" | "default" (a built-in entry) | None
+    pattern: str | None  # the entry that decided (vendor:product for a device entry)
+
+
+NOT_EXCLUDED = BlacklistVerdict(False, None, None, None)
+
+
+def _literal(regex: str) -> str:
+    # A devices-entry vendor is a plain regex; in a blacklist entry a leading "!" would invert it.
+    return "\\" + regex if regex.startswith("!") else regex
+
+
+def _product_blacklist(entries: Iterable[dict[str, object]]) -> tuple[DeviceMatch, ...]:
+    return tuple(
+        DeviceMatch(_literal(str(e["vendor"])), _literal(str(e["product_blacklist"])))
+        for e in entries
+        if e.get("product_blacklist") is not None and e.get("vendor") is not None
+    )
+
+
+def builtin_blacklist() -> BlacklistSpec:
+    """The built-in blacklist entries (shown by `pymultipath -t`)."""
+    return BlacklistSpec(devnode=BUILTIN_BLACKLIST.devnode, device=_product_blacklist(hwtable.HWTABLE))
+
+
+def effective_blacklist(config: Config) -> BlacklistSpec:
+    """User entries (including devices' product_blacklist) followed by the built-in ones."""
+    user = config.blacklist.merged(BlacklistSpec(device=_product_blacklist(config.devices)))
+    return user.merged(builtin_blacklist())
+
+
+def effective_exceptions(config: Config) -> BlacklistSpec:
+    return config.blacklist_exceptions.merged(BUILTIN_EXCEPTIONS)
+
+
+def _device_matches(entry: DeviceMatch, vendor: str, product: str) -> bool:
+    return (entry.vendor is None or matches_inv(entry.vendor, vendor)) and (
+        entry.product is None or matches_inv(entry.product, product)
+    )
+
+
+def _device_text(entry: DeviceMatch) -> str:
+    return f"{entry.vendor or ''}:{entry.product or ''}"
+
+
+def _sourced(user: tuple, builtin: tuple, user_source: str) -> list[tuple[object, str]]:
+    """User entries first, then built-in ones; an entry equal to a built-in one counts as built-in, so a
+    configuration printed by `pymultipath -t` and read back reports the same sources."""
+    return [(e, "default" if e in builtin else user_source) for e in user] + [
+        (e, "default") for e in builtin if e not in user
+    ]
+
+
+def _property(
+    config: Config, devnode: str, vendor: str | None, product: str | None, properties: Mapping[str, str]
+) -> BlacklistVerdict | None:
+    excepts = config.blacklist_exceptions.property + BUILTIN_EXCEPTIONS.property
+    blacklist = _sourced(config.blacklist.property, BUILTIN_BLACKLIST.property, "blacklist")
+    for name in sorted(properties):
+        if any(matches_inv(p, name) for p in excepts):
+            return NOT_EXCLUDED
+        for pattern, source in blacklist:
+            if matches_inv(str(pattern), name):
+                return BlacklistVerdict(True, "property", source, str(pattern))
+    uid = config.uid_attribute_for(devnode, vendor=vendor, product=product)
+    if uid and uid in properties:
+        user = [p for p in config.blacklist_exceptions.property if p not in BUILTIN_EXCEPTIONS.property]
+        source = "exception" if user else "default"
+        return BlacklistVerdict(True, "property_missing", source, None)
+    return None
+
+
+def check(
+    config: Config,
+    *,
+    devnode: str,
+    wwid: str | None = None,
+    vendor: str | None = None,
+    product: str | None = None,
+    protocol: str | None = None,
+    properties: Mapping[str, str] | None = None,
+) -> BlacklistVerdict:
+    """Is the device excluded, and by what? A criterion whose input is None is not evaluated.
+
+    The device criterion needs both vendor and product. `devnode` is the kernel name (sda, not /dev/sda).
+    """
+    if properties is not None:
+        verdict = _property(config, devnode, vendor, product, properties)
+        if verdict is not None and verdict.excluded:
+            return verdict
+    bl, ex = config.blacklist, config.blacklist_exceptions
+    builtin = builtin_blacklist()
+    simple = (
+        ("devnode", devnode, bl.devnode, builtin.devnode, ex.devnode),
+        ("protocol", protocol, bl.protocol, builtin.protocol, ex.protocol),
+        ("wwid", wwid, bl.wwid, builtin.wwid, ex.wwid),
+    )
+    for criterion in CRITERIA[1:]:
+        if criterion == "device":
+            if vendor is None or product is None:
+                continue
+            if any(_device_matches(e, vendor, product) for e in ex.device):
+                continue
+            user_devices = bl.device + _product_blacklist(config.devices)
+            for entry, source in _sourced(user_devices, builtin.device, "blacklist"):
+                assert isinstance(entry, DeviceMatch)
+                if _device_matches(entry, vendor, product):
+                    return BlacklistVerdict(True, "device", source, _device_text(entry))
+            continue
+        _, value, user, default, excepts = next(s for s in simple if s[0] == criterion)
+        if value is None:
+            continue
+        if any(matches_inv(p, value) for p in excepts):
+            continue
+        for pattern, source in _sourced(user, default, "blacklist"):
+            if matches_inv(str(pattern), value):
+                return BlacklistVerdict(True, criterion, source, str(pattern))
+    return NOT_EXCLUDED

@@ -1,0 +1,665 @@
+"""The one table of multipath.conf keywords: value type, built-in default, where each may appear, deprecation.
+
+Everything else (the loader, `pymultipath -t`, the pydantic schema, docs/configuration.md) is driven by this
+table, so a keyword is added in one place. Value types convert the text of a config file into a typed Python
+value (bool, int or str) and back; `fmt(parse(x))` re-parses to the same value, which `-t` relies on.
+
+Section tags: "defaults", "device" (devices { device { } }), "multipath" (multipaths { multipath { } }),
+"overrides", "blacklist" (blacklist and blacklist_exceptions entries) and "blacklist_device"
+(their device { } subsection).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pymultipathd import locations
+from pymultipathd.config.ere import RegexError, compile_ere, split_inverted
+
+# ---------------------------------------------------------------------------------------------- value types
+
+
+class ValueType:
+    """Converts config text to a typed value (ValueError with a readable reason) and back to text."""
+
+    py: type | tuple[type, ...] = str  # Python type(s) of parsed values, for the pydantic schema
+    describe = "a string"
+
+    def parse(self, raw: str) -> object:
+        return raw
+
+    def fmt(self, value: object) -> str:
+        return str(value)
+
+
+class Str(ValueType):
+    pass
+
+
+class Word(ValueType):
+    """A string without whitespace (udev property names, aliases, WWIDs)."""
+
+    describe = "a single word"
+
+    def parse(self, raw: str) -> object:
+        if not raw or any(c.isspace() for c in raw):
+            raise ValueError("expected a single word without spaces")
+        return raw
+
+
+class MapName(ValueType):
+    """A device-mapper map name: not empty, no "/" (it becomes /dev/mapper/<name>), at most 127 bytes."""
+
+    describe = 'a map name without "/"'
+
+    def parse(self, raw: str) -> object:
+        if not raw or "/" in raw or raw in (".", "..") or len(raw.encode("utf-8", "surrogateescape")) > 127:
+            raise ValueError(f"expected {self.describe} (1 to 127 bytes)")
+        return raw
+
+
+class Path(ValueType):
+    describe = "an absolute path"
+
+    def parse(self, raw: str) -> object:
+        if not raw.startswith("/"):
+            raise ValueError("expected an absolute path")
+        return raw
+
+
+class Regex(ValueType):
+    """A POSIX ERE; in blacklist sections a leading "!" inverts it."""
+
+    describe = "a POSIX extended regular expression"
+
+    def __init__(self, invertible: bool = False) -> None:
+        self.invertible = invertible
+
+    def parse(self, raw: str) -> object:
+        pattern = split_inverted(raw)[1] if self.invertible else raw
+        try:
+            compile_ere(pattern)
+        except RegexError as exc:
+            raise ValueError(f"invalid regular expression {raw!r}: {exc}") from exc
+        return raw
+
+
+_YES = ("yes", "1")
+_NO = ("no", "0")
+
+
+class YesNo(ValueType):
+    py = bool
+    describe = "yes or no"
+
+    def parse(self, raw: str) -> object:
+        low = raw.lower()
+        if low in _YES:
+            return True
+        if low in _NO:
+            return False
+        raise ValueError("expected yes or no")
+
+    def fmt(self, value: object) -> str:
+        return "yes" if value else "no"
+
+
+class Int(ValueType):
+    py = int
+
+    def __init__(self, lo: int | None = None, hi: int | None = None) -> None:
+        self.lo, self.hi = lo, hi
+        rng = []
+        if lo is not None:
+            rng.append(f">= {lo}")
+        if hi is not None:
+            rng.append(f"<= {hi}")
+        self.describe = "an integer" + (" " + " and ".join(rng) if rng else "")
+
+    def parse(self, raw: str) -> object:
+        if not re.fullmatch(r"[+-]?\d{1,18}", raw.strip()):
+            raise ValueError(f"expected {self.describe}")
+        value = int(raw)
+        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+            raise ValueError(f"expected {self.describe}")
+        return value
+
+
+class Choice(ValueType):
+    """One word of a fixed set; `aliases` maps accepted spellings to the canonical word."""
+
+    def __init__(self, *values: str, aliases: dict[str, str] | None = None) -> None:
+        self.values = values
+        self.aliases = aliases or {}
+        self.describe = "one of " + ", ".join(values)
+
+    def parse(self, raw: str) -> object:
+        low = raw.strip().lower()
+        if low in self.values:
+            return low
+        if low in self.aliases:
+            return self.aliases[low]
+        raise ValueError(f"expected {self.describe}")
+
+
+class WordOrInt(ValueType):
+    """A number, or one of a few words (no_path_retry fail|queue|N, failback manual|...|N, ...).
+
+    `zero` names the word that "0" stands for (kept as the word, so "0" and "fail" are the same value).
+    `off_as_zero`: the words mean 0 ("no" for the shaky-path counters) and the value is an int.
+    """
+
+    py = (int, str)
+
+    def __init__(
+        self,
+        *words: str,
+        lo: int = 1,
+        zero: str | None = None,
+        aliases: dict[str, str] | None = None,
+        off_as_zero: bool = False,
+    ) -> None:
+        self.words, self.lo, self.zero, self.aliases = words, lo, zero, aliases or {}
+        self.off_as_zero = off_as_zero
+        if off_as_zero:
+            self.py = int
+        self.describe = " or ".join([*words, f"an integer >= {lo}"])
+
+    def parse(self, raw: str) -> object:
+        low = raw.strip().lower()
+        low = self.aliases.get(low, low)
+        if low in self.words:
+            return 0 if self.off_as_zero else low
+        if re.fullmatch(r"[+-]?\d{1,18}", low):
+            value = int(low)
+            if value == 0 and self.zero is not None:
+                return 0 if self.off_as_zero else self.zero
+            if value >= self.lo:
+                return value
+        raise ValueError(f"expected {self.describe}")
+
+    def fmt(self, value: object) -> str:
+        if self.off_as_zero and value == 0:
+            return self.words[0]
+        return str(value)
+
+
+class Features(ValueType):
+    """Device-mapper feature list "<count> <word>...": the count must equal the number of words."""
+
+    describe = 'a feature list such as "0" or "1 queue_if_no_path"'
+
+    def parse(self, raw: str) -> object:
+        words = raw.split()
+        if not words or not words[0].isdigit() or int(words[0]) != len(words) - 1:
+            raise ValueError(f"expected {self.describe} (the count must match the words)")
+        return " ".join(words)
+
+
+class HwHandler(ValueType):
+    describe = 'a hardware handler: "0" or "1 <name>" (alua, emc, rdac, hp_sw, ana)'
+
+    def parse(self, raw: str) -> object:
+        words = raw.split()
+        if words == ["0"] or (len(words) == 2 and words[0] == "1"):
+            return " ".join(words)
+        raise ValueError(f"expected {self.describe}")
+
+
+_SELECTORS = ("round-robin", "queue-length", "service-time", "historical-service-time")
+
+
+class PathSelector(ValueType):
+    describe = 'a path selector: "<name> <args>", name one of ' + ", ".join(_SELECTORS)
+
+    def parse(self, raw: str) -> object:
+        words = raw.split()
+        if not words or words[0] not in _SELECTORS or not all(w.isdigit() for w in words[1:]):
+            raise ValueError(f"expected {self.describe}")
+        if len(words) == 1:  # the kernel wants the argument count
+            words.append("0")
+        return " ".join(words)
+
+
+class UidAttrs(ValueType):
+    describe = 'a list of "<devnode prefix>:<udev property>" separated by spaces'
+
+    def parse(self, raw: str) -> object:
+        words = raw.split()
+        for w in words:
+            prefix, _, attr = w.partition(":")
+            if not prefix or not attr:
+                raise ValueError(f"expected {self.describe}, got {w!r}")
+        return " ".join(words)
+
+
+class ReservationKey(ValueType):
+    describe = 'a key "0x<up to 16 hex digits>" (optionally ":aptpl") or "file"'
+
+    def parse(self, raw: str) -> object:
+        if raw == "file" or re.fullmatch(r"(0x)?[0-9A-Fa-f]{1,16}(:aptpl)?", raw):
+            return raw
+        raise ValueError(f"expected {self.describe}")
+
+
+# ------------------------------------------------------------------------------------------------- the table
+
+DEF, DEV, MP, OVR = "defaults", "device", "multipath", "overrides"
+BL, BLD = "blacklist", "blacklist_device"
+
+# A built-in default is a value, None (unset: nothing printed, the caller decides), or a function of a
+# resolver (keyword -> value) for defaults derived from other keywords or from the environment.
+Default = object | Callable[[Callable[[str], object]], object]
+
+
+@dataclass(frozen=True)
+class Keyword:
+    name: str
+    type: ValueType
+    default: Default = None
+    sections: frozenset[str] = field(default_factory=frozenset)
+    doc: str = ""
+    deprecated: str | None = None  # warning text when used
+    ignored: bool = False  # accepted (with the deprecation warning) but the value has no effect
+    synonym_of: str | None = None  # stored under this canonical name
+
+    @property
+    def canonical(self) -> str:
+        return self.synonym_of or self.name
+
+    def builtin(self, get: Callable[[str], object]) -> object:
+        """The built-in default, with `get` resolving other keywords for derived defaults."""
+        if callable(self.default):
+            return self.default(get)
+        return self.default
+
+
+def _k(name: str, vtype: ValueType, default: Default, sections: str, doc: str, **kw: object) -> Keyword:
+    tags = {"D": DEF, "V": DEV, "M": MP, "O": OVR, "B": BL, "b": BLD}
+    return Keyword(name, vtype, default, frozenset(tags[c] for c in sections), doc, **kw)  # type: ignore[arg-type]
+
+
+def _dep(name: str, sections: str, why: str = "not supported; the value is ignored") -> Keyword:
+    return _k(name, Str(), None, sections, f"(Deprecated) {why}.", deprecated=why, ignored=True)
+
+
+def _syn(name: str, target: str, sections: str, *, warn: bool = True) -> Keyword:
+    return _k(
+        name,
+        KEYWORD_TYPES[target],
+        None,
+        sections,
+        f"(Deprecated) old name of {target}." if warn else f"Another name of {target}.",
+        deprecated=f"deprecated; use {target}" if warn else None,
+        synonym_of=target,
+    )
+
+
+_FIND_MULTIPATHS = Choice(
+    "strict", "off", "on", "greedy", "smart", aliases={"no": "off", "0": "off", "yes": "on", "1": "on"}
+)
+_FLUSH = Choice("unused", "always", "never", aliases={"yes": "always", "no": "never"})
+_PGP = Choice("failover", "multibus", "group_by_serial", "group_by_prio", "group_by_node_name")
+_CHECKERS = Choice("tur", "directio", "readsector0", "none", "emc_clariion", "hp_sw", "rdac", "cciss_tur")
+_PRIOS = Choice(
+    "const",
+    "sysfs",
+    "emc",
+    "alua",
+    "ontap",
+    "rdac",
+    "hp_sw",
+    "hds",
+    "random",
+    "weightedpath",
+    "path_latency",
+    "ana",
+    "datacore",
+    "iet",
+    "none",
+)
+_SHAKY = WordOrInt("no", lo=1, zero="no", off_as_zero=True)
+
+
+def _env_path(fn: Callable[[], str]) -> Callable[[Callable[[str], object]], object]:
+    return lambda get: fn()
+
+
+KEYWORD_TYPES: dict[str, ValueType] = {}
+
+_TABLE: list[Keyword] = [
+    # ---- path classification (what `-u` and the daemon decide on)
+    _k(
+        "find_multipaths",
+        _FIND_MULTIPATHS,
+        "strict",
+        "D",
+        "Which paths are multipath members: strict (only WWIDs in the wwids file or with a map), off|no "
+        "(like greedy), on|yes (also WWIDs seen on two or more paths), greedy (every path that is not "
+        "blacklisted), smart (like on, and a single new path waits find_multipaths_timeout for a second "
+        "one).",
+    ),
+    _k(
+        "find_multipaths_timeout",
+        Int(),
+        -10,
+        "D",
+        "Seconds a lone new path waits in smart mode. N > 0: N seconds; -N: N seconds for hardware known to "
+        "the hardware table or a devices entry, 1 second otherwise; 0: the built-in default (-10).",
+    ),
+    _k(
+        "force_wwids",
+        YesNo(),
+        False,
+        "D",
+        "(pymultipathd) yes: only WWIDs listed in the wwids file (or with an existing map) are multipathed, "
+        "i.e. find_multipaths strict whatever find_multipaths says. no: find_multipaths decides.",
+    ),
+    _k("allow_usb_devices", YesNo(), False, "D", "Whether USB disks may be multipath paths."),
+    _k(
+        "uid_attribute",
+        Str(),
+        "ID_SERIAL",
+        "DVO",
+        "The udev property that holds a path's WWID (ID_WWN for NVMe and ID_UID for DASD via the hardware "
+        'table). Also the property whose presence activates the blacklist\'s "property missing" rule.',
+    ),
+    _k(
+        "uid_attrs",
+        UidAttrs(),
+        None,
+        "D",
+        'Per device-name prefix WWID properties, e.g. "sd:ID_SERIAL nvme:ID_WWN"; beats uid_attribute.',
+    ),
+    # ---- map naming
+    _k(
+        "user_friendly_names",
+        YesNo(),
+        False,
+        "DVOM",
+        "yes: name maps <alias_prefix><letters> from the bindings file; no: name them by WWID.",
+    ),
+    _k("alias_prefix", Word(), "mpath", "DVO", "Prefix of user-friendly names."),
+    _k(
+        "partition_delimiter",
+        Str(),
+        None,
+        "D",
+        'Text between a map name and a partition number; unset: "p" if the name ends in a digit.',
+    ),
+    # ---- the checker loop
+    _k("polling_interval", Int(lo=1), 5, "D", "Seconds between path checks of a healthy path at first."),
+    _k(
+        "max_polling_interval",
+        Int(lo=1),
+        lambda get: 4 * int(get("polling_interval")),
+        "D",
+        "Longest interval between checks of a healthy path (default 4 * polling_interval).",
+    ),
+    _k(
+        "path_checker",
+        _CHECKERS,
+        "tur",
+        "DVO",
+        "How a path's state is tested: tur, directio, readsector0, none (and hardware specific ones).",
+    ),
+    _k(
+        "checker_timeout",
+        Int(lo=1),
+        None,
+        "D",
+        "Timeout of checker commands in seconds (unset: the device's SCSI timeout).",
+    ),
+    _k("detect_checker", YesNo(), True, "DVO", "Use tur on ALUA devices whatever path_checker says."),
+    _k(
+        "log_checker_err",
+        Choice("always", "once"),
+        "always",
+        "D",
+        "Log every checker error or only the first.",
+    ),
+    _k("force_sync", YesNo(), False, "D", "Run checkers one at a time."),
+    _k("strict_timing", YesNo(), False, "D", "Start each checker round exactly one second after the last."),
+    # ---- map table
+    _k(
+        "path_grouping_policy",
+        _PGP,
+        "failover",
+        "DVOM",
+        "How paths are grouped: failover, multibus, group_by_serial, group_by_prio, group_by_node_name.",
+    ),
+    _k(
+        "path_selector",
+        PathSelector(),
+        "service-time 0",
+        "DVOM",
+        'Kernel path selector of each group: "service-time 0", "round-robin 0", "queue-length 0", ...',
+    ),
+    _k("prio", _PRIOS, "const", "DVOM", "Prioritizer giving each path a priority."),
+    _k("prio_args", Str(), None, "DVOM", "Arguments of the prioritizer."),
+    _k("detect_prio", YesNo(), True, "DVO", "Use the sysfs or alua prioritizer on ALUA devices."),
+    _k("features", Features(), "0", "DVOM", 'Device-mapper features, e.g. "0" or "2 pg_init_retries 50".'),
+    _k("hardware_handler", HwHandler(), "0", "DV", 'Kernel hardware handler: "0" or "1 alua" etc.'),
+    _k(
+        "retain_attached_hw_handler",
+        YesNo(),
+        True,
+        "DVO",
+        "Keep a hardware handler the kernel already attached (always the case on Linux >= 4.3).",
+    ),
+    _k(
+        "failback",
+        WordOrInt("manual", "immediate", "followover", lo=1, zero="manual"),
+        "manual",
+        "DVOM",
+        "Return to the best path group: manual, immediate, followover, or after N seconds.",
+    ),
+    _k(
+        "rr_weight",
+        Choice("uniform", "priorities"),
+        "uniform",
+        "DVOM",
+        "Weigh paths by priority (round-robin).",
+    ),
+    _k("rr_min_io", Int(lo=1), 1000, "DVOM", "I/Os per path before switching (bio-based maps)."),
+    _k("rr_min_io_rq", Int(lo=1), 1, "DVOM", "Requests per path before switching (request-based maps)."),
+    _k(
+        "no_path_retry",
+        WordOrInt("fail", "queue", lo=1, zero="fail"),
+        "fail",
+        "DVOM",
+        "With no usable path: fail I/O at once, queue it forever, or queue for N checker intervals.",
+    ),
+    _k("queue_without_daemon", YesNo(), False, "D", "Keep queueing I/O after the daemon stopped."),
+    _k(
+        "flush_on_last_del",
+        _FLUSH,
+        "unused",
+        "DVOM",
+        "Stop queueing when the last path is deleted: always (yes), never (no), or unused (only if the map "
+        "is not open).",
+    ),
+    _k("deferred_remove", YesNo(), False, "DVOM", "Remove a map deferred (when its last user closes it)."),
+    _k("skip_kpartx", YesNo(), False, "DVOM", "Do not create partition maps."),
+    _k("max_sectors_kb", Int(lo=1), None, "DVOM", "max_sectors_kb of paths and map (unset: kernel's)."),
+    _k(
+        "ghost_delay", _SHAKY, 0, "DVOM", "Seconds to wait for an active path on a map with only ghost paths."
+    ),
+    _k("reservation_key", ReservationKey(), None, "DM", "Persistent reservation key used by mpathpersist."),
+    _k("all_tg_pt", YesNo(), False, "DVO", "Register reservation keys on all target ports."),
+    # ---- transport
+    _k(
+        "fast_io_fail_tmo",
+        WordOrInt("off", lo=0),
+        5,
+        "DVO",
+        "Seconds the SCSI transport waits before failing I/O on a lost remote port (off: never).",
+    ),
+    _k(
+        "dev_loss_tmo",
+        WordOrInt("infinity", lo=1),
+        None,
+        "DVO",
+        "Seconds before a lost remote port's devices are removed (unset: the transport's own).",
+    ),
+    _k("eh_deadline", WordOrInt("off", lo=0), None, "DVO", "SCSI error handler deadline in seconds."),
+    # ---- shaky paths (accepted and shown; the daemon may not implement them all yet)
+    _k("san_path_err_threshold", _SHAKY, 0, "DVOM", "Failures after which a path is held back."),
+    _k("san_path_err_forget_rate", _SHAKY, 0, "DVOM", "Checks after which one failure is forgotten."),
+    _k("san_path_err_recovery_time", _SHAKY, 0, "DVOM", "Seconds a shaky path is held back."),
+    _k("marginal_path_double_failed_time", _SHAKY, 0, "DVOM", "Marginal-path detection window (s)."),
+    _k("marginal_path_err_sample_time", _SHAKY, 0, "DVOM", "Marginal-path sampling time (s)."),
+    _k("marginal_path_err_rate_threshold", _SHAKY, 0, "DVOM", "Marginal-path error rate (1/1000)."),
+    _k(
+        "marginal_path_err_recheck_gap_time",
+        _SHAKY,
+        0,
+        "DVOM",
+        "Seconds before a marginal path is rechecked.",
+    ),
+    _k(
+        "marginal_pathgroups",
+        Choice("off", "on", "fpin", aliases={"no": "off", "yes": "on"}),
+        "off",
+        "D",
+        "Put marginal paths in a group of their own.",
+    ),
+    # ---- daemon and files
+    _k("verbosity", Int(0, 6), 2, "D", "Log verbosity, 0 (errors only) to 6."),
+    _k("reassign_maps", YesNo(), False, "D", "Remap existing device-mapper maps onto the multipath map."),
+    _k(
+        "max_fds",
+        WordOrInt("max", lo=1),
+        "max",
+        "D",
+        'Open file limit of the daemon; "max" = the system limit.',
+    ),
+    _k("uxsock_timeout", Int(lo=1), 4000, "D", "Client timeout of the control socket in milliseconds."),
+    _k("retrigger_tries", Int(lo=0), 3, "D", "Uevents retriggered to get a missing WWID."),
+    _k("retrigger_delay", Int(lo=0), 10, "D", "Seconds between those retriggers."),
+    _k("missing_uev_wait_timeout", Int(lo=0), 30, "D", "Seconds to wait for a new map's change uevent."),
+    _k("remove_retries", Int(lo=0), 0, "D", "Retries when removing a map that is in use."),
+    _k("recheck_wwid", YesNo(), False, "D", "Re-read the WWID of a restored path."),
+    _k("enable_foreign", Regex(), "NONE", "D", "Foreign multipath libraries to enable (regex)."),
+    _k(
+        "wwids_file",
+        Path(),
+        _env_path(locations.wwids_file),
+        "D",
+        "(Deprecated upstream) Path of the wwids file.",
+        deprecated="deprecated; use PYMULTIPATH_WWIDS",
+    ),
+    _k(
+        "bindings_file",
+        Path(),
+        _env_path(locations.bindings_file),
+        "D",
+        "(Deprecated upstream) Path of the bindings file.",
+        deprecated="deprecated; use PYMULTIPATH_BINDINGS",
+    ),
+    _k(
+        "prkeys_file",
+        Path(),
+        _env_path(lambda: os.path.join(os.path.dirname(locations.wwids_file()), "prkeys")),
+        "D",
+        "(Deprecated upstream) Path of the persistent reservation keys file.",
+        deprecated="deprecated; the default location is used",
+    ),
+    # ---- device and multipath identification
+    _k("vendor", Regex(), None, "V", "(device, mandatory) Regex matched against the vendor."),
+    _k("product", Regex(), None, "V", "(device, mandatory) Regex matched against the product."),
+    _k("revision", Regex(), None, "V", "(device) Regex matched against the revision."),
+    _k("product_blacklist", Regex(), None, "V", "(device) Products of this vendor to blacklist (regex)."),
+    _k("vpd_vendor", Choice("hp3par"), None, "V", "(device) Vendor-specific VPD page to read."),
+    _k("wwid", Word(), None, "M", "(multipath, mandatory) The WWID, matched exactly."),
+    _k("alias", MapName(), None, "M", "(multipath) Name of the map."),
+    # ---- blacklist and blacklist_exceptions
+    _k("devnode", Regex(invertible=True), None, "B", "Regex on the kernel device name (sda)."),
+    _k("wwid", Regex(invertible=True), None, "B", "Regex on the WWID."),
+    _k("property", Regex(invertible=True), None, "B", "Regex on udev property names."),
+    _k(
+        "protocol",
+        Regex(invertible=True),
+        None,
+        "B",
+        'Regex on the transport, e.g. "scsi:iscsi", "nvme:tcp".',
+    ),
+    _k("vendor", Regex(invertible=True), None, "b", "(blacklist device) Regex on the vendor."),
+    _k("product", Regex(invertible=True), None, "b", "(blacklist device) Regex on the product."),
+]
+
+for _kw in _TABLE:
+    KEYWORD_TYPES.setdefault(_kw.name, _kw.type)
+
+_TABLE += [
+    # ---- deprecated keywords upstream still accepts (with a warning)
+    _syn("checker", "path_checker", "DVO", warn=False),
+    _syn("selector", "path_selector", "DVOM"),
+    _syn("default_selector", "path_selector", "D"),
+    _syn("default_path_grouping_policy", "path_grouping_policy", "D"),
+    _syn("default_uid_attribute", "uid_attribute", "D"),
+    _syn("default_prio", "prio", "D"),
+    _syn("default_features", "features", "D"),
+    _syn("default_path_checker", "path_checker", "D"),
+    _syn("default_hardware_handler", "hardware_handler", "D"),
+    _syn("delay_watch_checks", "san_path_err_forget_rate", "DVOM"),
+    _syn("delay_wait_checks", "san_path_err_recovery_time", "DVOM"),
+    _dep("udev_dir", "D"),
+    _dep("multipath_dir", "D"),
+    _dep("getuid_callout", "DVO", "replaced by uid_attribute; the value is ignored"),
+    _dep("default_getuid_callout", "D", "replaced by uid_attribute; the value is ignored"),
+    _dep("pg_timeout", "DVOM"),
+    _dep("config_dir", "D", "not supported; use --config-dir or PYMULTIPATH_CONFDIR; the value is ignored"),
+    _dep("disable_changed_wwids", "D"),
+    _dep("ignore_new_boot_devs", "D"),
+    _dep("hw_str_match", "D"),
+    _dep("bindings_file_readonly", "D"),
+    _dep("mode", "M"),
+    _dep("uid", "M"),
+    _dep("gid", "M"),
+]
+
+KEYWORDS: tuple[Keyword, ...] = tuple(_TABLE)
+
+_BY_SECTION: dict[tuple[str, str], Keyword] = {}
+_BY_NAME: dict[str, Keyword] = {}
+for _kw in KEYWORDS:
+    for _sec in _kw.sections:
+        _BY_SECTION[(_sec, _kw.name)] = _kw
+    if BL not in _kw.sections and BLD not in _kw.sections:
+        _BY_NAME.setdefault(_kw.name, _kw)
+
+
+def lookup(section: str, name: str) -> Keyword | None:
+    """The keyword `name` as allowed in `section`, or None if it is not allowed there."""
+    return _BY_SECTION.get((section, name))
+
+
+def known(name: str) -> bool:
+    """True if `name` is a keyword of any section (to tell "unknown" from "not allowed here")."""
+    return any(n == name for (_, n) in _BY_SECTION)
+
+
+def attribute(name: str) -> Keyword:
+    """A map/path attribute keyword by name or synonym, canonical entry; KeyError if unknown."""
+    kw = _BY_NAME[name]
+    return _BY_NAME[kw.synonym_of] if kw.synonym_of else kw
+
+
+def attributes(section: str) -> tuple[Keyword, ...]:
+    """Canonical, non-deprecated keywords of a section, in table order (what `-t` prints)."""
+    return tuple(kw for kw in KEYWORDS if section in kw.sections and not kw.synonym_of and not kw.ignored)
+
+
+def default_find_multipaths_env() -> str | None:
+    """`pymultipath -i` sets PYMULTIPATH_FIND_MULTIPATHS: a command-line override of find_multipaths."""
+    raw = os.environ.get("PYMULTIPATH_FIND_MULTIPATHS")
+    if not raw:
+        return None
+    try:
+        return str(_FIND_MULTIPATHS.parse(raw))
+    except ValueError:
+        return None

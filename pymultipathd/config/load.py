@@ -1,0 +1,221 @@
+"""Read multipath.conf and conf.d/*.conf into one Config.
+
+The main file is read first, then every `*.conf` in the drop-in directory in sorted order; a keyword set again
+later wins, list entries (blacklist, devices, multipaths) accumulate. A missing main file or directory means
+built-in defaults. All errors of all files are collected and raised together as one ConfigError, so the caller
+(the daemon) can keep its previous configuration and show every problem at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from pymultipathd import locations
+from pymultipathd.config import keywords
+from pymultipathd.config.model import BlacklistSpec, Config, ConfigError, DeviceMatch, Message
+from pymultipathd.config.parser import Entry, Section, parse
+
+TOP_SECTIONS = ("defaults", "blacklist", "blacklist_exceptions", "devices", "multipaths", "overrides")
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.config = Config()
+        self.errors: list[Message] = []
+        self.file = ""
+        self.force_wwids_at: tuple[str, int] = ("<config>", 0)
+        self.blacklist: dict[str, dict[str, list[object]]] = {
+            "blacklist": {k: [] for k in ("devnode", "wwid", "property", "protocol", "device")},
+            "blacklist_exceptions": {k: [] for k in ("devnode", "wwid", "property", "protocol", "device")},
+        }
+
+    def warn(self, line: int, keyword: str | None, text: str) -> None:
+        self.config.warnings.append(Message(self.file, line, keyword, text))
+
+    def error(self, line: int, keyword: str | None, text: str) -> None:
+        self.errors.append(Message(self.file, line, keyword, text))
+
+    def value(self, section: str, entry: Entry, where: str) -> tuple[str, object] | None:
+        """Typed (canonical name, value) of an entry, or None after a warning or error."""
+        kw = keywords.lookup(section, entry.keyword)
+        if kw is None:
+            if keywords.known(entry.keyword):
+                self.warn(entry.line, entry.keyword, f"not allowed in {where}; ignored")
+            else:
+                self.warn(entry.line, entry.keyword, f"unknown keyword in {where}; ignored")
+            return None
+        if kw.deprecated:
+            self.warn(entry.line, entry.keyword, kw.deprecated)
+        if kw.ignored:
+            return None
+        try:
+            return kw.canonical, kw.type.parse(entry.value)
+        except ValueError as exc:
+            self.error(entry.line, entry.keyword, f"invalid value {entry.value!r}: {exc}")
+            return None
+
+    def attrs(self, section: str, node: Section, where: str, into: dict[str, object]) -> None:
+        for item in node.items:
+            if isinstance(item, Section):
+                self.warn(item.line, item.name, f"unknown subsection in {where}; ignored")
+                continue
+            got = self.value(section, item, where)
+            if got is not None:
+                into[got[0]] = got[1]
+                if got[0] == "force_wwids":
+                    self.force_wwids_at = (self.file, item.line)
+
+    def list_of(
+        self, node: Section, sub: str, section: str, where: str
+    ) -> list[tuple[int, dict[str, object]]]:
+        """Subsections `sub { }` of a devices/multipaths section as (line, attributes)."""
+        out = []
+        for item in node.items:
+            if isinstance(item, Entry) or item.name != sub:
+                name = item.keyword if isinstance(item, Entry) else item.name
+                self.warn(item.line, name, f"only '{sub}' subsections are allowed in {where}; ignored")
+                continue
+            attrs: dict[str, object] = {}
+            self.attrs(section, item, f"{where} {sub}", attrs)
+            out.append((item.line, attrs))
+        return out
+
+    def blacklist_section(self, node: Section) -> None:
+        lists = self.blacklist[node.name]
+        for item in node.items:
+            if isinstance(item, Section):
+                if item.name != "device":
+                    self.warn(item.line, item.name, f"unknown subsection in {node.name}; ignored")
+                    continue
+                attrs: dict[str, object] = {}
+                self.attrs("blacklist_device", item, f"{node.name} device", attrs)
+                if "vendor" not in attrs and "product" not in attrs:
+                    self.warn(item.line, "device", "device entry without vendor or product; ignored")
+                    continue
+                lists["device"].append(DeviceMatch(attrs.get("vendor"), attrs.get("product")))  # type: ignore[arg-type]
+                continue
+            got = self.value("blacklist", item, node.name)
+            if got is not None:
+                lists[got[0]].append(got[1])
+
+    def add_tree(self, filename: str, items: list[Entry | Section]) -> None:
+        self.file = filename
+        cfg = self.config
+        for node in items:
+            if isinstance(node, Entry):
+                self.warn(node.line, node.keyword, "keyword outside of any section; ignored")
+                continue
+            if node.name == "defaults":
+                self.attrs("defaults", node, "defaults", cfg.defaults)
+            elif node.name == "overrides":
+                for item in node.items:
+                    if isinstance(item, Section) and item.name == "protocol":
+                        self.warn(
+                            item.line, "protocol", "overrides protocol subsections are not supported; ignored"
+                        )
+                        continue
+                    if isinstance(item, Section):
+                        self.warn(item.line, item.name, "unknown subsection in overrides; ignored")
+                        continue
+                    got = self.value("overrides", item, "overrides")
+                    if got is not None:
+                        cfg.overrides[got[0]] = got[1]
+            elif node.name in ("blacklist", "blacklist_exceptions"):
+                self.blacklist_section(node)
+            elif node.name == "devices":
+                for line, attrs in self.list_of(node, "device", "device", "devices"):
+                    if "vendor" not in attrs or "product" not in attrs:
+                        self.warn(line, "device", "device entry needs both vendor and product; ignored")
+                        continue
+                    cfg.devices.append(attrs)
+            elif node.name == "multipaths":
+                for line, attrs in self.list_of(node, "multipath", "multipath", "multipaths"):
+                    if "wwid" not in attrs:
+                        self.warn(line, "multipath", "multipath entry without wwid; ignored")
+                        continue
+                    cfg.multipaths.append(attrs)
+            else:
+                self.warn(node.line, node.name, "unknown section; ignored")
+
+    def finish(self) -> Config:
+        cfg = self.config
+        for name, lists in self.blacklist.items():
+            spec = BlacklistSpec(**{k: tuple(v) for k, v in lists.items()})  # type: ignore[arg-type]
+            setattr(cfg, name, spec)
+        if (
+            cfg.defaults.get("force_wwids") is True
+            and cfg.defaults.get("find_multipaths", "strict") != "strict"
+        ):
+            cfg.warnings.append(
+                Message(
+                    *self.force_wwids_at,
+                    "force_wwids",
+                    f"force_wwids yes overrides find_multipaths "
+                    f"{cfg.defaults['find_multipaths']}: strict is used",
+                )
+            )
+        if self.errors:
+            raise ConfigError(self.errors)
+        return cfg
+
+
+def parse_files(sources: Iterable[tuple[str, str]]) -> Config:
+    """Build one Config from (filename, text) pairs in precedence order (later wins). Pure."""
+    builder = _Builder()
+    for filename, text in sources:
+        builder.config.files.append(filename)
+        try:
+            items, warnings = parse(text, filename)
+        except ConfigError as exc:
+            builder.errors.extend(exc.messages)
+            continue
+        builder.config.warnings.extend(warnings)
+        builder.add_tree(filename, items)
+    return builder.finish()
+
+
+def parse_text(text: str, filename: str = "<string>") -> Config:
+    """A Config from one file's text (no conf.d)."""
+    return parse_files([(filename, text)])
+
+
+def _read(path: str) -> str:
+    with open(path, "rb") as f:
+        # Bytes that are not UTF-8 survive as surrogates, so they are reported, not a crash.
+        return f.read().decode("utf-8", errors="surrogateescape")
+
+
+def config_sources(path: str | None = None, confdir: str | None = None) -> list[str]:
+    """The files load_config reads, in order: the main file if it exists, then confdir/*.conf sorted."""
+    path = path if path is not None else locations.config_file()
+    confdir = confdir if confdir is not None else locations.config_dir()
+    files = [path] if os.path.lexists(path) else []
+    try:
+        names = sorted(n for n in os.listdir(confdir) if n.endswith(".conf"))
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    except OSError as exc:
+        raise ConfigError([Message(confdir, 0, None, f"cannot read directory: {exc.strerror}")]) from exc
+    files += [os.path.join(confdir, n) for n in names]
+    return files
+
+
+def load_config(path: str | None = None, confdir: str | None = None) -> Config:
+    """Read the main file and confdir/*.conf (defaults: locations.config_file() and locations.config_dir()).
+
+    A missing main file or directory is not an error. Raises ConfigError on unreadable files, syntax errors
+    and invalid values, naming file:line and keyword.
+    """
+    sources: list[tuple[str, str]] = []
+    errors: list[Message] = []
+    for file in config_sources(path, confdir):
+        try:
+            sources.append((file, _read(file)))
+        except FileNotFoundError:
+            continue  # removed between listing and reading
+        except OSError as exc:
+            errors.append(Message(file, 0, None, f"cannot read: {exc.strerror or exc}"))
+    if errors:
+        raise ConfigError(errors)
+    return parse_files(sources)

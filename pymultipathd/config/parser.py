@@ -1,0 +1,153 @@
+"""multipath.conf text -> tokens -> a tree of sections and entries, each with its line. Pure: no I/O.
+
+Syntax (upstream's): one `keyword value` per line; a value is a bare word or a "quoted string" in which ""
+stands for one literal quote; outside quotes `#` and `!` start a comment; `name {` opens a (sub)section on one
+line and `}` alone on its line closes it. What the names mean is decided later (load.py); here anything
+followed by `{` is a section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pymultipathd.config.model import ConfigError, Message
+
+# C isspace() in the C locale; Python's str.isspace() would also split on Unicode spaces.
+SPACE = frozenset(" \t\r\n\v\f")
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str
+    quoted: bool = False
+
+    def is_brace(self, brace: str) -> bool:
+        return not self.quoted and self.text == brace
+
+
+@dataclass(frozen=True)
+class Entry:
+    keyword: str
+    value: str
+    line: int
+
+
+@dataclass
+class Section:
+    name: str
+    line: int
+    items: list[Entry | Section] = field(default_factory=list)
+
+
+def tokenize_line(line: str) -> list[Token]:
+    """Split one line into tokens; raises ValueError on an unterminated quote."""
+    tokens: list[Token] = []
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i]
+        if c in SPACE:
+            i += 1
+        elif c in "#!":
+            break
+        elif c in "{}":
+            tokens.append(Token(c))
+            i += 1
+        elif c == '"':
+            buf: list[str] = []
+            i += 1
+            while True:
+                if i >= n:
+                    raise ValueError("unterminated quoted string")
+                if line[i] == '"':
+                    if i + 1 < n and line[i + 1] == '"':
+                        buf.append('"')
+                        i += 2
+                        continue
+                    i += 1
+                    break
+                buf.append(line[i])
+                i += 1
+            tokens.append(Token("".join(buf), quoted=True))
+        else:
+            start = i
+            while i < n and line[i] not in SPACE and line[i] not in '"#!{}':
+                i += 1
+            tokens.append(Token(line[start:i]))
+    return tokens
+
+
+def parse(text: str, filename: str = "<string>") -> tuple[list[Entry | Section], list[Message]]:
+    """Parse a whole file: top-level items and warnings. Raises ConfigError listing every syntax error."""
+    root = Section("", 0)
+    stack = [root]
+    errors: list[Message] = []
+    warnings: list[Message] = []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        try:
+            tokens = tokenize_line(line)
+        except ValueError as exc:
+            errors.append(Message(filename, lineno, None, str(exc)))
+            continue
+        if not tokens:
+            continue
+        first = tokens[0]
+        if first.is_brace("}"):
+            if len(tokens) > 1:
+                errors.append(Message(filename, lineno, None, "'}' must be alone on its line"))
+            if len(stack) == 1:
+                errors.append(Message(filename, lineno, None, "'}' without an open section"))
+            else:
+                stack.pop()
+            continue
+        if first.is_brace("{"):
+            errors.append(
+                Message(filename, lineno, None, "'{' must follow the section name on the same line")
+            )
+            continue
+        if first.quoted:
+            errors.append(Message(filename, lineno, None, f"keyword {first.text!r} must not be quoted"))
+            continue
+        name = first.text
+        if any(t.is_brace("{") or t.is_brace("}") for t in tokens[1:]):
+            if len(tokens) == 2 and tokens[1].is_brace("{"):
+                section = Section(name, lineno)
+                stack[-1].items.append(section)
+                stack.append(section)
+            else:
+                errors.append(
+                    Message(
+                        filename,
+                        lineno,
+                        name,
+                        "a section opens with 'name {' alone on its line; '}' goes on its own line",
+                    )
+                )
+            continue
+        if len(tokens) == 1:
+            errors.append(
+                Message(
+                    filename, lineno, name, "missing value (a section needs '{' on the same line as its name)"
+                )
+            )
+            continue
+        if len(tokens) > 2:
+            extra = " ".join(t.text for t in tokens[2:])
+            warnings.append(
+                Message(
+                    filename,
+                    lineno,
+                    name,
+                    f"ignoring extra text after the value: {extra!r} (quote values with spaces)",
+                )
+            )
+        stack[-1].items.append(Entry(name, tokens[1].text, lineno))
+    for section in stack[1:]:
+        errors.append(Message(filename, section.line, section.name, "section is not closed with '}'"))
+    if errors:
+        raise ConfigError(errors)
+    return root.items, warnings
+
+
+def quote(value: str) -> str:
+    """A value as config text: always quoted, "" for a literal quote (the inverse of tokenize_line)."""
+    return '"' + value.replace('"', '""') + '"'

@@ -1,0 +1,131 @@
+"""The effective configuration as multipath.conf text (`pymultipath -t` / `-T`); the output parses back to the
+same effective configuration.
+
+-t: every defaults keyword with its effective value (unset ones are left out), the built-in blacklist entries
+and exceptions with the user's, the built-in hardware table followed by the user's devices entries, overrides
+and multipaths. -T: only what the files change: defaults that differ from the built-in value and the user's
+own entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pymultipathd.blacklist import BUILTIN_EXCEPTIONS, builtin_blacklist
+from pymultipathd.config import hwtable, keywords
+from pymultipathd.config.model import BlacklistSpec, Config, DeviceMatch
+from pymultipathd.config.parser import quote
+
+_FIRST = {"device": ("vendor", "product", "revision"), "multipath": ("wwid", "alias")}
+
+
+def format_value(value: object, vtype: keywords.ValueType) -> str:
+    text = vtype.fmt(value)
+    if isinstance(value, int) and not isinstance(value, bool) and text.lstrip("-").isdigit():
+        return text
+    return quote(text)
+
+
+def _attr_lines(section: str, attrs: dict[str, object], indent: str) -> list[str]:
+    first = [k for k in _FIRST.get(section, ()) if k in attrs]
+    order = first + [
+        kw.name for kw in keywords.attributes(section) if kw.name in attrs and kw.name not in first
+    ]
+    lines = []
+    for name in order:
+        kw = keywords.lookup(section, name)
+        assert kw is not None
+        lines.append(f"{indent}{name} {format_value(attrs[name], kw.type)}")
+    return lines
+
+
+def _dedupe(items: Iterable[object], keep_last: bool = False) -> list:
+    """Drop repeated entries. Keeping the last copy never changes what a later-wins lookup returns."""
+    seq = list(items)
+    if keep_last:
+        seq.reverse()
+    out: list = []
+    for item in seq:
+        if item not in out:
+            out.append(item)
+    if keep_last:
+        out.reverse()
+    return out
+
+
+def _blacklist(name: str, spec: BlacklistSpec) -> list[str]:
+    lines = [f"{name} {{"]
+    for crit in ("devnode", "wwid", "property", "protocol"):
+        for pattern in _dedupe(getattr(spec, crit)):
+            lines.append(f"\t{crit} {quote(pattern)}")
+    for dev in _dedupe(spec.device):
+        assert isinstance(dev, DeviceMatch)
+        lines.append("\tdevice {")
+        if dev.vendor is not None:
+            lines.append(f"\t\tvendor {quote(dev.vendor)}")
+        if dev.product is not None:
+            lines.append(f"\t\tproduct {quote(dev.product)}")
+        lines.append("\t}")
+    lines.append("}")
+    return lines
+
+
+def _entries(outer: str, inner: str, entries: list[dict[str, object]]) -> list[str]:
+    lines = [f"{outer} {{"]
+    for attrs in entries:
+        lines += [f"\t{inner} {{", *_attr_lines(inner, attrs, "\t\t"), "\t}"]
+    lines.append("}")
+    return lines
+
+
+def render(config: Config, *, changed_only: bool = False) -> str:
+    """multipath.conf text of the effective configuration (changed_only: `-T`, only non-default values)."""
+    defaults: dict[str, object] = {}
+    for kw in keywords.attributes("defaults"):
+        value = config.default_value(kw.name)
+        if value is None or (kw.deprecated and kw.name not in config.defaults):
+            continue  # unset, or a deprecated file location nobody set (it would warn when read back)
+        if changed_only and (kw.name not in config.defaults or value == kw.builtin(config.default_value)):
+            continue
+        defaults[kw.name] = value
+    lines = ["defaults {", *_attr_lines("defaults", defaults, "\t"), "}"]
+    if changed_only:
+        lines += _blacklist("blacklist", config.blacklist)
+        lines += _blacklist("blacklist_exceptions", config.blacklist_exceptions)
+        devices = list(config.devices)
+    else:
+        lines += _blacklist("blacklist", config.blacklist.merged(builtin_blacklist()))
+        lines += _blacklist("blacklist_exceptions", config.blacklist_exceptions.merged(BUILTIN_EXCEPTIONS))
+        devices = _dedupe([*hwtable.HWTABLE, *config.devices], keep_last=True)
+    lines += _entries("devices", "device", devices)
+    lines += ["overrides {", *_attr_lines("overrides", config.overrides, "\t"), "}"]
+    lines += _entries("multipaths", "multipath", config.multipaths)
+    return "\n".join(lines) + "\n"
+
+
+_CRITERIA_TITLES = (("devnode", "device node rules"), ("wwid", "wwid rules"),
+                    ("property", "udev property rules"), ("protocol", "protocol rules"),
+                    ("device", "vendor/product rules"))
+
+
+def render_blacklists(config: Config) -> str:
+    """`show blacklist`: every rule of each criterion with where it came from, blacklist then exceptions."""
+    from pymultipathd.blacklist import BUILTIN_BLACKLIST, BUILTIN_EXCEPTIONS
+
+    def rows(user: BlacklistSpec, builtin: BlacklistSpec, crit: str) -> list[str]:
+        out = []
+        for origin, spec in (("config file rule", user), ("default rule", builtin)):
+            for entry in getattr(spec, crit):
+                if isinstance(entry, DeviceMatch):
+                    entry = f"vendor={entry.vendor or '*'} product={entry.product or '*'}"
+                out.append(f"        ({origin}) {entry}")
+        return out or ["        <empty>"]
+
+    lines = []
+    for crit, title in _CRITERIA_TITLES:
+        lines.append(f"{title}:")
+        lines.append("- blacklist:")
+        lines += rows(config.blacklist, BUILTIN_BLACKLIST, crit)
+        lines.append("- exceptions:")
+        lines += rows(config.blacklist_exceptions, BUILTIN_EXCEPTIONS, crit)
+    return "\n".join(lines) + "\n"
