@@ -54,6 +54,7 @@ class Core:
         self.stats = {"batches": 0, "creates": 0, "reloads": 0, "uevents": 0}
         self.busy = False  # reconfiguring or applying a batch (shown by `show daemon`)
         self._retry_due: dict[str, float] = {}
+        self._dm_resync_running = self._dm_resync_again = False
 
     # --- helpers ------------------------------------------------------------------------------------
 
@@ -244,7 +245,12 @@ class Core:
             return
         r = self.resolver(wwid, members[0].facts.vendor, members[0].facts.product)
         wanted = plan.build_table(members, r, queueing=self._queueing_for(m, r))
-        if plan.needs_reload(m.table, wanted):
+        if m.table is not None and not plan.needs_reload(m.table, wanted) \
+                and m.table.features.queue_if_no_path != wanted.features.queue_if_no_path:
+            # only queueing differs (e.g. a restart after the old daemon stopped queueing): no reload needed
+            word = "queue_if_no_path" if wanted.features.queue_if_no_path else "fail_if_no_path"
+            await self._message(m, word)
+        elif plan.needs_reload(m.table, wanted):
             await self.dm(dmmaps.reload_map, self.ctl, m.name, [wanted.line()])
             m.reloads += 1
             self.stats["reloads"] += 1
@@ -315,10 +321,7 @@ class Core:
 
     async def remove_map(self, m: MapState, *, force: bool, deferred: bool = False) -> None:
         await self.dm(dmmaps.remove_map, self.ctl, m.name, deferred=deferred)
-        self.state.maps.pop(m.name, None)
-        for p in self.state.paths.values():
-            if p.map == m.name:
-                p.map = None
+        self._forget_map(m)
         log.info("%s: removed", m.name, **fields(map=m.name, wwid=m.wwid))
 
     # --- checking and failover ----------------------------------------------------------------------
@@ -362,7 +365,7 @@ class Core:
         if res.state in (checkers.PENDING,):
             p.next_check = loop.time() + 1.0
             return False
-        was_usable = p.usable
+        was_usable, first = p.usable, p.chk_state == "undef"
         p.chk_state, p.chk_msg = res.state, res.message
         now_usable = p.usable
         m = self.state.maps.get(p.map or "")
@@ -377,7 +380,7 @@ class Core:
             log.warning("%s: path down (%s), failed in %s", p.dev, res.message, p.map,
                         **fields(dev=p.dev, map=p.map))
             changed = True
-        if now_usable != was_usable:
+        if now_usable != was_usable and not first:
             changed = True
             p.prio = prio.priority(p.prio_name, p.dev) if now_usable else p.prio
         # healthy paths back off towards max_polling_interval; anything else is watched closely
@@ -427,21 +430,48 @@ class Core:
                 await self.refresh_map(m)
 
     async def on_dm_event(self) -> None:
-        """Some map changed (the kernel failed a path on I/O error, a table was loaded): resync."""
+        """Some map changed (the kernel failed a path on I/O error, a table was loaded): resync.
+
+        One list ioctl gives every map's event number; only maps whose number moved are re-read, and events
+        arriving during a resync fold into one more pass instead of piling up."""
+        if self._dm_resync_running:
+            self._dm_resync_again = True
+            return
+        self._dm_resync_running = True
+        try:
+            while True:
+                self._dm_resync_again = False
+                await self._dm_resync()
+                if not self._dm_resync_again:
+                    return
+        finally:
+            self._dm_resync_running = False
+
+    async def _dm_resync(self) -> None:
         loop = asyncio.get_running_loop()
+        listed = {d.name: d for d in await self.dm(self.ctl.list_devices)}
         for m in list(self.state.maps.values()):
+            d = listed.get(m.name)
+            if d is None:  # removed behind our back (dmsetup remove): forget it
+                self._forget_map(m)
+                continue
+            if d.event_nr is not None and d.event_nr == m.event_nr:
+                continue
             try:
-                info = await self.dm(self.ctl.info, m.name)
+                await self.refresh_map(m)
             except DMNoSuchDevice:
-                self.state.maps.pop(m.name, None)
+                self._forget_map(m)
                 continue
-            if info.event_nr == m.event_nr:
-                continue
-            await self.refresh_map(m)
             for p in self.state.paths_of(m):
                 if self._dm_active(m, p) is False and p.usable:
                     p.next_check = loop.time()  # kernel saw an I/O error: check now, not at the interval
                     log.info("%s: failed by the kernel in %s", p.dev, m.name, **fields(dev=p.dev, map=m.name))
+
+    def _forget_map(self, m: MapState) -> None:
+        self.state.maps.pop(m.name, None)
+        for p in self.state.paths.values():
+            if p.map == m.name:
+                p.map = None
 
     async def fail_fast(self, devs: Iterable[str], why: str) -> None:
         """Network-level trouble on these paths: fail them now and check them at once."""

@@ -149,14 +149,14 @@ class Daemon:
         return 0
 
     async def _release_queueing(self) -> None:
-        """Without a daemon nobody reinstates paths, so queued I/O would wait forever: stop queueing at exit
-        unless queue_without_daemon or `forcequeueing daemon` asks otherwise (as upstream does)."""
+        """Without a daemon nobody reinstates paths, so I/O queued later would wait forever: stop queueing at
+        exit unless queue_without_daemon or `forcequeueing daemon` asks otherwise (as upstream does). The
+        next daemon turns queueing back on with a message, without reloading the map."""
         keep = self.queue_without_daemon or bool(self.core.config.resolve("queue_without_daemon"))
         if keep:
             return
         for m in self.core.state.maps.values():
-            if m.table and m.table.features.queue_if_no_path and not any(
-                    p.usable for p in self.core.state.paths_of(m)):
+            if m.table and m.table.features.queue_if_no_path:
                 await self.core._message(m, "fail_if_no_path")
 
     async def _guard(self, coro: object, what: str) -> None:

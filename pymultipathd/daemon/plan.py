@@ -83,12 +83,12 @@ def build_table(paths: Sequence[PathState], resolve: Resolve, *,
 
 
 def _shape(t: dmt.MultipathTable) -> tuple:
-    # Compare what matters: the set of devices per group, their order of groups, selector and features.
+    # What a reload would change: size, the set of devices per group in group order, selectors, features
+    # and handler. queue_if_no_path is left out: a message switches it on a live map without a reload.
     return (
         t.size,
         tuple((g.selector, g.selector_args, frozenset(p.dev for p in g.paths)) for g in t.groups),
-        t.features.queue_if_no_path, t.features.queue_mode, t.features.pg_init_retries, t.features.other,
-        t.hwhandler,
+        t.features.queue_mode, t.features.pg_init_retries, t.features.other, t.hwhandler,
     )
 
 
