@@ -14,6 +14,7 @@ import sys
 SUBCOMMANDS = {
     "classify": "classify_cmd",
     "snapshot": "classify_cmd",
+    "holders": "flush_cmd",
 }
 
 USAGE = """\
@@ -39,6 +40,9 @@ wwids file (/etc/multipath/wwids):
 maps:
   -l [MAP]          show the multipath topology from device mapper and sysfs (no I/O to the paths)
   -ll [MAP]         the same with current path states (from the daemon, or by checking each path)
+  -f MAP            flush (remove) MAP if nothing holds it; otherwise list its holders and how to release them
+  -F                flush every multipath map that nothing holds
+  holders MAP       list what holds MAP open and the command that releases each holder
 
 offline and diagnostics:
   classify --facts FILE [--json] [--explain]   classify a JSON snapshot without touching the system
@@ -61,6 +65,8 @@ FLAGS = {
     "-W": ("wwids_cmd", False),
     "-l": ("topology_cmd", False),
     "-ll": ("topology_cmd", False),
+    "-f": ("flush_cmd", True),
+    "-F": ("flush_cmd", False),
 }
 
 

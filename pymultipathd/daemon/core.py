@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from pymultipathd import classify, store
+from pymultipathd import classify, flush, store
 from pymultipathd.config import Config
 from pymultipathd.daemon import plan
 from pymultipathd.daemon.logsetup import fields
@@ -312,17 +312,18 @@ class Core:
 
     async def _last_path_gone(self, m: MapState) -> None:
         r = self.resolver(m.wwid, m.vendor, m.product)
-        if str(r("flush_on_last_del")) in ("yes", "always") and m.open_count == 0:
-            await self.remove_map(m, force=False)
+        if str(r("flush_on_last_del")) in ("yes", "always"):
+            res = await self.dm(flush.flush, self.ctl, m.name)
+            if res.removed:
+                self._forget_map(m)
+                log.info("%s: last path gone, map flushed", m.name, **fields(map=m.name, wwid=m.wwid))
+            else:
+                log.warning("%s: last path gone but the map is in use:\n%s", m.name, res.report,
+                            **fields(map=m.name, wwid=m.wwid))
         else:
             log.warning("%s: last path gone; map kept%s", m.name,
                         " (queueing I/O)" if m.table and m.table.features.queue_if_no_path else "",
                         **fields(map=m.name, wwid=m.wwid))
-
-    async def remove_map(self, m: MapState, *, force: bool, deferred: bool = False) -> None:
-        await self.dm(dmmaps.remove_map, self.ctl, m.name, deferred=deferred)
-        self._forget_map(m)
-        log.info("%s: removed", m.name, **fields(map=m.name, wwid=m.wwid))
 
     # --- checking and failover ----------------------------------------------------------------------
 

@@ -11,14 +11,14 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from pymultipathd import store
+from pymultipathd import flush, store
 from pymultipathd.control import format as fmt
 from pymultipathd.control.grammar import Command
 from pymultipathd.control.server import CommandFailed
 from pymultipathd.daemon import plan
 from pymultipathd.daemon.state import DaemonState, MapState, PathState
 from pymultipathd.dm import maps as dmmaps
-from pymultipathd.dm.errors import DMBusy, DMError
+from pymultipathd.dm.errors import DMError
 from pymultipathd.paths import checkers
 
 if TYPE_CHECKING:
@@ -255,12 +255,14 @@ async def add_map(d: Daemon, cmd: Command) -> str:
 
 
 async def _remove(d: Daemon, m: MapState) -> None:
+    """Flush a map; if anything holds it, the reply lists every holder and how to release it."""
     try:
-        await d.core.remove_map(m, force=False)
-    except DMBusy as err:
-        raise CommandFailed(f"map or partition in use\n{err}") from None
+        res = await d.core.dm(flush.flush, d.core.ctl, m.name)
     except DMError as err:
         raise CommandFailed(str(err)) from None
+    if not res.removed:
+        raise CommandFailed(f"map or partition in use\n{res.report}")
+    d.core._forget_map(m)
 
 
 @handles("del", "map")

@@ -1,0 +1,63 @@
+"""Flushing maps: remove a multipath map only when nothing holds it, and otherwise say who does.
+
+Shared by `pymultipath -f/-F` and the daemon's `del map`. Partition maps nobody has open go first (they only
+exist because of the map); queueing is turned off for the attempt so a removal is not stuck behind queued
+I/O, and turned back on if the map stays.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from pymultipathd import holders
+from pymultipathd.dm import maps as dmmaps
+from pymultipathd.dm.errors import DMBusy, DMError
+from pymultipathd.dm.ioctl import Control
+from pymultipathd.paths import holderscan
+
+RETRIES = 3          # udev's rules open a map briefly after every change event
+RETRY_DELAY = 0.5
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    name: str
+    removed: bool
+    deferred: bool
+    report: str      # what happened, or who holds the map and how to release each
+
+
+def blocking(hs: list[holders.Holder]) -> list[holders.Holder]:
+    # Queued I/O alone does not stop a flush: the flush turns queueing off first, failing that I/O.
+    return [h for h in hs if h.kind != "queued-io"]
+
+
+def flush(ctl: Control, name: str, *, deferred: bool = False) -> FlushResult:
+    snap = holderscan.snapshot(ctl, name)
+    found = holders.find_holders(snap)
+    if blocking(found) and not deferred:
+        return FlushResult(name, False, False, holders.explain(snap, found))
+    if snap.queueing:
+        ctl.message(name, "fail_if_no_path")
+    for attempt in range(RETRIES):
+        try:
+            dmmaps.remove_map(ctl, name, deferred=deferred)
+        except DMBusy:
+            if attempt + 1 < RETRIES:
+                time.sleep(RETRY_DELAY)
+                continue
+        except DMError:
+            break
+        else:
+            if deferred and blocking(found):
+                return FlushResult(name, False, True, f"{name}: in use; it will be removed when its last "
+                                   "holder closes it (deferred remove)\n" + holders.explain(snap, found))
+            return FlushResult(name, True, False, f"{name}: flushed\n")
+    if snap.queueing:
+        try:
+            ctl.message(name, "queue_if_no_path")
+        except DMError:
+            pass  # the map may have gone after all
+    snap = holderscan.snapshot(ctl, name)
+    return FlushResult(name, False, False, holders.explain(snap, holders.find_holders(snap)))
