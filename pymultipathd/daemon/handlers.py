@@ -300,17 +300,11 @@ async def switch_group(d: Daemon, cmd: Command) -> str:
 
 
 @handles("suspend", "map")
-async def suspend_map(d: Daemon, cmd: Command) -> str:
-    m = _map(d.core.state, cmd)
-    await d.core.dm(d.core.ctl.suspend, m.name)
-    await d.core.refresh_map(m)
-    return ""
-
-
 @handles("resume", "map")
-async def resume_map(d: Daemon, cmd: Command) -> str:
+async def suspend_or_resume_map(d: Daemon, cmd: Command) -> str:
     m = _map(d.core.state, cmd)
-    await d.core.dm(d.core.ctl.resume, m.name)
+    op = d.core.ctl.suspend if cmd.keywords[0] == "suspend" else d.core.ctl.resume
+    await d.core.dm(op, m.name)
     await d.core.refresh_map(m)
     return ""
 
