@@ -50,7 +50,11 @@ class Pympd:
                 self._saved[path] = None
         with open(CONF, "w") as f:
             f.write(self.conf)
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.__exit__()  # a unit that failed to start may be restarting: stop it and restore the files
+            raise
         return self
 
     def start(self) -> None:
