@@ -35,13 +35,18 @@ def connect(name: str | None = None, timeout: float = 10.0) -> socket.socket:
 def request(sock: socket.socket, command: str) -> str:
     if len(command.encode()) + 1 > framing.MAX_COMMAND:
         raise ClientError(f"command longer than {framing.MAX_COMMAND - 1} bytes")
-    sock.sendall(framing.encode(command))
+    try:
+        sock.sendall(framing.encode(command))
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the daemon may answer and close before reading (e.g. "too many clients"): read that answer
     decoder = framing.Decoder(max_len=framing.MAX_REPLY)
     while True:
         try:
             data = sock.recv(65536)
         except TimeoutError as err:
             raise ClientError("timed out waiting for the daemon's reply") from err
+        except ConnectionResetError:
+            data = b""
         if not data:
             raise ClientError("the daemon closed the connection without a reply")
         replies = decoder.feed(data)
