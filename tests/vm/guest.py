@@ -1,0 +1,116 @@
+"""Guest side of the VM tier, run by the image's units from the read-only share.
+
+    guest.py setup   (pymp-setup.service, every boot) install the checkout: .pth, wrappers, udev rules, units
+    guest.py run     (pymp-run.service) run the job in /mnt/out/job.json, write run.log, exit_code, timings
+
+Lives in the repository, not the image, so changing it needs no image rebuild. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+REPO = "/mnt/repo"
+OUT = Path("/mnt/out")
+VENV_PY = "/opt/pymp/bin/python"
+PYCACHE = "/var/cache/pymp-pycache"  # the share is read-only: bytecode goes here
+
+WRAPPER = """#!{py}
+import sys
+from pymultipathd.cli.{module} import main
+sys.exit(main())
+"""
+
+
+def _write(path: str, text: str, mode: int = 0o644) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def setup() -> int:
+    site = sysconfig.get_paths()["purelib"]
+    # The checkout on sys.path of the venv; an "import" line in a .pth runs at start-up (sets the cache dir).
+    _write(os.path.join(site, "pymultipathd-checkout.pth"),
+           f"{REPO}\nimport sys; sys.pycache_prefix = sys.pycache_prefix or {PYCACHE!r}\n")
+    os.makedirs(PYCACHE, exist_ok=True)
+    for name, module in (("pymultipath", "pymultipath"), ("pymultipathd", "pymultipathd")):
+        _write(f"/usr/local/bin/{name}", WRAPPER.format(py=VENV_PY, module=module), 0o755)
+    rules = sorted(glob.glob(f"{REPO}/udev/*.rules"))
+    for rule in rules:
+        dest = os.path.join("/etc/udev/rules.d", os.path.basename(rule))
+        if os.path.islink(dest):  # replaces a /dev/null mask of Debian's rule of the same name
+            os.unlink(dest)
+        shutil.copyfile(rule, dest)
+    if rules:
+        subprocess.run(["udevadm", "control", "--reload"], check=False)
+    units = [u for u in sorted(glob.glob(f"{REPO}/units/*")) if os.path.isfile(u)]
+    for unit in units:
+        shutil.copyfile(unit, os.path.join("/etc/systemd/system", os.path.basename(unit)))
+    if units:
+        subprocess.run(["systemctl", "daemon-reload"], check=False)
+    print(f"pymp-setup: checkout {REPO} installed ({len(rules)} udev rules, {len(units)} units)")
+    return 0
+
+
+def _uptime() -> float:
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0])
+
+
+def _job_argv(job: dict) -> list[str]:
+    mode, args = job["mode"], list(job.get("args", []))
+    if mode == "test":
+        return [VENV_PY, "-m", "pytest", "-p", "no:cacheprovider", "-v", "--color=no",
+                f"--rootdir={REPO}", "-c", f"{REPO}/pyproject.toml",
+                f"--junitxml={OUT}/junit.xml", f"--timeout={job.get('test_timeout', 300)}",
+                "tests/vm", *args]
+    if mode in ("demo", "bench"):
+        return [VENV_PY, f"{REPO}/tests/vm/{mode}.py", *args]
+    if mode == "script":  # a developer's own script, path relative to the checkout
+        return [VENV_PY, f"{REPO}/{args[0]}", *args[1:]]
+    raise SystemExit(f"guest: unknown job mode {mode!r} in {OUT}/job.json")
+
+
+def run() -> int:
+    boot_s = _uptime()
+    code = 3
+    t0 = time.monotonic()
+    try:
+        job = json.loads((OUT / "job.json").read_text())
+        work = Path("/tmp/pymp-job")
+        work.mkdir(exist_ok=True)
+        # pytest runs in the checkout so node ids read as on the host (tests/vm/test_x.py::name)
+        cwd = REPO if job["mode"] == "test" else str(work)
+        path = f"/opt/pymp/bin:/usr/local/bin:{os.environ['PATH']}"
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PATH=path,
+                   HYPOTHESIS_STORAGE_DIRECTORY=str(work / ".hypothesis"))  # the checkout is read-only
+        with open(OUT / "run.log", "ab", buffering=0) as log:
+            log.write(f"[guest] booted in {boot_s:.1f} s; running {job['mode']}\n".encode())
+            code = subprocess.run(_job_argv(job), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, check=False).returncode
+    except Exception as e:  # any harness fault is a reported failure, never a silent hang
+        with open(OUT / "run.log", "a") as f:
+            f.write(f"[guest] job failed to run: {e!r}\n")
+    job_s = time.monotonic() - t0
+    with open("/mnt/out/journal.txt", "w") as f:
+        subprocess.run(["journalctl", "-b", "-o", "short-monotonic", "--no-pager"], stdout=f,
+                       stderr=subprocess.STDOUT, check=False)
+    _write(str(OUT / "timings.json"), json.dumps({"boot_s": boot_s, "job_s": job_s}))
+    _write(str(OUT / "exit_code"), f"{code}\n")
+    os.sync()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit({"setup": setup, "run": run}[sys.argv[1]]())

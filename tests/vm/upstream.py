@@ -1,0 +1,87 @@
+"""Debian's multipath-tools 0.9.4, the comparison: masked in the image, started on demand, stopped after.
+
+    with UpstreamMultipathd(config=GREEDY) as mp:   # writes /etc/multipath.conf, unmasks, starts
+        mp.wait_map(wwid)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from tests.vm import dm
+from tests.vm.sysutil import run, settle, wait_for
+
+UNITS = ["multipathd.socket", "multipathd.service"]
+CONF = "/etc/multipath.conf"
+STATE = ["/etc/multipath/wwids", "/etc/multipath/bindings"]
+
+# The blacklist section spans several lines: 0.9.4 misreads a one-line section.
+GREEDY = """\
+defaults {
+	find_multipaths greedy
+	user_friendly_names yes
+}
+blacklist {
+	devnode "^vd[a-z]"
+}
+"""
+
+
+class UpstreamMultipathd:
+    def __init__(self, config: str = GREEDY) -> None:
+        self.config = config
+        self._saved: dict[str, bytes | None] = {}
+        self._had_dir = os.path.isdir("/etc/multipath")
+
+    def _save(self, path: str) -> None:
+        try:
+            with open(path, "rb") as f:
+                self._saved[path] = f.read()
+        except FileNotFoundError:
+            self._saved[path] = None
+
+    def start(self) -> UpstreamMultipathd:
+        for path in (CONF, *STATE):
+            self._save(path)
+        with open(CONF, "w") as f:
+            f.write(self.config)
+        run(["systemctl", "unmask", *UNITS])
+        run(["systemctl", "start", "multipathd.service"], timeout=120)
+        return self
+
+    def show(self, *words: str) -> str:
+        return run(["multipathd", *words], check=False)
+
+    def maps(self) -> dict[str, str]:
+        """Map name -> WWID, as multipathd reports them."""
+        out = run(["multipathd", "show", "maps", "raw", "format", "%n %w"], check=False)
+        return {w[0]: w[1] for w in (line.split() for line in out.splitlines()) if len(w) == 2}
+
+    def wait_map(self, wwid: str, timeout: float = 120) -> str:
+        """Wait until a multipath map with this WWID exists; return its name."""
+        def find() -> str | None:
+            return next((n for n, w in self.maps().items() if w == wwid), None)
+        return wait_for(find, timeout, f"multipathd to create a map for WWID {wwid}", interval=0.5)
+
+    def stop(self) -> None:
+        run(["systemctl", "stop", *reversed(UNITS)], check=False, timeout=120)
+        for name in dm.multipath_maps():
+            dm.remove(name)
+        run(["systemctl", "mask", *UNITS])
+        for path, data in self._saved.items():
+            if data is None:
+                if os.path.exists(path):
+                    os.unlink(path)
+            else:
+                with open(path, "wb") as f:
+                    f.write(data)
+        if not self._had_dir and os.path.isdir("/etc/multipath") and not os.listdir("/etc/multipath"):
+            shutil.rmtree("/etc/multipath")
+        settle()
+
+    def __enter__(self) -> UpstreamMultipathd:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
