@@ -101,8 +101,9 @@ def leftovers() -> list[str]:
     found += [f"link {n}" for n in netpath.links_with_prefix(iscsi.LINK_PREFIX)]
     if scsidebug.loaded():
         found.append("scsi_debug module loaded")
-    if run(["systemctl", "is-active", "multipathd.service"], check=False).strip() == "active":
-        found.append("multipathd running")
+    for unit in ("multipathd.service", "pymultipathd.service"):
+        if run(["systemctl", "is-active", unit], check=False).strip() in ("active", "activating"):
+            found.append(f"{unit} running")
     return found
 
 

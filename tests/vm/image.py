@@ -22,7 +22,7 @@ SUITE = "bookworm"
 DEBS = [
     "linux-image-amd64", "systemd", "systemd-sysv", "udev", "kmod", "iproute2", "dmsetup", "lvm2",
     "xfsprogs", "e2fsprogs", "sg3-utils", "open-iscsi", "multipath-tools", "kpartx", "python3",
-    "python3-venv", "python3-systemd", "python3-pip", "util-linux", "psmisc", "procps", "less",
+    "python3-venv", "python3-systemd", "python3-pip", "util-linux", "psmisc", "procps", "less", "fdisk",
 ]
 
 # Python packages of the guest venv (/opt/pymp, sees python3-systemd through --system-site-packages).

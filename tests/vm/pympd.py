@@ -37,8 +37,9 @@ def config(mode: str = "greedy", **defaults: object) -> str:
 
 
 class Pympd:
-    def __init__(self, conf: str | None = None) -> None:
+    def __init__(self, conf: str | None = None, *, show_journal: bool = True) -> None:
         self.conf = conf if conf is not None else config()
+        self.show_journal = show_journal
         self._saved: dict[str, bytes | None] = {}
 
     def __enter__(self) -> Pympd:
@@ -65,8 +66,9 @@ class Pympd:
         run(["systemctl", "stop", UNIT], check=False, timeout=120)
 
     def __exit__(self, *exc: object) -> None:
-        journal = run(["journalctl", "-b", "-u", UNIT, "--no-pager", "-n", "200"], check=False)
-        print(f"--- {UNIT} journal ---\n{journal}")  # shown by pytest when the test fails
+        if self.show_journal:
+            journal = run(["journalctl", "-b", "-u", UNIT, "--no-pager", "-n", "200"], check=False)
+            print(f"--- {UNIT} journal ---\n{journal}")  # shown by pytest when the test fails
         self.stop()
         run(["systemctl", "reset-failed", UNIT], check=False)
         for name in dm.multipath_maps():
