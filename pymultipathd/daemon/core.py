@@ -74,7 +74,6 @@ class Core:
             daemon_running=True,
             now=time.time(),
             timers=facts.timers(),
-            find_multipaths=facts.mode_override(),
         )
 
     def _path_from_facts(self, f: classify.PathFacts, old: PathState | None) -> PathState:
