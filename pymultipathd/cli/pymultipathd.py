@@ -109,10 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(USAGE)
         return 0
     if argv and argv[0].startswith("-k"):
-        command = argv[0][2:] or " ".join(argv[1:])
+        from pymultipathd.control.grammar import join_words
+
+        command = argv[0][2:] or join_words(argv[1:])
         return _one(command) if command else _interactive()
     if argv and not argv[0].startswith("-"):
-        return _one(" ".join(argv))
+        from pymultipathd.control.grammar import join_words
+
+        return _one(join_words(argv))
     from pymultipathd.daemon import main as daemon_main
 
     return daemon_main.run(argv)

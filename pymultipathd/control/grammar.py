@@ -179,6 +179,16 @@ def split_words(text: str) -> list[str]:
     return words
 
 
+def join_words(words: list[str]) -> str:
+    """A command line from argv words: a word with blanks or quotes is quoted, as upstream's client does."""
+    out = []
+    for w in words:
+        if not w or any(c.isspace() or c == '"' for c in w):
+            w = '"' + w.replace('"', '""') + '"'
+        out.append(w)
+    return " ".join(out)
+
+
 def find_keyword(word: str) -> tuple[str, bool] | None:
     """Exact match, else the single keyword that `word` is a prefix of; None if none or ambiguous."""
     if word in KEYWORDS:

@@ -108,3 +108,11 @@ def test_any_text_parses_or_raises_command_error(text):
 def test_ambiguous_prefix_between_path_and_paths():
     with pytest.raises(CommandError, match="pa: not found"):
         parse("show pa")
+
+
+def test_join_words_round_trips_through_split():
+    from pymultipathd.control.grammar import join_words
+
+    argv = ["show", "maps", "raw", "format", "%n %w", 'say "x"', ""]
+    assert split_words(join_words(argv)) == argv
+    assert parse(join_words(["show", "maps", "raw", "format", "%n %w"])).params == {"format": "%n %w"}
