@@ -1,0 +1,253 @@
+"""Wall time of `pymultipath -u DEV` against Debian's `/sbin/multipath -u DEV`, same devices, same boot.
+
+    from tests.vm import bench_udev
+    bench_udev.run() -> {"reps": N, "devices": [...], "modes": {"smart": {"pymultipath": {"median_ms": ..,
+                         "p90_ms": ..}, "multipath": {...}, "ratio_median": .., "verdicts_agree": True}, ...}}
+
+Runs inside the test VM only (scsi_debug, a config in /etc/multipath.conf, both restored after). Also holds
+the pieces tests/vm/test_classify_vm.py shares with it: the stand-in daemon listener and the config/state
+save-and-restore.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+
+from tests.vm.sysutil import run as run_cmd
+
+DAEMON_SOCKET = "\0/org/kernel/linux/storage/multipathd"  # abstract: upstream's and ours (no env override)
+CONF = "/etc/multipath.conf"
+WWIDS = "/etc/multipath/wwids"
+BINDINGS = "/etc/multipath/bindings"
+TIMER_DIR = "/run/multipath/find_multipaths"
+OURS = "/usr/local/bin/pymultipath"
+UPSTREAM = "/sbin/multipath"
+
+WWIDS_HEADER = """\
+# Multipath wwids, Version : 1.0
+# NOTE: This file is automatically maintained by multipath and multipathd.
+# You should not need to edit this file in normal circumstances.
+#
+# Valid WWIDs:
+"""
+
+
+def conf_text(mode: str, timeout: int | None = None) -> str:
+    """/etc/multipath.conf for one find_multipaths mode; the boot disk (vda) stays out of it."""
+    extra = f"\tfind_multipaths_timeout {timeout}\n" if timeout is not None else ""
+    # multi-line blacklist section: 0.9.4 misreads a one-line one
+    return (f"defaults {{\n\tfind_multipaths {mode}\n{extra}}}\n"
+            "blacklist {\n\tdevnode \"^vd[a-z]\"\n}\n")
+
+
+class StandInDaemon:
+    """Listens on the daemon's abstract socket and closes every connection: `-u` (ours and upstream's) only
+    connect()s to learn whether a daemon runs, so this makes them see one without any map being made."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.accepted = 0
+
+    def start(self) -> StandInDaemon:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.bind(DAEMON_SOCKET)
+        except OSError as e:
+            s.close()
+            raise RuntimeError(f"cannot listen on @{DAEMON_SOCKET[1:]}: {e} (is a daemon running?)") from e
+        s.listen(128)
+        s.settimeout(0.2)
+        self._sock = s
+        self._thread = threading.Thread(target=self._serve, name="stand-in-daemon", daemon=True)
+        self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+        if self._sock:
+            self._sock.close()
+        self._sock = self._thread = None
+
+    def __enter__(self) -> StandInDaemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def stop_wait_timers() -> None:
+    """Stop every transient cancel-multipath-wait-* timer (and its service) the rules started."""
+    out = run_cmd(["systemctl", "list-units", "--all", "--plain", "--no-legend", "cancel-multipath-wait-*"],
+                  check=False)
+    units = [line.split()[0] for line in out.splitlines() if line.split()]
+    if units:
+        run_cmd(["systemctl", "stop", *units], check=False)
+        run_cmd(["systemctl", "reset-failed", *units], check=False)
+
+
+def clear_wait_files() -> None:
+    for f in glob.glob(f"{TIMER_DIR}/*"):
+        os.unlink(f)
+
+
+@dataclass
+class MultipathState:
+    """Writes /etc/multipath.conf (and optionally the wwids file); puts both back as they were on exit and
+    removes the smart-mode wait files and timers, so the next test or bench starts clean."""
+
+    mode: str
+    timeout: int | None = None
+    wwids: list[str] = field(default_factory=list)
+    _saved: dict[str, bytes | None] = field(default_factory=dict)
+    _had_dir: bool = False
+
+    def __enter__(self) -> MultipathState:
+        self._had_dir = os.path.isdir("/etc/multipath")
+        for path in (CONF, WWIDS, BINDINGS):
+            try:
+                with open(path, "rb") as f:
+                    self._saved[path] = f.read()
+            except FileNotFoundError:
+                self._saved[path] = None
+        self.write_conf(self.mode, self.timeout)
+        if self.wwids:
+            self.write_wwids(self.wwids)
+        return self
+
+    def write_conf(self, mode: str, timeout: int | None = None) -> None:
+        self.mode, self.timeout = mode, timeout
+        _atomic(CONF, conf_text(mode, timeout))
+
+    def write_wwids(self, wwids: list[str]) -> None:
+        os.makedirs("/etc/multipath", exist_ok=True)
+        _atomic(WWIDS, WWIDS_HEADER + "".join(f"/{w}/\n" for w in wwids))
+
+    def __exit__(self, *exc: object) -> None:
+        stop_wait_timers()
+        clear_wait_files()
+        for path, data in self._saved.items():
+            if data is None:
+                if os.path.exists(path):
+                    os.unlink(path)
+            else:
+                with open(path, "wb") as f:
+                    f.write(data)
+        if not self._had_dir and os.path.isdir("/etc/multipath") and not os.listdir("/etc/multipath"):
+            shutil.rmtree("/etc/multipath")
+
+
+def _atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def device_path_value(tool: str, dev: str) -> str:
+    """The DM_MULTIPATH_DEVICE_PATH value `tool -u dev` prints ("" if none)."""
+    out = run_cmd([tool, "-u", dev], check=False)
+    for line in out.splitlines():
+        if line.startswith("DM_MULTIPATH_DEVICE_PATH="):
+            return line.split("=", 1)[1].strip('"')
+    return ""
+
+
+def _time_calls(tool: str, devs: list[str], reps: int) -> list[float]:
+    times = []
+    for _ in range(reps):
+        for dev in devs:
+            t0 = time.perf_counter()
+            subprocess.run([tool, "-u", dev], capture_output=True, check=False)
+            times.append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
+def _stats(ms: list[float]) -> dict[str, float]:
+    ordered = sorted(ms)
+    return {"median_ms": round(statistics.median(ordered), 2),
+            "p90_ms": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 2),
+            "calls": len(ordered)}
+
+
+def importtime_top(dev: str, n: int = 15) -> list[tuple[str, int]]:
+    """The modules with the largest cumulative import time (us) of one `pymultipath -u DEV`."""
+    with open(OURS) as f:
+        python = f.readline()[2:].strip()  # the wrapper's interpreter (the guest venv)
+    p = subprocess.run([python, "-X", "importtime", OURS, "-u", dev], capture_output=True, text=True,
+                       check=False)
+    rows = []
+    for line in p.stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            rows.append((parts[2].rstrip(), int(parts[1])))
+    return sorted(rows, key=lambda r: -r[1])[:n]
+
+
+def run(reps: int = 20, modes: tuple[str, ...] = ("strict", "greedy", "smart")) -> dict:
+    """Time both helpers on the disks of a 2-LUN x 2-path scsi_debug, `reps` rounds each, per mode. The two
+    tools alternate round by round, so a slow patch of the guest hits both alike."""
+    from tests.vm import scsidebug
+
+    result: dict = {"reps": reps, "modes": {}}
+    sd = scsidebug.ScsiDebug(luns=2, paths_per_lun=2, dev_size_mb=8)
+    # Loaded under greedy: the disks are claimed, never released (DM_MULTIPATH_DEVICE_PATH=0 in the udev db),
+    # so smart answers the same for both tools (docs/classification.md: released outside udev differs).
+    with MultipathState("greedy", timeout=5) as state, StandInDaemon():
+        sd.load()
+        try:
+            devs = [p.dev for p in sd.paths]
+            result["devices"] = devs
+            for mode in modes:
+                state.write_conf(mode, 5)
+                verdicts = {dev: (device_path_value(OURS, dev), device_path_value(UPSTREAM, dev))
+                            for dev in devs}
+                ours: list[float] = []
+                theirs: list[float] = []
+                for _ in range(reps):
+                    ours += _time_calls(OURS, devs, 1)
+                    theirs += _time_calls(UPSTREAM, devs, 1)
+                o, u = _stats(ours), _stats(theirs)
+                result["modes"][mode] = {
+                    "pymultipath": o, "multipath": u,
+                    "ratio_median": round(o["median_ms"] / u["median_ms"], 2),
+                    "verdicts": {d: {"pymultipath": a, "multipath": b} for d, (a, b) in verdicts.items()},
+                    "verdicts_agree": all(a == b for a, b in verdicts.values()),
+                }
+                stop_wait_timers()
+                clear_wait_files()
+            result["importtime_top_us"] = importtime_top(devs[0])
+        finally:
+            sd.unload()
+    return result
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    json.dump(run(), sys.stdout, indent=2)
+    print()
