@@ -50,6 +50,7 @@ demo: setup
 
 bench: setup
 	$(PY) -m tests.vm.harness bench
+	$(PY) -m tests.vm.bench_report out/vm/bench/bench.json docs/benchmarks.md
 
 vm-shell: setup
 	$(PY) -m tests.vm.harness shell
