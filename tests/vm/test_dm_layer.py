@@ -21,6 +21,7 @@ import pytest
 from pymultipathd.dm import maps
 from pymultipathd.dm.errors import (
     DMBusy,
+    DMError,
     DMExists,
     DMNameTooLong,
     DMNoSuchDevice,
@@ -133,6 +134,15 @@ def ctl(scsi_debug, iscsi_bed):
     """The layer's control handle; its maps go before the path devices under them (hence the deps)."""
     c = Control()
     yield c
+    # A failed test may leave a map suspended or queueing with no path: either would hang every later
+    # reader (udev workers too). Resume and stop queueing first, then remove.
+    for name in our_names():
+        try:
+            if c.info(name).suspended:
+                c.resume(name)
+            c.message(name, "fail_if_no_path")
+        except DMError:
+            pass  # not a multipath map (partitions) or already gone
     # Partition maps sort after their map ("x-part1" > "x"): remove in reverse order.
     settle()
     for name in sorted(our_names(), reverse=True):
@@ -340,9 +350,12 @@ def test_suspend_resume_flags_and_tables(ctl, lun):
     maps.create_multipath(ctl, name, lun[0].wwid, two_group_table(lun))
     for kw in ({}, {"noflush": True}, {"nolockfs": True}, {"noflush": True, "nolockfs": True}):
         assert ctl.suspend(name, **kw).suspended
-        assert "SUSPENDED" in dmsetup("info", name)
-        assert_agrees_with_dmsetup(ctl, name)
-        assert not ctl.resume(name, **kw).suspended
+        try:  # a map left suspended would hang every later reader (udev workers included)
+            assert "SUSPENDED" in dmsetup("info", name)
+            assert_agrees_with_dmsetup(ctl, name)
+        finally:
+            resumed = ctl.resume(name, **kw)
+        assert not resumed.suspended
         assert "ACTIVE" in dmsetup("info", name)
     # an inactive table, cleared again
     other = MultipathTable(SECTORS, (PathGroup(tuple(PathSpec(p.devno) for p in lun), "round-robin"),))
