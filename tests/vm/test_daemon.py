@@ -186,7 +186,9 @@ def test_kill9_and_restart_under_io_keeps_the_map_untouched(iscsi_bed, write_ver
 
 
 def test_many_scsi_debug_luns_each_map_created_once(scsi_debug):
-    luns = 64
+    # 24 LUNs x 2 paths arriving at once; the 256/512-path scale runs in `make bench` (bench_daemon), where
+    # the time it takes under TCG does not count against the test suite's budget.
+    luns = 24
     sd = scsi_debug(luns=luns, paths=2, dev_size_mb=4)
     groups = {w: ps for w, ps in sd.by_wwid().items() if w}
     assert len(groups) == luns and all(len(ps) == 2 for ps in groups.values())
