@@ -331,18 +331,3 @@ def test_documented_differences_on_off(mode, mp_state, stand_in_daemon, scsi_deb
     got = _compare([*two, single])
     assert all(got[d] == ("1", "0") for d in two), got
     assert got[single] == ({"on": "0", "off": "1"}[mode], "0"), got
-
-
-# --- the benchmark runs and both tools agree while it runs ------------------------------------------------
-
-def test_bench_udev_runs_and_tools_agree():
-    res = bench_udev.run(reps=5, modes=("strict", "smart"))  # a short run: `make bench` does the full one
-    out = "/mnt/out/bench_udev.json"
-    if os.path.isdir("/mnt/out"):
-        import json
-
-        with open(out, "w") as f:
-            json.dump(res, f, indent=2)
-    for mode, r in res["modes"].items():
-        assert r["verdicts_agree"], (mode, r["verdicts"])
-        assert r["pymultipath"]["calls"] == r["multipath"]["calls"] == 5 * len(res["devices"])
