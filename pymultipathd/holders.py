@@ -146,7 +146,9 @@ def _holders_of(dev: BlockDev, snap: Snapshot, depth: int = 0) -> list[Holder]:
                               "shut the guest down or detach the disk (virsh detach-disk ...); see "
                               "/var/log/libvirt/qemu/ for which guest uses it"))
         else:
-            stop = f"systemctl stop {f.unit}" if f.unit and f.unit.endswith(".service") else f"kill {f.pid}"
+            stop = f"kill {f.pid}"
+            if f.unit.endswith(".service"):
+                stop += f" (or stop the service it belongs to: systemctl stop {f.unit})"
             out.append(Holder("process", label, f"{who} has the device open", stop))
     mounted = any(m.dev_t == dev.dev_t for m in snap.mounts)
     if not mounted:

@@ -69,7 +69,7 @@ def test_process_vm_and_swap():
     hs = find_holders(snap)
     assert kinds(hs) == ["swap", "process", "vm"]
     assert hs[0].release == "swapoff /dev/dm-3"
-    assert hs[1].release == "systemctl stop backup.service"
+    assert hs[1].release == "kill 77 (or stop the service it belongs to: systemctl stop backup.service)"
     assert "virsh" in hs[2].release
 
 
