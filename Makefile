@@ -59,9 +59,12 @@ install:
 	$(PYTHON) -m pip install --no-deps --root "$(or $(DESTDIR),/)" --prefix "$(PREFIX)" .
 	install -d "$(DESTDIR)/lib/systemd/system" "$(DESTDIR)/lib/udev/rules.d" "$(DESTDIR)/etc/multipath"
 	for f in units/*; do [ -e "$$f" ] && install -m 0644 "$$f" "$(DESTDIR)/lib/systemd/system/"; done; true
-	for f in udev/*.rules; do [ -e "$$f" ] && install -m 0644 "$$f" "$(DESTDIR)/lib/udev/rules.d/"; done; true
+	# udev runs programs by absolute path: point the rules at this PREFIX's pymultipath
+	for f in udev/*.rules; do [ -e "$$f" ] && sed 's|/usr/local/bin/pymultipath|$(PREFIX)/bin/pymultipath|g' \
+		"$$f" > "$(DESTDIR)/lib/udev/rules.d/$$(basename $$f)"; done; true
 	install -d "$(DESTDIR)$(PREFIX)/share/doc/pymultipathd"
 	install -m 0644 conf/multipath.conf "$(DESTDIR)$(PREFIX)/share/doc/pymultipathd/multipath.conf.example"
+	install -m 0644 README.md docs/*.md "$(DESTDIR)$(PREFIX)/share/doc/pymultipathd/"
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis out
