@@ -228,7 +228,7 @@ def _fresh_single(sd, lun: int) -> str:
 
 
 def test_smart_single_path_waits_then_is_released_and_mountable(mp_state, stand_in_daemon, scsi_debug):
-    mp_state("smart", timeout=10)  # short, yet longer than a rescan and settle under TCG
+    mp_state("smart", timeout=30)  # short, yet surely longer than a rescan and settle under a busy TCG guest
     sd = scsi_debug(luns=2, paths=2)
     lun1 = [p for p in sd.paths if p.lun == 1]
     run(["mkfs.ext4", "-q", "-F", lun1[0].node], timeout=120)
