@@ -18,7 +18,7 @@ import pytest
 
 from tests.vm import bench_udev
 from tests.vm.bench_udev import OURS, UPSTREAM, MultipathState, StandInDaemon, device_path_value
-from tests.vm.sysutil import read_sysfs, run, settle, wait_for, write_sysfs
+from tests.vm.sysutil import CommandError, read_sysfs, run, settle, wait_for, write_sysfs
 
 pytestmark = pytest.mark.vm
 
@@ -218,25 +218,36 @@ def test_without_daemon_nothing_is_claimed(mp_state, scsi_debug):
 
 # --- smart mode: the wait, its timer and its two endings --------------------------------------------------
 
-def _fresh_single(sd, lun: int) -> str:
-    """LUN `lun` gone from every host, then scanned back on the first host only: one path, fresh "add"."""
+def _fresh_single(sd, lun: int, keep=None) -> str:
+    """LUN `lun` gone from every host, then scanned back on one host only (`keep`'s, default the first): one
+    path, fresh "add"."""
     paths = [p for p in sd.paths if p.lun == lun]
     for p in paths:
         delete_disk(p.dev)
     settle()
-    return rescan(paths[0].hctl)
+    return rescan((keep or paths[0]).hctl)
 
 
 def test_smart_single_path_waits_then_is_released_and_mountable(mp_state, stand_in_daemon, scsi_debug):
     mp_state("smart", timeout=30)  # short, yet surely longer than a rescan and settle under a busy TCG guest
     sd = scsi_debug(luns=2, paths=2)
     lun1 = [p for p in sd.paths if p.lun == 1]
-    run(["mkfs.ext4", "-q", "-F", lun1[0].node], timeout=120)
+    # scsi_debug keeps some paths in ALUA standby (which ones depends on host numbers, so on earlier tests):
+    # make the file system through a path that takes writes, and keep that path for the mount below
+    good = None
+    for p in lun1:
+        try:
+            run(["mkfs.ext4", "-q", "-F", p.node], timeout=120)
+        except CommandError:
+            continue
+        good = p
+        break
+    assert good is not None, f"no path of LUN 1 accepts writes: {lun1}"
     # the two-path LUN ends claimed (once its first path's wait is over at the latest)
     two = [p.dev for p in sd.paths if p.lun == 0]
     wait_for(lambda: all(state_of(d) == "claimed" for d in two), 60, f"{two} to be claimed")
 
-    dev = _fresh_single(sd, 1)
+    dev = _fresh_single(sd, 1, keep=good)
     assert state_of(dev) == "waiting"
     assert timer_active(dev)
     assert not device_unit_active(dev)
