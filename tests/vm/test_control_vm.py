@@ -29,7 +29,7 @@ def test_map_path_and_daemon_commands(scsi_debug):
         n1, n2 = d.wait_map(w1), d.wait_map(w2)
 
         # show family
-        assert "find_multipaths greedy" in d.cmd("show", "config")
+        assert 'find_multipaths "greedy"' in d.cmd("show", "config")  # strings quoted, as upstream's -t
         assert '(config file rule) ^vd[a-z]' in d.cmd("show", "blacklist")
         assert f"{p1[0].dev} yes" in d.cmd("show", "devices")
         assert "%w  uuid" in d.cmd("show", "wildcards")
