@@ -468,10 +468,16 @@ class Core:
                     log.info("%s: failed by the kernel in %s", p.dev, m.name, **fields(dev=p.dev, map=m.name))
 
     def _forget_map(self, m: MapState) -> None:
+        """The map is gone: its paths are free again. Their facts are re-read (the map no longer holds them)
+        but not queued for assembly: a map an administrator removed is not re-created behind their back."""
         self.state.maps.pop(m.name, None)
-        for p in self.state.paths.values():
+        for p in list(self.state.paths.values()):
             if p.map == m.name:
                 p.map = None
+                try:
+                    self._path_from_facts(facts.path_facts(p.dev, self.config), p)
+                except facts.FactsError:
+                    self.state.paths.pop(p.dev, None)  # the device went away with the map
 
     async def fail_fast(self, devs: Iterable[str], why: str) -> None:
         """Network-level trouble on these paths: fail them now and check them at once."""
