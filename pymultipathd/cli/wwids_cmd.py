@@ -14,6 +14,7 @@ import stat
 import sys
 
 from pymultipathd import locations, store
+from pymultipathd.sysread import read_text as _read
 
 PROG = "pymultipath"
 DEFAULT_UID_ATTRIBUTE = "ID_SERIAL"
@@ -21,14 +22,6 @@ DEFAULT_UID_ATTRIBUTE = "ID_SERIAL"
 
 class WwidLookupError(Exception):
     """The argument names a device whose WWID cannot be found; the message says which and why."""
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read().strip()
-    except OSError:
-        return None
 
 
 def _block_dir(name: str) -> str:

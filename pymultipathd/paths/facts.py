@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from pymultipathd import locations, store
 from pymultipathd.classify import MapFacts, PathFacts, World
+from pymultipathd.sysread import read_text as _read
 
 if TYPE_CHECKING:
     from pymultipathd.config.model import Config
@@ -39,14 +40,6 @@ class FactsError(Exception):
 
 def _proc() -> str:
     return locations.proc()
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read().strip()
-    except OSError:
-        return None
 
 
 def _listdir(path: str) -> list[str]:

@@ -12,14 +12,7 @@ from pymultipathd import holders, locations
 from pymultipathd.dm import maps as dmmaps
 from pymultipathd.dm import table as dmt
 from pymultipathd.dm.ioctl import Control
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+from pymultipathd.sysread import read_attr as _read
 
 
 def _blockdev(kernel_name: str) -> holders.BlockDev:

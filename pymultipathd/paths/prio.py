@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from pymultipathd.paths import sgio, sysinfo
+from pymultipathd.sysread import read_bytes
 
 ALUA_PRIO = {
     "active/optimized": 50,
@@ -64,7 +65,7 @@ def prio_sysfs(dev: str) -> int:
 
 
 def prio_alua(dev: str) -> int:
-    group = port_group(sysinfo.read_bytes(os.path.join(sysinfo.block_dir(dev), "device", "vpd_pg83")))
+    group = port_group(read_bytes(os.path.join(sysinfo.block_dir(dev), "device", "vpd_pg83")))
     if group is None:
         return prio_sysfs(dev)
     try:

@@ -9,22 +9,7 @@ import glob
 import os
 
 from pymultipathd import locations
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def read_bytes(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
+from pymultipathd.sysread import read_attr as _read
 
 
 def block_dir(dev: str) -> str:
