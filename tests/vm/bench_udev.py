@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -21,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from tests.vm.sysutil import SavedFiles
 from tests.vm.sysutil import run as run_cmd
 
 DAEMON_SOCKET = "\0/org/kernel/linux/storage/multipathd"  # abstract: upstream's and ours (no env override)
@@ -122,17 +122,10 @@ class MultipathState:
     mode: str
     timeout: int | None = None
     wwids: list[str] = field(default_factory=list)
-    _saved: dict[str, bytes | None] = field(default_factory=dict)
-    _had_dir: bool = False
+    _saved: SavedFiles | None = None
 
     def __enter__(self) -> MultipathState:
-        self._had_dir = os.path.isdir("/etc/multipath")
-        for path in (CONF, WWIDS, BINDINGS):
-            try:
-                with open(path, "rb") as f:
-                    self._saved[path] = f.read()
-            except FileNotFoundError:
-                self._saved[path] = None
+        self._saved = SavedFiles((CONF, WWIDS, BINDINGS))
         self.write_conf(self.mode, self.timeout)
         if self.wwids:
             self.write_wwids(self.wwids)
@@ -149,15 +142,8 @@ class MultipathState:
     def __exit__(self, *exc: object) -> None:
         stop_wait_timers()
         clear_wait_files()
-        for path, data in self._saved.items():
-            if data is None:
-                if os.path.exists(path):
-                    os.unlink(path)
-            else:
-                with open(path, "wb") as f:
-                    f.write(data)
-        if not self._had_dir and os.path.isdir("/etc/multipath") and not os.listdir("/etc/multipath"):
-            shutil.rmtree("/etc/multipath")
+        if self._saved is not None:
+            self._saved.restore()
 
 
 def _atomic(path: str, text: str) -> None:

@@ -10,10 +10,8 @@ On exit the unit is stopped, the maps it made are removed (dmsetup, an independe
 
 from __future__ import annotations
 
-import os
-
 from tests.vm import dm
-from tests.vm.sysutil import run, wait_for
+from tests.vm.sysutil import SavedFiles, run, wait_for
 
 UNIT = "pymultipathd.service"
 CONF = "/etc/multipath.conf"
@@ -40,15 +38,10 @@ class Pympd:
     def __init__(self, conf: str | None = None, *, show_journal: bool = True) -> None:
         self.conf = conf if conf is not None else config()
         self.show_journal = show_journal
-        self._saved: dict[str, bytes | None] = {}
+        self._saved: SavedFiles | None = None
 
     def __enter__(self) -> Pympd:
-        for path in (CONF, *STATE):
-            try:
-                with open(path, "rb") as f:
-                    self._saved[path] = f.read()
-            except FileNotFoundError:
-                self._saved[path] = None
+        self._saved = SavedFiles((CONF, *STATE))
         with open(CONF, "w") as f:
             f.write(self.conf)
         try:
@@ -73,13 +66,8 @@ class Pympd:
         run(["systemctl", "reset-failed", UNIT], check=False)
         for name in dm.multipath_maps():
             dm.remove(name)
-        for path, data in self._saved.items():
-            if data is None:
-                if os.path.exists(path):
-                    os.unlink(path)
-            else:
-                with open(path, "wb") as f:
-                    f.write(data)
+        if self._saved is not None:
+            self._saved.restore()
 
     def cmd(self, *words: str, check: bool = True) -> str:
         return run(["pymultipathd", *words], check=check, timeout=60)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -60,3 +61,30 @@ def udev_wwid(dev: str) -> str | None:
         if line.startswith("ID_SERIAL="):
             return line.split("=", 1)[1]
     return None
+
+
+class SavedFiles:
+    """Files a test rewrites (multipath.conf, wwids, bindings), saved now and put back by restore(): contents
+    restored, files that did not exist removed again, and directories that did not exist removed if empty."""
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        self.data: dict[str, bytes | None] = {}
+        for path in paths:
+            try:
+                with open(path, "rb") as f:
+                    self.data[path] = f.read()
+            except FileNotFoundError:
+                self.data[path] = None
+        self.new_dirs = {d for d in map(os.path.dirname, self.data) if not os.path.isdir(d)}
+
+    def restore(self) -> None:
+        for path, data in self.data.items():
+            if data is None:
+                if os.path.exists(path):
+                    os.unlink(path)
+            else:
+                with open(path, "wb") as f:
+                    f.write(data)
+        for d in self.new_dirs:
+            if os.path.isdir(d) and not os.listdir(d):
+                os.rmdir(d)

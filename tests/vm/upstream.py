@@ -6,11 +6,8 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 from tests.vm import dm
-from tests.vm.sysutil import run, settle, wait_for
+from tests.vm.sysutil import SavedFiles, run, settle, wait_for
 
 UNITS = ["multipathd.socket", "multipathd.service"]
 CONF = "/etc/multipath.conf"
@@ -31,19 +28,10 @@ blacklist {
 class UpstreamMultipathd:
     def __init__(self, config: str = GREEDY) -> None:
         self.config = config
-        self._saved: dict[str, bytes | None] = {}
-        self._had_dir = os.path.isdir("/etc/multipath")
-
-    def _save(self, path: str) -> None:
-        try:
-            with open(path, "rb") as f:
-                self._saved[path] = f.read()
-        except FileNotFoundError:
-            self._saved[path] = None
+        self._saved: SavedFiles | None = None
 
     def start(self) -> UpstreamMultipathd:
-        for path in (CONF, *STATE):
-            self._save(path)
+        self._saved = SavedFiles((CONF, *STATE))
         with open(CONF, "w") as f:
             f.write(self.config)
         run(["systemctl", "unmask", *UNITS])
@@ -69,15 +57,8 @@ class UpstreamMultipathd:
         for name in dm.multipath_maps():
             dm.remove(name)
         run(["systemctl", "mask", *UNITS])
-        for path, data in self._saved.items():
-            if data is None:
-                if os.path.exists(path):
-                    os.unlink(path)
-            else:
-                with open(path, "wb") as f:
-                    f.write(data)
-        if not self._had_dir and os.path.isdir("/etc/multipath") and not os.listdir("/etc/multipath"):
-            shutil.rmtree("/etc/multipath")
+        if self._saved is not None:
+            self._saved.restore()
         settle()
 
     def __enter__(self) -> UpstreamMultipathd:
