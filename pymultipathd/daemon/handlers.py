@@ -209,27 +209,19 @@ async def del_path(d: Daemon, cmd: Command) -> str:
 
 
 @handles("fail", "path")
-async def fail_path(d: Daemon, cmd: Command) -> str:
-    p = _path(d.core.state, cmd)
-    m = d.core.state.maps.get(p.map or "")
-    if m is None:
-        raise CommandFailed(f"{p.dev} is not in a map")
-    if not await d.core._message(m, f"fail_path {p.dev_t}", p):
-        raise CommandFailed(f"{m.name}: fail_path {p.dev_t} refused by the kernel")
-    p.chk_state = checkers.DOWN
-    await d.core.refresh_map(m)
-    return ""
-
-
 @handles("reinstate", "path")
-async def reinstate_path(d: Daemon, cmd: Command) -> str:
+async def fail_or_reinstate_path(d: Daemon, cmd: Command) -> str:
     p = _path(d.core.state, cmd)
     m = d.core.state.maps.get(p.map or "")
     if m is None:
         raise CommandFailed(f"{p.dev} is not in a map")
-    if not await d.core._message(m, f"reinstate_path {p.dev_t}", p):
-        raise CommandFailed(f"{m.name}: reinstate_path {p.dev_t} refused by the kernel")
-    p.next_check = asyncio.get_running_loop().time()  # the checker decides whether it stays up
+    word = "fail_path" if cmd.keywords[0] == "fail" else "reinstate_path"
+    if not await d.core._message(m, f"{word} {p.dev_t}", p):
+        raise CommandFailed(f"{m.name}: {word} {p.dev_t} refused by the kernel")
+    if word == "fail_path":
+        p.chk_state = checkers.DOWN
+    else:
+        p.next_check = asyncio.get_running_loop().time()  # the checker decides whether it stays up
     await d.core.refresh_map(m)
     return ""
 
