@@ -55,8 +55,14 @@ bench: setup
 vm-shell: setup
 	$(PY) -m tests.vm.harness shell
 
+# pip's own scripts start python with site.py (~60 ms a call); udev runs pymultipath per disk event, so the
+# launcher rewrites both scripts to start with -IS and an explicit sys.path (pymultipathd/cli/launcher.py).
 install:
 	$(PYTHON) -m pip install --no-deps --root "$(or $(DESTDIR),/)" --prefix "$(PREFIX)" .
+	site=$$($(PYTHON) -c 'import sysconfig, sys; print(sysconfig.get_path("purelib", "posix_prefix", \
+		vars={"base": sys.argv[1], "platbase": sys.argv[1]}))' "$(PREFIX)") && \
+	$(PYTHON) -m pymultipathd.cli.launcher --root "$(DESTDIR)" --bindir "$(PREFIX)/bin" \
+		--python "$$($(PYTHON) -c 'import sys; print(sys.executable)')" --site "$$site"
 	install -d "$(DESTDIR)/lib/systemd/system" "$(DESTDIR)/lib/udev/rules.d" "$(DESTDIR)/etc/multipath"
 	for f in units/*; do [ -e "$$f" ] && install -m 0644 "$$f" "$(DESTDIR)/lib/systemd/system/"; done; true
 	# udev runs programs by absolute path: point the rules at this PREFIX's pymultipath

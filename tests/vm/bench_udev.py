@@ -182,8 +182,8 @@ def _stats(ms: list[float]) -> dict[str, float]:
 def importtime_top(dev: str, n: int = 15) -> list[tuple[str, int]]:
     """The modules with the largest cumulative import time (us) of one `pymultipath -u DEV`."""
     with open(OURS) as f:
-        python = f.readline()[2:].strip()  # the wrapper's interpreter (the guest venv)
-    p = subprocess.run([python, "-X", "importtime", OURS, "-u", dev], capture_output=True, text=True,
+        interpreter = f.readline()[2:].split()  # the launcher's interpreter and its flags
+    p = subprocess.run([*interpreter, "-X", "importtime", OURS, "-u", dev], capture_output=True, text=True,
                        check=False)
     rows = []
     for line in p.stderr.splitlines():

@@ -1,6 +1,6 @@
 """Guest side of the VM tier, run by the image's units from the read-only share.
 
-    guest.py setup   (pymp-setup.service, every boot) install the checkout: .pth, wrappers, udev rules, units
+    guest.py setup   (pymp-setup.service, every boot) install the checkout: package, launchers, rules, units
     guest.py run     (pymp-run.service) run the job in /mnt/out/job.json, write run.log, exit_code, timings
 
 Lives in the repository, not the image, so changing it needs no image rebuild. Stdlib only.
@@ -23,12 +23,6 @@ OUT = Path("/mnt/out")
 VENV_PY = "/opt/pymp/bin/python"
 PYCACHE = "/var/cache/pymp-pycache"  # the share is read-only: bytecode goes here
 
-WRAPPER = """#!{py}
-import sys
-from pymultipathd.cli.{module} import main
-sys.exit(main())
-"""
-
 
 def _write(path: str, text: str, mode: int = 0o644) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
@@ -40,12 +34,21 @@ def _write(path: str, text: str, mode: int = 0o644) -> None:
 
 def setup() -> int:
     site = sysconfig.get_paths()["purelib"]
-    # The checkout on sys.path of the venv; an "import" line in a .pth runs at start-up (sets the cache dir).
+    # The checkout on sys.path of the venv, for the tests package; an "import" line in a .pth runs at
+    # start-up (the share is read-only, so bytecode of the checkout goes to PYCACHE).
     _write(os.path.join(site, "pymultipathd-checkout.pth"),
            f"{REPO}\nimport sys; sys.pycache_prefix = sys.pycache_prefix or {PYCACHE!r}\n")
     os.makedirs(PYCACHE, exist_ok=True)
-    for name, module in (("pymultipath", "pymultipath"), ("pymultipathd", "pymultipathd")):
-        _write(f"/usr/local/bin/{name}", WRAPPER.format(py=VENV_PY, module=module), 0o755)
+    # The package itself is copied to local disk and compiled, as a real install is: imports over 9p cost a
+    # round trip per stat, which would make every udev-run `pymultipath -u` several times slower. Compiled
+    # without site (-IS) so the bytecode lands in __pycache__, where the -IS launchers look, not in PYCACHE.
+    package = os.path.join(site, "pymultipathd")
+    shutil.rmtree(package, ignore_errors=True)
+    shutil.copytree(os.path.join(REPO, "pymultipathd"), package,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    subprocess.run([VENV_PY, "-IS", "-m", "compileall", "-q", "-j", "0", package], check=True)
+    subprocess.run([VENV_PY, "-m", "pymultipathd.cli.launcher", "--bindir", "/usr/local/bin",
+                    "--python", VENV_PY, "--site", site], check=True, cwd="/")
     rules = sorted(glob.glob(f"{REPO}/udev/*.rules"))
     for rule in rules:
         dest = os.path.join("/etc/udev/rules.d", os.path.basename(rule))
