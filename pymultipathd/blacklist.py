@@ -17,12 +17,14 @@ anyway).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-
 from pymultipathd.config import hwtable
 from pymultipathd.config.ere import matches_inv
 from pymultipathd.config.model import BlacklistSpec, Config, DeviceMatch
+from pymultipathd.record import record
+
+TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 BUILTIN_BLACKLIST = BlacklistSpec(devnode=("!^(sd[a-z]|dasd[a-z]|nvme[0-9])",))
 BUILTIN_EXCEPTIONS = BlacklistSpec(property=("(SCSI_IDENT_|ID_WWN)",))
@@ -30,7 +32,7 @@ BUILTIN_EXCEPTIONS = BlacklistSpec(property=("(SCSI_IDENT_|ID_WWN)",))
 CRITERIA = ("property", "devnode", "device", "protocol", "wwid")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BlacklistVerdict:
     excluded: bool
     criterion: (

@@ -11,13 +11,13 @@ Every verdict names the rule that decided it; the identifiers in RULES are a sta
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 from pymultipathd import blacklist
+from pymultipathd.record import field, record
 
+TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pymultipathd.config.model import Config
 
 # Every rule identifier, in the order the classifier considers them.
@@ -79,7 +79,7 @@ def normalize_mode(value: str) -> str:
     return mode
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PathFacts:
     """What is known about one block device. `holders` and `in_use` cover the disk and its partitions."""
 
@@ -97,14 +97,14 @@ class PathFacts:
     released: bool = False  # udev already told systemd "not multipath" (DM_MULTIPATH_DEVICE_PATH=0)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MapFacts:
     name: str
     uuid: str
     paths: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class World:
     """Everything around the path. `paths` holds the initialized disks (the classified one included)."""
 
@@ -117,14 +117,14 @@ class World:
     timers: Mapping[str, float] = field(default_factory=dict)  # dev_t -> deadline (epoch seconds)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Verdict:
     decision: str  # "yes" | "no" | "maybe"
     rule: str  # one of RULES
     wait_until: float | None = None  # deadline of a "maybe" (epoch seconds)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Step:
     """One rule considered: `outcome` is "pass" when it did not decide, else the decision it made."""
 

@@ -21,14 +21,15 @@ Stdlib only and nothing heavy at import: the udev helper reads the wwids file on
 
 from __future__ import annotations
 
-import fcntl
+import _thread
 import os
 import stat
-import threading
-from collections.abc import Callable, Container, Iterable, Iterator
-from contextlib import contextmanager
 
 from pymultipathd import locations
+
+TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
+if TYPE_CHECKING:
+    from collections.abc import Callable, Container, Iterable
 
 
 def _warn(msg: str, *args: object) -> None:
@@ -60,8 +61,9 @@ FILE_MODE = 0o600  # upstream creates both files readable by root only
 DIR_MODE = 0o700  # and /etc/multipath likewise when it has to create it
 
 # fcntl record locks are per process: threads of one process would all "hold" the lock at once, so a
-# process-local lock serialises them before the fcntl lock serialises processes.
-_thread_lock = threading.Lock()
+# process-local lock serialises them before the fcntl lock serialises processes. (_thread's lock is
+# threading.Lock; threading itself is not needed by readers such as the udev helper.)
+_thread_lock = _thread.allocate_lock()
 
 
 class StoreError(Exception):
@@ -164,42 +166,43 @@ def write_atomic(path: str, text: str) -> None:
         _warn("%s: written, but fsync of %s failed: %s", path, directory, e.strerror or e)
 
 
-@contextmanager
-def _locked(path: str) -> Iterator[None]:
-    """Exclusive lock for read-modify-write of `path`, across threads and processes."""
-    lock_path = path + ".lock"
-    _ensure_dir(os.path.dirname(os.path.abspath(path)))
-    with _thread_lock:
+def _lock_file(lock_path: str) -> int:
+    """Open `lock_path` and take its exclusive fcntl lock; closing the returned fd releases it."""
+    import fcntl  # only writers lock; readers (the udev helper) never need it
+
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    except OSError as e:
+        raise StoreError(f"cannot open lock file {lock_path}: {e.strerror or e}") from e
+    while True:
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            return fd
+        except InterruptedError:
+            continue
         except OSError as e:
-            raise StoreError(f"cannot open lock file {lock_path}: {e.strerror or e}") from e
-        try:
-            while True:
-                try:
-                    fcntl.lockf(fd, fcntl.LOCK_EX)
-                    break
-                except InterruptedError:
-                    continue
-                except OSError as e:
-                    raise StoreError(f"cannot lock {lock_path}: {e.strerror or e}") from e
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+            os.close(fd)
+            raise StoreError(f"cannot lock {lock_path}: {e.strerror or e}") from e
 
 
 def _update(path: str, header: str, change: Callable[[list[str]], list[str] | None]) -> bool:
-    """Locked read-modify-write. `change` gets the current lines (a new or empty file starts as the header)
-    and returns the new lines, or None for "nothing to do". True if the file was written."""
-    with _locked(path):
-        lines = _read_lines(path)
-        if not lines:
-            lines = header.splitlines()
-        new = change(lines)
-        if new is None:
-            return False
-        write_atomic(path, "".join(line + "\n" for line in new))
-        return True
+    """Locked read-modify-write, exclusive across threads and processes. `change` gets the current lines
+    (a new or empty file starts as the header) and returns the new lines, or None for "nothing to do".
+    True if the file was written."""
+    _ensure_dir(os.path.dirname(os.path.abspath(path)))
+    with _thread_lock:
+        fd = _lock_file(path + ".lock")
+        try:
+            lines = _read_lines(path)
+            if not lines:
+                lines = header.splitlines()
+            new = change(lines)
+            if new is None:
+                return False
+            write_atomic(path, "".join(line + "\n" for line in new))
+            return True
+        finally:
+            os.close(fd)  # releases the lock
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -17,11 +17,11 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from dataclasses import replace
 
 from pymultipathd import locations
 from pymultipathd.classify import PathFacts, Step, Verdict, World, explain
 from pymultipathd.paths import facts
+from pymultipathd.record import replace
 
 USAGE = "usage: pymultipath -u|-c DEV [--explain]\n"
 _CODE = {"yes": "1", "no": "0", "maybe": "2"}

@@ -10,7 +10,6 @@ file:line messages.
 from __future__ import annotations
 
 import re
-import string
 from functools import lru_cache
 
 # glibc's RE_DUP_MAX: a larger interval bound is an error there, so it is one here too.
@@ -24,14 +23,15 @@ _CLASSES = {
     "lower": "a-z",
     "space": " \\t\\n\\r\\f\\v",
     "blank": " \\t",
-    "punct": "".join("\\" + c for c in string.punctuation),
+    "punct": "".join("\\" + c for c in r"""!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~"""),  # string.punctuation
     "print": "\\x20-\\x7e",
     "graph": "\\x21-\\x7e",
     "cntrl": "\\x00-\\x1f\\x7f",
     "xdigit": "0-9A-Fa-f",
 }
 
-_INTERVAL = re.compile(r"\{(\d*)(,(\d*))?\}")
+# compiled at first use (re caches it): most patterns have no interval, and compiling costs at import
+_INTERVAL = r"\{(\d*)(,(\d*))?\}"
 
 
 class RegexError(ValueError):
@@ -198,7 +198,7 @@ def translate(pattern: str) -> str:
             i += 1
             continue
         if c == "{":
-            m = _INTERVAL.match(p, i)
+            m = re.compile(_INTERVAL).match(p, i)
             if not m:
                 raise RegexError("invalid interval {...}")
             lo_s, has_comma, hi_s = m.group(1), m.group(2), m.group(3)

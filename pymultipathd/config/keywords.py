@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from pymultipathd import locations
 from pymultipathd.config.ere import RegexError, compile_ere, split_inverted
+from pymultipathd.record import field, record
+
+TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # ---------------------------------------------------------------------------------------------- value types
 
@@ -252,10 +255,11 @@ BL, BLD = "blacklist", "blacklist_device"
 
 # A built-in default is a value, None (unset: nothing printed, the caller decides), or a function of a
 # resolver (keyword -> value) for defaults derived from other keywords or from the environment.
-Default = object | Callable[[Callable[[str], object]], object]
+if TYPE_CHECKING:
+    Default = object | Callable[[Callable[[str], object]], object]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Keyword:
     name: str
     type: ValueType

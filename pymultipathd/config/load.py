@@ -9,12 +9,15 @@ built-in defaults. All errors of all files are collected and raised together as 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 
 from pymultipathd import locations
 from pymultipathd.config import keywords
 from pymultipathd.config.model import BlacklistSpec, Config, ConfigError, DeviceMatch, Message
 from pymultipathd.config.parser import Entry, Section, parse
+
+TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 TOP_SECTIONS = ("defaults", "blacklist", "blacklist_exceptions", "devices", "multipaths", "overrides")
 

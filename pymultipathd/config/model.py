@@ -1,17 +1,16 @@
-"""The parsed configuration: plain dataclasses.
+"""The parsed configuration: plain record classes (pymultipathd.record).
 
 No pydantic here: the `-u` udev helper imports this on every disk event.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from pymultipathd.config import hwtable, keywords
 from pymultipathd.config.ere import search
+from pymultipathd.record import field, record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Message:
     """A warning or error tied to its origin."""
 
@@ -33,7 +32,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(m) for m in self.messages))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DeviceMatch:
     """One `device { vendor ... product ... }` entry of a blacklist or exception list."""
 
@@ -41,7 +40,7 @@ class DeviceMatch:
     product: str | None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BlacklistSpec:
     """One of blacklist / blacklist_exceptions, entries in file order."""
 
@@ -74,7 +73,7 @@ def device_entry_matches(entry: dict[str, object], vendor: str, product: str, re
     return True
 
 
-@dataclass
+@record
 class Config:
     defaults: dict[str, object] = field(default_factory=dict)  # keyword -> typed value, only those set
     blacklist: BlacklistSpec = field(default_factory=BlacklistSpec)  # user entries (built-ins: blacklist.py)

@@ -8,15 +8,14 @@ followed by `{` is a section.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from pymultipathd.config.model import ConfigError, Message
+from pymultipathd.record import field, record
 
 # C isspace() in the C locale; Python's str.isspace() would also split on Unicode spaces.
 SPACE = frozenset(" \t\r\n\v\f")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Token:
     text: str
     quoted: bool = False
@@ -25,14 +24,14 @@ class Token:
         return not self.quoted and self.text == brace
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Entry:
     keyword: str
     value: str
     line: int
 
 
-@dataclass
+@record
 class Section:
     name: str
     line: int

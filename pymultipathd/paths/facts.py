@@ -15,16 +15,16 @@ Sources:
 
 from __future__ import annotations
 
+import _socket  # the C module: socket.py imports selectors and builds its IntEnums, milliseconds in the guest
 import errno
 import os
-import socket
 import time
-from typing import TYPE_CHECKING
 
 from pymultipathd import locations, store
 from pymultipathd.classify import MapFacts, PathFacts, World
 from pymultipathd.sysread import read_text as _read
 
+TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
 if TYPE_CHECKING:
     from pymultipathd.config.model import Config
 
@@ -231,14 +231,16 @@ def daemon_reachable() -> bool:
     starting) counts as reachable, as upstream does, so udev workers never block on it."""
     name = locations.socket_name()
     address = "\0" + name[1:] if name.startswith("@") else name
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)  # close-on-exec, as socket.socket's
+    try:
         s.setblocking(False)
-        try:
-            s.connect(address)
-        except BlockingIOError:
-            return True
-        except OSError as e:
-            return e.errno in (errno.EAGAIN, errno.EINPROGRESS)
+        s.connect(address)
+    except BlockingIOError:
+        return True
+    except OSError as e:
+        return e.errno in (errno.EAGAIN, errno.EINPROGRESS)
+    finally:
+        s.close()
     return True
 
 

@@ -8,8 +8,6 @@ smart-mode wait are "maybe" on both sides, so neither claims nor assembles them.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +15,7 @@ from hypothesis import strategies as st
 from pymultipathd.classify import MODES, MapFacts, PathFacts, World, assembly, classify
 from pymultipathd.cli.udev_helper import needs_siblings
 from pymultipathd.config.load import parse_text
+from pymultipathd.record import replace
 
 NOW = 1_700_000_000.0
 WWIDS = ["36001405aaaa", "36001405bbbb", "36001405cccc", "36001405dddd"]
