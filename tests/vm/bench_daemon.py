@@ -1,16 +1,25 @@
 """Daemon benchmarks, ours against Debian's multipathd 0.9.4 in the same boot (run by tests/vm/bench.py).
 
-- convergence: scsi_debug LUNs x 2 paths appear while the daemon runs; time from the module load to every
-  map present (dmsetup, the independent view), for several path counts;
+- start-up convergence: N paths (scsi_debug LUNs x 2) are present, as after udev's coldplug at boot; time from
+  `systemctl start` to every map present in device mapper (dmsetup, the independent view), for 64/256/512
+  paths. The disks are made once per count and both daemons run over the same ones, one after the other;
+- hot-plug convergence: the daemon runs and 64 paths appear at once (a uevent storm); time from the module
+  load to every map present. Under TCG the kernel's SCSI scan and udev's own rules dominate this figure;
 - failover detection: an iSCSI portal's link is cut; time until the kernel table shows the path failed;
-- footprint: the daemon's RSS and CPU seconds per checker interval with the largest path count.
+- footprint: the daemon's RSS and CPU seconds per checker interval, with every map of the largest count;
+- `show paths` latency at the largest count, idle and while a uevent storm runs (`udevadm trigger` of change
+  events on every path, over and over), over one connection speaking the shared protocol to either daemon.
 Nothing here asserts a time: it measures and returns numbers.
 """
 
 from __future__ import annotations
 
+import statistics
+import subprocess
+import threading
 import time
 
+from pymultipathd.control import client
 from tests.vm import dm, iscsi, scsidebug, upstream
 from tests.vm.pympd import Pympd
 from tests.vm.sysutil import run as sh
@@ -44,36 +53,109 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, USER_HZ = 100
 
 
-def _daemon(which: str) -> Pympd | upstream.UpstreamMultipathd:
+def _daemon(which: str, start_timeout: float = 180) -> Pympd | upstream.UpstreamMultipathd:
     """Context manager running one daemon with the shared configuration; maps are removed on exit."""
-    return Pympd(_conf()) if which == "ours" else upstream.UpstreamMultipathd(config=_conf())
+    if which == "ours":
+        return Pympd(_conf(), show_journal=False, start_timeout=start_timeout)
+    return upstream.UpstreamMultipathd(config=_conf(), start_timeout=start_timeout)
 
 
 def _unit(which: str) -> str:
     return "pymultipathd.service" if which == "ours" else "multipathd.service"
 
 
-def convergence(which: str, paths: int) -> dict:
+def _footprint(which: str) -> dict:
+    pid = _pid(_unit(which))
+    cpu0, w0 = _cpu_s(pid), time.monotonic()
+    time.sleep(3 * INTERVAL)
+    per_interval = (_cpu_s(pid) - cpu0) / ((time.monotonic() - w0) / INTERVAL)
+    return {"rss_mib": round(_rss_kib(pid) / 1024, 1), "cpu_s_per_interval": round(per_interval, 3)}
+
+
+def _latencies_ms(n: int) -> list[float]:
+    with client.connect(timeout=60) as sock:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            reply = client.request(sock, "show paths")
+            times.append((time.perf_counter() - t0) * 1000.0)
+            if reply.startswith("fail"):
+                raise RuntimeError(f"show paths failed: {reply[:200]}")
+    return times
+
+
+def _summary(times: list[float]) -> dict:
+    ordered = sorted(times)
+    return {"median_ms": round(statistics.median(ordered), 1),
+            "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 1), "max_ms": round(ordered[-1], 1),
+            "calls": len(ordered)}
+
+
+def show_paths_latency(n: int = 30) -> dict:
+    """`show paths` round trips, idle and during a storm of change uevents on every sd disk."""
+    idle = _latencies_ms(n)
+    stop = threading.Event()
+
+    def storm() -> None:
+        while not stop.is_set():
+            subprocess.run(["udevadm", "trigger", "--action=change", "--subsystem-match=block",
+                            "--sysname-match=sd*"], check=False)
+            time.sleep(0.5)
+
+    t = threading.Thread(target=storm, daemon=True)
+    t.start()
+    try:
+        time.sleep(2)  # let the first burst reach the daemon
+        busy = _latencies_ms(n)
+    finally:
+        stop.set()
+        t.join(120)
+        sh(["udevadm", "settle", "--timeout=600"], check=False, timeout=700)
+    return {"idle": _summary(idle), "storm": _summary(busy)}
+
+
+def startup(paths: int, footprint: bool) -> list[dict]:
+    """Both daemons in turn over the same `paths` disks: start to every map present."""
+    luns = paths // 2
+    sd = scsidebug.ScsiDebug(luns, 2, 4, {})
+    t0 = time.monotonic()
+    sd.load(timeout=1800)
+    print(f"  {paths} scsi_debug paths ready in {time.monotonic() - t0:.0f} s", flush=True)
+    rows = []
+    try:
+        for which in ("ours", "theirs"):
+            row: dict = {"daemon": which, "paths": paths}
+            t0 = time.monotonic()
+            with _daemon(which, start_timeout=1800):
+                wait_for(lambda: len(dm.multipath_maps()) >= luns, 1800, f"{luns} maps from {which}")
+                row["seconds"] = round(time.monotonic() - t0, 2)
+                if footprint:
+                    row.update(_footprint(which))
+                    row["show_paths"] = show_paths_latency()
+            rows.append(row)
+            print(f"  start-up {row}", flush=True)
+    finally:
+        for name in dm.multipath_maps():
+            dm.remove(name)
+        sd.unload(timeout=1800)
+    return rows
+
+
+def hotplug(which: str, paths: int) -> dict:
     luns = paths // 2
     sd = scsidebug.ScsiDebug(luns, 2, 4, {})
     try:
         with _daemon(which):
             t0 = time.monotonic()
-            sd.load()
-            wait_for(lambda: len(dm.multipath_maps()) >= luns, 900, f"{luns} maps from {which}")
+            sd.load(timeout=1800)
+            wait_for(lambda: len(dm.multipath_maps()) >= luns, 1800, f"{luns} maps from {which}")
             seconds = time.monotonic() - t0
-            pid = _pid(_unit(which))
-            cpu0, w0 = _cpu_s(pid), time.monotonic()
-            time.sleep(2 * INTERVAL)
-            cpu_per_interval = (_cpu_s(pid) - cpu0) / ((time.monotonic() - w0) / INTERVAL)
-            rss = _rss_kib(pid)
     finally:
         for name in dm.multipath_maps():
             dm.remove(name)
         if scsidebug.loaded():
-            sd.unload()
-    return {"paths": paths, "seconds": round(seconds, 2), "rss_mib": round(rss / 1024, 1),
-            "cpu_s_per_interval": round(cpu_per_interval, 3)}
+            sd.unload(timeout=1800)
+    return {"daemon": which, "paths": paths, "seconds": round(seconds, 2)}
 
 
 def failover(which: str) -> dict:
@@ -95,17 +177,17 @@ def failover(which: str) -> dict:
     return {"seconds": round(seconds, 2)}
 
 
-def run_all(path_counts: tuple[int, ...] = PATH_COUNTS) -> dict:
-    results: dict = {"convergence": [], "failover": {}}
+def run_all(path_counts: tuple[int, ...] = PATH_COUNTS, hotplug_paths: int = 64) -> dict:
+    results: dict = {"startup": [], "hotplug": [], "failover": {}}
     for n in path_counts:
-        for which in ("ours", "theirs"):
-            r = convergence(which, n)
-            r["daemon"] = which
-            results["convergence"].append(r)
-            print(f"convergence {which} {n} paths: {r}", flush=True)
+        results["startup"] += startup(n, footprint=n == max(path_counts))
+    for which in ("ours", "theirs"):
+        r = hotplug(which, hotplug_paths)
+        results["hotplug"].append(r)
+        print(f"  hot-plug {r}", flush=True)
     for which in ("ours", "theirs"):
         results["failover"][which] = failover(which)
-        print(f"failover {which}: {results['failover'][which]}", flush=True)
+        print(f"  failover {which}: {results['failover'][which]}", flush=True)
     return results
 
 

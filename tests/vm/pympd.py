@@ -35,9 +35,11 @@ def config(mode: str = "greedy", **defaults: object) -> str:
 
 
 class Pympd:
-    def __init__(self, conf: str | None = None, *, show_journal: bool = True) -> None:
+    def __init__(self, conf: str | None = None, *, show_journal: bool = True,
+                 start_timeout: float = 180) -> None:
         self.conf = conf if conf is not None else config()
         self.show_journal = show_journal
+        self.start_timeout = start_timeout
         self._saved: SavedFiles | None = None
 
     def __enter__(self) -> Pympd:
@@ -53,7 +55,7 @@ class Pympd:
 
     def start(self) -> None:
         # Type=notify: `systemctl start` returns once the daemon said READY=1 (initial assembly done)
-        run(["systemctl", "start", UNIT], timeout=180)
+        run(["systemctl", "start", UNIT], timeout=self.start_timeout)
 
     def stop(self) -> None:
         run(["systemctl", "stop", UNIT], check=False, timeout=120)

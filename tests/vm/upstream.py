@@ -26,8 +26,9 @@ blacklist {
 
 
 class UpstreamMultipathd:
-    def __init__(self, config: str = GREEDY) -> None:
+    def __init__(self, config: str = GREEDY, start_timeout: float = 120) -> None:
         self.config = config
+        self.start_timeout = start_timeout
         self._saved: SavedFiles | None = None
 
     def start(self) -> UpstreamMultipathd:
@@ -35,7 +36,7 @@ class UpstreamMultipathd:
         with open(CONF, "w") as f:
             f.write(self.config)
         run(["systemctl", "unmask", *UNITS])
-        run(["systemctl", "start", "multipathd.service"], timeout=120)
+        run(["systemctl", "start", "multipathd.service"], timeout=self.start_timeout)
         return self
 
     def show(self, *words: str) -> str:
