@@ -328,13 +328,22 @@ class Core:
 
     async def check_and_apply(self, p: PathState) -> None:
         """Check one due path; if its state flipped, revisit its map (status, queueing, failback)."""
-        if await self._check_one(p) and p.map in self.state.maps:
-            await self._apply_map_policy(self.state.maps[p.map])
+        changed = await self._check_one(p)
+        m = self.state.maps.get(p.map or "")
+        if m is None:
+            return
+        if changed:
+            await self._apply_map_policy(m, came_up=p if p.usable else None)
+        elif self.resolver(m.wwid, m.vendor, m.product)("failback") == "immediate":
+            await self._failback(m)  # e.g. back from a group an administrator switched to
 
     async def policy_tick(self) -> None:
-        """no_path_retry N: count checker intervals while a queueing map has no usable path."""
+        """no_path_retry N: count checker intervals while a queueing map has no usable path; failback N."""
         now = asyncio.get_running_loop().time()
         for m in list(self.state.maps.values()):
+            if m.failback_due is not None and now >= m.failback_due:
+                m.failback_due = None
+                await self._failback(m, deferred_due=True)
             r = self.resolver(m.wwid, m.vendor, m.product)
             npr = r("no_path_retry")
             queueing = bool(m.table and m.table.features.queue_if_no_path)
@@ -359,7 +368,7 @@ class Core:
         loop = asyncio.get_running_loop()
         r = self.resolver(p.wwid, p.facts.vendor, p.facts.product)
         timeout = float(r("checker_timeout") or 30)
-        res = await self.runner.check(os.path.join("/dev", p.dev), p.checker, timeout)
+        res = await self.runner.check(os.path.join("/dev", p.dev), p.checker, timeout, p.prio_name)
         p.dev_state = sysinfo.dev_state(p.dev)
         short, longest = float(r("polling_interval") or 5), float(r("max_polling_interval") or 20)
         if res.state in (checkers.PENDING,):
@@ -382,7 +391,13 @@ class Core:
             changed = True
         if now_usable != was_usable and not first:
             changed = True
-            p.prio = prio.priority(p.prio_name, p.dev) if now_usable else p.prio
+        if res.prio is not None and res.prio != p.prio:
+            # the array moved its ALUA states (or the path came back with another): failback decides anew
+            log.info("%s: priority %d -> %d", p.dev, p.prio, res.prio, **fields(dev=p.dev, map=p.map))
+            p.prio = res.prio
+            changed = True
+            if str(r("path_grouping_policy")) == "group_by_prio":
+                self.on_uevent("change", p.dev)  # regroup: a reconcile reloads if the groups differ now
         # healthy paths back off towards max_polling_interval; anything else is watched closely
         p.interval = min(p.interval * 2, longest) if (now_usable and was_usable) else short
         p.next_check = loop.time() + p.interval
@@ -408,7 +423,7 @@ class Core:
                         **fields(dev=p.dev if p else None, map=m.name))
             return False
 
-    async def _apply_map_policy(self, m: MapState) -> None:
+    async def _apply_map_policy(self, m: MapState, came_up: PathState | None = None) -> None:
         """After a path changed state: refresh status, queue again once a path is back, failback."""
         try:
             await self.refresh_map(m)
@@ -421,13 +436,34 @@ class Core:
                 and m.table and not m.table.features.queue_if_no_path:
             await self._message(m, "queue_if_no_path")  # no_path_retry had stopped queueing: resume it
             await self.refresh_map(m)
-        if str(r("failback")) == "immediate" and m.table and m.status:
-            target = plan.failback_target(paths, m.table)
-            current = m.status.active_group()
-            if target and current and target != current:
-                log.info("%s: failback to group %d", m.name, target, **fields(map=m.name))
-                await self._message(m, f"switch_group {target}")
-                await self.refresh_map(m)
+        await self._failback(m, came_up)
+
+    async def _failback(self, m: MapState, came_up: PathState | None = None,
+                        deferred_due: bool = False) -> None:
+        """Return to the best path group per the map's failback policy (upstream's meanings): immediate
+        whenever another group is in use; N seconds after a path came up; followover only when a path came
+        up as the first usable one of its group (so a failover another host asked for is not undone);
+        manual never."""
+        if not (m.table and m.status):
+            return
+        policy = self.resolver(m.wwid, m.vendor, m.product)("failback")
+        paths = self.state.paths_of(m)
+        target, current = plan.failback_target(paths, m.table), plan.current_group(m.status)
+        if not target or not current or target == current:
+            m.failback_due = None
+            return
+        if isinstance(policy, int) and not deferred_due:
+            if came_up is not None and m.failback_due is None:
+                m.failback_due = asyncio.get_running_loop().time() + policy
+                log.info("%s: failback to group %d in %d s", m.name, target, policy, **fields(map=m.name))
+            return
+        if policy == "immediate" or deferred_due or (
+                policy == "followover" and came_up is not None
+                and plan.first_up_in_group(came_up, paths, m.table)):
+            log.info("%s: failback from group %d to group %d (failback %s)", m.name, current, target, policy,
+                     **fields(map=m.name))
+            await self._message(m, f"switch_group {target}")
+            await self.refresh_map(m)
 
     async def on_dm_event(self) -> None:
         """Some map changed (the kernel failed a path on I/O error, a table was loaded): resync.

@@ -96,6 +96,22 @@ def needs_reload(live: dmt.MultipathTable | None, wanted: dmt.MultipathTable) ->
     return live is None or _shape(live) != _shape(wanted)
 
 
+def current_group(status: dmt.MultipathStatus) -> int | None:
+    """The group in use or about to be: the kernel reports a switch_group's target before any I/O made it
+    active, and the active group otherwise."""
+    return status.next_group or status.active_group()
+
+
+def first_up_in_group(path: PathState, paths: Sequence[PathState], table: dmt.MultipathTable) -> bool:
+    """followover: `path` came up and no other path of its group is usable (the group itself came back)."""
+    usable = {p.dev_t for p in paths if p.usable and p.dev_t != path.dev_t}
+    for g in table.groups:
+        devs = {s.dev for s in g.paths}
+        if path.dev_t in devs:
+            return not devs & usable
+    return False
+
+
 def failback_target(paths: Sequence[PathState], table: dmt.MultipathTable) -> int:
     """The 1-based group failback should switch to, given the current priorities of the table's paths."""
     by_dev_t = {p.dev_t: p for p in paths}

@@ -58,6 +58,7 @@ class MapState:
     paths: list[str] = field(default_factory=list)  # dev names, in table order
     queueing_disabled: bool = False   # `disablequeueing`: stays off until restorequeueing
     retry_ticks: int | None = None    # no_path_retry N: checker intervals left while all paths are down
+    failback_due: float | None = None  # failback N: loop time at which to return to the best group
     reloads: int = 0                  # table loads since the daemon started (adopted maps: 0)
     suspended: bool = False
 

@@ -83,3 +83,25 @@ def test_builtin_lio_entry_gives_alua_groups_and_queueing():
     t = plan.build_table([P("sda", 0, prio=50), P("sdb", 16, prio=10)], r)
     assert t.hwhandler == "alua" and t.features.queue_if_no_path  # no_path_retry 12 queues, then fails
     assert [[p.dev for p in g.paths] for g in t.groups] == [["8:0"], ["8:16"]]
+
+
+def test_followover_only_when_a_group_comes_back_as_a_whole():
+    r = resolver("defaults {\n path_grouping_policy group_by_node_name\n}\n")
+    paths = [P("sda", 0, node="t1"), P("sdb", 16, node="t1"), P("sdc", 32, node="t2")]
+    t = plan.build_table(paths, r)
+    assert [len(g.paths) for g in t.groups] == [2, 1]
+    # sda came up while its group mate sdb is down: its group came back, followover may fail back
+    paths[1].chk_state = "down"
+    assert plan.first_up_in_group(paths[0], paths, t)
+    # with sdb up, sda's return is not a group coming back
+    paths[1].chk_state = "up"
+    assert not plan.first_up_in_group(paths[0], paths, t)
+    assert plan.first_up_in_group(paths[2], paths, t)  # alone in its group
+
+
+def test_current_group_prefers_the_switch_target_over_the_active_group():
+    from pymultipathd.dm import table as dmt
+
+    two = "2 0 0 0 2 2 A 0 1 2 8:0 A 0 0 1 E 0 1 2 8:16 A 0 0 1"
+    st = dmt.parse_multipath_status(two)
+    assert st.active_group() == 1 and plan.current_group(st) == 2
