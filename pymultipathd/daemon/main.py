@@ -102,13 +102,16 @@ class Daemon:
         self.core = Core(config, ctl)
 
         socks = _systemd_sockets()
-        if not socks:
+        if socks:
+            log.info("control: %d sockets from systemd", len(socks))
+        else:
             try:
                 socks = [bind_unix(locations.socket_name()), bind_unix(locations.socket_path())]
             except OSError as err:
                 log.error("cannot listen on %s: %s (is another multipathd running?)", locations.socket_name(),
                           err)
                 return 1
+            log.info("control: listening on %s and %s", locations.socket_name(), locations.socket_path())
         self.server = ControlServer(lambda cmd: handlers.dispatch(self, cmd))
         await self.server.start(socks)
 

@@ -31,6 +31,7 @@ ALUA_TRANSITIONING = (0x04, 0x0A)
 class CheckResult:
     state: str
     message: str = ""
+    prio: int | None = None  # the path's priority, read after a check found it usable (if asked for)
 
 
 def _scsi_state(res: sgio.SgResult, what: str) -> CheckResult:
@@ -107,7 +108,10 @@ class CheckRunner:
         self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="checker")
         self._inflight: dict[str, asyncio.Future[CheckResult]] = {}
 
-    async def check(self, devnode: str, checker: str, timeout: float) -> CheckResult:
+    async def check(self, devnode: str, checker: str, timeout: float,
+                    prio_name: str | None = None) -> CheckResult:
+        """Run `checker` on devnode; with prio_name, a usable path's priority is read in the same thread
+        (an RTPG to the array can hang as a TUR can, so it never runs on the event loop)."""
         func = CHECKERS.get(checker)
         if func is None:
             return CheckResult(DOWN, f"unknown checker {checker!r}")
@@ -115,7 +119,7 @@ class CheckRunner:
         if running is not None and not running.done():
             return CheckResult(PENDING, "previous check still running")
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._pool, _guarded, func, devnode, timeout)
+        fut = loop.run_in_executor(self._pool, _guarded, func, devnode, timeout, prio_name)
         self._inflight[devnode] = fut
         try:
             # shield: on timeout the thread keeps running; we stop waiting but remember it is in flight
@@ -131,8 +135,17 @@ class CheckRunner:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _guarded(func: Callable[[str, float], CheckResult], devnode: str, timeout: float) -> CheckResult:
+def _guarded(func: Callable[[str, float], CheckResult], devnode: str, timeout: float,
+             prio_name: str | None = None) -> CheckResult:
     try:
-        return func(devnode, timeout)
+        res = func(devnode, timeout)
     except OSError as err:
         return CheckResult(DOWN, f"cannot check {devnode}: {err.strerror or err}")
+    if prio_name and res.state in USABLE:
+        from pymultipathd.paths import prio  # the prioritizers need sysfs helpers the checkers do not
+
+        try:
+            return CheckResult(res.state, res.message, prio.priority(prio_name, os.path.basename(devnode)))
+        except OSError:
+            pass  # keep the last known priority
+    return res

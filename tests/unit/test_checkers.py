@@ -99,3 +99,13 @@ def test_hung_check_times_out_and_blocks_only_its_own_path(monkeypatch):
 
 def test_unknown_checker():
     assert asyncio.run(CheckRunner().check("/dev/sda", "nosuch", 1)).state == checkers.DOWN
+
+
+def test_priority_is_read_with_a_usable_check_only(tmp_path):
+    f = tmp_path / "disk"
+    f.write_bytes(b"\0" * 8192)
+    up = asyncio.run(CheckRunner().check(str(f), "none", 1.0, prio_name="const"))
+    assert (up.state, up.prio) == (checkers.UP, 1)
+    down = asyncio.run(CheckRunner().check("/nonexistent/sdzz", "tur", 1.0, prio_name="const"))
+    assert down.state == checkers.DOWN and down.prio is None
+    assert asyncio.run(CheckRunner().check(str(f), "none", 1.0)).prio is None  # not asked for
