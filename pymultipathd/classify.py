@@ -159,23 +159,63 @@ def wait_seconds(config: Config, vendor: str | None, product: str | None) -> flo
     return float(-timeout) if _known_hardware(config, vendor, product) else UNKNOWN_HARDWARE_WAIT
 
 
+class _Index:
+    """Lookups over one World. The daemon classifies every path against the same World object in a batch;
+    scanning all paths and maps for each one made a batch quadratic in the number of paths."""
+
+    __slots__ = ("world", "holding", "by_uuid", "by_wwid")
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.holding: dict[str, MapFacts] = {}
+        self.by_uuid: dict[str, MapFacts] = {}
+        for m in world.maps:
+            self.by_uuid.setdefault(m.uuid, m)
+            if m.uuid.startswith("mpath-"):
+                for dev in m.paths:
+                    self.holding.setdefault(dev, m)
+        self.by_wwid: dict[str | None, list[PathFacts]] = {}
+        for p in world.paths:
+            self.by_wwid.setdefault(p.wwid, []).append(p)
+
+
+_last_index: _Index | None = None
+
+
+def _index(world: World) -> _Index:
+    global _last_index
+    if _last_index is None or _last_index.world is not world:
+        _last_index = _Index(world)
+    return _last_index
+
+
 def _map_holding(path: PathFacts, world: World) -> MapFacts | None:
-    for m in world.maps:
-        if m.uuid.startswith("mpath-") and path.dev in m.paths:
-            return m
-    return None
+    return _index(world).holding.get(path.dev)
 
 
 def _map_for(wwid: str, world: World) -> MapFacts | None:
-    uuid = "mpath-" + wwid
-    for m in world.maps:
-        if m.uuid == uuid:
-            return m
-    return None
+    return _index(world).by_uuid.get("mpath-" + wwid)
+
+
+# id(path) -> (path, config, result): the exclusions depend on nothing else, and the daemon asks about the
+# same PathFacts objects (kept until a uevent replaces them) again in every batch, as a sibling too.
+_excluded_memo: dict[int, tuple[PathFacts, Config, Step | None]] = {}
+_EXCLUDED_MEMO_MAX = 8192
 
 
 def _excluded(path: PathFacts, config: Config) -> Step | None:
     """The exclusions that do not depend on the mode or other paths (rules not_a_disk .. no_wwid)."""
+    hit = _excluded_memo.get(id(path))
+    if hit is not None and hit[0] is path and hit[1] is config:
+        return hit[2]
+    step = _exclusion(path, config)
+    if len(_excluded_memo) >= _EXCLUDED_MEMO_MAX:
+        _excluded_memo.clear()
+    _excluded_memo[id(path)] = (path, config, step)
+    return step
+
+
+def _exclusion(path: PathFacts, config: Config) -> Step | None:
     if path.devtype != "disk":
         return Step("not_a_disk", "no", f"{path.dev} is a {path.devtype or 'device without DEVTYPE'}, "
                     "not a whole disk; partitions follow their disk")
@@ -207,13 +247,17 @@ def _counts_as_sibling(other: PathFacts, mode: str, config: Config) -> bool:
     return not (mode == "smart" and other.released)
 
 
-def _run(path: PathFacts, world: World, config: Config, for_udev: bool, steps: list[Step]) -> Verdict:
+def _run(path: PathFacts, world: World, config: Config, for_udev: bool, steps: list[Step] | None) -> Verdict:
+    """The rules in order; `steps` (None: not wanted) collects every rule considered, in words."""
+
     def decide(rule: str, decision: str, words: str, wait_until: float | None = None) -> Verdict:
-        steps.append(Step(rule, decision, words))
+        if steps is not None:
+            steps.append(Step(rule, decision, words))
         return Verdict(decision, rule, wait_until)
 
     def passed(rule: str, words: str) -> None:
-        steps.append(Step(rule, "pass", words))
+        if steps is not None:
+            steps.append(Step(rule, "pass", words))
 
     held = _map_holding(path, world)
     if held is not None:
@@ -229,7 +273,8 @@ def _run(path: PathFacts, world: World, config: Config, for_udev: bool, steps: l
 
     excluded = _excluded(path, config)
     if excluded is not None:
-        steps.append(excluded)
+        if steps is not None:
+            steps.append(excluded)
         return Verdict("no", excluded.rule)
     passed("not_a_disk", f"{path.dev} is a whole disk")
     passed("blacklisted", f"{path.dev} is not blacklisted")
@@ -269,8 +314,8 @@ def _run(path: PathFacts, world: World, config: Config, for_udev: bool, steps: l
         return decide("strict", "no", "find_multipaths strict: only WWIDs in the wwids file or with an "
                       "existing map are claimed")
 
-    others = sorted(p.dev for p in world.paths
-                    if p.dev != path.dev and p.wwid == wwid and _counts_as_sibling(p, mode, config))
+    others = sorted(p.dev for p in _index(world).by_wwid.get(wwid, ())
+                    if p.dev != path.dev and _counts_as_sibling(p, mode, config))
     if others:
         return decide("siblings", "yes", f"WWID {wwid} has more than one path: {path.dev} and "
                       + ", ".join(others))
@@ -302,18 +347,26 @@ def classify(path: PathFacts, world: World, config: Config, *, for_udev: bool) -
     `for_udev` is True for `pymultipath -u`/`-c`, which first checks that the daemon is reachable; the
     daemon itself passes False. Nothing else differs between the two callers.
     """
-    return _run(path, world, config, for_udev, [])
+    return _run(path, world, config, for_udev, None)
 
 
 def assembly(world: World, config: Config) -> dict[str, tuple[str, ...]]:
     """WWID -> the paths the daemon would put in its map (every path the classifier claims), sorted."""
+    return assembly_and_verdicts(world, config)[0]
+
+
+def assembly_and_verdicts(world: World,
+                          config: Config) -> tuple[dict[str, tuple[str, ...]], dict[str, Verdict]]:
+    """assembly() and the verdict of every path (by dev), from one classification of each."""
     claimed: dict[str, list[str]] = {}
+    verdicts: dict[str, Verdict] = {}
     for p in world.paths:
-        if classify(p, world, config, for_udev=False).decision == "yes":
+        v = verdicts[p.dev] = classify(p, world, config, for_udev=False)
+        if v.decision == "yes":
             held = _map_holding(p, world)  # a member stays in its map even if its WWID cannot be read now
             wwid = held.uuid.removeprefix("mpath-") if held else p.wwid
             claimed.setdefault(wwid or "", []).append(p.dev)
-    return {w: tuple(sorted(devs)) for w, devs in claimed.items()}
+    return {w: tuple(sorted(devs)) for w, devs in claimed.items()}, verdicts
 
 
 def assembled_wwids(world: World, config: Config) -> frozenset[str]:

@@ -241,15 +241,22 @@ def read_wwids(path: str | None = None) -> list[str]:
 
 def add_wwid(wwid: str, path: str | None = None) -> bool:
     """Add `wwid` to the wwids file (created with upstream's header if missing). True if it was added."""
-    _check_wwid(wwid)
+    return add_wwids([wwid], path)
+
+
+def add_wwids(wwids: Iterable[str], path: str | None = None) -> bool:
+    """Add several WWIDs in one locked write (the daemon creates many maps at once). True if any was added."""
+    wanted = list(dict.fromkeys(wwids))
+    for wwid in wanted:
+        _check_wwid(wwid)
     path = path or locations.wwids_file()
 
     def change(lines: list[str]) -> list[str] | None:
-        if wwid in _scan_wwids(lines, path):
-            return None
-        return [*lines, f"/{wwid}/"]
+        known = _scan_wwids(lines, path)
+        new = [f"/{w}/" for w in wanted if w not in known]
+        return [*lines, *new] if new else None
 
-    return _update(path, WWIDS_HEADER, change)
+    return bool(wanted) and _update(path, WWIDS_HEADER, change)
 
 
 def remove_wwid(wwid: str, path: str | None = None) -> bool:
@@ -378,29 +385,48 @@ def alias_for(
     Never hands out an alias any line of the bindings file claims, nor one in `reserved` (e.g. names of
     existing maps or aliases set in the multipaths section).
     """
-    _check_wwid(wwid, for_bindings=True)
+    return aliases_for([wwid], prefix, path, reserved=reserved)[wwid]
+
+
+def aliases_for(
+    wwids: Iterable[str], prefix: str = "mpath", path: str | None = None, *, reserved: Container[str] = ()
+) -> dict[str, str]:
+    """alias_for() of several WWIDs with one locked write of the bindings file (new ones in the given
+    order, so a batch binds as a run of single calls would)."""
+    wanted = list(dict.fromkeys(wwids))
+    for wwid in wanted:
+        _check_wwid(wwid, for_bindings=True)
     if not prefix or any(c.isspace() or c == "#" for c in prefix):
         raise ValueError(f"invalid alias prefix {prefix!r}")
     path = path or locations.bindings_file()
-    existing = lookup_alias(wwid, path)  # the common case needs no lock and no write
-    if existing is not None:
-        return existing
-    result: list[str] = []
+    result: dict[str, str] = {}
+    for wwid in wanted:  # the common case needs no lock and no write
+        existing = lookup_alias(wwid, path)
+        if existing is not None:
+            result[wwid] = existing
+    missing = [w for w in wanted if w not in result]
+    if not missing:
+        return result
 
     def change(lines: list[str]) -> list[str] | None:
         bindings, claimed = _scan_bindings(lines, path)
-        for alias, bound in bindings.items():
-            if bound == wwid:  # another process bound it meanwhile
-                result.append(alias)
-                return None
+        bound = {w: a for a, w in reversed(list(bindings.items()))}  # another process may have bound some
+        claimed = set(claimed)
+        added = []
         index = 1
-        while (alias := format_alias(index, prefix)) in claimed or alias in reserved:
-            index += 1
-        result.append(alias)
-        return [*lines, f"{alias} {wwid}"]
+        for wwid in missing:
+            if wwid in bound:
+                result[wwid] = bound[wwid]
+                continue
+            while (alias := format_alias(index, prefix)) in claimed or alias in reserved:
+                index += 1
+            claimed.add(alias)
+            result[wwid] = alias
+            added.append(f"{alias} {wwid}")
+        return [*lines, *added] if added else None
 
     _update(path, BINDINGS_HEADER, change)
-    return result[0]
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -55,6 +55,9 @@ class Core:
         self.busy = False  # reconfiguring or applying a batch (shown by `show daemon`)
         self._retry_due: dict[str, float] = {}
         self._dm_resync_running = self._dm_resync_again = False
+        self._aliases: dict[str, str] = {}      # bound for the creates of the batch being applied
+        self._created: list[str] = []           # WWIDs of maps created in that batch, for the wwids file
+        self._usage: tuple[float, facts.Usage] | None = None
 
     # --- helpers ------------------------------------------------------------------------------------
 
@@ -89,8 +92,9 @@ class Core:
         if r("detect_checker") and sysinfo.access_state(f.dev):
             checker = "tur"
         p.checker = checker
-        p.prio_name = prio.choose(str(r("prio") or "const"), bool(r("detect_prio")), f.dev)
-        p.prio = prio.priority(p.prio_name, f.dev)
+        name = prio.choose(str(r("prio") or "const"), bool(r("detect_prio")), f.dev)
+        if old is None or name != p.prio_name:  # otherwise the checker keeps it current, off the loop
+            p.prio_name, p.prio = name, prio.priority(name, f.dev)
         if old is None:
             p.interval = float(r("polling_interval") or 5)
         return p
@@ -154,8 +158,16 @@ class Core:
 
     # --- uevents ------------------------------------------------------------------------------------
 
-    def on_uevent(self, action: str, dev: str) -> None:
-        """A block uevent for a whole disk: update the path, and queue its WWID(s) for the next batch."""
+    def _usage_now(self) -> facts.Usage:
+        """Mounts and swaps, read at most once a second: a storm of uevents shares one reading."""
+        now = time.monotonic()
+        if self._usage is None or now - self._usage[0] > 1.0:
+            self._usage = (now, facts.Usage())
+        return self._usage[1]
+
+    def on_uevent(self, action: str, dev: str, properties: dict[str, str] | None = None) -> None:
+        """A block uevent for a whole disk: update the path, and queue its WWID(s) for the next batch.
+        `properties` are the event's own (fresher than udev's database, and free to read)."""
         self.stats["uevents"] += 1
         if not is_path_candidate(dev):
             return
@@ -168,7 +180,7 @@ class Core:
                 log.info("%s: path removed", dev, **fields(dev=dev, map=old.map))
             return
         try:
-            f = facts.path_facts(dev, self.config)
+            f = facts.path_facts(dev, self.config, usage=self._usage_now(), properties=properties)
         except facts.FactsError as err:
             log.debug("%s: no facts: %s", dev, err)
             return
@@ -216,18 +228,39 @@ class Core:
 
     async def reconcile(self, wwids: Iterable[str]) -> None:
         """Bring the maps of these WWIDs in line with the classifier: create, reload or leave alone."""
+        wwids = sorted(wwids)
         world = self.world()
-        claimed = classify.assembly(world, self.config)
-        verdicts = {p.dev: classify.classify(p, world, self.config, for_udev=False) for p in world.paths}
+        claimed, verdicts = classify.assembly_and_verdicts(world, self.config)
+        self._bind_aliases([w for w in wwids if claimed.get(w) and not self.state.map_of_wwid(w)], claimed)
         for dev, v in verdicts.items():
             if dev in self.state.paths:
                 self.state.paths[dev].verdict = f"{v.decision} ({v.rule})"
-        for wwid in sorted(wwids):
+        for wwid in wwids:
             try:
                 await self._reconcile_one(wwid, [self.state.paths[d] for d in claimed.get(wwid, ())
                                                  if d in self.state.paths])
             except Exception:  # one bad WWID must not stop the others
                 log.exception("%s: assembling the map failed", wwid, **fields(wwid=wwid))
+        self._aliases = {}
+        created, self._created = self._created, []
+        if created:
+            store.add_wwids(created)  # one locked write for the batch, not one per map
+
+    def _bind_aliases(self, new: list[str], claimed: dict[str, tuple[str, ...]]) -> None:
+        """user_friendly_names: bind the aliases of a batch's new maps with one write of the bindings file."""
+        by_prefix: dict[str, list[str]] = {}
+        for wwid in sorted(new):
+            first = self.state.paths.get(claimed[wwid][0])
+            f = first.facts if first else None
+            r = self.resolver(wwid, f.vendor if f else None, f.product if f else None)
+            if r("user_friendly_names") and not self._configured_alias(wwid):
+                by_prefix.setdefault(str(r("alias_prefix") or "mpath"), []).append(wwid)
+        taken = {m.name for m in self.state.maps.values()}
+        for prefix, wwids in by_prefix.items():
+            try:
+                self._aliases.update(store.aliases_for(wwids, prefix, reserved=taken))
+            except (OSError, ValueError) as err:
+                log.error("cannot bind aliases in the bindings file: %s", err)
 
     async def _reconcile_one(self, wwid: str, paths: list[PathState]) -> None:
         m = self.state.map_of_wwid(wwid)
@@ -263,10 +296,18 @@ class Core:
             return False
         return plan.queue_if_no_path(r)
 
-    def alias_for(self, wwid: str, r: plan.Resolve) -> str:
+    def _configured_alias(self, wwid: str) -> str | None:
         for entry in self.config.multipaths:
             if entry.get("wwid") == wwid and entry.get("alias"):
                 return str(entry["alias"])
+        return None
+
+    def alias_for(self, wwid: str, r: plan.Resolve) -> str:
+        configured = self._configured_alias(wwid)
+        if configured:
+            return configured
+        if wwid in self._aliases:
+            return self._aliases[wwid]
         if r("user_friendly_names"):
             taken = {m.name for m in self.state.maps.values()}
             return store.alias_for(wwid, str(r("alias_prefix") or "mpath"), reserved=taken)
@@ -291,7 +332,7 @@ class Core:
                 sysinfo.trigger_uevent(p.dev, "add")  # let LVM, mounts, etc. pick the paths up
             return
         store.unmark_failed(wwid)
-        store.add_wwid(wwid)
+        self._created.append(wwid)
         m = MapState(name=name, wwid=wwid, vendor=first.facts.vendor or "", product=first.facts.product or "")
         m.reloads = 1
         self.state.maps[name] = m
@@ -310,19 +351,30 @@ class Core:
             sysinfo.trigger_uevent(p.dev, "change")
 
     async def _last_path_gone(self, m: MapState) -> None:
+        """Upstream's order: flush_on_last_del first stops queueing, then the map is removed if nothing holds
+        it; one still in use is removed deferred (when its last holder closes it) with deferred_remove, and
+        kept otherwise, with the report of what holds it."""
         r = self.resolver(m.wwid, m.vendor, m.product)
-        if str(r("flush_on_last_del")) in ("yes", "always"):
-            res = await self.dm(flush.flush, self.ctl, m.name)
-            if res.removed:
-                self._forget_map(m)
-                log.info("%s: last path gone, map flushed", m.name, **fields(map=m.name, wwid=m.wwid))
-            else:
-                log.warning("%s: last path gone but the map is in use:\n%s", m.name, res.report,
-                            **fields(map=m.name, wwid=m.wwid))
+        where = fields(map=m.name, wwid=m.wwid)
+        if str(r("flush_on_last_del")) in ("yes", "always") and m.table and m.table.features.queue_if_no_path:
+            log.warning("%s: last path gone, queueing disabled (flush_on_last_del)", m.name, **where)
+            m.queueing_disabled = True
+            await self._message(m, "fail_if_no_path")
+        deferred = bool(r("deferred_remove"))
+        try:
+            res = await self.dm(flush.flush, self.ctl, m.name, deferred=deferred)
+        except DMError as err:
+            log.warning("%s: last path gone; removing the map failed: %s", m.name, err, **where)
+            return
+        if res.removed:
+            self._forget_map(m)
+            log.info("%s: last path gone, map removed", m.name, **where)
+        elif res.deferred:
+            log.warning("%s: last path gone; in use, so removed deferred:\n%s", m.name, res.report, **where)
         else:
-            log.warning("%s: last path gone; map kept%s", m.name,
-                        " (queueing I/O)" if m.table and m.table.features.queue_if_no_path else "",
-                        **fields(map=m.name, wwid=m.wwid))
+            queueing = " (queueing I/O)" if m.table and m.table.features.queue_if_no_path else ""
+            log.warning("%s: last path gone; map kept%s, it is in use:\n%s", m.name, queueing, res.report,
+                        **where)
 
     # --- checking and failover ----------------------------------------------------------------------
 

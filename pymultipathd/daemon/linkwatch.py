@@ -7,6 +7,8 @@ failed immediately; the checker then confirms and later reinstates them.
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
@@ -31,7 +33,10 @@ class LinkWatch:
         self._portal_if: dict[str, int | None] = {}  # remembered while links are up: routes vanish when down
 
     async def run(self) -> None:
-        from pyroute2 import AsyncIPRoute
+        # pyroute2 takes over a second to import under emulation: in a thread, not on the loop that is
+        # assembling maps at start-up meanwhile.
+        pyroute2 = await asyncio.to_thread(importlib.import_module, "pyroute2")
+        AsyncIPRoute = pyroute2.AsyncIPRoute  # noqa: N806 - the class, under its own name
 
         async with AsyncIPRoute() as ipr:
             await ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)

@@ -176,7 +176,7 @@ class Daemon:
             if dev is None:
                 return
             if dev.device_type == "disk" and dev.action:
-                self.core.on_uevent(dev.action, dev.sys_name)
+                self.core.on_uevent(dev.action, dev.sys_name, dict(dev.properties))
 
     def _on_dm_readable(self) -> None:
         with contextlib.suppress(DMError):

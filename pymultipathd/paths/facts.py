@@ -154,7 +154,7 @@ def _swap_names() -> set[str]:
     return names
 
 
-class _Usage:
+class Usage:
     """mounts and swaps, read once per gathering"""
 
     def __init__(self) -> None:
@@ -162,7 +162,7 @@ class _Usage:
         self.swaps = _swap_names()
 
 
-def path_facts(dev: str, config: Config | None = None, *, usage: _Usage | None = None,
+def path_facts(dev: str, config: Config | None = None, *, usage: Usage | None = None,
                properties: dict[str, str] | None = None) -> PathFacts:
     """Facts about block device `dev` (kernel name). FactsError if there is no such block device."""
     dev_t = _read(os.path.join(_block_dir(dev), "dev")) or _read(os.path.join(_disk_dir(dev), "dev"))
@@ -189,7 +189,7 @@ def path_facts(dev: str, config: Config | None = None, *, usage: _Usage | None =
     for part in parts:
         holders += _listdir(os.path.join(base, part, "holders"))
         part_dev_ts.add(_read(os.path.join(base, part, "dev")) or "")
-    usage = usage or _Usage()
+    usage = usage or Usage()
     in_use = bool(holders) or bool(({dev_t} | part_dev_ts) & usage.mounted) \
         or bool(({dev} | set(parts)) & usage.swaps)
     return PathFacts(
@@ -252,7 +252,7 @@ def _world(paths: list[PathFacts], now: float | None) -> World:
     )
 
 
-def _initialized_disks(config: Config | None, usage: _Usage, skip: str | None = None) -> list[PathFacts]:
+def _initialized_disks(config: Config | None, usage: Usage, skip: str | None = None) -> list[PathFacts]:
     found = []
     for name in _listdir(os.path.join(locations.sysfs(), "block")):
         if name == skip:
@@ -269,7 +269,7 @@ def world_for(dev: str, config: Config | None, *, siblings: bool = True,
               now: float | None = None) -> tuple[PathFacts, World]:
     """The path `dev` and its world as `pymultipath -u` sees it. siblings=False leaves the other disks out
     (cheaper); the caller re-gathers with siblings only when the verdict depends on them."""
-    usage = _Usage()
+    usage = Usage()
     target = path_facts(dev, config, usage=usage)
     others = _initialized_disks(config, usage, skip=dev) if siblings else []
     return target, _world([target, *others], now)
@@ -277,4 +277,4 @@ def world_for(dev: str, config: Config | None, *, siblings: bool = True,
 
 def world_all(config: Config | None, *, now: float | None = None) -> World:
     """Every initialized disk of the system and its surroundings (snapshot, daemon)."""
-    return _world(_initialized_disks(config, _Usage()), now)
+    return _world(_initialized_disks(config, Usage()), now)

@@ -391,3 +391,24 @@ def test_failed_marker_in_unusable_dir_is_a_clear_error(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(store.StoreError, match="cannot create directory"):
         store.mark_failed("w1", str(tmp_path / "file" / "failed_wwids"))
+
+
+def test_aliases_for_a_batch_bind_in_order_in_one_write(bindings, monkeypatch):
+    store.alias_for("wB", path=bindings)  # mpatha taken already
+    writes = []
+    real = store.write_atomic
+    monkeypatch.setattr(store, "write_atomic", lambda *a, **k: (writes.append(a[0]), real(*a, **k))[1])
+    got = store.aliases_for(["wC", "wB", "wD", "wC"], path=bindings, reserved={"mpathc"})
+    assert got == {"wB": "mpatha", "wC": "mpathb", "wD": "mpathd"}
+    assert len(writes) == 1
+    assert store.read_bindings(bindings) == {"mpatha": "wB", "mpathb": "wC", "mpathd": "wD"}
+    assert store.aliases_for(["wD", "wB"], path=bindings) == {"wD": "mpathd", "wB": "mpatha"}  # no write
+    assert len(writes) == 1
+
+
+def test_add_wwids_adds_each_new_one_once(wwids):
+    assert store.add_wwids(["w1", "w2", "w1"], wwids)
+    assert not store.add_wwids(["w2", "w1"], wwids)
+    assert store.add_wwids(["w3", "w2"], wwids)
+    assert sorted(store.read_wwids(wwids)) == ["w1", "w2", "w3"]
+    assert not store.add_wwids([], wwids)
