@@ -38,7 +38,10 @@ def flush(ctl: Control, name: str, *, deferred: bool = False) -> FlushResult:
     found = holders.find_holders(snap)
     if blocking(found) and not deferred:
         return FlushResult(name, False, False, holders.explain(snap, found))
-    if snap.queueing:
+    # Queued I/O would make the remove's suspend hang; a deferred remove of a map still in use suspends
+    # nothing, and its holders' queued I/O must not fail because of it.
+    stop_queueing = snap.queueing and not (deferred and blocking(found))
+    if stop_queueing:
         ctl.message(name, "fail_if_no_path")
     for attempt in range(RETRIES):
         try:
@@ -54,7 +57,7 @@ def flush(ctl: Control, name: str, *, deferred: bool = False) -> FlushResult:
                 return FlushResult(name, False, True, f"{name}: in use; it will be removed when its last "
                                    "holder closes it (deferred remove)\n" + holders.explain(snap, found))
             return FlushResult(name, True, False, f"{name}: flushed\n")
-    if snap.queueing:
+    if stop_queueing:
         try:
             ctl.message(name, "queue_if_no_path")
         except DMError:

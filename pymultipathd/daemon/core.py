@@ -57,6 +57,7 @@ class Core:
         self._dm_resync_running = self._dm_resync_again = False
         self._aliases: dict[str, str] = {}      # bound for the creates of the batch being applied
         self._created: list[str] = []           # WWIDs of maps created in that batch, for the wwids file
+        self._partition_todo: list[str] = []    # maps created in that batch, for their partition maps
         self._usage: tuple[float, facts.Usage] | None = None
 
     # --- helpers ------------------------------------------------------------------------------------
@@ -245,6 +246,15 @@ class Core:
         created, self._created = self._created, []
         if created:
             store.add_wwids(created)  # one locked write for the batch, not one per map
+        # Partition maps read each new map's partition table through the map: after the whole batch, so a
+        # storm of new LUNs gets its maps first (upstream leaves this to kpartx run by udev).
+        todo, self._partition_todo = self._partition_todo, []
+        for name in todo:
+            if name in self.state.maps:
+                try:
+                    await self.dm(dmmaps.add_partition_maps, self.ctl, name)
+                except DMError as err:
+                    log.warning("%s: partition maps: %s", name, err, **fields(map=name))
 
     def _bind_aliases(self, new: list[str], claimed: dict[str, tuple[str, ...]]) -> None:
         """user_friendly_names: bind the aliases of a batch's new maps with one write of the bindings file."""
@@ -343,10 +353,7 @@ class Core:
         log.info("%s: created map (%s) with %d paths: %s", name, wwid, len(paths),
                  " ".join(p.dev for p in paths), **fields(map=name, wwid=wwid))
         if not r("skip_kpartx"):
-            try:
-                await self.dm(dmmaps.add_partition_maps, self.ctl, name)
-            except DMError as err:
-                log.warning("%s: partition maps: %s", name, err, **fields(map=name))
+            self._partition_todo.append(name)
         for p in paths:  # udev reruns `pymultipath -u`, which now sees the map and claims the path
             sysinfo.trigger_uevent(p.dev, "change")
 
