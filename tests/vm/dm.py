@@ -20,6 +20,14 @@ class PathStatus:
 class MpathStatus:
     queued_io: int
     groups: list[tuple[str, list[PathStatus]]]  # (group state A/E/D, paths)
+    next_group: int = 0  # the kernel's "next group" (a switch_group target before I/O made it active)
+
+    def group_in_use(self) -> int:
+        """1-based group that I/O goes to: the active (A) one, else the one the next I/O will pick."""
+        return next((i for i, (state, _) in enumerate(self.groups, 1) if state == "A"), self.next_group)
+
+    def group_of(self, devno: str) -> int:
+        return next(i for i, (_, paths) in enumerate(self.groups, 1) if any(p.devno == devno for p in paths))
 
     def path(self, devno: str) -> PathStatus:
         for _, paths in self.groups:
@@ -55,7 +63,7 @@ def status(name: str) -> MpathStatus:
     feats = take(int(next(it)))
     take(int(next(it)))  # hardware handler status
     ngroups = int(next(it))
-    next(it)  # next group to use
+    next_group = int(next(it))
     groups = []
     for _ in range(ngroups):
         gstate = next(it)
@@ -67,7 +75,7 @@ def status(name: str) -> MpathStatus:
             take(nargs)
             paths.append(PathStatus(devno, state, fails))
         groups.append((gstate, paths))
-    return MpathStatus(int(feats[0]) if feats else 0, groups)
+    return MpathStatus(int(feats[0]) if feats else 0, groups, next_group)
 
 
 def message(name: str, msg: str) -> None:

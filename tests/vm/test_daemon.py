@@ -38,6 +38,7 @@ def test_two_path_iscsi_map_assembled_and_usable(iscsi_bed, write_verify):
             assert f"/{wwid}/" in f.read().splitlines()
         res = write_verify(f"/dev/mapper/{name}").run(passes=2)
         assert res.ok, res
+        topo = d.cmd("show", "map", name, "topology")  # the group is active now that I/O went through it
         assert run(["pymultipath", "-ll"]) == topo  # from the daemon
         d.stop()
         offline = run(["pymultipath", "-ll", name])  # from DM and sysfs, checking each path itself
