@@ -179,14 +179,27 @@ def failover(which: str) -> dict:
 
 def run_all(path_counts: tuple[int, ...] = PATH_COUNTS, hotplug_paths: int = 64) -> dict:
     results: dict = {"startup": [], "hotplug": [], "failover": {}}
+    # one failed measurement (a timeout at 512 paths under TCG, say) must not lose the others
+    errors = results["errors"] = []
     for n in path_counts:
-        results["startup"] += startup(n, footprint=n == max(path_counts))
+        try:
+            results["startup"] += startup(n, footprint=n == max(path_counts))
+        except Exception as e:  # noqa: BLE001 - reported in the results
+            errors.append(f"start-up {n} paths: {e!r}")
     for which in ("ours", "theirs"):
-        r = hotplug(which, hotplug_paths)
+        try:
+            r = hotplug(which, hotplug_paths)
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"hot-plug {which}: {e!r}")
+            continue
         results["hotplug"].append(r)
         print(f"  hot-plug {r}", flush=True)
     for which in ("ours", "theirs"):
-        results["failover"][which] = failover(which)
+        try:
+            results["failover"][which] = failover(which)
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"failover {which}: {e!r}")
+            continue
         print(f"  failover {which}: {results['failover'][which]}", flush=True)
     return results
 

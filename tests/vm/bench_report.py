@@ -96,6 +96,8 @@ def _daemon(r: dict) -> list[str]:
             name = "pymultipathd" if daemon == "ours" else "multipathd"
             out.append(f"| {paths} | {name} | {i['median_ms']} ({i['p90_ms']}) "
                        f"| {b['median_ms']} ({b['p90_ms']}, {b['max_ms']}) |")
+    if r.get("errors"):
+        out += ["", "Not measured in this run:", ""] + [f"- {e}" for e in r["errors"]]
     f = r.get("failover", {})
     if f:
         o, t = f.get("ours", {}).get("seconds"), f.get("theirs", {}).get("seconds")
