@@ -455,8 +455,8 @@ class Core:
             log.info("%s: priority %d -> %d", p.dev, p.prio, res.prio, **fields(dev=p.dev, map=p.map))
             p.prio = res.prio
             changed = True
-            if str(r("path_grouping_policy")) == "group_by_prio":
-                self.on_uevent("change", p.dev)  # regroup: a reconcile reloads if the groups differ now
+            if str(r("path_grouping_policy")) == "group_by_prio" and p.wwid:
+                self._queue(p.wwid)  # regroup: the reconcile plans with the new priority, reloads if needed
         # healthy paths back off towards max_polling_interval; anything else is watched closely
         p.interval = min(p.interval * 2, longest) if (now_usable and was_usable) else short
         p.next_check = loop.time() + p.interval

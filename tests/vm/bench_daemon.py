@@ -14,13 +14,13 @@ Nothing here asserts a time: it measures and returns numbers.
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import threading
 import time
 
 from pymultipathd.control import client
 from tests.vm import dm, iscsi, scsidebug, upstream
+from tests.vm.bench_udev import stats
 from tests.vm.pympd import Pympd
 from tests.vm.sysutil import run as sh
 from tests.vm.sysutil import wait_for
@@ -84,13 +84,6 @@ def _latencies_ms(n: int) -> list[float]:
     return times
 
 
-def _summary(times: list[float]) -> dict:
-    ordered = sorted(times)
-    return {"median_ms": round(statistics.median(ordered), 1),
-            "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 1), "max_ms": round(ordered[-1], 1),
-            "calls": len(ordered)}
-
-
 def show_paths_latency(n: int = 30) -> dict:
     """`show paths` round trips, idle and during a storm of change uevents on every sd disk."""
     idle = _latencies_ms(n)
@@ -111,7 +104,7 @@ def show_paths_latency(n: int = 30) -> dict:
         stop.set()
         t.join(120)
         sh(["udevadm", "settle", "--timeout=600"], check=False, timeout=700)
-    return {"idle": _summary(idle), "storm": _summary(busy)}
+    return {"idle": stats(idle), "storm": stats(busy)}
 
 
 def startup(paths: int, footprint: bool) -> list[dict]:

@@ -172,11 +172,12 @@ def _time_calls(tool: str, devs: list[str], reps: int) -> list[float]:
     return times
 
 
-def _stats(ms: list[float]) -> dict[str, float]:
+def stats(ms: list[float]) -> dict[str, float]:
+    """Median, 90th percentile and maximum of wall times in ms (shared by the benchmarks)."""
     ordered = sorted(ms)
     return {"median_ms": round(statistics.median(ordered), 2),
             "p90_ms": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 2),
-            "calls": len(ordered)}
+            "max_ms": round(ordered[-1], 2), "calls": len(ordered)}
 
 
 def importtime_top(dev: str, n: int = 15) -> list[tuple[str, int]]:
@@ -216,7 +217,7 @@ def run(reps: int = 20, modes: tuple[str, ...] = ("strict", "greedy", "smart")) 
                 for _ in range(reps):
                     ours += _time_calls(OURS, devs, 1)
                     theirs += _time_calls(UPSTREAM, devs, 1)
-                o, u = _stats(ours), _stats(theirs)
+                o, u = stats(ours), stats(theirs)
                 result["modes"][mode] = {
                     "pymultipath": o, "multipath": u,
                     "ratio_median": round(o["median_ms"] / u["median_ms"], 2),
