@@ -44,6 +44,7 @@ lint: setup
 
 check-vm: setup
 	$(PY) -m tests.vm.harness test $(if $(T),-k "$(T)")
+	$(if $(T),,$(PY) -m tests.vm.harness shell-check)
 
 demo: setup
 	$(PY) -m tests.vm.harness demo

@@ -49,6 +49,9 @@ def setup() -> int:
     subprocess.run([VENV_PY, "-IS", "-m", "compileall", "-q", "-j", "0", package], check=True)
     subprocess.run([VENV_PY, "-m", "pymultipathd.cli.launcher", "--bindir", "/usr/local/bin",
                     "--python", VENV_PY, "--site", site], check=True, cwd="/")
+    # the login shell of `make vm-shell` finds the venv's pytest and python first, as the jobs do
+    _write("/etc/profile.d/pymp.sh", "export PATH=/opt/pymp/bin:/usr/local/bin:$PATH\n"
+           "export HYPOTHESIS_STORAGE_DIRECTORY=/tmp/pymp-job/.hypothesis\n")
     rules = sorted(glob.glob(f"{REPO}/udev/*.rules"))
     for rule in rules:
         dest = os.path.join("/etc/udev/rules.d", os.path.basename(rule))
@@ -77,7 +80,7 @@ def _job_argv(job: dict) -> list[str]:
         return [VENV_PY, "-m", "pytest", "-p", "no:cacheprovider", "-v", "--color=no",
                 f"--rootdir={REPO}", "-c", f"{REPO}/pyproject.toml",
                 f"--junitxml={OUT}/junit.xml", f"--timeout={job.get('test_timeout', 300)}",
-                "tests/vm", *args]
+                *(job.get("paths") or ["tests/vm"]), *args]
     if mode in ("demo", "bench"):
         return [VENV_PY, f"{REPO}/tests/vm/{mode}.py", *args]
     if mode == "script":  # a developer's own script, path relative to the checkout

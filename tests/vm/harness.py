@@ -1,14 +1,15 @@
 """Host side of the VM test tier (stdlib only): build the image, boot it under QEMU, collect the result.
 
     python -m tests.vm.harness build [--force]
-    python -m tests.vm.harness test [-k EXPR] [PYTEST ARGS...]
+    python -m tests.vm.harness test [--shards N] [-k EXPR] [PYTEST ARGS...]
     python -m tests.vm.harness demo | bench [ARGS...] | shell
 
 One boot runs one job. The job is written to the output share (job.json); the guest's pymp-run.service runs it
 (tests/vm/guest.py), streams its output to run.log (printed here live), writes exit_code and powers off.
 No exit_code means a hung or crashed guest: that is a failure, with the end of the console log printed.
 Environment: PYMP_VM_CACHE (image cache), PYMP_VM_OUT (results dir), PYMP_VM_TIMEOUT (wall-clock seconds),
-PYMP_VM_MEM (MiB), PYMP_VM_SMP, PYMP_VM_TEST_TIMEOUT (per-test seconds).
+PYMP_VM_MEM (MiB), PYMP_VM_SMP (CPUs per guest: 2, or 1 per shard), PYMP_VM_SHARDS, PYMP_VM_TEST_TIMEOUT
+(per-test seconds).
 """
 
 from __future__ import annotations
@@ -50,14 +51,14 @@ def out_dir(mode: str) -> Path:
         return base / f"{mode}-{os.getpid()}"
 
 
-def qemu_argv(img: Path, out: Path, *, interactive: bool) -> list[str]:
+def qemu_argv(img: Path, out: Path, *, interactive: bool, smp: str | None = None) -> list[str]:
     append = ["root=/dev/vda", "rw", "console=ttyS0,115200", "fsck.mode=skip", "panic=-1",
               "net.ifnames=0"]
     if not interactive:
         append += ["quiet", "systemd.wants=pymp-run.service"]
     argv = [
         QEMU, "-accel", "tcg,thread=multi", "-cpu", "max",  # KVM on this kind of host hangs a stock kernel
-        "-smp", os.environ.get("PYMP_VM_SMP", "2"), "-m", os.environ.get("PYMP_VM_MEM", "2048"),
+        "-smp", smp or os.environ.get("PYMP_VM_SMP", "2"), "-m", os.environ.get("PYMP_VM_MEM", "2048"),
         "-nodefaults", "-no-user-config", "-no-reboot", "-display", "none",
         "-nic", "none",  # no network device: nothing leaves the guest
         "-kernel", str(img / "vmlinuz"), "-initrd", str(img / "initrd.img"), "-append", " ".join(append),
@@ -80,66 +81,145 @@ def _tail(path: Path, n: int) -> str:
         return f"({path} missing)"
 
 
-def _stream(path: Path, pos: int) -> int:
-    """Print what was appended to path since pos; return the new position."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(pos)
-            data = f.read()
-    except FileNotFoundError:
-        return pos
-    if data:
-        sys.stdout.write(data.decode(errors="replace"))
+class Job:
+    """One guest running one job: QEMU started, run.log streamed (lines prefixed with `label` when several
+    guests run at once), the exit code collected."""
+
+    def __init__(self, mode: str, args: list[str], out: Path, limit: float, *, label: str = "",
+                 paths: list[str] | None = None) -> None:
+        self.mode, self.out, self.limit, self.label = mode, out, limit, label
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        job = {"mode": mode, "args": args, "test_timeout": int(os.environ.get("PYMP_VM_TEST_TIMEOUT") or 300)}
+        if paths:
+            job["paths"] = paths
+        (out / "job.json").write_text(json.dumps(job))
+        self.pos, self.partial, self.timed_out, self.code = 0, b"", False, None
+        self.proc: subprocess.Popen | None = None
+        self.t0 = 0.0
+
+    def start(self, img: Path, smp: str) -> None:
+        _say(f"{self.label}booting {img.name} for {self.mode!r} (limit {self.limit:.0f} s, {smp} CPU, "
+             f"results in {self.out})")
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(qemu_argv(img, self.out, interactive=False, smp=smp),
+                                     stdin=subprocess.DEVNULL, stdout=open(self.out / "qemu.log", "wb"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def running(self) -> bool:
+        """Stream new output; kill the guest past its limit. False once it is over."""
+        assert self.proc is not None
+        self._stream()
+        if self.proc.poll() is not None:
+            return False
+        if time.monotonic() - self.t0 > self.limit:
+            self.timed_out = True
+            self.kill()
+            return False
+        return True
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def _stream(self, final: bool = False) -> None:
+        try:
+            with open(self.out / "run.log", "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        self.pos += len(data)
+        if not self.label:
+            sys.stdout.write(data.decode(errors="replace"))
+        else:  # whole lines only, so two guests' output does not interleave mid-line
+            *lines, self.partial = (self.partial + data).split(b"\n")
+            if final and self.partial:
+                lines, self.partial = [*lines, self.partial], b""
+            for line in lines:
+                sys.stdout.write(f"{self.label}{line.decode(errors='replace')}\n")
         sys.stdout.flush()
-    return pos + len(data)
+
+    def finish(self) -> int:
+        self.kill()
+        self._stream(final=True)
+        wall = time.monotonic() - self.t0
+        code_file = self.out / "exit_code"
+        if self.timed_out or not code_file.exists():
+            assert self.proc is not None
+            why = (f"killed after the {self.limit:.0f} s limit" if self.timed_out
+                   else f"QEMU exited ({self.proc.returncode})")
+            _say(f"{self.label}FAILURE: the guest did not report a result ({why}). End of the console log:")
+            print(_tail(self.out / "console.log", 80))
+            print(_tail(self.out / "qemu.log", 20))
+            return 3
+        code = int(code_file.read_text().strip() or 3)
+        _say(f"{self.label}{self.mode} finished with exit code {code} in {wall:.0f} s wall clock"
+             f"{_timings(self.out)}")
+        if self.mode == "test":
+            _say(f"{self.label}VM tier result: {_summary(self.out)}")
+            if (self.out / "junit.xml").exists():
+                _say(f"{self.label}junit: {self.out / 'junit.xml'}")
+        if code != 0:
+            _say(f"{self.label}logs: {self.out}/run.log, console.log, journal.txt")
+        return code
+
+
+def _limit(mode: str, timeout: float | None) -> float:
+    return timeout or float(os.environ.get("PYMP_VM_TIMEOUT") or DEFAULT_TIMEOUTS[mode])
+
+
+def _run_all(jobs: list[Job], smp: str) -> list[int]:
+    img = image.build()
+    try:
+        for job in jobs:
+            job.start(img, smp)
+        while any([job.running() for job in jobs]):  # a list: every job streams on every round
+            time.sleep(0.5)
+    finally:
+        for job in jobs:
+            job.kill()
+    return [job.finish() for job in jobs]
 
 
 def run_job(mode: str, args: list[str], *, timeout: float | None = None) -> int:
-    img = image.build()
-    out = out_dir(mode)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    limit = timeout or float(os.environ.get("PYMP_VM_TIMEOUT") or DEFAULT_TIMEOUTS[mode])
-    job = {"mode": mode, "args": args, "test_timeout": int(os.environ.get("PYMP_VM_TEST_TIMEOUT") or 300)}
-    (out / "job.json").write_text(json.dumps(job))
-    _say(f"booting {img.name} for {mode!r} (limit {limit:.0f} s, results in {out})")
-    t0 = time.monotonic()
-    proc = subprocess.Popen(qemu_argv(img, out, interactive=False), stdin=subprocess.DEVNULL,
-                            stdout=open(out / "qemu.log", "wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    pos, timed_out = 0, False
-    try:
-        while proc.poll() is None:
-            pos = _stream(out / "run.log", pos)
-            if time.monotonic() - t0 > limit:
-                timed_out = True
-                break
-            time.sleep(0.5)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    _stream(out / "run.log", pos)
-    wall = time.monotonic() - t0
-    code_file = out / "exit_code"
-    if timed_out or not code_file.exists():
-        why = f"killed after the {limit:.0f} s limit" if timed_out else f"QEMU exited ({proc.returncode})"
-        _say(f"FAILURE: the guest did not report a result ({why}). End of the console log:")
-        print(_tail(out / "console.log", 80))
-        print(_tail(out / "qemu.log", 20))
-        return 3
-    code = int(code_file.read_text().strip() or 3)
-    timings = _timings(out)
-    _say(f"{mode} finished with exit code {code} in {wall:.0f} s wall clock{timings}")
-    if mode == "test":
-        summary = _pytest_summary(out / "run.log")
-        _say(f"VM tier result: {summary or 'no pytest summary line found'}")
-        if (out / "junit.xml").exists():
-            _say(f"junit: {out / 'junit.xml'}")
-    if code != 0:
-        _say(f"logs: {out}/run.log, console.log, journal.txt")
-    return code
+    job = Job(mode, args, out_dir(mode), _limit(mode, timeout))
+    return _run_all([job], os.environ.get("PYMP_VM_SMP", "2"))[0]
+
+
+# Minutes per test file in the TCG guest (full run of 2026-11-23, one guest), to balance the shards; a new
+# file counts 3.
+WEIGHTS = {"test_daemon.py": 4.6, "test_classify_vm.py": 4.4, "test_daemon_policy.py": 1.9,
+           "test_dm_layer.py": 1.6, "test_bed.py": 1.6, "test_flush.py": 1.0, "test_control_vm.py": 0.4}
+
+
+def shard_files(files: list[str], n: int) -> list[list[str]]:
+    """Split test files into n groups of about equal weight (largest first onto the lightest group)."""
+    groups: list[list[str]] = [[] for _ in range(n)]
+    load = [0.0] * n
+    for f in sorted(files, key=lambda f: (-WEIGHTS.get(os.path.basename(f), 3), f)):
+        i = load.index(min(load))
+        groups[i].append(f)
+        load[i] += WEIGHTS.get(os.path.basename(f), 3)
+    return [g for g in groups if g]
+
+
+def run_sharded(args: list[str], shards: int) -> int:
+    """The VM suite split by file over several guests booted at once, each with one CPU: much of the suite
+    waits (checker intervals, timers, timeouts), so two guests finish well before one would."""
+    files = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests" / "vm").glob("test_*.py"))
+    groups = shard_files(files, shards)
+    limit = _limit("test", None)
+    jobs = [Job("test", args, out_dir(f"test-shard{i + 1}"), limit, label=f"[{i + 1}] ", paths=g)
+            for i, g in enumerate(groups)]
+    for i, g in enumerate(groups):
+        _say(f"shard {i + 1}: {' '.join(os.path.basename(f) for f in g)}")
+    codes = _run_all(jobs, os.environ.get("PYMP_VM_SMP", "1"))
+    _say("VM tier result: " + "; ".join(f"shard {i + 1}: {_summary(job.out)} (exit code {code})"
+                                          for i, (job, code) in enumerate(zip(jobs, codes, strict=True))))
+    return max(codes)
 
 
 def _timings(out: Path) -> str:
@@ -148,6 +228,10 @@ def _timings(out: Path) -> str:
     except (OSError, ValueError):
         return ""
     return f" (guest boot {t.get('boot_s', 0):.0f} s, job {t.get('job_s', 0):.0f} s)"
+
+
+def _summary(out: Path) -> str:
+    return _pytest_summary(out / "run.log") or "no pytest summary line found"
 
 
 def _pytest_summary(log: Path) -> str | None:
@@ -171,6 +255,79 @@ def shell() -> int:
     return subprocess.call(qemu_argv(img, out, interactive=True))
 
 
+SHELL_CHECK_TEST = "tests/vm/test_bed.py::test_two_luns_have_distinct_wwids"
+
+
+def shell_check(test: str = SHELL_CHECK_TEST) -> int:
+    """`make vm-shell` as a developer uses it, driven through a pseudo-terminal: wait for the root prompt on
+    the serial console, run one VM test by name the way tests/vm/README.md says, power off. Fails on no
+    prompt, a failed test or a guest that does not stop."""
+    import pty
+    import re
+    import select
+
+    img = image.build()
+    out = out_dir("shell-check")
+    out.mkdir(parents=True, exist_ok=True)
+    _say(f"shell check: booting {img.name} interactively, then running {test} at the prompt")
+    pid, fd = pty.fork()
+    if pid == 0:  # child: QEMU on the pty, as `make vm-shell` runs it on the developer's terminal
+        os.execvp(QEMU, qemu_argv(img, out, interactive=True))
+    seen = bytearray()
+    log = open(out / "console.log", "wb")
+
+    def expect(pattern: str, timeout: float, start: int) -> re.Match | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(pattern.encode(), seen[start:])
+            if m:
+                return m
+            if select.select([fd], [], [], 1.0)[0]:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # the guest is gone
+                    return None
+                seen.extend(chunk)
+                log.write(chunk)
+                log.flush()
+        return None
+
+    code = 0
+    try:
+        if not expect(r"root@[^\s]*:[^\n]*# ", 300, 0):
+            _say("shell check FAILED: no root prompt on the serial console within 300 s")
+            print(_tail(out / "console.log", 40))
+            return 3
+        mark = len(seen)
+        os.write(fd, f"cd /mnt/repo && pytest -p no:cacheprovider -q {test}; echo PYMP-RC=$?\n".encode())
+        m = expect(r"PYMP-RC=(\d+)", 600, mark)
+        if not m:
+            _say("shell check FAILED: the test gave no result within 600 s")
+            code = 3
+        elif m.group(1) != b"0":
+            _say(f"shell check FAILED: the test exited {m.group(1).decode()} in the shell")
+            code = 1
+        print(seen[mark:].decode(errors="replace")[-3000:])
+        os.write(fd, b"poweroff\n")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                pid = 0
+                break
+            expect(r"(?!)", 1, 0)  # keep draining the console while it shuts down
+        if pid:
+            _say("shell check FAILED: the guest did not power off within 120 s")
+            code = code or 3
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        log.close()
+    if code == 0:
+        _say("shell check passed: prompt, one test by name, poweroff")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.vm.harness", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,10 +335,14 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="build (or reuse) the cached VM image")
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
     t = sub.add_parser("test", help="run the VM pytest session (tests/vm) in one boot")
-    t.add_argument("-k", dest="expr", help="pytest -k expression")
+    t.add_argument("-k", dest="expr", help="pytest -k expression (runs in one guest)")
+    t.add_argument("--shards", type=int, default=None,
+                   help="split the suite by file over this many guests at once (default: 2 for the whole "
+                        "suite, 1 with -k or extra pytest arguments; PYMP_VM_SHARDS)")
     sub.add_parser("demo", help="run tests/vm/demo.py in the guest")
     sub.add_parser("bench", help="run tests/vm/bench.py in the guest")
     sub.add_parser("shell", help="interactive root shell in the guest")
+    sub.add_parser("shell-check", help="check `shell` works: boot it through a pty, run one test by name")
     s = sub.add_parser("script", help="run a Python file of the checkout in the guest (path relative to it)")
     s.add_argument("file")
     sub.add_parser("path", help="print the cached image directory for the current recipe")
@@ -200,11 +361,17 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if ns.cmd == "shell":
         return shell()
+    if ns.cmd == "shell-check":
+        return shell_check()
     args = list(extra)
     if ns.cmd == "script":
         args = [ns.file, *args]
-    if ns.cmd == "test" and ns.expr:
-        args = ["-k", ns.expr, *args]
+    if ns.cmd == "test":
+        shards = ns.shards or int(os.environ.get("PYMP_VM_SHARDS") or (1 if ns.expr or args else 2))
+        if ns.expr:
+            args = ["-k", ns.expr, *args]
+        if shards > 1:
+            return run_sharded(args, shards)
     return run_job(ns.cmd, args)
 
 
