@@ -294,6 +294,59 @@ def test_smart_second_path_inside_the_wait_claims_both(mp_state, stand_in_daemon
     wait_for(lambda: not timer_active(first), 30, f"cancel-multipath-wait-{first}.timer to stop")
 
 
+WAIT_ACTION_RULES = "/etc/udev/rules.d/61-pymp-wait-action.rules"
+VG = "pympvg"
+
+
+def _lvm(*args: str, dev: str, check: bool = True) -> str:
+    """An LVM command restricted to one disk: both paths of a LUN carry the same PV, so without --devices
+    LVM sees duplicates (and would pick either)."""
+    return run(["lvm", *args, "--devices", f"/dev/{dev}"], timeout=120, check=check)
+
+
+def test_smart_release_by_add_event_autoactivates_lvm(mp_state, stand_in_daemon, scsi_debug):
+    """With the wait action set to "add" by a local rule, the released path's VG is autoactivated by LVM's own
+    udev rules (they act on "add" events only), which is why upstream uses "add" there."""
+    mp_state("smart", timeout=30)
+    with open(WAIT_ACTION_RULES, "w") as f:
+        f.write('SUBSYSTEM=="block", KERNEL=="sd*", ENV{.PYMULTIPATH_WAIT_ACTION}="add"\n')
+    run(["udevadm", "control", "--reload"])
+    sd = scsi_debug(luns=2, paths=2)
+    good = None
+    try:
+        for p in (p for p in sd.paths if p.lun == 1):  # a path that takes writes (see ALUA standby above)
+            try:
+                _lvm("pvcreate", "-q", "-y", "-ff", p.node, dev=p.dev)
+            except CommandError:
+                continue
+            good = p
+            break
+        assert good is not None, "no path of LUN 1 accepts writes"
+        _lvm("vgcreate", "-q", VG, good.node, dev=good.dev)
+        _lvm("lvcreate", "-q", "-y", "-n", "lv", "-l", "100%FREE", VG, dev=good.dev)
+        _lvm("vgchange", "-q", "-an", VG, dev=good.dev)
+        # forget that this VG was activated once in this boot, or autoactivation would skip it
+        for f in glob.glob(f"/run/lvm/vgs_online/{VG}") + glob.glob("/run/lvm/pvs_online/*"):
+            os.unlink(f)
+
+        dev = _fresh_single(sd, 1, keep=good)
+        assert state_of(dev) == "waiting"
+        assert not os.path.exists(f"/dev/{VG}/lv")
+        unit = f"cancel-multipath-wait-{dev}.service"
+        exec_start = run(["systemctl", "show", "-p", "ExecStart", unit])
+        assert "--action=add" in exec_start, exec_start
+        wait_for(lambda: props(dev).get("DM_MULTIPATH_DEVICE_PATH") == "0", 120, f"{dev} to be released")
+        settle()
+        assert state_of(dev) == "free"
+        assert props(dev).get("ID_FS_TYPE") == "LVM2_member"
+        wait_for(lambda: os.path.exists(f"/dev/{VG}/lv"), 120, f"LVM to autoactivate {VG} on {dev}")
+        _lvm("vgchange", "-q", "-an", VG, dev=dev)
+    finally:
+        os.unlink(WAIT_ACTION_RULES)
+        run(["udevadm", "control", "--reload"])
+        run(["dmsetup", "remove", "--retry", f"{VG}-lv"], check=False, timeout=60)
+
+
 # --- differential against Debian's multipath -u ------------------------------------------------------------
 
 def _disks() -> list[str]:
