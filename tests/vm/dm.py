@@ -83,11 +83,13 @@ def message(name: str, msg: str) -> None:
 
 
 def remove(name: str, timeout: float = 30) -> None:
-    """Remove a map, retrying while udev still holds it briefly."""
+    """Remove a map, retrying while udev still holds it briefly. dmsetup itself waits until udev has handled
+    the remove event, which behind a backlog of hundreds of maps' events takes minutes under TCG: that wait
+    is bounded by `timeout` too, not by run()'s default."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            run(["dmsetup", "remove", name])
+            run(["dmsetup", "remove", name], timeout=max(60.0, timeout))
             return
         except CommandError:
             if time.monotonic() > deadline:
