@@ -92,10 +92,9 @@ def _take_globals(argv: list[str]) -> list[str] | None:
 
 
 def _run(module: str, argv: list[str]) -> int:
-    import importlib
-
-    mod = importlib.import_module(f"pymultipathd.cli.{module}")
-    return int(mod.main(argv) or 0)
+    name = f"pymultipathd.cli.{module}"
+    __import__(name)  # importlib would cost `-u` its own import (and warnings') on every udev event
+    return int(sys.modules[name].main(argv) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
