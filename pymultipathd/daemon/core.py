@@ -40,6 +40,13 @@ def is_path_candidate(dev: str) -> bool:
     return dev.startswith(PATH_PREFIXES) and not dev.startswith("dm-")
 
 
+def udev_claimed(properties: dict[str, str]) -> bool:
+    """What the udev rules left on a path they claimed for multipath (a smart-mode wait has no
+    mpath_member, so it does not count)."""
+    claimed = properties.get("DM_MULTIPATH_DEVICE_PATH") == "1"
+    return claimed and properties.get("ID_FS_TYPE") == "mpath_member"
+
+
 class Core:
     def __init__(self, config: Config, ctl: Control) -> None:
         self.config = config
@@ -324,6 +331,9 @@ class Core:
         return wwid
 
     async def _create(self, wwid: str, paths: list[PathState]) -> None:
+        """Make the map of `wwid` over `paths`; then only the paths udev has not claimed yet get a "change"
+        uevent (as upstream): a claimed one would be classified the same again, and under a storm of hundreds
+        of disks that second pass through udev doubled its work."""
         first = paths[0]
         r = self.resolver(wwid, first.facts.vendor, first.facts.product)
         try:
@@ -355,7 +365,8 @@ class Core:
         if not r("skip_kpartx"):
             self._partition_todo.append(name)
         for p in paths:  # udev reruns `pymultipath -u`, which now sees the map and claims the path
-            sysinfo.trigger_uevent(p.dev, "change")
+            if not udev_claimed(p.facts.properties):
+                sysinfo.trigger_uevent(p.dev, "change")
 
     async def _last_path_gone(self, m: MapState) -> None:
         """Upstream's order: flush_on_last_del first stops queueing, then the map is removed if nothing holds
