@@ -269,9 +269,10 @@ class Core:
         for wwid in sorted(new):
             first = self.state.paths.get(claimed[wwid][0])
             f = first.facts if first else None
-            r = self.resolver(wwid, f.vendor if f else None, f.product if f else None)
-            if r("user_friendly_names") and not self._configured_alias(wwid):
-                by_prefix.setdefault(str(r("alias_prefix") or "mpath"), []).append(wwid)
+            prefix = self._friendly_prefix(wwid, self.resolver(wwid, f.vendor if f else None,
+                                                               f.product if f else None))
+            if prefix:
+                by_prefix.setdefault(prefix, []).append(wwid)
         taken = {m.name for m in self.state.maps.values()}
         for prefix, wwids in by_prefix.items():
             try:
@@ -319,15 +320,23 @@ class Core:
                 return str(entry["alias"])
         return None
 
+    def _friendly_prefix(self, wwid: str, r: plan.Resolve) -> str | None:
+        """The alias prefix when the map's name comes from the bindings file, else None (a multipaths
+        alias wins; without user_friendly_names the name is the WWID)."""
+        if self._configured_alias(wwid) or not r("user_friendly_names"):
+            return None
+        return str(r("alias_prefix") or "mpath")
+
     def alias_for(self, wwid: str, r: plan.Resolve) -> str:
         configured = self._configured_alias(wwid)
         if configured:
             return configured
         if wwid in self._aliases:
             return self._aliases[wwid]
-        if r("user_friendly_names"):
+        prefix = self._friendly_prefix(wwid, r)
+        if prefix:
             taken = {m.name for m in self.state.maps.values()}
-            return store.alias_for(wwid, str(r("alias_prefix") or "mpath"), reserved=taken)
+            return store.alias_for(wwid, prefix, reserved=taken)
         return wwid
 
     async def _create(self, wwid: str, paths: list[PathState]) -> None:
@@ -404,8 +413,8 @@ class Core:
             return
         if changed:
             await self._apply_map_policy(m, came_up=p if p.usable else None)
-        elif self.resolver(m.wwid, m.vendor, m.product)("failback") == "immediate":
-            await self._failback(m)  # e.g. back from a group an administrator switched to
+        else:  # failback immediate also undoes a switch an administrator made while nothing changed
+            await self._failback(m, steady=True)
 
     async def policy_tick(self) -> None:
         """no_path_retry N: count checker intervals while a queueing map has no usable path; failback N."""
@@ -509,14 +518,16 @@ class Core:
         await self._failback(m, came_up)
 
     async def _failback(self, m: MapState, came_up: PathState | None = None,
-                        deferred_due: bool = False) -> None:
+                        deferred_due: bool = False, steady: bool = False) -> None:
         """Return to the best path group per the map's failback policy (upstream's meanings): immediate
         whenever another group is in use; N seconds after a path came up; followover only when a path came
         up as the first usable one of its group (so a failover another host asked for is not undone);
-        manual never."""
+        manual never. `steady`: a check that changed nothing, which only `immediate` acts on."""
         if not (m.table and m.status):
             return
         policy = self.resolver(m.wwid, m.vendor, m.product)("failback")
+        if steady and policy != "immediate":
+            return
         paths = self.state.paths_of(m)
         target, current = plan.failback_target(paths, m.table), plan.current_group(m.status)
         if not target or not current or target == current:
