@@ -88,6 +88,24 @@ def _job_argv(job: dict) -> list[str]:
     raise SystemExit(f"guest: unknown job mode {mode!r} in {OUT}/job.json")
 
 
+def _cpu_by_unit() -> dict[str, float]:
+    """CPU seconds each unit of interest used since boot: where the guest's time went (udev's workers, with
+    every `pymultipath -u` they ran, count in systemd-udevd.service; pytest and its fixtures in pymp-run)."""
+    units = ["systemd-udevd.service", "pymp-run.service", "pymultipathd.service", "multipathd.service",
+             "systemd-journald.service", "init.scope", "system.slice", "-.slice"]
+    out = subprocess.run(["systemctl", "show", "-p", "Id,CPUUsageNSec", *units], capture_output=True,
+                         text=True, check=False).stdout
+    result = {}
+    for block in out.split("\n\n"):  # one block per unit, its properties in systemctl's own order
+        props = dict(line.partition("=")[::2] for line in block.splitlines())
+        if props.get("CPUUsageNSec", "").isdigit():
+            result[props.get("Id", "?")] = round(int(props["CPUUsageNSec"]) / 1e9, 1)
+    with open("/proc/stat") as f:  # the whole guest, kernel included (USER_HZ ticks)
+        user, nice, system = (int(x) for x in f.readline().split()[1:4])
+    result["all (user+system)"] = round((user + nice + system) / 100, 1)
+    return result
+
+
 def run() -> int:
     boot_s = _uptime()
     code = 3
@@ -112,7 +130,11 @@ def run() -> int:
     with open("/mnt/out/journal.txt", "w") as f:
         subprocess.run(["journalctl", "-b", "-o", "short-monotonic", "--no-pager"], stdout=f,
                        stderr=subprocess.STDOUT, check=False)
-    _write(str(OUT / "timings.json"), json.dumps({"boot_s": boot_s, "job_s": job_s}))
+    try:
+        cpu = _cpu_by_unit()
+    except (OSError, ValueError) as e:  # a diagnostic: never costs the job its result
+        cpu = {"error": str(e)}
+    _write(str(OUT / "timings.json"), json.dumps({"boot_s": boot_s, "job_s": job_s, "cpu_s": cpu}))
     _write(str(OUT / "exit_code"), f"{code}\n")
     os.sync()
     return 0

@@ -227,7 +227,9 @@ def _timings(out: Path) -> str:
         t = json.loads((out / "timings.json").read_text())
     except (OSError, ValueError):
         return ""
-    return f" (guest boot {t.get('boot_s', 0):.0f} s, job {t.get('job_s', 0):.0f} s)"
+    cpu = ", ".join(f"{k} {v}" for k, v in (t.get("cpu_s") or {}).items())
+    return (f" (guest boot {t.get('boot_s', 0):.0f} s, job {t.get('job_s', 0):.0f} s;"
+            f" CPU seconds: {cpu or '?'})")
 
 
 def _summary(out: Path) -> str:
