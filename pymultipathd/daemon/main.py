@@ -23,6 +23,8 @@ from pymultipathd.paths import sysinfo
 
 log = logging.getLogger("pymultipathd")
 TICK = 1.0  # checker scheduling granularity (seconds)
+START_TICK = 10.0  # start-up progress report interval (seconds)
+START_EXTEND_USEC = 60_000_000  # start-up time asked of systemd per interval that made progress
 
 
 def _notify(text: str) -> None:
@@ -124,8 +126,12 @@ class Daemon:
         loop.add_reader(monitor.fileno(), self._on_udev, monitor)
 
         _notify("STATUS=discovering paths and maps")
-        await self.core.discover()
-        await self.core.settle()
+        progress = asyncio.ensure_future(self._start_progress())
+        try:
+            await self.core.discover()
+            await self.core.settle()
+        finally:
+            progress.cancel()
 
         ctl.arm_poll()
         loop.add_reader(ctl.fileno(), self._on_dm_readable)
@@ -195,6 +201,21 @@ class Daemon:
                     t.add_done_callback(lambda _t, dev=p.dev: checking.pop(dev, None))
             await self.core.policy_tick()
             await asyncio.sleep(TICK)
+
+    async def _start_progress(self) -> None:
+        """While the first assembly runs, report it and ask systemd for more start-up time, but only while it
+        moves: hundreds of paths at boot can take longer than TimeoutStartSec (90 s by default; minutes under
+        emulation), and a unit that failed to start is worse than a slow one. A start that stopped moving
+        still times out."""
+        st, stats = self.core.state, self.core.stats
+        last, still = None, 0.0
+        while True:
+            await asyncio.sleep(START_TICK)
+            now = (len(st.paths), len(st.maps), stats["creates"], stats["reloads"])
+            still = 0.0 if now != last else still + START_TICK
+            last = now
+            status = f"STATUS=assembling: {now[1]} maps, {now[0]} paths"
+            _notify(status if still > 0 else f"EXTEND_TIMEOUT_USEC={START_EXTEND_USEC}\n{status}")
 
     async def _watchdog(self) -> None:
         usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
