@@ -23,7 +23,7 @@ from tests.vm import dm, iscsi, scsidebug, upstream
 from tests.vm.bench_udev import stats
 from tests.vm.pympd import Pympd
 from tests.vm.sysutil import run as sh
-from tests.vm.sysutil import settle, wait_for
+from tests.vm.sysutil import wait_for
 
 PATH_COUNTS = (64, 256, 512)
 INTERVAL = 5  # polling_interval for both daemons (upstream's default)
@@ -36,13 +36,6 @@ def _conf(extra: str = "") -> str:
     # the same configuration text for both daemons
     return ("defaults {\n\tfind_multipaths greedy\n\tuser_friendly_names yes\n"
             f"\tpolling_interval {INTERVAL}\n{extra}}}\nblacklist {{\n\tdevnode \"^vd[a-z]\"\n}}\n")
-
-
-def _remove_maps() -> None:
-    """Every multipath map gone, after udev has worked through the events of hundreds of them."""
-    settle(1800)
-    for name in dm.multipath_maps():
-        dm.remove(name, timeout=600)
 
 
 def _pid(unit: str) -> int:
@@ -138,7 +131,7 @@ def startup(paths: int, footprint: bool) -> list[dict]:
             rows.append(row)
             print(f"  start-up {row}", flush=True)
     finally:
-        _remove_maps()
+        dm.remove_multipath_maps()
         sd.unload(timeout=1800)
     return rows
 
@@ -153,7 +146,7 @@ def hotplug(which: str, paths: int) -> dict:
             wait_for(lambda: len(dm.multipath_maps()) >= luns, 1800, f"{luns} maps from {which}")
             seconds = time.monotonic() - t0
     finally:
-        _remove_maps()
+        dm.remove_multipath_maps()
         if scsidebug.loaded():
             sd.unload(timeout=1800)
     return {"daemon": which, "paths": paths, "seconds": round(seconds, 2)}

@@ -98,6 +98,14 @@ def remove(name: str, timeout: float = 30) -> None:
             time.sleep(0.5)
 
 
+def remove_multipath_maps() -> None:
+    """Every multipath map gone, after udev has worked through what is queued (hundreds of maps' events
+    take minutes under TCG, and dmsetup waits for udev to handle each removal)."""
+    settle(900)
+    for name in multipath_maps():
+        remove(name, timeout=300)
+
+
 def multipath_maps() -> list[str]:
     out = run(["dmsetup", "ls", "--target", "multipath"], check=False)
     return [line.split()[0] for line in out.splitlines() if line.strip() and "No devices" not in line]

@@ -10,6 +10,8 @@ On exit the unit is stopped, the maps it made are removed (dmsetup, an independe
 
 from __future__ import annotations
 
+import time
+
 from tests.vm import dm
 from tests.vm.sysutil import SavedFiles, run, wait_for
 
@@ -41,9 +43,11 @@ class Pympd:
         self.show_journal = show_journal
         self.start_timeout = start_timeout
         self._saved: SavedFiles | None = None
+        self._since = 0
 
     def __enter__(self) -> Pympd:
         self._saved = SavedFiles((CONF, *STATE))
+        self._since = int(time.time()) - 1  # the journal shown on exit is this run's, not the whole boot's
         with open(CONF, "w") as f:
             f.write(self.conf)
         try:
@@ -62,12 +66,12 @@ class Pympd:
 
     def __exit__(self, *exc: object) -> None:
         if self.show_journal:
-            journal = run(["journalctl", "-b", "-u", UNIT, "--no-pager", "-n", "200"], check=False)
+            journal = run(["journalctl", "-b", "-u", UNIT, "--no-pager", "-n", "200",
+                           f"--since=@{self._since}"], check=False)
             print(f"--- {UNIT} journal ---\n{journal}")  # shown by pytest when the test fails
         self.stop()
         run(["systemctl", "reset-failed", UNIT], check=False)
-        for name in dm.multipath_maps():
-            dm.remove(name)
+        dm.remove_multipath_maps()
         if self._saved is not None:
             self._saved.restore()
 

@@ -55,8 +55,7 @@ class UpstreamMultipathd:
 
     def stop(self) -> None:
         run(["systemctl", "stop", *reversed(UNITS)], check=False, timeout=120)
-        for name in dm.multipath_maps():
-            dm.remove(name)
+        dm.remove_multipath_maps()
         run(["systemctl", "mask", *UNITS])
         if self._saved is not None:
             self._saved.restore()
