@@ -89,7 +89,7 @@ def _daemon(r: dict) -> list[str]:
                if "show_paths" in row]
     if latency:
         out += ["", "`show paths` round trip over one connection, idle and during a storm of change uevents "
-                "on every path (`udevadm trigger` every 0.5 s), ms.", "",
+                "on every path (one `udevadm trigger` burst, minutes of work for udev), ms.", "",
                 "| paths | daemon | idle median (p90) | storm median (p90, max) |", "|---|---|---|---|"]
         for paths, daemon, sp in latency:
             i, b = sp["idle"], sp["storm"]
