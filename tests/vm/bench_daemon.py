@@ -115,11 +115,13 @@ def startup(paths: int, footprint: bool) -> list[dict]:
             with _daemon(which, start_timeout=1800):
                 wait_for(lambda: len(dm.multipath_maps()) >= luns, 1800, f"{luns} maps from {which}")
                 row["seconds"] = round(time.monotonic() - t0, 2)
+                rows.append(row)
+                print(f"  start-up {row}", flush=True)  # as soon as known: a time limit may end the rest
                 if footprint:
                     row.update(_footprint(which))
+                    print(f"  footprint {row}", flush=True)
                     row["show_paths"] = show_paths_latency()
-            rows.append(row)
-            print(f"  start-up {row}", flush=True)
+                    print(f"  show paths {row['show_paths']}", flush=True)
     finally:
         dm.remove_multipath_maps()
         sd.unload(timeout=1800)
