@@ -21,7 +21,9 @@ _DEFAULTS = {
     "PYMULTIPATH_SYSFS": "/sys",
     "PYMULTIPATH_UDEV_DB": "/run/udev/data",
     "PYMULTIPATH_PROC": "/proc",
+    "PYMULTIPATH_HELPER_SOCKET": "@/org/pymultipathd/udev-helper",
 }
+ENV_VARS = tuple(_DEFAULTS)
 
 
 def _get(var: str) -> str:
@@ -60,6 +62,11 @@ def find_multipaths_dir() -> str:
 def socket_name() -> str:
     """Abstract ("@" prefix) or pathname socket of the control protocol."""
     return _get("MULTIPATH_SOCKET_NAME")
+
+
+def helper_socket() -> str:
+    """Private socket on which the daemon answers `pymultipath -u|-c` (pymultipathd.udevlink)."""
+    return _get("PYMULTIPATH_HELPER_SOCKET")
 
 
 def socket_path() -> str:

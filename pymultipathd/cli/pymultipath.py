@@ -97,6 +97,23 @@ def _run(module: str, argv: list[str]) -> int:
     return int(sys.modules[name].main(argv) or 0)
 
 
+def _ask_daemon(flag: str, args: list[str]) -> int | None:
+    """-u/-c answered by the running daemon (pymultipathd.udevlink); None: decide here."""
+    from pymultipathd import udevlink
+
+    explain = "--explain" in args
+    devs = [a for a in args if a != "--explain"]
+    if len(devs) != 1:
+        return None  # the helper prints the usage
+    answer = udevlink.ask(flag, udevlink.device_name(devs[0]), explain)
+    if answer is None:
+        return None
+    rc, out, err = answer
+    sys.stderr.write(err)
+    sys.stdout.write(out)
+    return rc
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     rest = _take_globals(argv)
@@ -122,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     if needs_arg and len(rest) < 2:
         print(f"pymultipath: {flag} needs a device or WWID argument", file=sys.stderr)
         return 2
+    if flag in ("-u", "-c"):
+        rc = _ask_daemon(flag, rest[1:])
+        if rc is not None:
+            return rc
     return _run(module, rest)
 
 

@@ -22,6 +22,13 @@ from pymultipathd import locations
 from pymultipathd.classify import PathFacts, Step, Verdict, World, explain
 from pymultipathd.paths import facts
 from pymultipathd.record import replace
+from pymultipathd.udevlink import device_name
+
+TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pymultipathd.config.model import Config
 
 USAGE = "usage: pymultipath -u|-c DEV [--explain]\n"
 _CODE = {"yes": "1", "no": "0", "maybe": "2"}
@@ -33,11 +40,6 @@ def needs_siblings(verdict: Verdict) -> bool:
     """`-u` first classifies with the device alone (reading every disk's udev entry costs time on big
     systems); rules before `siblings` never look at other paths, so only these verdicts can change."""
     return verdict.rule in _SIBLING_DEPENDENT
-
-
-def _device_name(arg: str) -> str:
-    """udev passes %k (sdb); people pass /dev/sdb or a sysfs path: the kernel name is the last component."""
-    return os.path.basename(arg.rstrip("/"))
 
 
 def _open_busy(path: PathFacts) -> bool:
@@ -75,14 +77,13 @@ def _with_path(world: World, path: PathFacts) -> World:
     return replace(world, paths=tuple(path if p.dev == path.dev else p for p in world.paths))
 
 
-def _say(steps: list[Step], verdict: Verdict, dev: str) -> None:
-    for s in steps:
-        mark = "  -" if s.outcome == "pass" else "  =>"
-        sys.stderr.write(f"{mark} {s.rule}: {s.words}\n")
-    sys.stderr.write(f"{dev}: {verdict.decision} (rule {verdict.rule})\n")
+def _said(steps: list[Step], verdict: Verdict, dev: str) -> str:
+    lines = [f"{'  -' if s.outcome == 'pass' else '  =>'} {s.rule}: {s.words}\n" for s in steps]
+    return "".join(lines) + f"{dev}: {verdict.decision} (rule {verdict.rule})\n"
 
 
-def _load_config():  # noqa: ANN202 - the config type lives in a module this one imports lazily
+def load_config():  # noqa: ANN201 - the config type lives in a module this one imports lazily
+    """(config, None), or (None, the ConfigError) when the files on disk do not parse."""
     from pymultipathd.config.load import ConfigError, load_config
 
     try:
@@ -91,36 +92,33 @@ def _load_config():  # noqa: ANN202 - the config type lives in a module this one
         return None, e
 
 
-def main(argv: list[str]) -> int:
-    flag, rest = argv[0], argv[1:]
-    want_explain = "--explain" in rest
-    args = [a for a in rest if a != "--explain"]
-    if flag not in ("-u", "-c") or len(args) != 1:
-        sys.stderr.write(USAGE)
-        return 2
-    dev = _device_name(args[0])
+def decide(flag: str, dev: str, want_explain: bool, config: Config | None, error: Exception | None, *,
+           env: Mapping[str, str] | None = None, daemon_running: bool | None = None) -> tuple[int, str, str]:
+    """Everything `pymultipath FLAG DEV` does, as (exit code, stdout, stderr). The daemon runs this for the
+    helper too (pymultipathd.udevlink), with env = the helper's environment and daemon_running=True."""
     udev_mode = flag == "-u"
-
-    config, error = _load_config()
+    err = ""
     try:
-        target, world = facts.world_for(dev, config, siblings=False)
+        target, world = facts.world_for(dev, config, siblings=False, env=env, daemon_running=daemon_running)
     except (facts.FactsError, OSError, ValueError) as e:
-        sys.stderr.write(f"pymultipath {flag}: {e}\n")
-        return _emit(udev_mode, Verdict("no", "no_wwid"), None, None, dev)
+        return _emit(udev_mode, Verdict("no", "no_wwid"), None, dev, err=f"pymultipath {flag}: {e}\n")
     if config is None:
         # Without a configuration only "already in a map" is certain; everything else stays with the system.
-        sys.stderr.write(f"pymultipath {flag}: {error}\n")
         held = any(m.uuid.startswith("mpath-") and dev in m.paths for m in world.maps)
         return _emit(udev_mode, Verdict("yes" if held else "no", "member_of_map" if held else "strict"),
-                     None, world.timers.get(target.dev_t), dev, world.now)
+                     world.timers.get(target.dev_t), dev, world.now, err=f"pymultipath {flag}: {error}\n")
+
+    def again() -> tuple[PathFacts, World]:
+        return facts.world_for(dev, config, siblings=True, now=world.now, env=env,
+                               daemon_running=daemon_running)
 
     verdict, steps = explain(target, world, config, for_udev=True)
     if needs_siblings(verdict):
-        target, world = facts.world_for(dev, config, siblings=True, now=world.now)
+        target, world = again()
         verdict, steps = explain(target, world, config, for_udev=True)
     if verdict.decision == "maybe" and _open_busy(target):
         # In use though nothing we know of holds it. Re-read everything: multipathd may just have taken it.
-        target, world = facts.world_for(dev, config, siblings=True, now=world.now)
+        target, world = again()
         target = replace(target, in_use=True)
         world = _with_path(world, target)
         verdict, steps = explain(target, world, config, for_udev=True)
@@ -132,20 +130,34 @@ def main(argv: list[str]) -> int:
             world = replace(world, timers={**world.timers, target.dev_t: deadline})
             verdict, steps = explain(target, world, config, for_udev=True)
     if want_explain:
-        _say(steps, verdict, dev)
-    return _emit(udev_mode, verdict, steps, deadline, dev, world.now)
+        err += _said(steps, verdict, dev)
+    return _emit(udev_mode, verdict, deadline, dev, world.now, err=err)
 
 
-def _emit(udev_mode: bool, verdict: Verdict, steps: list[Step] | None, deadline: float | None, dev: str,
-          now: float = 0.0) -> int:
+def main(argv: list[str]) -> int:
+    flag, rest = argv[0], argv[1:]
+    want_explain = "--explain" in rest
+    args = [a for a in rest if a != "--explain"]
+    if flag not in ("-u", "-c") or len(args) != 1:
+        sys.stderr.write(USAGE)
+        return 2
+    config, error = load_config()
+    rc, out, err = decide(flag, device_name(args[0]), want_explain, config, error)
+    sys.stderr.write(err)
+    sys.stdout.write(out)
+    return rc
+
+
+def _emit(udev_mode: bool, verdict: Verdict, deadline: float | None, dev: str, now: float = 0.0, *,
+          err: str = "") -> tuple[int, str, str]:
     if not udev_mode:
-        word = "is" if verdict.decision in ("yes", "maybe") else "is not"
-        sys.stdout.write(f"{dev} {word} a valid multipath device path\n")
-        return 0 if verdict.decision in ("yes", "maybe") else 1
+        path = verdict.decision in ("yes", "maybe")
+        return (0 if path else 1), f"{dev} {'is' if path else 'is not'} a valid multipath device path\n", err
+    out = ""
     if deadline is not None:
         # a wait is running or ran: tell the rules how long is left, so they can start or stop its timer
         left = max(deadline - now, 0.0) if verdict.rule != "timeout" else 0.0
-        sys.stdout.write(f'FIND_MULTIPATHS_WAIT_UNTIL="{left:.6f}"\n' if left > 0
-                         else 'FIND_MULTIPATHS_WAIT_UNTIL="0"\n')
-    sys.stdout.write(f'DM_MULTIPATH_DEVICE_PATH="{_CODE[verdict.decision]}"\n')
-    return 0
+        out += f'FIND_MULTIPATHS_WAIT_UNTIL="{left:.6f}"\n' if left > 0 else \
+            'FIND_MULTIPATHS_WAIT_UNTIL="0"\n'
+    out += f'DM_MULTIPATH_DEVICE_PATH="{_CODE[verdict.decision]}"\n'
+    return 0, out, err

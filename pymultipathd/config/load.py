@@ -204,6 +204,24 @@ def config_sources(path: str | None = None, confdir: str | None = None) -> list[
     return files
 
 
+def sources_signature(path: str | None = None, confdir: str | None = None) -> tuple:
+    """What the configuration files are now (each one's name, inode, size and mtime): when it is unchanged,
+    load_config would read what it read before. Taken before loading, so an edit during the load shows."""
+    try:
+        files = config_sources(path, confdir)
+    except ConfigError:
+        return ("unreadable directory",)
+    sig = []
+    for file in files:
+        try:
+            st = os.stat(file)
+        except OSError:
+            sig.append((file, None))
+            continue
+        sig.append((file, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(sig)
+
+
 def load_config(path: str | None = None, confdir: str | None = None) -> Config:
     """Read the main file and confdir/*.conf (defaults: locations.config_file() and locations.config_dir()).
 

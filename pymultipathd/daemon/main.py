@@ -13,10 +13,12 @@ import sys
 
 from pymultipathd import locations
 from pymultipathd.config import ConfigError, load_config
+from pymultipathd.config.load import sources_signature
 from pymultipathd.control.server import ControlServer, bind_unix
 from pymultipathd.daemon import handlers, logsetup
 from pymultipathd.daemon.core import Core
 from pymultipathd.daemon.linkwatch import LinkWatch
+from pymultipathd.daemon.udev_service import UdevService
 from pymultipathd.dm.errors import DMError
 from pymultipathd.dm.ioctl import Control
 from pymultipathd.paths import sysinfo
@@ -59,6 +61,8 @@ class Daemon:
         self.opts = opts
         self.core: Core
         self.server: ControlServer | None = None
+        self.udev_service: UdevService | None = None
+        self.config_signature: tuple = ()  # of the files the running config came from (udev_service)
         self.queue_without_daemon: bool | None = None  # `forcequeueing daemon` sets True
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -69,6 +73,7 @@ class Daemon:
     async def reconfigure(self) -> str | None:
         """Reload the configuration; on error keep the old one and return the reason."""
         try:
+            signature = sources_signature()
             config = load_config()
         except ConfigError as err:
             log.error("reconfigure failed, keeping the previous configuration:\n%s", err)
@@ -78,6 +83,7 @@ class Daemon:
         self.core.busy = True
         try:
             self.core.config = config
+            self.config_signature = signature
             for dev in list(self.core.state.paths):
                 self.core.on_uevent("change", dev)
             await self.core.settle()
@@ -89,6 +95,7 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         try:
+            self.config_signature = sources_signature()
             config = load_config()
         except ConfigError as err:
             log.error("cannot start: configuration error:\n%s", err)
@@ -116,6 +123,9 @@ class Daemon:
             log.info("control: listening on %s and %s", locations.socket_name(), locations.socket_path())
         self.server = ControlServer(lambda cmd: handlers.dispatch(self, cmd))
         await self.server.start(socks)
+        # before discovery: udev's helper asks from now on, and a start with many paths takes a while
+        self.udev_service = UdevService(lambda: (self.config_signature, self.core.config))
+        await self.udev_service.start()
 
         # Listen for uevents before scanning, so nothing that happens during the scan is missed.
         import pyudev
@@ -153,6 +163,7 @@ class Daemon:
         for t in self._tasks:
             t.cancel()
         await self.server.close()
+        await self.udev_service.close()
         await self._release_queueing()
         await self.core.close()
         return 0

@@ -26,6 +26,8 @@ from pymultipathd.sysread import read_text as _read
 
 TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pymultipathd.config.model import Config
 
 
@@ -62,13 +64,13 @@ def udev_properties(dev_t: str) -> dict[str, str] | None:
     return props
 
 
-def _event_properties(dev: str) -> dict[str, str] | None:
-    """The udev event's own properties when udev runs us for `dev`: fresher than the database, which does
-    not exist yet on the first "add"."""
-    devpath = os.environ.get("DEVPATH", "")
-    if os.environ.get("SUBSYSTEM") != "block" or os.path.basename(devpath) != dev:
+def _event_properties(dev: str, env: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """The udev event's own properties when udev runs us for `dev` (env: the helper's environment, by
+    default ours): fresher than the database, which does not exist yet on the first "add"."""
+    env = os.environ if env is None else env
+    if env.get("SUBSYSTEM") != "block" or os.path.basename(env.get("DEVPATH", "")) != dev:
         return None
-    return dict(os.environ)
+    return dict(env)
 
 
 def _block_dir(dev: str) -> str:
@@ -163,14 +165,16 @@ class Usage:
 
 
 def path_facts(dev: str, config: Config | None = None, *, usage: Usage | None = None,
-               properties: dict[str, str] | None = None) -> PathFacts:
-    """Facts about block device `dev` (kernel name). FactsError if there is no such block device."""
+               properties: dict[str, str] | None = None, env: Mapping[str, str] | None = None) -> PathFacts:
+    """Facts about block device `dev` (kernel name). FactsError if there is no such block device.
+    Properties: `properties` if given, else those of the udev event in `env` (default: our environment) if it
+    is about `dev`, else udev's database entry."""
     dev_t = _read(os.path.join(_block_dir(dev), "dev")) or _read(os.path.join(_disk_dir(dev), "dev"))
     if not dev_t:
         raise FactsError(f"{dev}: no such block device in {locations.sysfs()}/class/block")
     devtype = _devtype(dev)
     if properties is None:
-        properties = _event_properties(dev) or udev_properties(dev_t) or {}
+        properties = _event_properties(dev, env) or udev_properties(dev_t) or {}
     if devtype != "disk":
         return PathFacts(dev=dev, devtype=devtype, dev_t=dev_t, properties=properties,
                          released=properties.get("DM_MULTIPATH_DEVICE_PATH") == "0")
@@ -244,10 +248,11 @@ def daemon_reachable() -> bool:
     return True
 
 
-def _world(paths: list[PathFacts], now: float | None) -> World:
+def _world(paths: list[PathFacts], now: float | None, daemon_running: bool | None = None) -> World:
     return World(
         paths=tuple(paths), maps=multipath_maps(), wwids=frozenset(store.read_wwids()),
-        failed_wwids=store.failed_wwids(), daemon_running=daemon_reachable(),
+        failed_wwids=store.failed_wwids(),
+        daemon_running=daemon_reachable() if daemon_running is None else daemon_running,
         now=time.time() if now is None else now, timers=timers(),
     )
 
@@ -265,14 +270,16 @@ def _initialized_disks(config: Config | None, usage: Usage, skip: str | None = N
     return found
 
 
-def world_for(dev: str, config: Config | None, *, siblings: bool = True,
-              now: float | None = None) -> tuple[PathFacts, World]:
+def world_for(dev: str, config: Config | None, *, siblings: bool = True, now: float | None = None,
+              env: Mapping[str, str] | None = None, daemon_running: bool | None = None,
+              ) -> tuple[PathFacts, World]:
     """The path `dev` and its world as `pymultipath -u` sees it. siblings=False leaves the other disks out
-    (cheaper); the caller re-gathers with siblings only when the verdict depends on them."""
+    (cheaper); the caller re-gathers with siblings only when the verdict depends on them. env: the helper's
+    environment (udev's event properties); daemon_running: known already (None: try the socket)."""
     usage = Usage()
-    target = path_facts(dev, config, usage=usage)
+    target = path_facts(dev, config, usage=usage, env=env)
     others = _initialized_disks(config, usage, skip=dev) if siblings else []
-    return target, _world([target, *others], now)
+    return target, _world([target, *others], now, daemon_running)
 
 
 def world_all(config: Config | None, *, now: float | None = None) -> World:

@@ -30,6 +30,7 @@ class Tree:
             "PYMULTIPATH_CONF": str(self.root / "multipath.conf"),
             "PYMULTIPATH_CONFDIR": str(self.root / "conf.d"),
             "MULTIPATH_SOCKET_NAME": f"@/pymp-test/{os.getpid()}/{self.root.name}",
+            "PYMULTIPATH_HELPER_SOCKET": f"@/pymp-test-helper/{os.getpid()}/{self.root.name}",
         }
         env.update(extra)
         return env

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 from sysfs_tree import Tree
+
+from pymultipathd import udevlink
+from pymultipathd.cli import udev_helper
+from pymultipathd.config.load import sources_signature
+from pymultipathd.daemon.udev_service import UdevService
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 W1 = "36001405aaaa"
@@ -21,14 +29,44 @@ def tree(tmp_path):
     return Tree(tmp_path)
 
 
-@pytest.fixture
-def daemon(tree):
-    """A listening socket where the daemon's would be: -u only checks that connect() succeeds."""
+@pytest.fixture(params=["listener", "answering"])
+def daemon(request, tree, monkeypatch):
+    """A listening socket where the daemon's would be: -u only checks that connect() succeeds. "answering"
+    also runs the daemon's helper service (daemon/udev_service.py), so every test below checks that the
+    answer the daemon gives for the helper is the one the helper gives alone."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.bind("\0" + tree.env()["MULTIPATH_SOCKET_NAME"][1:])
     s.listen(8)
-    yield s
+    if request.param == "listener":
+        yield s
+    else:
+        with answering_daemon(tree, monkeypatch) as service:
+            yield s
+        assert service.answered + service.declined > 0, "the helper never asked the daemon"
     s.close()
+
+
+@contextlib.contextmanager
+def answering_daemon(tree, monkeypatch):
+    """The daemon's helper service on its own loop in a thread, in the tree's environment, with the
+    configuration as it is now (later edits make it load the files afresh, as after an edit in real life)."""
+    for k, v in tree.env().items():
+        monkeypatch.setenv(k, v)
+    for k in ("DEVPATH", "SUBSYSTEM", "PYMULTIPATH_FIND_MULTIPATHS"):
+        monkeypatch.delenv(k, raising=False)
+    signature, (config, _) = sources_signature(), udev_helper.load_config()
+    service = UdevService(lambda: (signature, config))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        assert asyncio.run_coroutine_threadsafe(service.start(), loop).result(10)
+        yield service
+        asyncio.run_coroutine_threadsafe(service.close(), loop).result(10)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 def run(tree, *args, **env):
@@ -154,3 +192,69 @@ def test_explain_names_each_rule(tree, daemon):
                  "single_path"):
         assert rule in r.stderr
     assert r.stderr.strip().endswith("sdb: no (rule single_path)")
+
+
+def _modules_after_u(tree, dev):
+    """Run -u as the installed launcher does (python -S) and list the pymultipathd modules it loaded."""
+    code = (f"import sys; sys.path.insert(0, {REPO!r}); from pymultipathd.cli.pymultipath import main; "
+            f"rc = main(['-u', {dev!r}]); print('MODULES', *sorted(m for m in sys.modules "
+            "if m.startswith('pymultipathd'))); sys.exit(rc)")
+    env = {k: v for k, v in os.environ.items() if k not in ("DEVPATH", "SUBSYSTEM")}
+    r = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True,
+                       timeout=60)
+    *out, modules = r.stdout.splitlines()
+    return r.returncode, out, set(modules.split()[1:])
+
+
+def test_the_daemon_answers_and_the_helper_loads_no_classifier(tree, monkeypatch):
+    tree.disk("sdb", "8:16", W1)
+    tree.disk("sdc", "8:32", W1)
+    tree.config("defaults {\n find_multipaths greedy\n}\n")
+    with answering_daemon(tree, monkeypatch) as service:
+        rc, out, modules = _modules_after_u(tree, "sdb")
+        assert (rc, out, service.answered, service.declined) == (0, ['DM_MULTIPATH_DEVICE_PATH="1"'], 1, 0)
+        assert modules == {"pymultipathd", "pymultipathd.cli", "pymultipathd.cli.pymultipath",
+                           "pymultipathd.locations", "pymultipathd.udevlink"}
+        # the config changes on disk: the daemon's answer follows the files, as the helper's own would
+        tree.config("defaults {\n find_multipaths strict\n}\n")
+        rc, out, _ = _modules_after_u(tree, "sdb")
+        assert (rc, out, service.answered) == (0, ['DM_MULTIPATH_DEVICE_PATH="0"'], 2)
+
+
+def test_a_different_environment_is_declined_and_the_helper_decides(tree, monkeypatch):
+    tree.disk("sdb", "8:16", W1)
+    tree.config("defaults {\n find_multipaths strict\n}\n")
+    with answering_daemon(tree, monkeypatch) as service:
+        (tree.root / "other.conf").write_text("defaults {\n find_multipaths greedy\n}\n")
+        r = run(tree, "-u", "sdb", PYMULTIPATH_CONF=str(tree.root / "other.conf"))
+        assert r.stdout == 'DM_MULTIPATH_DEVICE_PATH="0"\n'  # greedy, but no daemon at the control socket
+        assert (service.answered, service.declined) == (0, 1)
+
+
+def test_the_service_declines_garbage_and_oversized_requests(tree, monkeypatch):
+    with answering_daemon(tree, monkeypatch) as service:
+        address = udevlink.address(tree.env()["PYMULTIPATH_HELPER_SOCKET"])
+        for payload in (b"hello\0world", b"PYMPU1\0-u\0../sda\x000", b"PYMPU1\0-x\0sda\x000",
+                        b"x" * (udevlink.LIMIT + 10)):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                c.settimeout(10)
+                c.connect(address)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    c.sendall(payload)
+                    c.shutdown(socket.SHUT_WR)
+                reply = c.recv(65536)
+            assert reply.startswith(b"D"), reply
+            assert udevlink.decode_reply(reply) is None
+        assert (service.answered, service.declined) == (0, 4)
+
+
+def test_wire_format_round_trip_and_no_daemon(monkeypatch):
+    env = {"DEVPATH": "/devices/x/block/sdb", "ID_SERIAL": "a=b c", "EMPTY": ""}
+    request = udevlink.encode_request("-u", "sdb", True, env)
+    assert udevlink.decode_request(request) == ("-u", "sdb", True, env)
+    assert udevlink.decode_reply(udevlink.encode_reply(1, "out\n", "err\n")) == (1, "out\n", "err\n")
+    assert udevlink.decode_reply(b"R1\0only two") is None
+    with pytest.raises(ValueError):
+        udevlink.decode_request(b"PYMPU1\0-u\0sdb\x001\0NOEQUALS")
+    monkeypatch.setenv("PYMULTIPATH_HELPER_SOCKET", "@/pymp-test-helper/nobody-listens")
+    assert udevlink.ask("-u", "sdb", False) is None

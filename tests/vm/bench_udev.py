@@ -11,6 +11,7 @@ save-and-restore.
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import socket
@@ -50,13 +51,18 @@ def conf_text(mode: str, timeout: int | None = None) -> str:
 
 class StandInDaemon:
     """Listens on the daemon's abstract socket and closes every connection: `-u` (ours and upstream's) only
-    connect()s to learn whether a daemon runs, so this makes them see one without any map being made."""
+    connect()s to learn whether a daemon runs, so this makes them see one without any map being made.
+    answering=True also runs the daemon's helper service (pymultipathd.daemon.udev_service, the code
+    pymultipathd runs) on its own loop, so our `-u` is answered as with a running pymultipathd."""
 
-    def __init__(self) -> None:
+    def __init__(self, answering: bool = True) -> None:
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.accepted = 0
+        self.answering = answering
+        self.service = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> StandInDaemon:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -70,7 +76,19 @@ class StandInDaemon:
         self._sock = s
         self._thread = threading.Thread(target=self._serve, name="stand-in-daemon", daemon=True)
         self._thread.start()
+        if self.answering:
+            self._start_service()
         return self
+
+    def _start_service(self) -> None:
+        from pymultipathd.daemon.udev_service import UdevService
+
+        # no running configuration: the service reads the files, again whenever they change
+        self.service = UdevService(lambda: ((), None))
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="helper-service", daemon=True).start()
+        if not asyncio.run_coroutine_threadsafe(self.service.start(), self._loop).result(30):
+            raise RuntimeError("the helper service could not listen (is a pymultipathd running?)")
 
     def _serve(self) -> None:
         assert self._sock is not None
@@ -85,6 +103,10 @@ class StandInDaemon:
             conn.close()
 
     def stop(self) -> None:
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self.service.close(), self._loop).result(30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop = None
         self._stop.set()
         if self._thread:
             self._thread.join(5)
@@ -153,21 +175,25 @@ def _atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def device_path_value(tool: str, dev: str) -> str:
+def device_path_value(tool: str, dev: str, env: dict[str, str] | None = None) -> str:
     """The DM_MULTIPATH_DEVICE_PATH value `tool -u dev` prints ("" if none)."""
-    out = run_cmd([tool, "-u", dev], check=False)
+    out = run_cmd([tool, "-u", dev], check=False, env=env)
     for line in out.splitlines():
         if line.startswith("DM_MULTIPATH_DEVICE_PATH="):
             return line.split("=", 1)[1].strip('"')
     return ""
 
 
-def _time_calls(tool: str, devs: list[str], reps: int) -> list[float]:
+# env for our `-u` with no daemon to answer it: it decides in its own process (the helper socket is elsewhere)
+ALONE = {**os.environ, "PYMULTIPATH_HELPER_SOCKET": "@/pymp-bench/nobody-answers"}
+
+
+def _time_calls(tool: str, devs: list[str], reps: int, env: dict[str, str] | None = None) -> list[float]:
     times = []
     for _ in range(reps):
         for dev in devs:
             t0 = time.perf_counter()
-            subprocess.run([tool, "-u", dev], capture_output=True, check=False)
+            subprocess.run([tool, "-u", dev], capture_output=True, check=False, env=env)
             times.append((time.perf_counter() - t0) * 1000.0)
     return times
 
@@ -195,8 +221,10 @@ def importtime_top(dev: str, n: int = 15) -> list[tuple[str, int]]:
 
 
 def run(reps: int = 20, modes: tuple[str, ...] = ("strict", "greedy", "smart")) -> dict:
-    """Time both helpers on the disks of a 2-LUN x 2-path scsi_debug, `reps` rounds each, per mode. The two
-    tools alternate round by round, so a slow patch of the guest hits both alike."""
+    """Time both helpers on the disks of a 2-LUN x 2-path scsi_debug, `reps` rounds each, per mode. Ours
+    twice: answered by the daemon's helper service (as whenever pymultipathd runs) and alone (no daemon
+    answers: it loads the configuration and classifier itself). The tools alternate round by round, so a
+    slow patch of the guest hits all alike."""
     from tests.vm import scsidebug
 
     result: dict = {"reps": reps, "modes": {}}
@@ -212,15 +240,20 @@ def run(reps: int = 20, modes: tuple[str, ...] = ("strict", "greedy", "smart")) 
                 state.write_conf(mode, 5)
                 verdicts = {dev: (device_path_value(OURS, dev), device_path_value(UPSTREAM, dev))
                             for dev in devs}
+                alone = {d: device_path_value(OURS, d, ALONE) for d in devs}
                 ours: list[float] = []
+                ours_alone: list[float] = []
                 theirs: list[float] = []
                 for _ in range(reps):
                     ours += _time_calls(OURS, devs, 1)
+                    ours_alone += _time_calls(OURS, devs, 1, ALONE)
                     theirs += _time_calls(UPSTREAM, devs, 1)
-                o, u = stats(ours), stats(theirs)
+                o, a, u = stats(ours), stats(ours_alone), stats(theirs)
                 result["modes"][mode] = {
-                    "pymultipath": o, "multipath": u,
+                    "pymultipath": o, "pymultipath_alone": a, "multipath": u,
                     "ratio_median": round(o["median_ms"] / u["median_ms"], 2),
+                    "ratio_median_alone": round(a["median_ms"] / u["median_ms"], 2),
+                    "alone_agrees": all(alone[d] == verdicts[d][0] for d in devs),
                     "verdicts": {d: {"pymultipath": a, "multipath": b} for d, (a, b) in verdicts.items()},
                     "verdicts_agree": all(a == b for a, b in verdicts.values()),
                 }

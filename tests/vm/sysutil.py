@@ -17,10 +17,12 @@ class CommandError(RuntimeError):
         self.argv, self.code, self.out, self.err = argv, code, out, err
 
 
-def run(argv: list[str], *, check: bool = True, timeout: float = 60, input: str | None = None) -> str:
+def run(argv: list[str], *, check: bool = True, timeout: float = 60, input: str | None = None,
+        env: dict[str, str] | None = None) -> str:
     """Run argv (never through a shell); return stdout. Raises CommandError naming the command on failure."""
     try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input, check=False)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input, check=False,
+                           env=env)
     except subprocess.TimeoutExpired as e:
         raise CommandError(argv, -1, "", f"timed out after {timeout} s") from e
     if check and p.returncode != 0:

@@ -2,7 +2,8 @@
 and Debian's `multipath -u` 0.9.4 as the reference (issue 5).
 
 The daemon is not running here: a stand-in listener on its abstract socket (bench_udev.StandInDaemon) makes
-`-u` see a running daemon, as upstream's `-u` would, without anything assembling maps.
+`-u` see a running daemon, as upstream's `-u` would, without anything assembling maps; with it runs the
+daemon's helper service, which answers our `-u` as a running pymultipathd does (pymultipathd.udevlink).
 """
 
 from __future__ import annotations
@@ -193,6 +194,8 @@ def test_modes_scsi_debug(mode, mp_state, stand_in_daemon, scsi_debug):
     # systemd's view follows: the free disk's device unit comes up, a claimed one's stays down
     wait_device_unit(single, want_one == "free")
     assert not device_unit_active(two[0].dev)
+    # udev's rule runs got their answers from the daemon's helper service, not from deciding alone
+    assert stand_in_daemon.service.answered >= len(sd.paths) and stand_in_daemon.service.declined == 0
 
 
 @pytest.mark.parametrize("mode", sorted(EXPECT))
