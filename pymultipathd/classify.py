@@ -12,7 +12,7 @@ Every verdict names the rule that decided it; the identifiers in RULES are a sta
 from __future__ import annotations
 
 from pymultipathd import blacklist
-from pymultipathd.record import field, record
+from pymultipathd.record import field, record, replace
 
 TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
 if TYPE_CHECKING:
@@ -353,6 +353,14 @@ def classify(path: PathFacts, world: World, config: Config, *, for_udev: bool) -
 def assembly(world: World, config: Config) -> dict[str, tuple[str, ...]]:
     """WWID -> the paths the daemon would put in its map (every path the classifier claims), sorted."""
     return assembly_and_verdicts(world, config)[0]
+
+
+def restrict(world: World, wwids: set[str]) -> World:
+    """The world cut down to the paths that carry one of `wwids` or sit in a map of one. Every rule looks
+    only at the path itself, the paths of its WWID and the maps, so those paths' verdicts and assembly are
+    the same as in the whole world (tested as a property)."""
+    held = {dev for m in world.maps if m.uuid.removeprefix("mpath-") in wwids for dev in m.paths}
+    return replace(world, paths=tuple(p for p in world.paths if p.wwid in wwids or p.dev in held))
 
 
 def assembly_and_verdicts(world: World,

@@ -237,7 +237,7 @@ class Core:
     async def reconcile(self, wwids: Iterable[str]) -> None:
         """Bring the maps of these WWIDs in line with the classifier: create, reload or leave alone."""
         wwids = sorted(wwids)
-        world = self.world()
+        world = classify.restrict(self.world(), set(wwids))  # a storm's batch costs its paths, not all
         claimed, verdicts = classify.assembly_and_verdicts(world, self.config)
         self._bind_aliases([w for w in wwids if claimed.get(w) and not self.state.map_of_wwid(w)], claimed)
         for dev, v in verdicts.items():

@@ -26,7 +26,7 @@ from pymultipathd.control.server import bind_unix, peer_uid
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT = 2.0  # seconds for a client to send its request
-WORKERS = 4  # requests decided at once; more wait (the helper gives up after udevlink.TIMEOUT)
+WORKERS = 2  # requests decided at once, so the event loop keeps its share of the GIL; more wait
 
 
 class UdevService:

@@ -12,7 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pymultipathd.classify import MODES, MapFacts, PathFacts, World, assembly, classify
+from pymultipathd.classify import (
+    MODES,
+    MapFacts,
+    PathFacts,
+    World,
+    assembly,
+    assembly_and_verdicts,
+    classify,
+    restrict,
+)
 from pymultipathd.cli.udev_helper import needs_siblings
 from pymultipathd.config.load import parse_text
 from pymultipathd.record import replace
@@ -89,6 +98,19 @@ def test_maybe_only_in_smart_and_never_assembled(world, mode):
         if v.decision == "maybe":
             assert mode == "smart" and v.rule == "waiting" and v.wait_until > world.now
             assert p.dev not in assembled
+
+
+@settings(max_examples=300, deadline=None)
+@given(worlds(), st.sampled_from(MODES), st.sets(st.sampled_from(WWIDS), min_size=1))
+def test_a_batch_classified_alone_gets_the_whole_worlds_answers(world, mode, batch):
+    # the daemon classifies a uevent batch over classify.restrict(world, batch): same verdicts, same maps
+    config = CONFIGS[mode]
+    small = restrict(world, batch)
+    full_claimed, full = assembly_and_verdicts(world, config)
+    claimed, verdicts = assembly_and_verdicts(small, config)
+    assert verdicts == {d: v for d, v in full.items() if d in verdicts}
+    assert {w: d for w, d in claimed.items() if w in batch} == {w: d for w, d in full_claimed.items()
+                                                                if w in batch}
 
 
 def test_the_generator_reaches_the_interesting_rules():
