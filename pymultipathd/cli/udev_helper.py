@@ -93,13 +93,16 @@ def load_config():  # noqa: ANN201 - the config type lives in a module this one 
 
 
 def decide(flag: str, dev: str, want_explain: bool, config: Config | None, error: Exception | None, *,
-           env: Mapping[str, str] | None = None, daemon_running: bool | None = None) -> tuple[int, str, str]:
+           env: Mapping[str, str] | None = None, daemon_running: bool | None = None,
+           known: facts.Known | None = None) -> tuple[int, str, str]:
     """Everything `pymultipath FLAG DEV` does, as (exit code, stdout, stderr). The daemon runs this for the
-    helper too (pymultipathd.udevlink), with env = the helper's environment and daemon_running=True."""
+    helper too (pymultipathd.udevlink), with env = the helper's environment, daemon_running=True and what
+    it knows of maps and paths (facts.world_for)."""
     udev_mode = flag == "-u"
     err = ""
     try:
-        target, world = facts.world_for(dev, config, siblings=False, env=env, daemon_running=daemon_running)
+        target, world = facts.world_for(dev, config, siblings=False, env=env, daemon_running=daemon_running,
+                                        known=known)
     except (facts.FactsError, OSError, ValueError) as e:
         return _emit(udev_mode, Verdict("no", "no_wwid"), None, dev, err=f"pymultipath {flag}: {e}\n")
     if config is None:
@@ -110,7 +113,7 @@ def decide(flag: str, dev: str, want_explain: bool, config: Config | None, error
 
     def again() -> tuple[PathFacts, World]:
         return facts.world_for(dev, config, siblings=True, now=world.now, env=env,
-                               daemon_running=daemon_running)
+                               daemon_running=daemon_running, known=known)
 
     verdict, steps = explain(target, world, config, for_udev=True)
     if needs_siblings(verdict):

@@ -49,6 +49,7 @@ def udev_claimed(properties: dict[str, str]) -> bool:
 
 class Core:
     def __init__(self, config: Config, ctl: Control) -> None:
+        self.discovered = False  # until discover() has adopted the maps and learned every path
         self.config = config
         self.ctl = ctl
         self.state = DaemonState(started=time.time())
@@ -76,10 +77,17 @@ class Core:
     def resolver(self, wwid: str | None, vendor: str | None, product: str | None) -> plan.Resolve:
         return lambda kw: self.config.resolve(kw, wwid=wwid, vendor=vendor, product=product)
 
-    def world(self) -> classify.World:
-        return classify.World(
-            paths=tuple(p.facts for p in self.state.paths.values()),
+    def known(self) -> facts.Known:
+        """The maps and paths as the daemon knows them (for udev's helper, see daemon/udev_service.py)."""
+        return facts.Known(
             maps=tuple(classify.MapFacts(m.name, m.uuid, tuple(m.paths)) for m in self.state.maps.values()),
+            paths=tuple(p.facts for p in self.state.paths.values()))
+
+    def world(self) -> classify.World:
+        known = self.known()
+        return classify.World(
+            paths=known.paths,
+            maps=known.maps,
             wwids=frozenset(store.read_wwids()),
             failed_wwids=store.failed_wwids(),
             daemon_running=True,
@@ -119,6 +127,7 @@ class Core:
         for m in self.state.maps.values():
             self._relink(m)
         await self.reconcile(self._all_wwids())
+        self.discovered = True
 
     async def adopt_maps(self) -> None:
         for d in await self.dm(self.ctl.list_devices):

@@ -124,7 +124,9 @@ class Daemon:
         self.server = ControlServer(lambda cmd: handlers.dispatch(self, cmd))
         await self.server.start(socks)
         # before discovery: udev's helper asks from now on, and a start with many paths takes a while
-        self.udev_service = UdevService(lambda: (self.config_signature, self.core.config))
+        # until discovery is over the daemon's view lacks maps and paths: the service then reads sysfs
+        self.udev_service = UdevService(lambda: (self.config_signature, self.core.config),
+                                        lambda: self.core.known() if self.core.discovered else None)
         await self.udev_service.start()
 
         # Listen for uevents before scanning, so nothing that happens during the scan is missed.

@@ -1,10 +1,12 @@
 """The daemon's side of pymultipathd.udevlink: answers `pymultipath -u|-c` so udev's helper need not load the
 configuration and the classifier on every disk event.
 
-The answer comes from the helper's own decision function (cli.udev_helper.decide) over facts gathered afresh
-for the request, with the helper's environment (udev's event properties), so it is what the helper would
-have printed itself. The configuration is the daemon's while the files on disk are what it loaded; after an
-edit not yet applied by `reconfigure` the request gets the files' new content, as the helper alone would.
+The answer comes from the helper's own decision function (cli.udev_helper.decide), with the helper's
+environment (udev's event properties): the device's own facts are read afresh for the request; the maps and
+the other paths are the daemon's (it made the maps, and follows uevents and DM events), where the helper
+alone would scan sysfs for them, seconds per event under TCG with hundreds of disks. The configuration is
+the daemon's while the files on disk are what it loaded; after an edit not yet applied by `reconfigure`
+the request gets the files' new content, as the helper alone would.
 Declined (the helper then decides itself): non-root peers, a different environment for locations or
 find_multipaths, malformed requests. Work runs in worker threads, a few at a time, never on the loop.
 """
@@ -22,6 +24,7 @@ from pymultipathd.cli import udev_helper
 from pymultipathd.config.load import sources_signature
 from pymultipathd.config.model import Config
 from pymultipathd.control.server import bind_unix, peer_uid
+from pymultipathd.paths.facts import Known
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +33,12 @@ WORKERS = 2  # requests decided at once, so the event loop keeps its share of th
 
 
 class UdevService:
-    def __init__(self, running: Callable[[], tuple[tuple, Config]]) -> None:
-        """running() -> (sources_signature() taken when the daemon loaded its config, that config)."""
+    def __init__(self, running: Callable[[], tuple[tuple, Config | None]],
+                 known: Callable[[], Known | None] | None = None) -> None:
+        """running() -> (sources_signature() taken when the daemon loaded its config, that config);
+        known() -> the daemon's maps and paths, called on the loop (None: read them from sysfs)."""
         self._running = running
+        self._known = known
         self._loaded: tuple[tuple, Config | None, Exception | None] | None = None  # files newer than running
         self._server: asyncio.AbstractServer | None = None
         self._workers = asyncio.Semaphore(WORKERS)
@@ -82,8 +88,9 @@ class UdevService:
             if (env.get(var) or None) != (os.environ.get(var) or None):
                 return self._decline(f"{var} differs from the daemon's")
         async with self._workers:
+            known = self._known() if self._known is not None else None  # on the loop: a consistent view
             loop = asyncio.get_running_loop()
-            reply = await loop.run_in_executor(None, self._decide, flag, dev, explain, env)
+            reply = await loop.run_in_executor(None, self._decide, flag, dev, explain, env, known)
         self.answered += 1
         return reply
 
@@ -92,9 +99,10 @@ class UdevService:
         log.debug("udev helper request declined: %s", reason)
         return udevlink.encode_decline(reason)
 
-    def _decide(self, flag: str, dev: str, explain: bool, env: dict[str, str]) -> bytes:
+    def _decide(self, flag: str, dev: str, explain: bool, env: dict[str, str], known: Known | None) -> bytes:
         config, error = self._config()
-        rc, out, err = udev_helper.decide(flag, dev, explain, config, error, env=env, daemon_running=True)
+        rc, out, err = udev_helper.decide(flag, dev, explain, config, error, env=env, daemon_running=True,
+                                          known=known)
         return udevlink.encode_reply(rc, out, err)
 
     def _config(self) -> tuple[Config | None, Exception | None]:

@@ -15,9 +15,11 @@ import pytest
 from sysfs_tree import Tree
 
 from pymultipathd import udevlink
+from pymultipathd.classify import MapFacts, PathFacts
 from pymultipathd.cli import udev_helper
 from pymultipathd.config.load import sources_signature
 from pymultipathd.daemon.udev_service import UdevService
+from pymultipathd.paths import facts
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 W1 = "36001405aaaa"
@@ -47,7 +49,7 @@ def daemon(request, tree, monkeypatch):
 
 
 @contextlib.contextmanager
-def answering_daemon(tree, monkeypatch):
+def answering_daemon(tree, monkeypatch, known=None):
     """The daemon's helper service on its own loop in a thread, in the tree's environment, with the
     configuration as it is now (later edits make it load the files afresh, as after an edit in real life)."""
     for k, v in tree.env().items():
@@ -55,7 +57,7 @@ def answering_daemon(tree, monkeypatch):
     for k in ("DEVPATH", "SUBSYSTEM", "PYMULTIPATH_FIND_MULTIPATHS"):
         monkeypatch.delenv(k, raising=False)
     signature, (config, _) = sources_signature(), udev_helper.load_config()
-    service = UdevService(lambda: (signature, config))
+    service = UdevService(lambda: (signature, config), known)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -258,3 +260,43 @@ def test_wire_format_round_trip_and_no_daemon(monkeypatch):
         udevlink.decode_request(b"PYMPU1\0-u\0sdb\x001\0NOEQUALS")
     monkeypatch.setenv("PYMULTIPATH_HELPER_SOCKET", "@/pymp-test-helper/nobody-listens")
     assert udevlink.ask("-u", "sdb", False) is None
+
+
+def test_without_a_daemon_only_the_maps_holding_the_disk_are_read(tree):
+    tree.disk("sdb", "8:16", W1)
+    tree.disk("sdc", "8:32", W2)
+    tree.mpath_map("dm-0", "mpatha", W1, ["sdb"])
+    tree.mpath_map("dm-1", "mpathb", W2, ["sdc"])
+    env = tree.env()
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        assert [m.name for m in facts.holding_maps("sdb")] == ["mpatha"]
+        _, world = facts.world_for("sdb", None, siblings=False, daemon_running=False)
+        assert [m.name for m in world.maps] == ["mpatha"]
+        _, world = facts.world_for("sdb", None, siblings=False, daemon_running=True)
+        assert [m.name for m in world.maps] == ["mpatha", "mpathb"]
+    # and the helper alone still claims the member of a map without a daemon
+    assert lines(run(tree, "-u", "sdb"))["DM_MULTIPATH_DEVICE_PATH"] == '"1"'
+    assert lines(run(tree, "-u", "sdc"))["DM_MULTIPATH_DEVICE_PATH"] == '"1"'
+
+
+def test_the_service_decides_with_the_daemons_maps_and_paths(tree, monkeypatch):
+    # sysfs shows sdb alone, with no map; the daemon knows of a map holding sdb, and of sdc, a second path
+    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    control.bind("\0" + tree.env()["MULTIPATH_SOCKET_NAME"][1:])
+    control.listen(8)
+    tree.disk("sdb", "8:16", W1)
+    tree.config("defaults {\n find_multipaths smart\n}\n")
+    in_map = facts.Known(maps=(MapFacts("mpathz", "mpath-" + W1, ("sdb",)),), paths=())
+    with answering_daemon(tree, monkeypatch, known=lambda: in_map):
+        r = run(tree, "-u", "sdb", "--explain")
+        assert lines(r)["DM_MULTIPATH_DEVICE_PATH"] == '"1"' and "member_of_map" in r.stderr
+    sibling = PathFacts(dev="sdc", devtype="disk", dev_t="8:32", wwid=W1, vendor="LIO-ORG", product="disk0",
+                        protocol="scsi:iscsi", properties={"ID_SERIAL": W1, "ID_WWN": "0x6001405"})
+    with answering_daemon(tree, monkeypatch, known=lambda: facts.Known(maps=(), paths=(sibling,))):
+        r = run(tree, "-u", "sdb", "--explain")
+        assert lines(r)["DM_MULTIPATH_DEVICE_PATH"] == '"1"' and "(rule siblings)" in r.stderr, r.stderr
+    # the helper alone, reading sysfs, sees neither: a single new path waits
+    assert lines(run(tree, "-u", "sdb"))["DM_MULTIPATH_DEVICE_PATH"] == '"2"'
+    control.close()
