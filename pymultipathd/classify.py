@@ -183,10 +183,12 @@ _last_index: _Index | None = None
 
 
 def _index(world: World) -> _Index:
+    # read once: the daemon's loop and its udev helper threads classify at the same time
     global _last_index
-    if _last_index is None or _last_index.world is not world:
-        _last_index = _Index(world)
-    return _last_index
+    index = _last_index
+    if index is None or index.world is not world:
+        index = _last_index = _Index(world)
+    return index
 
 
 def _map_holding(path: PathFacts, world: World) -> MapFacts | None:

@@ -10,6 +10,7 @@ On exit the unit is stopped, the maps it made are removed (dmsetup, an independe
 
 from __future__ import annotations
 
+import os
 import time
 
 from tests.vm import dm
@@ -18,6 +19,7 @@ from tests.vm.sysutil import SavedFiles, run, wait_for
 UNIT = "pymultipathd.service"
 CONF = "/etc/multipath.conf"
 STATE = ("/etc/multipath/wwids", "/etc/multipath/bindings")
+CMD_TIMEOUT = 180  # seconds for one control command (see Pympd.cmd)
 
 BASE = """\
 defaults {{
@@ -76,7 +78,9 @@ class Pympd:
             self._saved.restore()
 
     def cmd(self, *words: str, check: bool = True) -> str:
-        return run(["pymultipathd", *words], check=check, timeout=60)
+        # generous: one TCG CPU busy with a udev storm (sg_inq, partx, -u per disk) starves client and daemon
+        env = {**os.environ, "PYMULTIPATH_CLIENT_TIMEOUT": str(CMD_TIMEOUT - 10)}
+        return run(["pymultipathd", *words], check=check, timeout=CMD_TIMEOUT, env=env)
 
     def maps(self) -> dict[str, str]:
         """name -> wwid, as the daemon reports them."""
