@@ -22,7 +22,7 @@ UP, DOWN, GHOST, PENDING, TIMEOUT, SHAKY = "up", "down", "ghost", "pending", "ti
 USABLE = frozenset({UP, GHOST})  # ghost: a standby path, usable for failover but not preferred
 
 # sense key / ASC-ASCQ values with a meaning for path state
-NOT_READY, UNIT_ATTENTION = 0x02, 0x06
+NOT_READY, UNIT_ATTENTION = sgio.NOT_READY, sgio.UNIT_ATTENTION
 ALUA_STANDBY = ((0x04, 0x0B), (0x04, 0x0C))  # target port in standby / unavailable state
 ALUA_TRANSITIONING = (0x04, 0x0A)
 

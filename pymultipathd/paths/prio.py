@@ -73,7 +73,10 @@ def prio_alua(dev: str) -> int:
     except OSError:
         return 0
     try:
-        res = sgio.sg_io(fd, sgio.report_target_port_groups(4096), data_len=4096, timeout_ms=10000)
+        for _ in range(3):  # the first command after the array changes its ALUA states gets a UNIT ATTENTION
+            res = sgio.sg_io(fd, sgio.report_target_port_groups(4096), data_len=4096, timeout_ms=10000)
+            if res.ok or res.sense_key != sgio.UNIT_ATTENTION:
+                break
     except OSError:
         return 0
     finally:

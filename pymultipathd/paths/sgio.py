@@ -11,6 +11,7 @@ SG_IO = 0x2285
 SG_DXFER_NONE = -1
 SG_DXFER_FROM_DEV = -3
 SG_INFO_OK_MASK = 0x1
+NOT_READY, UNIT_ATTENTION = 0x02, 0x06  # SCSI sense keys
 
 # host_status values that mean the transport, not the LUN, failed
 DID_OK = 0x00

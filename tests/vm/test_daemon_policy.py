@@ -142,7 +142,8 @@ def test_socket_activation_starts_the_daemon_on_first_client(iscsi_bed):
         assert not dm.multipath_maps()
         out = run(["pymultipathd", "show", "daemon"], timeout=120)  # a client's connection starts it
         assert "running" in out, out
-        assert d.active()
+        # it answers while it still assembles (and then tells systemd it is ready): wait for that
+        wait_for(d.active, 120, "pymultipathd.service to become active")
         name = d.wait_map(paths[0].wwid)
         # Debian's own client reaches it through the same activated socket
         assert name in run(["multipathd", "show", "maps"], check=False)
