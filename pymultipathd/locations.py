@@ -59,6 +59,11 @@ def find_multipaths_dir() -> str:
     return os.path.join(run_dir(), "find_multipaths")
 
 
+def unix_address(name: str) -> str:
+    """The address to bind or connect for a socket name: "@name" is abstract (leading NUL), else a path."""
+    return "\0" + name[1:] if name.startswith("@") else name
+
+
 def socket_name() -> str:
     """Abstract ("@" prefix) or pathname socket of the control protocol."""
     return _get("MULTIPATH_SOCKET_NAME")

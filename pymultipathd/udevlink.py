@@ -83,11 +83,6 @@ def device_name(arg: str) -> str:
     return os.path.basename(arg.rstrip("/"))
 
 
-def address(name: str) -> str:
-    """"@name" is an abstract socket (leading NUL), anything else a path."""
-    return "\0" + name[1:] if name.startswith("@") else name
-
-
 def ask(flag: str, dev: str, explain: bool, env: dict[str, str] | None = None,
         timeout: float = TIMEOUT) -> tuple[int, str, str] | None:
     """The daemon's answer to `pymultipath FLAG DEV`, or None if there is none to be had in time."""
@@ -96,7 +91,7 @@ def ask(flag: str, dev: str, explain: bool, env: dict[str, str] | None = None,
     chunks: list[bytes] = []
     try:
         s.settimeout(timeout)
-        s.connect(address(locations.helper_socket()))
+        s.connect(locations.unix_address(locations.helper_socket()))
         s.sendall(encode_request(flag, dev, explain, env))
         s.shutdown(_socket.SHUT_WR)
         size = 0

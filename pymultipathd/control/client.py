@@ -12,10 +12,6 @@ class ClientError(OSError):
     pass
 
 
-def _address(name: str) -> str:
-    return "\0" + name[1:] if name.startswith("@") else name
-
-
 def connect(name: str | None = None, timeout: float = 10.0) -> socket.socket:
     """Connect to `name`, or to the configured abstract socket and then the pathname one."""
     names = [name] if name else [locations.socket_name(), locations.socket_path()]
@@ -24,7 +20,7 @@ def connect(name: str | None = None, timeout: float = 10.0) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         sock.settimeout(timeout)
         try:
-            sock.connect(_address(n))
+            sock.connect(locations.unix_address(n))
             return sock
         except OSError as err:
             sock.close()

@@ -16,6 +16,7 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable
 
+from pymultipathd import locations
 from pymultipathd.control import framing, grammar
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def bind_unix(name: str) -> socket.socket:
     """Bind a listening socket: "@name" is abstract, anything else a pathname (a stale file is replaced)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     if name.startswith("@"):
-        sock.bind("\0" + name[1:])
+        sock.bind(locations.unix_address(name))
     else:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)

@@ -37,10 +37,8 @@ def _notify(text: str) -> None:
 
         sd.notify(text)
     except ImportError:  # without systemd-python: speak the protocol directly
-        addr = os.environ["NOTIFY_SOCKET"]
-        addr = "\0" + addr[1:] if addr.startswith("@") else addr
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.sendto(text.encode(), addr)
+            s.sendto(text.encode(), locations.unix_address(os.environ["NOTIFY_SOCKET"]))
 
 
 def _systemd_sockets() -> list[socket.socket]:
@@ -123,8 +121,8 @@ class Daemon:
             log.info("control: listening on %s and %s", locations.socket_name(), locations.socket_path())
         self.server = ControlServer(lambda cmd: handlers.dispatch(self, cmd))
         await self.server.start(socks)
-        # before discovery: udev's helper asks from now on, and a start with many paths takes a while
-        # until discovery is over the daemon's view lacks maps and paths: the service then reads sysfs
+        # Before discovery, as udev's helper asks from now on; until discovery is over the daemon's view
+        # lacks maps and paths, so the service reads them from sysfs meanwhile.
         self.udev_service = UdevService(lambda: (self.config_signature, self.core.config),
                                         lambda: self.core.known() if self.core.discovered else None)
         await self.udev_service.start()

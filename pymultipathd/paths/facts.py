@@ -254,12 +254,10 @@ def timers() -> dict[str, float]:
 def daemon_reachable() -> bool:
     """connect() to the daemon's socket, non-blocking: EAGAIN (a full listen backlog while the daemon is
     starting) counts as reachable, as upstream does, so udev workers never block on it."""
-    name = locations.socket_name()
-    address = "\0" + name[1:] if name.startswith("@") else name
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)  # close-on-exec, as socket.socket's
     try:
         s.setblocking(False)
-        s.connect(address)
+        s.connect(locations.unix_address(locations.socket_name()))
     except BlockingIOError:
         return True
     except OSError as e:

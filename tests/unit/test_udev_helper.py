@@ -14,7 +14,7 @@ import time
 import pytest
 from sysfs_tree import Tree
 
-from pymultipathd import udevlink
+from pymultipathd import locations, udevlink
 from pymultipathd.classify import MapFacts, PathFacts
 from pymultipathd.cli import udev_helper
 from pymultipathd.config.load import sources_signature
@@ -235,7 +235,7 @@ def test_a_different_environment_is_declined_and_the_helper_decides(tree, monkey
 
 def test_the_service_declines_garbage_and_oversized_requests(tree, monkeypatch):
     with answering_daemon(tree, monkeypatch) as service:
-        address = udevlink.address(tree.env()["PYMULTIPATH_HELPER_SOCKET"])
+        address = locations.unix_address(tree.env()["PYMULTIPATH_HELPER_SOCKET"])
         for payload in (b"hello\0world", b"PYMPU1\0-u\0../sda\x000", b"PYMPU1\0-x\0sda\x000",
                         b"x" * (udevlink.LIMIT + 10)):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
