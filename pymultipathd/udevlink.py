@@ -83,6 +83,12 @@ def device_name(arg: str) -> str:
     return os.path.basename(arg.rstrip("/"))
 
 
+def parse_args(args: list[str]) -> tuple[str, bool] | None:
+    """The arguments after -u/-c: (device name, --explain given), or None unless exactly one device."""
+    devs = [a for a in args if a != "--explain"]
+    return (device_name(devs[0]), "--explain" in args) if len(devs) == 1 else None
+
+
 def ask(flag: str, dev: str, explain: bool, env: dict[str, str] | None = None,
         timeout: float = TIMEOUT) -> tuple[int, str, str] | None:
     """The daemon's answer to `pymultipath FLAG DEV`, or None if there is none to be had in time."""

@@ -101,11 +101,10 @@ def _ask_daemon(flag: str, args: list[str]) -> int | None:
     """-u/-c answered by the running daemon (pymultipathd.udevlink); None: decide here."""
     from pymultipathd import udevlink
 
-    explain = "--explain" in args
-    devs = [a for a in args if a != "--explain"]
-    if len(devs) != 1:
+    parsed = udevlink.parse_args(args)
+    if parsed is None:
         return None  # the helper prints the usage
-    answer = udevlink.ask(flag, udevlink.device_name(devs[0]), explain)
+    answer = udevlink.ask(flag, *parsed)
     if answer is None:
         return None
     rc, out, err = answer

@@ -22,7 +22,7 @@ from pymultipathd import locations
 from pymultipathd.classify import PathFacts, Step, Verdict, World, explain
 from pymultipathd.paths import facts
 from pymultipathd.record import replace
-from pymultipathd.udevlink import device_name
+from pymultipathd.udevlink import parse_args
 
 TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
 if TYPE_CHECKING:
@@ -138,14 +138,12 @@ def decide(flag: str, dev: str, want_explain: bool, config: Config | None, error
 
 
 def main(argv: list[str]) -> int:
-    flag, rest = argv[0], argv[1:]
-    want_explain = "--explain" in rest
-    args = [a for a in rest if a != "--explain"]
-    if flag not in ("-u", "-c") or len(args) != 1:
+    flag, parsed = argv[0], parse_args(argv[1:])
+    if flag not in ("-u", "-c") or parsed is None:
         sys.stderr.write(USAGE)
         return 2
     config, error = load_config()
-    rc, out, err = decide(flag, device_name(args[0]), want_explain, config, error)
+    rc, out, err = decide(flag, *parsed, config, error)
     sys.stderr.write(err)
     sys.stdout.write(out)
     return rc

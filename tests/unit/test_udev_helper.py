@@ -31,14 +31,20 @@ def tree(tmp_path):
     return Tree(tmp_path)
 
 
+def control_listener(tree) -> socket.socket:
+    """A listening socket where the daemon's control socket would be: -u only checks connect()."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(locations.unix_address(tree.env()["MULTIPATH_SOCKET_NAME"]))
+    s.listen(8)
+    return s
+
+
 @pytest.fixture(params=["listener", "answering"])
 def daemon(request, tree, monkeypatch):
     """A listening socket where the daemon's would be: -u only checks that connect() succeeds. "answering"
     also runs the daemon's helper service (daemon/udev_service.py), so every test below checks that the
     answer the daemon gives for the helper is the one the helper gives alone."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind("\0" + tree.env()["MULTIPATH_SOCKET_NAME"][1:])
-    s.listen(8)
+    s = control_listener(tree)
     if request.param == "listener":
         yield s
     else:
@@ -283,9 +289,7 @@ def test_without_a_daemon_only_the_maps_holding_the_disk_are_read(tree):
 
 def test_the_service_decides_with_the_daemons_maps_and_paths(tree, monkeypatch):
     # sysfs shows sdb alone, with no map; the daemon knows of a map holding sdb, and of sdc, a second path
-    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    control.bind("\0" + tree.env()["MULTIPATH_SOCKET_NAME"][1:])
-    control.listen(8)
+    control = control_listener(tree)
     tree.disk("sdb", "8:16", W1)
     tree.config("defaults {\n find_multipaths smart\n}\n")
     in_map = facts.Known(maps=(MapFacts("mpathz", "mpath-" + W1, ("sdb",)),), paths=())
