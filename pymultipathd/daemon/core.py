@@ -33,6 +33,7 @@ T = TypeVar("T")
 BATCH_QUIET = 0.2     # a uevent batch closes after this much silence ...
 BATCH_MAX = 1.0       # ... or this long after its first event, whichever comes first
 PATH_PREFIXES = ("sd", "dasd", "nvme", "vd")
+RESOLVE_MEMO_MAX = 8192  # bound objects resolved per configuration (paths come and go over months)
 
 
 def is_path_candidate(dev: str) -> bool:
@@ -67,6 +68,8 @@ class Core:
         self._created: list[str] = []           # WWIDs of maps created in that batch, for the wwids file
         self._partition_todo: list[str] = []    # maps created in that batch, for their partition maps
         self._usage: tuple[float, facts.Usage] | None = None
+        self._resolved_for: Config | None = None  # the config the memo below was filled from
+        self._resolved: dict[tuple, dict[str, object]] = {}
 
     # --- helpers ------------------------------------------------------------------------------------
 
@@ -75,7 +78,18 @@ class Core:
         return await loop.run_in_executor(self._dm_thread, lambda: fn(*args, **kw))
 
     def resolver(self, wwid: str | None, vendor: str | None, product: str | None) -> plan.Resolve:
-        return lambda kw: self.config.resolve(kw, wwid=wwid, vendor=vendor, product=product)
+        """Attribute lookup bound to one map or path, memoized per configuration: the checker and the
+        policy tick ask the same few keywords of every path and map at every interval."""
+        cfg = self.config
+        if self._resolved_for is not cfg or len(self._resolved) > RESOLVE_MEMO_MAX:
+            self._resolved_for, self._resolved = cfg, {}
+        memo = self._resolved.setdefault((wwid, vendor, product), {})
+
+        def resolve(kw: str) -> object:
+            if kw not in memo:
+                memo[kw] = cfg.resolve(kw, wwid=wwid, vendor=vendor, product=product)
+            return memo[kw]
+        return resolve
 
     def known(self) -> facts.Known:
         """The maps and paths as the daemon knows them (for udev's helper, see daemon/udev_service.py)."""
@@ -432,10 +446,10 @@ class Core:
             if m.failback_due is not None and now >= m.failback_due:
                 m.failback_due = None
                 await self._failback(m, deferred_due=True)
-            r = self.resolver(m.wwid, m.vendor, m.product)
-            npr = r("no_path_retry")
             queueing = bool(m.table and m.table.features.queue_if_no_path)
-            if not isinstance(npr, int) or not queueing or any(p.usable for p in self.state.paths_of(m)):
+            r = self.resolver(m.wwid, m.vendor, m.product)
+            if not queueing or any(p.usable for p in self.state.paths_of(m)) \
+                    or not isinstance(npr := r("no_path_retry"), int):
                 m.retry_ticks = None
                 self._retry_due.pop(m.name, None)
                 continue

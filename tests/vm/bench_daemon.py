@@ -25,9 +25,6 @@ from tests.vm.sysutil import wait_for
 
 PATH_COUNTS = (64, 256, 512)
 INTERVAL = 5  # polling_interval for both daemons (upstream's default)
-# scsi_debug answers at once instead of after a jiffy: the kernel scans 256 disks in 20 s instead of minutes,
-# leaving udev's own work (and the daemons') as what the convergence figures measure
-FAST = {"delay": 0}
 
 
 def _conf(extra: str = "") -> str:
@@ -103,7 +100,7 @@ def show_paths_latency(n: int = 30) -> dict:
 def startup(paths: int, footprint: bool) -> list[dict]:
     """Both daemons in turn over the same `paths` disks: start to every map present."""
     luns = paths // 2
-    sd = scsidebug.ScsiDebug(luns, 2, 4, FAST)
+    sd = scsidebug.ScsiDebug(luns, 2, 4)
     t0 = time.monotonic()
     sd.load(timeout=1800)
     print(f"  {paths} scsi_debug paths ready in {time.monotonic() - t0:.0f} s", flush=True)
@@ -130,7 +127,7 @@ def startup(paths: int, footprint: bool) -> list[dict]:
 
 def hotplug(which: str, paths: int) -> dict:
     luns = paths // 2
-    sd = scsidebug.ScsiDebug(luns, 2, 4, FAST)
+    sd = scsidebug.ScsiDebug(luns, 2, 4)
     try:
         with _daemon(which):
             t0 = time.monotonic()

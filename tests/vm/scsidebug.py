@@ -51,8 +51,10 @@ class ScsiDebug:
             raise RuntimeError("scsi_debug is already loaded: a previous test left it behind")
         if self.luns > 256:  # more LUNs than the default scan limit of the SCSI midlayer allows
             write_sysfs("/sys/module/scsi_mod/parameters/max_luns", str(max(self.luns, 512)))
+        # delay=0: commands complete at once instead of after a jiffy's timer; under TCG that timer made the
+        # kernel's scan and udev's inquiries of a few dozen disks take minutes (a parameter may override it)
         opts = {"add_host": self.paths_per_lun, "vpd_use_hostno": 0, "num_tgts": 1, "max_luns": self.luns,
-                "dev_size_mb": self.dev_size_mb, **self.params}
+                "dev_size_mb": self.dev_size_mb, "delay": 0, **self.params}
         try:
             run(["modprobe", "scsi_debug", *(f"{k}={v}" for k, v in opts.items())], timeout=timeout)
             want = self.luns * self.paths_per_lun
