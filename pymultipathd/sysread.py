@@ -6,6 +6,8 @@ undecodable bytes are replaced rather than fatal. Stdlib only: the udev helper u
 
 from __future__ import annotations
 
+import os
+
 
 def read_text(path: str) -> str | None:
     """The file's text, stripped; None if it cannot be read."""
@@ -27,3 +29,19 @@ def read_bytes(path: str) -> bytes:
             return f.read()
     except OSError:
         return b""
+
+
+def _follow(path: str) -> str:
+    try:
+        target = os.readlink(path)
+    except OSError:  # not a link (a real directory, as in test trees) or gone
+        return path
+    return os.path.normpath(os.path.join(os.path.dirname(path), target))
+
+
+def device_dir(block_dir: str) -> str:
+    """What os.path.realpath(block_dir + "/device") gives for a disk's sysfs directory, in two readlink calls:
+    realpath lstats every component of the ~12-deep /sys/devices path, and each system call is costly under
+    emulation, where the daemon did this three times per path event. Lexical resolution is exact here:
+    sysfs links are one level deep and point at real directories."""
+    return _follow(os.path.join(_follow(block_dir), "device"))

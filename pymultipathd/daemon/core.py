@@ -111,11 +111,13 @@ class Core:
 
     def _path_from_facts(self, f: classify.PathFacts, old: PathState | None) -> PathState:
         r = self.resolver(f.wwid, f.vendor, f.product)
+        same_device = old is not None and old.dev_t == f.dev_t
         p = old or PathState(dev=f.dev, dev_t=f.dev_t, facts=f)
         p.facts, p.dev_t = f, f.dev_t
-        p.hcil = sysinfo.hcil(f.dev)
+        if not same_device:  # fixed for a device's life: not re-read on each of its change events
+            p.hcil = sysinfo.hcil(f.dev)
+            p.node_name = sysinfo.target_node_name(f.dev)
         p.size = sysinfo.size_sectors(f.dev)
-        p.node_name = sysinfo.target_node_name(f.dev)
         p.serial = f.properties.get("ID_SCSI_SERIAL") or sysinfo.vpd_serial(f.dev)
         p.dev_state = sysinfo.dev_state(f.dev)
         checker = str(r("path_checker") or "tur")

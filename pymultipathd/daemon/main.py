@@ -16,7 +16,7 @@ from pymultipathd.config import ConfigError, load_config
 from pymultipathd.config.load import sources_signature
 from pymultipathd.control.server import ControlServer, bind_unix
 from pymultipathd.daemon import handlers, logsetup
-from pymultipathd.daemon.core import Core
+from pymultipathd.daemon.core import Core, is_path_candidate
 from pymultipathd.daemon.linkwatch import LinkWatch
 from pymultipathd.daemon.udev_service import UdevService
 from pymultipathd.dm.errors import DMError
@@ -193,7 +193,11 @@ class Daemon:
             if dev is None:
                 return
             if dev.device_type == "disk" and dev.action:
-                self.core.on_uevent(dev.action, dev.sys_name, dict(dev.properties))
+                name = dev.sys_name
+                # only a path's properties are used; copying those of every map's events (two per map
+                # created) cost as much as the map's creation under emulation
+                props = dict(dev.properties) if is_path_candidate(name) else None
+                self.core.on_uevent(dev.action, name, props)
 
     def _on_dm_readable(self) -> None:
         with contextlib.suppress(DMError):

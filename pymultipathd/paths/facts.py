@@ -22,6 +22,7 @@ import time
 
 from pymultipathd import locations, store
 from pymultipathd.classify import MapFacts, PathFacts, World
+from pymultipathd.sysread import device_dir
 from pymultipathd.sysread import read_text as _read
 
 TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
@@ -104,7 +105,10 @@ def _devtype(dev: str) -> str | None:
 
 def _partitions(disk: str) -> list[str]:
     base = _disk_dir(disk)
-    return [n for n in _listdir(base) if os.path.exists(os.path.join(base, n, "partition"))]
+    # a partition's directory is named after its disk (sdb1, nvme0n1p1): test only those, not every
+    # attribute of the disk (a stat each, costly under emulation)
+    return [n for n in _listdir(base)
+            if n.startswith(disk) and os.path.exists(os.path.join(base, n, "partition"))]
 
 
 def _protocol(disk: str) -> str:
@@ -114,7 +118,7 @@ def _protocol(disk: str) -> str:
         return f"nvme:{transport or 'unspec'}"
     if disk.startswith("dasd"):
         return "ccw"
-    device = os.path.realpath(os.path.join(_disk_dir(disk), "device"))
+    device = device_dir(_disk_dir(disk))
     for marker, proto in (("/session", "iscsi"), ("/rport-", "fcp"), ("/end_device-", "sas"),
                           ("/usb", "usb"), ("/ata", "ata")):
         if marker in device:

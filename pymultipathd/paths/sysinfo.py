@@ -9,6 +9,7 @@ import glob
 import os
 
 from pymultipathd import locations
+from pymultipathd.sysread import device_dir
 from pymultipathd.sysread import read_attr as _read
 
 
@@ -18,7 +19,7 @@ def block_dir(dev: str) -> str:
 
 def hcil(dev: str) -> str:
     """SCSI host:channel:target:lun, e.g. "6:0:0:1"; "#:#:#:#" for a non-SCSI device, as upstream prints."""
-    target = os.path.realpath(os.path.join(block_dir(dev), "device"))
+    target = device_dir(block_dir(dev))
     name = os.path.basename(target)
     return name if name.count(":") == 3 else "#:#:#:#"
 
@@ -37,7 +38,7 @@ def dev_state(dev: str) -> str:
 
 def target_node_name(dev: str) -> str:
     """The storage controller port a path goes through: iSCSI target IQN + portal, or FC target WWNN."""
-    devpath = os.path.realpath(os.path.join(block_dir(dev), "device"))
+    devpath = device_dir(block_dir(dev))
     parts = devpath.split(os.sep)
     for i, part in enumerate(parts):
         if part.startswith("session") and part[7:].isdigit():
@@ -79,7 +80,7 @@ def trigger_uevent(dev: str, action: str) -> bool:
 
 def iscsi_portal(dev: str) -> str | None:
     """Target portal address of an iSCSI path (from its session's connection), None for other transports."""
-    devpath = os.path.realpath(os.path.join(block_dir(dev), "device"))
+    devpath = device_dir(block_dir(dev))
     for part in devpath.split(os.sep):
         if part.startswith("session") and part[7:].isdigit():
             conn = os.path.join(locations.sysfs(), "class", "iscsi_connection", f"connection{part[7:]}:0")

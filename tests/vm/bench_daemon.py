@@ -2,7 +2,9 @@
 
 - start-up convergence: N paths (scsi_debug LUNs x 2) are present, as after udev's coldplug at boot; time from
   `systemctl start` to every map present in device mapper (dmsetup, the independent view), for 64/256/512
-  paths. The disks are made once per count and both daemons run over the same ones, one after the other;
+  paths. The disks are made once per count and both daemons run over the same ones, one after the other.
+  As at boot, the daemon's socket listens while udev first sees the disks (the socket unit starts before
+  coldplug), so udev's helper has already claimed them when either daemon starts;
 - hot-plug convergence: the daemon runs and 64 paths appear at once (a uevent storm); time from the module
   load to every map present. Under TCG the kernel's SCSI scan and udev's own rules dominate this figure;
 - failover detection: an iSCSI portal's link is cut; time until the kernel table shows the path failed;
@@ -14,8 +16,13 @@ Nothing here asserts a time: it measures and returns numbers.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
+from collections.abc import Iterator
 
+from pymultipathd import locations
 from pymultipathd.control import client
 from tests.vm import dm, iscsi, scsidebug, upstream
 from tests.vm.bench_udev import stats
@@ -97,17 +104,51 @@ def show_paths_latency(n: int = 30) -> dict:
     return {"idle": stats(idle), "storm": stats(busy)}
 
 
+@contextlib.contextmanager
+def _socket_listening() -> Iterator[None]:
+    """The control socket listens (accepting and closing), as the socket unit's does from early boot: udev's
+    helper then sees a daemon and claims the paths, so neither daemon starts by re-announcing every path."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(locations.unix_address(locations.socket_name()))
+    srv.listen(128)
+    srv.settimeout(0.5)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                srv.accept()[0].close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+        srv.close()
+
+
+def _claimed(dev_t: str) -> bool:
+    with contextlib.suppress(OSError), open(f"/run/udev/data/b{dev_t}") as f:
+        return "E:DM_MULTIPATH_DEVICE_PATH=1\n" in f.read()
+    return False
+
+
 def startup(paths: int, footprint: bool) -> list[dict]:
     """Both daemons in turn over the same `paths` disks: start to every map present."""
     luns = paths // 2
     sd = scsidebug.ScsiDebug(luns, 2, 4)
     t0 = time.monotonic()
-    sd.load(timeout=1800)
-    print(f"  {paths} scsi_debug paths ready in {time.monotonic() - t0:.0f} s", flush=True)
+    with _socket_listening():
+        sd.load(timeout=1800)
+    claimed = sum(_claimed(p.devno) for p in sd.paths)
+    print(f"  {paths} scsi_debug paths ready in {time.monotonic() - t0:.0f} s, {claimed} claimed by udev",
+          flush=True)
     rows = []
     try:
         for which in ("ours", "theirs"):
-            row: dict = {"daemon": which, "paths": paths}
+            row: dict = {"daemon": which, "paths": paths, "claimed_at_start": claimed}
             t0 = time.monotonic()
             with _daemon(which, start_timeout=1800):
                 wait_for(lambda: len(dm.multipath_maps()) >= luns, 1800, f"{luns} maps from {which}")

@@ -69,9 +69,11 @@ def _pairs(rows: list[dict]) -> dict[int, dict[str, dict]]:
 
 def _daemon(r: dict) -> list[str]:
     out = ["## Daemon: convergence, footprint, failover (multipathd = Debian 0.9.4)", "",
-           "Start-up convergence: the paths (scsi_debug LUNs x 2) exist, as after udev's coldplug at boot; "
-           "seconds from `systemctl start` until every map exists in device mapper. Footprint after that, "
-           "at the largest count: RSS, and CPU seconds per checker interval (5 s).", "",
+           "Start-up convergence: the paths (scsi_debug LUNs x 2) exist, as after udev's coldplug at boot, "
+           "and udev has claimed them (the daemon's socket listened while it first saw them, as the "
+           "socket unit does at boot); seconds from `systemctl start` until every map exists in device "
+           "mapper. Footprint after that, at the largest count: RSS, and CPU seconds per checker "
+           "interval (5 s).", "",
            "| paths | pymultipathd s | multipathd s | ratio | RSS MiB ours / theirs "
            "| CPU s/interval ours / theirs |",
            "|---|---|---|---|---|---|"]
