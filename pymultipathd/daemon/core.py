@@ -94,7 +94,8 @@ class Core:
     def known(self) -> facts.Known:
         """The maps and paths as the daemon knows them (for udev's helper, see daemon/udev_service.py)."""
         return facts.Known(
-            maps=tuple(classify.MapFacts(m.name, m.uuid, tuple(m.paths)) for m in self.state.maps.values()),
+            maps=tuple(m.facts or classify.MapFacts(m.name, m.uuid, tuple(m.paths))
+                       for m in self.state.maps.values()),
             paths=tuple(p.facts for p in self.state.paths.values()))
 
     def world(self) -> classify.World:
@@ -176,14 +177,15 @@ class Core:
 
     def _relink(self, m: MapState) -> None:
         """Tie the map to the known paths its live table names (paths not seen yet join when they appear)."""
-        m.paths = []
+        devs = []
         for d in (s.dev for g in (m.table.groups if m.table else ()) for s in g.paths):
             p = self.state.path_by_dev_t(d)
             if p is not None:
                 p.map = m.name
-                m.paths.append(p.dev)
+                devs.append(p.dev)
                 if not m.vendor:
                     m.vendor, m.product = p.facts.vendor or "", p.facts.product or ""
+        self.state.set_paths(m, devs)
 
     def _all_wwids(self) -> set[str]:
         wwids = {p.wwid for p in self.state.paths.values() if p.wwid}

@@ -25,6 +25,8 @@ from pymultipathd.paths import sysinfo
 
 log = logging.getLogger("pymultipathd")
 TICK = 1.0  # checker scheduling granularity (seconds)
+UEVENTS_PER_WAKEUP = 4  # uevents handled per readiness callback of the udev monitor (see _on_udev)
+UEVENT_BUFFER = 128 * 1024 * 1024  # bytes of netlink receive buffer for the udev monitor
 START_TICK = 10.0  # start-up progress report interval (seconds)
 START_EXTEND_USEC = 60_000_000  # start-up time asked of systemd per interval that made progress
 
@@ -132,6 +134,10 @@ class Daemon:
 
         monitor = pyudev.Monitor.from_netlink(pyudev.Context())
         monitor.filter_by("block")
+        # Room for a storm of events while discovery or a batch runs (as udevd sizes its own): an overrun
+        # netlink socket drops events. Forcing the size needs CAP_NET_ADMIN; without it keep the default.
+        with contextlib.suppress(OSError, AttributeError):
+            monitor.set_receive_buffer_size(UEVENT_BUFFER)
         monitor.start()
         loop.add_reader(monitor.fileno(), self._on_udev, monitor)
 
@@ -188,7 +194,9 @@ class Daemon:
             log.exception("%s stopped; continuing without it", what)
 
     def _on_udev(self, monitor: object) -> None:
-        while True:
+        # A few events per wake-up: the socket stays readable, so the loop comes back after serving the
+        # control socket and the helper; draining a storm of hundreds in one go held commands for seconds.
+        for _ in range(UEVENTS_PER_WAKEUP):
             dev = monitor.poll(timeout=0)  # type: ignore[attr-defined]
             if dev is None:
                 return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pymultipathd.classify import PathFacts
+from pymultipathd.classify import MapFacts, PathFacts
 from pymultipathd.dm.table import MultipathStatus, MultipathTable
 
 
@@ -61,6 +61,7 @@ class MapState:
     failback_due: float | None = None  # failback N: loop time at which to return to the best group
     reloads: int = 0                  # table loads since the daemon started (adopted maps: 0)
     suspended: bool = False
+    facts: MapFacts | None = None     # the classifier's view, rebuilt with `paths` (DaemonState.set_paths)
 
     @property
     def uuid(self) -> str:
@@ -73,6 +74,7 @@ class DaemonState:
     maps: dict[str, MapState] = field(default_factory=dict)       # by map name
     started: float = 0.0
     queue_forced_off: bool = False                                # `forcequeueing daemon` reversed
+    _by_dev_t: dict[str, str] = field(default_factory=dict, repr=False)  # path_by_dev_t's index
 
     def map_of_wwid(self, wwid: str) -> MapState | None:
         for m in self.maps.values():
@@ -81,10 +83,19 @@ class DaemonState:
         return None
 
     def path_by_dev_t(self, dev_t: str) -> PathState | None:
-        for p in self.paths.values():
-            if p.dev_t == dev_t:
-                return p
-        return None
+        # An index checked on use, rebuilt on a miss: `paths` is changed in many places, and a scan per
+        # lookup made every map refresh cost O(paths) (hundreds of maps, hundreds of paths).
+        p = self.paths.get(self._by_dev_t.get(dev_t, ""))
+        if p is not None and p.dev_t == dev_t:
+            return p
+        self._by_dev_t = {p.dev_t: p.dev for p in self.paths.values()}
+        p = self.paths.get(self._by_dev_t.get(dev_t, ""))
+        return p
+
+    def set_paths(self, m: MapState, devs: list[str]) -> None:
+        """The only way a map's member list changes, so its classifier view stays in step."""
+        m.paths = devs
+        m.facts = MapFacts(m.name, m.uuid, tuple(devs))
 
     def find_path(self, ident: str) -> PathState | None:
         """A path by name ("sdb", "/dev/sdb") or by major:minor."""

@@ -1,4 +1,4 @@
-"""sysread.device_dir resolves a disk's device link as realpath does, for the kernel's layout and test trees."""
+"""sysread.device_dir resolves a device link as realpath does, in the kernel's layout and in test trees."""
 
 import os
 
