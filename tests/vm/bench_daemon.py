@@ -26,9 +26,9 @@ from pymultipathd import locations
 from pymultipathd.control import client
 from tests.vm import dm, iscsi, scsidebug, upstream
 from tests.vm.bench_udev import stats
-from tests.vm.pympd import Pympd
+from tests.vm.pympd import CONF, Pympd
+from tests.vm.sysutil import SavedFiles, wait_for
 from tests.vm.sysutil import run as sh
-from tests.vm.sysutil import wait_for
 
 PATH_COUNTS = (64, 256, 512)
 INTERVAL = 5  # polling_interval for both daemons (upstream's default)
@@ -105,9 +105,13 @@ def show_paths_latency(n: int = 30) -> dict:
 
 
 @contextlib.contextmanager
-def _socket_listening() -> Iterator[None]:
-    """The control socket listens (accepting and closing), as the socket unit's does from early boot: udev's
-    helper then sees a daemon and claims the paths, so neither daemon starts by re-announcing every path."""
+def _boot_state() -> Iterator[None]:
+    """While udev first sees the disks: the configuration is in place and the control socket listens
+    (accepting and closing), as the socket unit's does from early boot. udev's helper then sees a daemon and
+    claims the paths, so neither daemon starts by re-announcing every path."""
+    saved = SavedFiles([CONF])
+    with open(CONF, "w") as f:
+        f.write(_conf())
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(locations.unix_address(locations.socket_name()))
     srv.listen(128)
@@ -127,6 +131,7 @@ def _socket_listening() -> Iterator[None]:
         stop.set()
         t.join()
         srv.close()
+        saved.restore()
 
 
 def _claimed(dev_t: str) -> bool:
@@ -140,7 +145,7 @@ def startup(paths: int, footprint: bool) -> list[dict]:
     luns = paths // 2
     sd = scsidebug.ScsiDebug(luns, 2, 4)
     t0 = time.monotonic()
-    with _socket_listening():
+    with _boot_state():
         sd.load(timeout=1800)
     claimed = sum(_claimed(p.devno) for p in sd.paths)
     print(f"  {paths} scsi_debug paths ready in {time.monotonic() - t0:.0f} s, {claimed} claimed by udev",
