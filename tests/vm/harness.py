@@ -189,10 +189,10 @@ def run_job(mode: str, args: list[str], *, timeout: float | None = None) -> int:
     return _run_all([job], os.environ.get("PYMP_VM_SMP", "2"))[0]
 
 
-# Minutes per test file in the TCG guest (full run of 2026-11-23, one guest), to balance the shards; a new
-# file counts 3.
-WEIGHTS = {"test_daemon.py": 4.6, "test_classify_vm.py": 4.4, "test_daemon_policy.py": 1.9,
-           "test_dm_layer.py": 1.6, "test_bed.py": 1.6, "test_flush.py": 1.0, "test_control_vm.py": 0.4}
+# Minutes per test file in a one-CPU TCG guest (sharded run of 2026-11-23, evening), to balance the shards;
+# a new file counts 3.
+WEIGHTS = {"test_daemon.py": 6.7, "test_classify_vm.py": 5.2, "test_daemon_policy.py": 2.6,
+           "test_dm_layer.py": 1.9, "test_bed.py": 1.9, "test_flush.py": 1.0, "test_control_vm.py": 0.6}
 
 
 def shard_files(files: list[str], n: int) -> list[list[str]]:
