@@ -67,13 +67,19 @@ def _pairs(rows: list[dict]) -> dict[int, dict[str, dict]]:
     return by_paths
 
 
+def _cpu(row: dict) -> str:
+    steady, first = row.get("cpu_s_per_interval", "-"), row.get("cpu_s_per_interval_after_start")
+    return f"{steady} ({first})" if first is not None else str(steady)
+
+
 def _daemon(r: dict) -> list[str]:
     out = ["## Daemon: convergence, footprint, failover (multipathd = Debian 0.9.4)", "",
            "Start-up convergence: the paths (scsi_debug LUNs x 2) exist, as after udev's coldplug at boot, "
            "and udev has claimed them (the daemon's socket listened while it first saw them, as the "
            "socket unit does at boot); seconds from `systemctl start` until every map exists in device "
            "mapper. Footprint after that, at the largest count: RSS, and CPU seconds per checker "
-           "interval (5 s).", "",
+           "interval (5 s) in steady state (checks backed off to max_polling_interval) and, in brackets, "
+           "over the first three intervals after start-up.", "",
            "| paths | pymultipathd s | multipathd s | ratio | RSS MiB ours / theirs "
            "| CPU s/interval ours / theirs |",
            "|---|---|---|---|---|---|"]
@@ -82,8 +88,7 @@ def _daemon(r: dict) -> list[str]:
         o, t = startup[paths].get("ours", {}), startup[paths].get("theirs", {})
         out.append(f"| {paths} | {o.get('seconds', '-')} | {t.get('seconds', '-')} | "
                    f"{_ratio(o.get('seconds', 0), t.get('seconds', 0))} | {o.get('rss_mib', '-')} / "
-                   f"{t.get('rss_mib', '-')} | {o.get('cpu_s_per_interval', '-')} / "
-                   f"{t.get('cpu_s_per_interval', '-')} |")
+                   f"{t.get('rss_mib', '-')} | {_cpu(o)} / {_cpu(t)} |")
     hot = _pairs(r.get("hotplug", []))
     if hot:
         out += ["", "Hot-plug convergence: the daemon runs and the paths appear at once; seconds from the "
