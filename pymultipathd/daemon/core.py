@@ -283,10 +283,11 @@ class Core:
         # Partition maps read each new map's partition table through the map: after the whole batch, so a
         # storm of new LUNs gets its maps first (upstream leaves this to kpartx run by udev).
         todo, self._partition_todo = self._partition_todo, []
+        listed = await self.dm(self.ctl.list_devices) if todo else []  # once: a listing per map was O(maps²)
         for name in todo:
             if name in self.state.maps:
                 try:
-                    await self.dm(dmmaps.add_partition_maps, self.ctl, name)
+                    await self.dm(dmmaps.add_partition_maps, self.ctl, name, devices=listed)
                 except DMError as err:
                     log.warning("%s: partition maps: %s", name, err, **fields(map=name))
 

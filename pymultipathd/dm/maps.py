@@ -215,7 +215,10 @@ def partition_maps(ctl: Control, name: str, devices: list[ListedDevice] | None =
         return []
     out = []
     for d in devices if devices is not None else ctl.list_devices():
-        uuid = d.uuid if d.uuid is not None else ctl.info(d.name).uuid
+        try:
+            uuid = d.uuid if d.uuid is not None else ctl.info(d.name).uuid
+        except DMNoSuchDevice:  # gone since the listing (a caller's listing may be a batch old)
+            continue
         parent = _parent_of(uuid)
         if parent and parent[1] == info.uuid:
             try:
@@ -261,17 +264,19 @@ def read_partitions(info: DeviceInfo) -> list[Partition]:
 
 
 def add_partition_maps(
-    ctl: Control, name: str, *, sep: str = DEFAULT_PART_SEP, udev_flags: int = 0
+    ctl: Control, name: str, *, sep: str = DEFAULT_PART_SEP, udev_flags: int = 0,
+    devices: list[ListedDevice] | None = None,
 ) -> list[str]:
     """Create or update the partition maps of map `name` from its partition table; drop stale unopened ones.
 
-    Returns the names of the partition maps that exist afterwards.
+    `devices`: the device list to look for its existing partition maps in (one listing for a batch of maps
+    instead of one per map). Returns the names of the partition maps that exist afterwards.
     """
     info = ctl.info(name)
     if not info.uuid:
         raise DMError("add partitions", name, 22, "map has no uuid to derive partition uuids from")
     parts = read_partitions(info)
-    existing = {d.name: d for d in partition_maps(ctl, name)}
+    existing = {d.name: d for d in partition_maps(ctl, name, devices)}
     wanted = []
     for p in parts:
         pname = part_name(name, p.number, sep)
