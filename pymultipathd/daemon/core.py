@@ -163,8 +163,8 @@ class Core:
 
     async def refresh_map(self, m: MapState) -> None:
         """Re-read a map's live table, status and info from the kernel."""
-        info, lines = await self.dm(self.ctl.table_and_info, m.name)
-        status = await self.dm(self.ctl.status, m.name, noflush=True)
+        # one job on the dm thread: each hand-off to it and back costs more than the ioctls under emulation
+        info, lines, status = await self.dm(self._read_map, m.name)
         mp = [t for t in lines if t.target == "multipath"]
         if not mp:
             raise dmt.TableError(f"{m.name}: not a multipath table")
@@ -174,6 +174,10 @@ class Core:
         m.dm_dev, m.dev_t = f"dm-{info.minor}", info.devno
         m.event_nr, m.open_count, m.suspended = info.event_nr, info.open_count, info.suspended
         self._relink(m)
+
+    def _read_map(self, name: str) -> tuple:
+        info, lines = self.ctl.table_and_info(name)
+        return info, lines, self.ctl.status(name, noflush=True)
 
     def _relink(self, m: MapState) -> None:
         """Tie the map to the known paths its live table names (paths not seen yet join when they appear)."""
