@@ -179,6 +179,10 @@ def test_kill9_and_restart_under_io_keeps_the_map_untouched(iscsi_bed, write_ver
         os.kill(d_pid(), signal.SIGKILL)
         wait_for(lambda: not d.active(), 30, "the daemon to die")
         d.start()
+        # the unit's priorities hold for the restarted daemon: a larger CPU share, never OOM-killed
+        assert os.getpriority(os.PRIO_PROCESS, d_pid()) == -10
+        with open(f"/proc/{d_pid()}/oom_score_adj") as f:
+            assert f.read().strip() == "-1000"
         assert d.maps() == {name: paths[0].wwid}
         assert run(["dmsetup", "table", name]) == table
         # adopted, not reloaded: no table load since this daemon started
