@@ -67,7 +67,7 @@ def _pairs(rows: list[dict]) -> dict[int, dict[str, dict]]:
     return by_paths
 
 
-def _cpu(row: dict) -> str:
+def _cpu_cell(row: dict) -> str:
     steady, first = row.get("cpu_s_per_interval", "-"), row.get("cpu_s_per_interval_after_start")
     return f"{steady} ({first})" if first is not None else str(steady)
 
@@ -88,7 +88,7 @@ def _daemon(r: dict) -> list[str]:
         o, t = startup[paths].get("ours", {}), startup[paths].get("theirs", {})
         out.append(f"| {paths} | {o.get('seconds', '-')} | {t.get('seconds', '-')} | "
                    f"{_ratio(o.get('seconds', 0), t.get('seconds', 0))} | {o.get('rss_mib', '-')} / "
-                   f"{t.get('rss_mib', '-')} | {_cpu(o)} / {_cpu(t)} |")
+                   f"{t.get('rss_mib', '-')} | {_cpu_cell(o)} / {_cpu_cell(t)} |")
     hot = _pairs(r.get("hotplug", []))
     if hot:
         out += ["", "Hot-plug convergence: the daemon runs and the paths appear at once; seconds from the "
