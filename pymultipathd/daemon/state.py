@@ -89,8 +89,7 @@ class DaemonState:
         if p is not None and p.dev_t == dev_t:
             return p
         self._by_dev_t = {p.dev_t: p.dev for p in self.paths.values()}
-        p = self.paths.get(self._by_dev_t.get(dev_t, ""))
-        return p
+        return self.paths.get(self._by_dev_t.get(dev_t, ""))
 
     def set_paths(self, m: MapState, devs: list[str]) -> None:
         """The only way a map's member list changes, so its classifier view stays in step."""

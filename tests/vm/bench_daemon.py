@@ -16,19 +16,15 @@ Nothing here asserts a time: it measures and returns numbers.
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
-from collections.abc import Iterator
 
-from pymultipathd import locations
 from pymultipathd.control import client
+from pymultipathd.paths import facts
 from tests.vm import dm, iscsi, scsidebug, upstream
-from tests.vm.bench_udev import stats
-from tests.vm.pympd import CONF, Pympd
-from tests.vm.sysutil import SavedFiles, wait_for
+from tests.vm.bench_udev import MultipathState, StandInDaemon, stats
+from tests.vm.pympd import Pympd
 from tests.vm.sysutil import run as sh
+from tests.vm.sysutil import wait_for
 
 PATH_COUNTS = (64, 256, 512)
 INTERVAL = 5  # polling_interval for both daemons (upstream's default)
@@ -114,40 +110,8 @@ def show_paths_latency(n: int = 30) -> dict:
     return {"idle": stats(idle), "storm": stats(busy)}
 
 
-@contextlib.contextmanager
-def _boot_state() -> Iterator[None]:
-    """While udev first sees the disks: the configuration is in place and the control socket listens
-    (accepting and closing), as the socket unit's does from early boot. udev's helper then sees a daemon and
-    claims the paths, so neither daemon starts by re-announcing every path."""
-    saved = SavedFiles([CONF])
-    with open(CONF, "w") as f:
-        f.write(_conf())
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(locations.unix_address(locations.socket_name()))
-    srv.listen(128)
-    srv.settimeout(0.5)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                srv.accept()[0].close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        t.join()
-        srv.close()
-        saved.restore()
-
-
 def _claimed(dev_t: str) -> bool:
-    with contextlib.suppress(OSError), open(f"/run/udev/data/b{dev_t}") as f:
-        return "E:DM_MULTIPATH_DEVICE_PATH=1\n" in f.read()
-    return False
+    return (facts.udev_properties(dev_t) or {}).get("DM_MULTIPATH_DEVICE_PATH") == "1"
 
 
 def startup(paths: int, footprint: bool) -> list[dict]:
@@ -155,7 +119,10 @@ def startup(paths: int, footprint: bool) -> list[dict]:
     luns = paths // 2
     sd = scsidebug.ScsiDebug(luns, 2, 4)
     t0 = time.monotonic()
-    with _boot_state():
+    # The boot state while udev first sees the disks: the configuration in place and the control socket
+    # listening, as the socket unit's does from early boot. udev's helper then sees a daemon and claims the
+    # paths, so neither daemon starts by re-announcing every path.
+    with MultipathState("greedy"), StandInDaemon(answering=False):
         sd.load(timeout=1800)
     claimed = sum(_claimed(p.devno) for p in sd.paths)
     print(f"  {paths} scsi_debug paths ready in {time.monotonic() - t0:.0f} s, {claimed} claimed by udev",
