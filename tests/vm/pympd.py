@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import time
 
+from pymultipathd.control import client, grammar
 from tests.vm import dm
-from tests.vm.sysutil import SavedFiles, run, wait_for
+from tests.vm.sysutil import CommandError, SavedFiles, run, settle, wait_for
 
 UNIT = "pymultipathd.service"
 CONF = "/etc/multipath.conf"
@@ -78,7 +79,24 @@ class Pympd:
             self._saved.restore()
 
     def cmd(self, *words: str, check: bool = True) -> str:
-        # generous: one TCG CPU busy with a udev storm (sg_inq, partx, -u per disk) starves client and daemon
+        """One command over the control socket from this process, printed as the client prints it. Tests
+        poll through this several times a second; a `pymultipathd` process per poll (Python start-up and
+        imports) cost the TCG guest more CPU than the daemon being waited for. `cli` runs the real client."""
+        command = grammar.join_words(list(words))
+        try:
+            # generous: one TCG CPU busy with a udev storm (sg_inq, partx, -u per disk) starves both sides
+            reply = client.send(command, timeout=CMD_TIMEOUT)
+        except client.ClientError as err:
+            if check:
+                raise CommandError(["pymultipathd", *words], 1, "", str(err)) from err
+            return ""
+        out = reply if reply.endswith("\n") or not reply else reply + "\n"
+        if check and reply.startswith("fail"):
+            raise CommandError(["pymultipathd", *words], 1, out, "")
+        return out
+
+    def cli(self, *words: str, check: bool = True) -> str:
+        """The same through the installed `pymultipathd` client (its own process, exit status 1 on "fail")."""
         env = {**os.environ, "PYMULTIPATH_CLIENT_TIMEOUT": str(CMD_TIMEOUT - 10)}
         return run(["pymultipathd", *words], check=check, timeout=CMD_TIMEOUT, env=env)
 
@@ -88,10 +106,15 @@ class Pympd:
         return {w[0]: w[1] for w in (line.split() for line in out.splitlines()) if len(w) == 2}
 
     def wait_map(self, wwid: str, timeout: float = 120) -> str:
+        """The name of the map of `wwid` once the daemon lists it and udev has made its /dev/mapper node
+        (the daemon does not wait for udev, which may be busy for minutes; see pymultipathd.dm.ioctl)."""
         def find() -> str | None:
-            return next((n for n, w in self.maps().items() if w == wwid), None)
+            name = next((n for n, w in self.maps().items() if w == wwid), None)
+            return name if name and os.path.exists(f"/dev/mapper/{name}") else None
 
-        return wait_for(find, timeout, f"the daemon's map for {wwid}")
+        name = wait_for(find, timeout, f"the daemon's map for {wwid}")
+        settle(timeout)  # and udev's other work on it (kpartx reading its partition table) is over
+        return name
 
     def path_states(self, map_name: str) -> dict[str, tuple[str, str]]:
         """dev -> (dm state, checker state) of the paths of a map."""

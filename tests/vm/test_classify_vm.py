@@ -232,7 +232,7 @@ def _fresh_single(sd, lun: int, keep=None) -> str:
 
 
 def test_smart_single_path_waits_then_is_released_and_mountable(mp_state, stand_in_daemon, scsi_debug):
-    mp_state("smart", timeout=30)  # short, yet surely longer than a rescan and settle under a busy TCG guest
+    mp_state("smart", timeout=15)  # short, yet surely longer than a rescan and settle under a busy TCG guest
     sd = scsi_debug(luns=2, paths=2)
     lun1 = [p for p in sd.paths if p.lun == 1]
     # scsi_debug keeps some paths in ALUA standby (which ones depends on host numbers, so on earlier tests):
@@ -310,7 +310,7 @@ def _lvm(*args: str, dev: str, check: bool = True) -> str:
 def test_smart_release_by_add_event_autoactivates_lvm(mp_state, stand_in_daemon, scsi_debug):
     """With the wait action set to "add" by a local rule, the released path's VG is autoactivated by LVM's own
     udev rules (they act on "add" events only), which is why upstream uses "add" there."""
-    mp_state("smart", timeout=30)
+    mp_state("smart", timeout=15)
     with open(WAIT_ACTION_RULES, "w") as f:
         f.write('SUBSYSTEM=="block", KERNEL=="sd*", ENV{.PYMULTIPATH_WAIT_ACTION}="add"\n')
     run(["udevadm", "control", "--reload"])
