@@ -33,6 +33,7 @@ T = TypeVar("T")
 BATCH_QUIET = 0.2     # a uevent batch closes after this much silence ...
 BATCH_MAX = 1.0       # ... or this long after its first event, whichever comes first
 PATH_PREFIXES = ("sd", "dasd", "nvme", "vd")
+STOP_WAIT = 10.0      # seconds a stop waits for the map a batch is making (a hung device may hold it)
 RESOLVE_MEMO_MAX = 8192  # bound objects resolved per configuration (paths come and go over months)
 
 
@@ -62,6 +63,7 @@ class Core:
         self._batch_task: asyncio.Task | None = None
         self.stats = {"batches": 0, "creates": 0, "reloads": 0, "uevents": 0}
         self.busy = False  # reconfiguring or applying a batch (shown by `show daemon`)
+        self._closing = False  # shutting down: a batch in flight stops after the map it is making
         self._retry_due: dict[str, float] = {}
         self._dm_resync_running = self._dm_resync_again = False
         self._aliases: dict[str, str] = {}      # bound for the creates of the batch being applied
@@ -274,7 +276,10 @@ class Core:
         for dev, v in verdicts.items():
             if dev in self.state.paths:
                 self.state.paths[dev].verdict = f"{v.decision} ({v.rule})"
-        for wwid in wwids:
+        for i, wwid in enumerate(wwids):
+            if self._closing:
+                log.info("stopping: %d WWIDs of this batch left to the next start", len(wwids) - i)
+                break
             try:
                 await self._reconcile_one(wwid, [self.state.paths[d] for d in claimed.get(wwid, ())
                                                  if d in self.state.paths])
@@ -287,6 +292,8 @@ class Core:
         # Partition maps read each new map's partition table through the map: after the whole batch, so a
         # storm of new LUNs gets its maps first (upstream leaves this to kpartx run by udev).
         todo, self._partition_todo = self._partition_todo, []
+        if self._closing:
+            return  # the next start (or udev's kpartx) makes the partition maps
         listed = await self.dm(self.ctl.list_devices) if todo else []  # once: a listing per map was O(maps²)
         for name in todo:
             if name in self.state.maps:
@@ -648,5 +655,13 @@ class Core:
                     await self.refresh_map(m)
 
     async def close(self) -> None:
+        """Stop applying uevents. A batch in flight finishes the map it is making (its DM work runs in a
+        thread that would go on anyway) and records what it made, then stops; the rest is the next start's."""
+        self._closing = True
+        if self._batch_handle is not None:
+            self._batch_handle.cancel()
+            self._batch_handle = None
+        if self._batch_task is not None and not self._batch_task.done():
+            await asyncio.wait({self._batch_task}, timeout=STOP_WAIT)
         self.runner.close()
         self._dm_thread.shutdown(wait=False, cancel_futures=True)
