@@ -43,8 +43,7 @@ lint: setup
 	$(VENV)/bin/ruff check pymultipathd tests
 
 check-vm: setup
-	$(PY) -m tests.vm.harness test $(if $(T),-k "$(T)")
-	$(if $(T),,$(PY) -m tests.vm.harness shell-check)
+	$(PY) -m tests.vm.harness test $(if $(T),-k "$(T)",--shell-check)
 
 demo: setup
 	$(PY) -m tests.vm.harness demo

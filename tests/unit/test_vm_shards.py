@@ -22,3 +22,19 @@ def test_weights_are_balanced(monkeypatch):
 
 def test_more_shards_than_files_leaves_no_empty_guest():
     assert shard_files(["tests/vm/test_bed.py"], 3) == [["tests/vm/test_bed.py"]]
+
+
+def test_shell_check_runs_beside_the_suite_and_both_results_count(monkeypatch):
+    from tests.vm import harness
+
+    started = []
+    monkeypatch.setattr(harness, "shell_check", lambda: started.append("check") or 1)
+
+    def suite() -> int:
+        started.append("suite")
+        return 0
+
+    assert harness._alongside_shell_check(suite) == 1  # a failed shell check fails the tier
+    assert sorted(started) == ["check", "suite"]
+    monkeypatch.setattr(harness, "shell_check", lambda: 0)
+    assert harness._alongside_shell_check(lambda: 2) == 2
