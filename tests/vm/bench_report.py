@@ -79,16 +79,18 @@ def _daemon(r: dict) -> list[str]:
            "socket unit does at boot); seconds from `systemctl start` until every map exists in device "
            "mapper. Footprint after that, at the largest count: RSS, and CPU seconds per checker "
            "interval (5 s) in steady state (checks backed off to max_polling_interval) and, in brackets, "
-           "over the first three intervals after start-up.", "",
+           "over the first three intervals after start-up. Maps made / reloaded: ours, from `show status` "
+           "(one create per map and no reload is right).", "",
            "| paths | pymultipathd s | multipathd s | ratio | RSS MiB ours / theirs "
-           "| CPU s/interval ours / theirs |",
-           "|---|---|---|---|---|---|"]
+           "| CPU s/interval ours / theirs | maps made / reloaded |",
+           "|---|---|---|---|---|---|---|"]
     startup = _pairs(r.get("startup", []))
     for paths in sorted(startup):
         o, t = startup[paths].get("ours", {}), startup[paths].get("theirs", {})
         out.append(f"| {paths} | {o.get('seconds', '-')} | {t.get('seconds', '-')} | "
                    f"{_ratio(o.get('seconds', 0), t.get('seconds', 0))} | {o.get('rss_mib', '-')} / "
-                   f"{t.get('rss_mib', '-')} | {_cpu_cell(o)} / {_cpu_cell(t)} |")
+                   f"{t.get('rss_mib', '-')} | {_cpu_cell(o)} / {_cpu_cell(t)} | "
+                   f"{o.get('creates', '-')} / {o.get('reloads', '-')} |")
     hot = _pairs(r.get("hotplug", []))
     if hot:
         out += ["", "Hot-plug convergence: the daemon runs and the paths appear at once; seconds from the "
@@ -111,7 +113,7 @@ def _daemon(r: dict) -> list[str]:
             out.append(f"| {paths} | {name} | {i['median_ms']} ({i['p90_ms']}) "
                        f"| {b['median_ms']} ({b['p90_ms']}, {b['max_ms']}) |")
     if r.get("errors"):
-        out += ["", "Not measured in this run:", ""] + [f"- {e}" for e in r["errors"]]
+        out += ["", "Not measured, or wrong, in this run:", ""] + [f"- {e}" for e in r["errors"]]
     f = r.get("failover", {})
     if f:
         o, t = f.get("ours", {}).get("seconds"), f.get("theirs", {}).get("seconds")
