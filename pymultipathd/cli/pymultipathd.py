@@ -36,7 +36,7 @@ def _one(command: str) -> int:
     except client.ClientError as err:
         print(f"pymultipathd: {err}", file=sys.stderr)
         return 1
-    sys.stdout.write(reply if reply.endswith("\n") or not reply else reply + "\n")
+    sys.stdout.write(client.as_printed(reply))
     return 1 if reply.startswith("fail") else 0
 
 

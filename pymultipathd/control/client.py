@@ -50,6 +50,11 @@ def request(sock: socket.socket, command: str) -> str:
             return replies[0]
 
 
+def as_printed(reply: str) -> str:
+    """A reply as the client prints it: ending in a newline unless empty."""
+    return reply if reply.endswith("\n") or not reply else reply + "\n"
+
+
 def send(command: str, name: str | None = None, timeout: float = 10.0) -> str:
     with connect(name, timeout) as sock:
         return request(sock, command)

@@ -128,3 +128,9 @@ def test_quit_closes(server):
 def test_command_length_limit_in_client():
     with pytest.raises(client.ClientError):
         client.request(socket.socket(socket.AF_UNIX), "x" * framing.MAX_COMMAND)
+
+
+def test_replies_are_printed_ending_in_one_newline():
+    assert client.as_printed("ok") == "ok\n"
+    assert client.as_printed("fail\ndevice not found\n") == "fail\ndevice not found\n"
+    assert client.as_printed("") == ""

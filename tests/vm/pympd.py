@@ -90,7 +90,7 @@ class Pympd:
             if check:
                 raise CommandError(["pymultipathd", *words], 1, "", str(err)) from err
             return ""
-        out = reply if reply.endswith("\n") or not reply else reply + "\n"
+        out = client.as_printed(reply)
         if check and reply.startswith("fail"):
             raise CommandError(["pymultipathd", *words], 1, out, "")
         return out
