@@ -234,6 +234,8 @@ class Core:
             self._queue(f.wwid)
 
     def _queue(self, wwid: str) -> None:
+        if self._closing:
+            return  # stopping: the next start reads the paths afresh
         loop = asyncio.get_running_loop()
         self._pending.add(wwid)
         now = loop.time()

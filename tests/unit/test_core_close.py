@@ -24,6 +24,8 @@ def test_close_during_a_batch_finishes_the_current_map_and_stops(caplog):
         await first_started.wait()
         await core.close()
         assert core._batch_task.done() and core._batch_task.exception() is None
+        core._queue("3600d")  # a uevent arriving during the stop starts no new batch
+        assert core._batch_handle is None and not core._pending
         return made
 
     with caplog.at_level(logging.INFO, logger="pymultipathd"):
