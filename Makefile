@@ -8,7 +8,13 @@ DESTDIR ?=
 # Debian packages the host needs: systemd-python builds against libsystemd; the VM tier needs QEMU and mmdebstrap.
 HOST_DEBS := libsystemd-dev pkg-config gcc qemu-system-x86 qemu-utils mmdebstrap e2fsprogs
 
-.PHONY: help setup check check-fast check-vm lint demo bench vm-shell install clean
+# The compiled front udev runs per disk event (udev/pymultipath-udev.c); it execs PREFIX/bin/pymultipath when
+# no daemon answers, so it is rebuilt for every install (PREFIX may differ). Debian's gcc pulls in libc6-dev.
+CC ?= cc
+HELPER := build/pymultipath-udev
+HELPER_CFLAGS := -O2 -Wall -Wextra -std=gnu11
+
+.PHONY: help setup check check-fast check-vm lint demo bench vm-shell install clean helper
 
 help:
 	@echo "make demo        boot the test VM and show pymultipathd at work on two-path iSCSI storage"
@@ -19,6 +25,7 @@ help:
 	@echo "make vm-shell    interactive root shell in the test VM"
 	@echo "make setup       host packages, .venv and an editable install (run by the others)"
 	@echo "make install     install package, units, udev rules, example config (DESTDIR, PREFIX)"
+	@echo "make helper      build the compiled udev front $(HELPER) (make install does)"
 	@echo "make clean       remove build outputs (the cached VM image stays: see tests/vm/README.md)"
 
 setup: $(VENV)/.stamp
@@ -55,6 +62,11 @@ bench: setup
 vm-shell: setup
 	$(PY) -m tests.vm.harness shell
 
+helper:
+	@mkdir -p $(dir $(HELPER))
+	$(CC) $(HELPER_CFLAGS) $(CFLAGS) -DPYMULTIPATH='"$(PREFIX)/bin/pymultipath"' -o $(HELPER) \
+		udev/pymultipath-udev.c
+
 # pip's own scripts start python with site.py (~60 ms a call); udev runs pymultipath per disk event, so the
 # launcher rewrites both scripts to start with -IS and an explicit sys.path (pymultipathd/cli/launcher.py).
 install:
@@ -65,8 +77,17 @@ install:
 		--python "$$($(PYTHON) -c 'import sys; print(sys.executable)')" --site "$$site"
 	install -d "$(DESTDIR)/lib/systemd/system" "$(DESTDIR)/lib/udev/rules.d" "$(DESTDIR)/etc/multipath"
 	for f in units/*; do [ -e "$$f" ] && install -m 0644 "$$f" "$(DESTDIR)/lib/systemd/system/"; done; true
-	# udev runs programs by absolute path: point the rules at this PREFIX's pymultipath
-	for f in udev/*.rules; do [ -e "$$f" ] && sed 's|/usr/local/bin/pymultipath|$(PREFIX)/bin/pymultipath|g' \
+	# udev runs programs by absolute path: point the rules at this PREFIX's front, or at pymultipath itself
+	# (same answers, a Python start per disk event) where no C compiler is at hand
+	if $(MAKE) -s helper; then \
+		install -D -m 0755 $(HELPER) "$(DESTDIR)$(PREFIX)/libexec/pymultipath-udev"; \
+		front="$(PREFIX)/libexec/pymultipath-udev"; \
+	else \
+		echo "install: cannot build $(HELPER) (no C compiler?): udev rules call $(PREFIX)/bin/pymultipath"; \
+		front="$(PREFIX)/bin/pymultipath"; \
+	fi; \
+	for f in udev/*.rules; do [ -e "$$f" ] && sed -e "s|/usr/local/libexec/pymultipath-udev|$$front|g" \
+		-e 's|/usr/local/bin/pymultipath|$(PREFIX)/bin/pymultipath|g' \
 		"$$f" > "$(DESTDIR)/lib/udev/rules.d/$$(basename $$f)"; done; true
 	install -d "$(DESTDIR)$(PREFIX)/share/doc/pymultipathd"
 	install -m 0644 conf/multipath.conf "$(DESTDIR)$(PREFIX)/share/doc/pymultipathd/multipath.conf.example"

@@ -24,6 +24,8 @@ from pymultipathd import locations
 MAGIC = b"PYMPU1"
 LIMIT = 1 << 20  # bytes, each way: an environment is a few KiB; anything bigger is not ours
 TIMEOUT = 3.0  # seconds the helper waits for the daemon before deciding itself
+# set by the compiled front (udev/pymultipath-udev.c) when it runs `pymultipath`: it has asked already
+ASKED_VAR = "PYMULTIPATH_DAEMON_ASKED"
 # environment variables that change what a decision reads (locations, the -i override): a request whose
 # values differ from the daemon's own is declined, so the helper's answer never depends on which process ran
 CONTEXT_VARS = (*locations.ENV_VARS, "PYMULTIPATH_FIND_MULTIPATHS")

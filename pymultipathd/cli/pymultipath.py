@@ -102,8 +102,8 @@ def _ask_daemon(flag: str, args: list[str]) -> int | None:
     from pymultipathd import udevlink
 
     parsed = udevlink.parse_args(args)
-    if parsed is None:
-        return None  # the helper prints the usage
+    if parsed is None or os.environ.get(udevlink.ASKED_VAR):
+        return None  # the helper prints the usage; or the compiled front asked, with no answer to print
     answer = udevlink.ask(flag, *parsed)
     if answer is None:
         return None

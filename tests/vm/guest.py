@@ -49,6 +49,12 @@ def setup() -> int:
     subprocess.run([VENV_PY, "-IS", "-m", "compileall", "-q", "-j", "0", package], check=True)
     subprocess.run([VENV_PY, "-m", "pymultipathd.cli.launcher", "--bindir", "/usr/local/bin",
                     "--python", VENV_PY, "--site", site], check=True, cwd="/")
+    # the udev rules' program: the compiled front, built on the host by the harness (`make helper`)
+    os.makedirs("/usr/local/libexec", exist_ok=True)
+    front = "/usr/local/libexec/pymultipath-udev"
+    shutil.copyfile(f"{REPO}/build/pymultipath-udev", f"{front}.tmp")
+    os.chmod(f"{front}.tmp", 0o755)
+    os.replace(f"{front}.tmp", front)
     # the login shell of `make vm-shell` finds the venv's pytest and python first, as the jobs do
     _write("/etc/profile.d/pymp.sh", "export PATH=/opt/pymp/bin:/usr/local/bin:$PATH\n"
            "export HYPOTHESIS_STORAGE_DIRECTORY=/tmp/pymp-job/.hypothesis\n")

@@ -345,6 +345,20 @@ def _alongside_shell_check(run: Callable[[], int]) -> int:
     return max(code, codes[0] if codes else 3)
 
 
+def build_front() -> bool:
+    """Compile the udev front (udev/pymultipath-udev.c) on the host, for guest.py setup to install: the
+    guest has no compiler, and host and guest are both bookworm, so the binary runs there as built here."""
+    try:
+        p = subprocess.run(["make", "-s", "-C", str(REPO), "helper"], capture_output=True, text=True,
+                           timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        _say(f"cannot build the udev front: {e}")
+        return False
+    if p.returncode != 0:
+        _say(f"cannot build the udev front (`make helper` exited {p.returncode}):\n{p.stdout}{p.stderr}")
+    return p.returncode == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.vm.harness", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -378,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         if not shutil.which(tool):
             _say(f"missing host tool {tool!r}: `make setup` installs qemu-system-x86 mmdebstrap e2fsprogs")
             return 2
+    if not build_front():
+        return 2
     if ns.cmd == "shell":
         return shell()
     if ns.cmd == "shell-check":

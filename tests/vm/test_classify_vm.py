@@ -147,7 +147,8 @@ def test_rules_file_parses_without_errors(mp_state, stand_in_daemon, scsi_debug)
     dev = sd.paths[0].dev
     out = udevadm_test(dev)
     assert rule_errors(out, RULES) == [], out
-    # the test run reached our helper and acted on its answer
+    # the test run reached our helper (the compiled front, as installed) and acted on its answer
+    assert f"/usr/local/libexec/pymultipath-udev -u {dev}" in out, out
     assert "DM_MULTIPATH_DEVICE_PATH=1" in out, out
     assert "ID_FS_TYPE=mpath_member" in out, out
 
