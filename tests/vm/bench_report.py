@@ -32,19 +32,24 @@ def _ratio(ours: float, theirs: float) -> str:
 def _udev(r: dict) -> list[str]:
     out = ["## `pymultipath -u` vs `multipath -u` (wall time per call)", "",
            f"{r.get('reps', '?')} rounds over the disks {', '.join(r.get('devices', []))}; "
-           "target ratio <= 1.0. Ours answered by a running daemon (its helper service, as whenever "
-           "pymultipathd runs) and alone (no daemon answers: the helper loads the configuration and the "
-           "classifier itself). Both tools see a daemon at the control socket.", "",
-           "| mode | ours, daemon answers: median (p90) ms | ours alone | multipath median (p90) ms "
-           "| ratio answered / alone | same verdicts |",
-           "|---|---|---|---|---|---|"]
+           "target ratio <= 1.0. Ours as udev runs it, the compiled front (udev/pymultipath-udev.c): "
+           "answered by a running daemon (its helper service, as whenever pymultipathd runs), and alone (no "
+           "daemon answers: the front runs `pymultipath -u`, which loads the configuration and the "
+           "classifier itself); and `pymultipath -u` asked directly with the daemon answering. Both tools "
+           "see a daemon at the control socket.", "",
+           "| mode | ours, daemon answers: median (p90) ms | `pymultipath -u`, daemon answers | ours alone "
+           "| multipath median (p90) ms | ratio answered / alone | same verdicts |",
+           "|---|---|---|---|---|---|---|"]
+
+    def cell(t: dict | None) -> str:
+        return f"{t['median_ms']:.0f} ({t['p90_ms']:.0f})" if t else "-"
+
     for mode, m in r.get("modes", {}).items():
         o, u = m["pymultipath"], m["multipath"]
-        a = m.get("pymultipath_alone")
-        alone = f"{a['median_ms']:.0f} ({a['p90_ms']:.0f})" if a else "-"
         agree = m["verdicts_agree"] and m.get("alone_agrees", True)
-        out.append(f"| {mode} | {o['median_ms']:.0f} ({o['p90_ms']:.0f}) | {alone} "
-                   f"| {u['median_ms']:.0f} ({u['p90_ms']:.0f}) "
+        out.append(f"| {mode} | {cell(o)} | {cell(m.get('pymultipath_python'))} "
+                   f"| {cell(m.get('pymultipath_alone'))} "
+                   f"| {cell(u)} "
                    f"| {m['ratio_median']} / {m.get('ratio_median_alone', '-')} "
                    f"| {'yes' if agree else 'NO'} |")
     return out

@@ -1,4 +1,8 @@
-"""Wall time of `pymultipath -u DEV` against Debian's `/sbin/multipath -u DEV`, same devices, same boot.
+"""Wall time of our udev helper against Debian's `/sbin/multipath -u DEV`, same devices, same boot.
+
+Ours is timed as udev runs it: the compiled front (udev/pymultipath-udev.c) with the daemon answering, and
+with no daemon (the front falls back to `pymultipath -u`); and the Python helper asked directly, for
+reference.
 
     from tests.vm import bench_udev
     bench_udev.run() -> {"reps": N, "devices": [...], "modes": {"smart": {"pymultipath": {"median_ms": ..,
@@ -30,6 +34,7 @@ WWIDS = "/etc/multipath/wwids"
 BINDINGS = "/etc/multipath/bindings"
 TIMER_DIR = "/run/multipath/find_multipaths"
 OURS = "/usr/local/bin/pymultipath"
+FRONT = "/usr/local/libexec/pymultipath-udev"  # what the udev rule runs
 UPSTREAM = "/sbin/multipath"
 
 WWIDS_HEADER = """\
@@ -184,7 +189,7 @@ def device_path_value(tool: str, dev: str, env: dict[str, str] | None = None) ->
     return ""
 
 
-# env for our `-u` with no daemon to answer it: it decides in its own process (the helper socket is elsewhere)
+# env for our helper with no daemon to answer: it decides in its own process (the helper socket is elsewhere)
 ALONE = {**os.environ, "PYMULTIPATH_HELPER_SOCKET": "@/pymp-bench/nobody-answers"}
 
 
@@ -222,9 +227,10 @@ def importtime_top(dev: str, n: int = 15) -> list[tuple[str, int]]:
 
 def run(reps: int = 20, modes: tuple[str, ...] = ("strict", "greedy", "smart")) -> dict:
     """Time both helpers on the disks of a 2-LUN x 2-path scsi_debug, `reps` rounds each, per mode. Ours
-    twice: answered by the daemon's helper service (as whenever pymultipathd runs) and alone (no daemon
-    answers: it loads the configuration and classifier itself). The tools alternate round by round, so a
-    slow patch of the guest hits all alike."""
+    three times: the front answered by the daemon's helper service (what udev runs whenever pymultipathd
+    runs), the Python helper answered likewise, and the front alone (no daemon answers: `pymultipath -u`
+    loads the configuration and classifier itself). The tools alternate round by round, so a slow patch of
+    the guest hits all alike."""
     from tests.vm import scsidebug
 
     result: dict = {"reps": reps, "modes": {}}
@@ -238,22 +244,24 @@ def run(reps: int = 20, modes: tuple[str, ...] = ("strict", "greedy", "smart")) 
             result["devices"] = devs
             for mode in modes:
                 state.write_conf(mode, 5)
-                verdicts = {dev: (device_path_value(OURS, dev), device_path_value(UPSTREAM, dev))
+                verdicts = {dev: (device_path_value(FRONT, dev), device_path_value(UPSTREAM, dev))
                             for dev in devs}
-                alone = {d: device_path_value(OURS, d, ALONE) for d in devs}
+                others = {d: (device_path_value(FRONT, d, ALONE), device_path_value(OURS, d)) for d in devs}
                 ours: list[float] = []
+                ours_python: list[float] = []
                 ours_alone: list[float] = []
                 theirs: list[float] = []
                 for _ in range(reps):
-                    ours += _time_calls(OURS, devs, 1)
-                    ours_alone += _time_calls(OURS, devs, 1, ALONE)
+                    ours += _time_calls(FRONT, devs, 1)
+                    ours_python += _time_calls(OURS, devs, 1)
+                    ours_alone += _time_calls(FRONT, devs, 1, ALONE)
                     theirs += _time_calls(UPSTREAM, devs, 1)
-                o, a, u = stats(ours), stats(ours_alone), stats(theirs)
+                o, p, a, u = stats(ours), stats(ours_python), stats(ours_alone), stats(theirs)
                 result["modes"][mode] = {
-                    "pymultipath": o, "pymultipath_alone": a, "multipath": u,
+                    "pymultipath": o, "pymultipath_python": p, "pymultipath_alone": a, "multipath": u,
                     "ratio_median": round(o["median_ms"] / u["median_ms"], 2),
                     "ratio_median_alone": round(a["median_ms"] / u["median_ms"], 2),
-                    "alone_agrees": all(alone[d] == verdicts[d][0] for d in devs),
+                    "alone_agrees": all(others[d] == (verdicts[d][0],) * 2 for d in devs),
                     "verdicts": {d: {"pymultipath": a, "multipath": b} for d, (a, b) in verdicts.items()},
                     "verdicts_agree": all(a == b for a, b in verdicts.values()),
                 }
