@@ -35,6 +35,8 @@ BATCH_MAX = 1.0       # ... or this long after its first event, whichever comes 
 PATH_PREFIXES = ("sd", "dasd", "nvme", "vd")
 STOP_WAIT = 10.0      # seconds a stop waits for the map a batch is making (a hung device may hold it)
 RESOLVE_MEMO_MAX = 8192  # bound objects resolved per configuration (paths come and go over months)
+PARTITION_RETRY = 5.0      # seconds before reading an unreadable partition table again, doubling ...
+PARTITION_RETRY_MAX = 60.0  # ... up to this
 
 
 def is_path_candidate(dev: str) -> bool:
@@ -69,6 +71,8 @@ class Core:
         self._aliases: dict[str, str] = {}      # bound for the creates of the batch being applied
         self._created: list[str] = []           # WWIDs of maps created in that batch, for the wwids file
         self._partition_todo: list[str] = []    # maps created in that batch, for their partition maps
+        # maps whose partition table could not be read (no usable path then) -> (next try, backoff seconds)
+        self._partition_retry: dict[str, tuple[float, float]] = {}
         self._usage: tuple[float, facts.Usage] | None = None
         self._resolved_for: Config | None = None  # the config the memo below was filled from
         self._resolved: dict[tuple, dict[str, object]] = {}
@@ -256,6 +260,7 @@ class Core:
         if wwids:
             self.stats["batches"] += 1
             self._batch_task = asyncio.ensure_future(self.reconcile(wwids))
+            self._batch_task.add_done_callback(_log_failure)
 
     async def settle(self) -> None:
         """Wait until queued uevents are applied (tests, reconfigure, `show` after `add path`)."""
@@ -294,15 +299,28 @@ class Core:
         # Partition maps read each new map's partition table through the map: after the whole batch, so a
         # storm of new LUNs gets its maps first (upstream leaves this to kpartx run by udev).
         todo, self._partition_todo = self._partition_todo, []
-        if self._closing:
-            return  # the next start (or udev's kpartx) makes the partition maps
-        listed = await self.dm(self.ctl.list_devices) if todo else []  # once: a listing per map was O(maps²)
-        for name in todo:
-            if name in self.state.maps:
-                try:
-                    await self.dm(dmmaps.add_partition_maps, self.ctl, name, devices=listed)
-                except DMError as err:
-                    log.warning("%s: partition maps: %s", name, err, **fields(map=name))
+        if todo and not self._closing:  # else the next start (or udev's kpartx) makes the partition maps
+            await self._partition_maps(todo)
+
+    async def _partition_maps(self, names: list[str]) -> None:
+        """Partition maps of these maps. A table that cannot be read now (EIO: the kernel failed the map's
+        only path, as it may on a path's first I/O after hot-plug) is read again later (policy_tick)."""
+        listed = await self.dm(self.ctl.list_devices)  # once: a listing per map was O(maps²)
+        for name in names:
+            if name not in self.state.maps:
+                continue
+            try:
+                await self.dm(dmmaps.add_partition_maps, self.ctl, name, devices=listed)
+            except DMError as err:
+                log.warning("%s: partition maps: %s", name, err, **fields(map=name))
+            except OSError as err:
+                _, backoff = self._partition_retry.get(name, (0.0, PARTITION_RETRY / 2))
+                backoff = min(backoff * 2, PARTITION_RETRY_MAX)
+                self._partition_retry[name] = (asyncio.get_running_loop().time() + backoff, backoff)
+                log.warning("%s: partition table unreadable now (%s); trying again in %.0f s once a path is "
+                            "usable", name, err.strerror or err, backoff, **fields(map=name))
+            else:
+                self._partition_retry.pop(name, None)
 
     def _bind_aliases(self, new: list[str], claimed: dict[str, tuple[str, ...]]) -> None:
         """user_friendly_names: bind the aliases of a batch's new maps with one write of the bindings file."""
@@ -460,6 +478,12 @@ class Core:
     async def policy_tick(self) -> None:
         """no_path_retry N: count checker intervals while a queueing map has no usable path; failback N."""
         now = asyncio.get_running_loop().time()
+        due = [name for name, (when, _) in self._partition_retry.items() if now >= when
+               and (m := self.state.maps.get(name)) and any(p.usable for p in self.state.paths_of(m))]
+        for name in set(self._partition_retry) - set(self.state.maps):
+            del self._partition_retry[name]  # removed meanwhile
+        if due and not self._closing:
+            await self._partition_maps(due)
         for m in list(self.state.maps.values()):
             if m.failback_due is not None and now >= m.failback_due:
                 m.failback_due = None
@@ -667,3 +691,10 @@ class Core:
             await asyncio.wait({self._batch_task}, timeout=STOP_WAIT)
         self.runner.close()
         self._dm_thread.shutdown(wait=False, cancel_futures=True)
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    """A batch's own errors are logged per map; this catches what escapes (a failed DM listing, say), which
+    asyncio would otherwise report only as "Task exception was never retrieved" at garbage collection."""
+    if not task.cancelled() and (err := task.exception()) is not None:
+        log.error("applying a batch of uevents failed: %s", err, exc_info=err)

@@ -1,0 +1,57 @@
+"""Partition maps of a new map whose table cannot be read yet (EIO: the kernel failed the map's only path, as
+it may on a hot-plugged path's first I/O): logged, not raised out of the batch, and read again once a path of
+the map is usable."""
+
+import asyncio
+import errno
+import logging
+
+from pymultipathd.classify import PathFacts
+from pymultipathd.config import load
+from pymultipathd.daemon.core import Core
+from pymultipathd.daemon.state import MapState, PathState
+from pymultipathd.dm import maps as dmmaps
+
+
+class _NoDM:
+    def list_devices(self) -> list:
+        return []
+
+
+def test_unreadable_partition_table_is_read_again_once_a_path_is_usable(caplog):
+    async def scenario() -> list[str]:
+        core = Core(load.parse_text(""), ctl=_NoDM())
+        read: list[str] = []
+        failing = True
+
+        async def dm(fn, *args, **kw):  # the DM thread, without device mapper
+            if fn is dmmaps.add_partition_maps:
+                read.append(args[1])
+                if failing:
+                    raise OSError(errno.EIO, "Input/output error")
+            return []
+
+        core.dm = dm
+        core.state.maps["mpatha"] = MapState(name="mpatha", wwid="3600a", paths=["sdb"])
+        core.state.paths["sdb"] = PathState(dev="sdb", dev_t="8:16", facts=PathFacts(dev="sdb"))
+        await core._partition_maps(["mpatha", "gone"])  # a map removed meanwhile is skipped
+        assert read == ["mpatha"] and set(core._partition_retry) == {"mpatha"}
+
+        await core.policy_tick()  # not due yet
+        core._partition_retry["mpatha"] = (0.0, 5.0)
+        await core.policy_tick()  # due, but no usable path: the read would fail again
+        assert read == ["mpatha"]
+
+        core.state.paths["sdb"].chk_state = "up"
+        await core.policy_tick()  # still unreadable: tried again, later, with a longer wait
+        assert read == ["mpatha"] * 2 and core._partition_retry["mpatha"][1] == 10.0
+        failing = False
+        core._partition_retry["mpatha"] = (0.0, 10.0)
+        await core.policy_tick()
+        assert read == ["mpatha"] * 3 and core._partition_retry == {}
+        await core.policy_tick()
+        return read
+
+    with caplog.at_level(logging.WARNING, logger="pymultipathd"):
+        assert asyncio.run(scenario()) == ["mpatha"] * 3
+    assert "mpatha: partition table unreadable now (Input/output error); trying again in 5 s" in caplog.text
