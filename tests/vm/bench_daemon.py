@@ -16,6 +16,7 @@ Nothing here asserts a time: it measures and returns numbers.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 
@@ -166,10 +167,13 @@ def startup(paths: int, footprint: bool) -> list[dict]:
 
 
 def hotplug(which: str, paths: int) -> dict:
+    """Each daemon with its own udev rule (ours: the front asking our daemon; Debian's: `multipath -u`), as
+    each is installed: udev's work per disk is part of the time."""
     luns = paths // 2
     sd = scsidebug.ScsiDebug(luns, 2, 4)
+    rules = upstream.UpstreamRules() if which == "theirs" else contextlib.nullcontext()
     try:
-        with _daemon(which):
+        with rules, _daemon(which):
             t0 = time.monotonic()
             sd.load(timeout=1800)
             wait_for(lambda: len(dm.multipath_maps()) >= luns, 1800, f"{luns} maps from {which}")

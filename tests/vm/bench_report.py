@@ -100,7 +100,8 @@ def _daemon(r: dict) -> list[str]:
     if hot:
         out += ["", "Hot-plug convergence: the daemon runs and the paths appear at once; seconds from the "
                 "module load to every map. The kernel's SCSI scan and udev's other rules dominate under TCG, "
-                "and our udev rule runs `pymultipath -u` per disk (upstream's rule is masked in the guest).",
+                "and each daemon runs with its own udev rule: ours the compiled front asking our daemon, "
+                "Debian's `multipath -u`.",
                 "", "| paths | pymultipathd s | multipathd s | ratio |", "|---|---|---|---|"]
         for paths in sorted(hot):
             o, t = hot[paths].get("ours", {}), hot[paths].get("theirs", {})

@@ -2,9 +2,14 @@
 
     with UpstreamMultipathd(config=GREEDY) as mp:   # writes /etc/multipath.conf, unmasks, starts
         mp.wait_map(wwid)
+    with UpstreamRules():                           # udev classifies with Debian's rule instead of ours
+        ...
 """
 
 from __future__ import annotations
+
+import glob
+import os
 
 from tests.vm import dm
 from tests.vm.sysutil import SavedFiles, run, settle, wait_for
@@ -23,6 +28,42 @@ blacklist {
 	devnode "^vd[a-z]"
 }
 """
+
+
+OUR_RULES = "/etc/udev/rules.d/62-pymultipath.rules"
+PARKED = "/etc/udev/pymp-parked.rules.off"  # same file system: renamed, never copied
+
+
+class UpstreamRules:
+    """Debian's `multipath -u` rule in force instead of ours while inside (the image masks it with a
+    /dev/null link in /etc/udev/rules.d; guest.py setup installs ours there): for comparisons where udev's own
+    work per disk is part of what is measured, such as hot-plug."""
+
+    def __enter__(self) -> UpstreamRules:
+        self.masks = [p for p in glob.glob("/etc/udev/rules.d/*.rules")
+                      if os.path.islink(p) and os.readlink(p) == "/dev/null"
+                      and "multipath -u" in _text(f"/lib/udev/rules.d/{os.path.basename(p)}")]
+        if not self.masks:
+            raise RuntimeError("no masked Debian multipath rule in /etc/udev/rules.d")
+        os.replace(OUR_RULES, PARKED)
+        for mask in self.masks:
+            os.unlink(mask)
+        run(["udevadm", "control", "--reload"])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for mask in self.masks:
+            os.symlink("/dev/null", mask)
+        os.replace(PARKED, OUR_RULES)
+        run(["udevadm", "control", "--reload"])
+
+
+def _text(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 class UpstreamMultipathd:
