@@ -21,7 +21,6 @@ from pathlib import Path
 REPO = "/mnt/repo"
 OUT = Path("/mnt/out")
 VENV_PY = "/opt/pymp/bin/python"
-PYCACHE = "/var/cache/pymp-pycache"  # the share is read-only: bytecode goes here
 
 
 def _write(path: str, text: str, mode: int = 0o644) -> None:
@@ -34,14 +33,11 @@ def _write(path: str, text: str, mode: int = 0o644) -> None:
 
 def setup() -> int:
     site = sysconfig.get_paths()["purelib"]
-    # The checkout on sys.path of the venv, for the tests package; an "import" line in a .pth runs at
-    # start-up (the share is read-only, so bytecode of the checkout goes to PYCACHE).
-    _write(os.path.join(site, "pymultipathd-checkout.pth"),
-           f"{REPO}\nimport sys; sys.pycache_prefix = sys.pycache_prefix or {PYCACHE!r}\n")
-    os.makedirs(PYCACHE, exist_ok=True)
+    # (The image's .pth puts the checkout on the venv's sys.path, with bytecode under image.PYCACHE.)
     # The package itself is copied to local disk and compiled, as a real install is: imports over 9p cost a
     # round trip per stat, which would make every udev-run `pymultipath -u` several times slower. Compiled
-    # without site (-IS) so the bytecode lands in __pycache__, where the -IS launchers look, not in PYCACHE.
+    # without site (-IS) so the bytecode lands in __pycache__, where the -IS launchers look, not under the
+    # .pth's prefix.
     package = os.path.join(site, "pymultipathd")
     shutil.rmtree(package, ignore_errors=True)
     shutil.copytree(os.path.join(REPO, "pymultipathd"), package,
