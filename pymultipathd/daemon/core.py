@@ -305,7 +305,12 @@ class Core:
     async def _partition_maps(self, names: list[str]) -> None:
         """Partition maps of these maps. A table that cannot be read now (EIO: the kernel failed the map's
         only path, as it may on a path's first I/O after hot-plug) is read again later (policy_tick)."""
-        listed = await self.dm(self.ctl.list_devices)  # once: a listing per map was O(maps²)
+        try:
+            listed = await self.dm(self.ctl.list_devices)  # once: a listing per map was O(maps²)
+        except DMError as err:
+            for name in names:
+                self._partition_retry_later(name, f"cannot list device-mapper devices: {err}")
+            return
         for name in names:
             if name not in self.state.maps:
                 continue
@@ -314,13 +319,16 @@ class Core:
             except DMError as err:
                 log.warning("%s: partition maps: %s", name, err, **fields(map=name))
             except OSError as err:
-                _, backoff = self._partition_retry.get(name, (0.0, PARTITION_RETRY / 2))
-                backoff = min(backoff * 2, PARTITION_RETRY_MAX)
-                self._partition_retry[name] = (asyncio.get_running_loop().time() + backoff, backoff)
-                log.warning("%s: partition table unreadable now (%s); trying again in %.0f s once a path is "
-                            "usable", name, err.strerror or err, backoff, **fields(map=name))
+                self._partition_retry_later(name, f"partition table unreadable now ({err.strerror or err})")
             else:
                 self._partition_retry.pop(name, None)
+
+    def _partition_retry_later(self, name: str, why: str) -> None:
+        _, backoff = self._partition_retry.get(name, (0.0, PARTITION_RETRY / 2))
+        backoff = min(backoff * 2, PARTITION_RETRY_MAX)
+        self._partition_retry[name] = (asyncio.get_running_loop().time() + backoff, backoff)
+        log.warning("%s: %s; trying again in %.0f s once a path is usable", name, why, backoff,
+                    **fields(map=name))
 
     def _bind_aliases(self, new: list[str], claimed: dict[str, tuple[str, ...]]) -> None:
         """user_friendly_names: bind the aliases of a batch's new maps with one write of the bindings file."""

@@ -11,6 +11,7 @@ from pymultipathd.config import load
 from pymultipathd.daemon.core import Core
 from pymultipathd.daemon.state import MapState, PathState
 from pymultipathd.dm import maps as dmmaps
+from pymultipathd.dm.errors import DMError
 
 
 class _NoDM:
@@ -55,3 +56,24 @@ def test_unreadable_partition_table_is_read_again_once_a_path_is_usable(caplog):
     with caplog.at_level(logging.WARNING, logger="pymultipathd"):
         assert asyncio.run(scenario()) == ["mpatha"] * 3
     assert "mpatha: partition table unreadable now (Input/output error); trying again in 5 s" in caplog.text
+
+
+def test_a_failed_device_listing_is_retried_not_raised(caplog):
+    class FailingList:
+        def list_devices(self) -> list:
+            raise DMError("list", None, errno.EIO)
+
+    async def scenario() -> dict:
+        core = Core(load.parse_text(""), ctl=FailingList())
+
+        async def dm(fn, *args, **kw):
+            return fn(*args, **kw)
+
+        core.dm = dm
+        core.state.maps["mpatha"] = MapState(name="mpatha", wwid="3600a")
+        await core._partition_maps(["mpatha"])
+        return core._partition_retry
+
+    with caplog.at_level(logging.WARNING, logger="pymultipathd"):
+        assert set(asyncio.run(scenario())) == {"mpatha"}
+    assert "mpatha: cannot list device-mapper devices" in caplog.text
