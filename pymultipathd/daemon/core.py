@@ -320,6 +320,9 @@ class Core:
                 log.warning("%s: partition maps: %s", name, err, **fields(map=name))
             except OSError as err:
                 self._partition_retry_later(name, f"partition table unreadable now ({err.strerror or err})")
+            except Exception:  # a table we cannot parse must not stop the others (or the checker loop)
+                self._partition_retry.pop(name, None)
+                log.exception("%s: partition maps failed", name, **fields(map=name))
             else:
                 self._partition_retry.pop(name, None)
 
