@@ -75,7 +75,7 @@ def decode_reply(data: bytes) -> tuple[int, str, str] | None:
     if not data.startswith(b"R"):
         return None
     fields = data[1:].split(b"\0")
-    if len(fields) != 3 or not fields[0].lstrip(b"-").isdigit():
+    if len(fields) != 3 or not fields[0].removeprefix(b"-").isdigit():
         return None
     return int(fields[0]), _text(fields[1]), _text(fields[2])
 

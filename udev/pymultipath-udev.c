@@ -18,6 +18,7 @@
 
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,6 +195,10 @@ static const char *device_name(char *arg)
 
 static int fall_back(char **argv)
 {
+	static char *bare[] = { PYMULTIPATH, NULL };
+
+	if (!argv[0])
+		argv = bare;  /* started with no argv at all: argv[0] is the array's terminator */
 	argv[0] = PYMULTIPATH;
 	setenv(ASKED_VAR, "1", 1);
 	execv(PYMULTIPATH, argv);
@@ -207,14 +212,17 @@ int main(int argc, char **argv)
 	int explain = 0, fd, rc;
 	struct buf req = { 0 }, reply = { 0 };
 
-	if (argc < 3 || (strcmp(argv[1], "-u") && strcmp(argv[1], "-c")) || getenv(ASKED_VAR))
+	const char *asked = getenv(ASKED_VAR);
+
+	if (argc < 3 || (strcmp(argv[1], "-u") && strcmp(argv[1], "-c")) || (asked && *asked))
 		return fall_back(argv);  /* usage, or asked already: the Python helper says what to */
 	flag = argv[1];
-	/* exactly one device; a copy, so argv stays as given for the fallback */
+	/* exactly one device; a copy, so argv stays as given for the fallback. Any other option (--config
+	 * FILE, say) is pymultipath's to read: it changes what is decided. */
 	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--explain"))
 			explain = 1;
-		else if (dev)
+		else if (dev || !strncmp(argv[i], "--", 2))
 			return fall_back(argv);
 		else
 			dev = argv[i];
@@ -228,6 +236,7 @@ int main(int argc, char **argv)
 	fd = connect_daemon();
 	if (fd < 0)
 		return fall_back(argv);
+	signal(SIGPIPE, SIG_IGN);  /* a reader gone (udev killed the worker) is an error to return, not a signal */
 	rc = exchange(fd, &req, &reply) ? -1 : deliver(&reply);
 	close(fd);
 	return rc < 0 ? fall_back(argv) : rc;

@@ -49,7 +49,7 @@ class Server:
     def __init__(self, name: str, reply: bytes | None) -> None:
         self.name, self.reply, self.requests = name, reply, []
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind("\0" + name[1:])
+        self.sock.bind("\0" + name[1:] if name.startswith("@") else name)
         self.sock.listen(4)
         self.sock.settimeout(0.2)
         self._stop = threading.Event()
@@ -69,7 +69,7 @@ class Server:
                     chunks.append(chunk)
                 self.requests.append(b"".join(chunks))
                 if self.reply is None:
-                    self._stop.wait(3)
+                    self._stop.wait(20)  # far past the front's timeout (1 s in these builds)
                 else:
                     conn.sendall(self.reply)
 
@@ -103,15 +103,29 @@ def test_prints_the_daemons_answer_and_exits_with_its_status(front, serve):
     server = serve(udevlink.encode_reply(0, 'DM_MULTIPATH_DEVICE_PATH="1"\n', "why\n"))
     r = call(front, "-u", "sdb", socket_name=serve.name, ID_SERIAL="a=b c", EMPTY="")
     assert (r.returncode, r.stdout, r.stderr) == (0, 'DM_MULTIPATH_DEVICE_PATH="1"\n', "why\n")
-    flag, dev, explain, env = udevlink.decode_request(server.requests[0])
-    assert (flag, dev, explain) == ("-u", "sdb", False)
-    assert env == {"PATH": "/usr/bin:/bin", "PYMULTIPATH_HELPER_SOCKET": serve.name, "ID_SERIAL": "a=b c",
-                   "EMPTY": ""}
+    # byte for byte what `pymultipath -u sdb` sends with the same environment
+    env = {"PATH": "/usr/bin:/bin", "PYMULTIPATH_HELPER_SOCKET": serve.name, "ID_SERIAL": "a=b c",
+           "EMPTY": ""}
+    assert server.requests[0] == udevlink.encode_request("-u", "sdb", False, env)
 
     server.reply = udevlink.encode_reply(1, "", "")
     r = call(front, "-c", "/dev/sdc/", "--explain", socket_name=serve.name)
     assert (r.returncode, r.stdout, r.stderr) == (1, "", "")
     assert udevlink.decode_request(server.requests[1])[:3] == ("-c", "sdc", True)
+    server.reply = udevlink.encode_reply(-1, "", "")  # as `sys.exit(-1)` would exit
+    assert call(front, "-u", "sdb", socket_name=serve.name).returncode == 255
+    # an empty "asked" variable is not set: the daemon is asked
+    r = call(front, "-u", "sdb", socket_name=serve.name, PYMULTIPATH_DAEMON_ASKED="")
+    assert (r.returncode, len(server.requests)) == (255, 4)
+
+
+def test_a_path_socket_works_as_an_abstract_one(front, tmp_path):
+    server = Server(str(tmp_path / "helper.sock"), udevlink.encode_reply(0, "answered\n", ""))
+    try:
+        r = call(front, "-u", "sdb", socket_name=server.name)
+    finally:
+        server.close()
+    assert (r.returncode, r.stdout, len(server.requests)) == (0, "answered\n", 1)
 
 
 @pytest.mark.parametrize("reply", [udevlink.encode_decline("not root"), b"", b"R0\0only one field",
@@ -125,20 +139,21 @@ def test_anything_but_an_answer_runs_pymultipath_with_the_same_arguments(front, 
 
 def test_no_daemon_or_a_silent_one_runs_pymultipath(front, serve):
     r = call(front, "-u", "sdb", "--explain")
-    assert (r.returncode, r.stdout) == (FALLBACK_RC, "fallback:-u sdb --explain:1\n")
-    serve(None)  # reads the request and never answers: the front gives up after its timeout (1 s here)
+    assert (r.returncode, r.stdout, r.stderr) == (FALLBACK_RC, "fallback:-u sdb --explain:1\n", "")
+    serve(None)  # reads the request and holds the connection 20 s: the front gives up after its 1 s
     t0 = time.monotonic()
     r = call(front, "-u", "sdb", socket_name=serve.name)
-    assert (r.returncode, r.stdout) == (FALLBACK_RC, "fallback:-u sdb:1\n")
-    assert time.monotonic() - t0 < 10
+    assert (r.returncode, r.stdout, r.stderr) == (FALLBACK_RC, "fallback:-u sdb:1\n", "")
+    assert time.monotonic() - t0 < 15, "the front waited for the daemon past its timeout"
 
 
 @pytest.mark.parametrize("args", [[], ["-u"], ["-x", "sdb"], ["-u", "sdb", "sdc"], ["-u", "/"],
-                                  ["-u", "--explain"]])
-def test_usage_errors_are_left_to_pymultipath(front, serve, args):
+                                  ["-u", "--explain"], ["-u", "--config=/etc/other.conf", "sdb"],
+                                  ["-i", "-u", "sdb"]])
+def test_usage_errors_and_options_are_left_to_pymultipath(front, serve, args):
     server = serve(udevlink.encode_reply(0, "", ""))
     r = call(front, *args, socket_name=serve.name)
-    assert (r.returncode, r.stdout) == (FALLBACK_RC, f"fallback:{' '.join(args)}:1\n")
+    assert (r.returncode, r.stdout, r.stderr) == (FALLBACK_RC, f"fallback:{' '.join(args)}:1\n", "")
     assert server.requests == []
 
 

@@ -262,6 +262,7 @@ def test_wire_format_round_trip_and_no_daemon(monkeypatch):
     assert udevlink.decode_request(request) == ("-u", "sdb", True, env)
     assert udevlink.decode_reply(udevlink.encode_reply(1, "out\n", "err\n")) == (1, "out\n", "err\n")
     assert udevlink.decode_reply(b"R1\0only two") is None
+    assert udevlink.decode_reply(b"R--5\0\0") is None  # one sign at most, as the C front reads it
     with pytest.raises(ValueError):
         udevlink.decode_request(b"PYMPU1\0-u\0sdb\x001\0NOEQUALS")
     monkeypatch.setenv("PYMULTIPATH_HELPER_SOCKET", "@/pymp-test-helper/nobody-listens")
