@@ -7,19 +7,21 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from sysfs_tree import Tree
 from test_udev_helper import W1, answering_daemon, control_listener
 from test_udev_helper import run as run_python_helper
 
-from pymultipathd import udevlink
+from pymultipathd import locations, udevlink
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SOURCE = os.path.join(REPO, "udev", "pymultipath-udev.c")
@@ -27,19 +29,26 @@ FALLBACK_RC = 7
 _SERIAL = itertools.count()
 
 
+def build(prefix: Path, fallback: str, cflags: str = "") -> str:
+    """The front as `make helper` builds it, for PREFIX=prefix, whose bin/pymultipath (what it falls back
+    to) is the shell script `fallback`."""
+    assert shutil.which(os.environ.get("CC", "cc")), \
+        "a C compiler is needed to test udev/pymultipath-udev.c (`make setup` installs gcc)"
+    (prefix / "bin").mkdir(parents=True, exist_ok=True)
+    (prefix / "bin" / "pymultipath").write_text(fallback)
+    (prefix / "bin" / "pymultipath").chmod(0o755)
+    binary = prefix / "pymultipath-udev"
+    subprocess.run(["make", "-s", "-C", REPO, "helper", f"PREFIX={prefix}", f"HELPER={binary}",
+                    f"CFLAGS=-Werror {cflags}"], check=True)
+    return str(binary)
+
+
 @pytest.fixture(scope="module")
 def front(tmp_path_factory):
     """The front built with a 1 s timeout, falling back to a script that reports how it was called."""
-    cc = shutil.which(os.environ.get("CC", "cc"))
-    assert cc, "a C compiler is needed to test udev/pymultipath-udev.c (`make setup` installs gcc)"
-    d = tmp_path_factory.mktemp("front")
-    fallback = d / "fallback"
-    fallback.write_text(f'#!/bin/sh\necho "fallback:$*:$PYMULTIPATH_DAEMON_ASKED"\nexit {FALLBACK_RC}\n')
-    fallback.chmod(0o755)
-    binary = d / "pymultipath-udev"
-    subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-DTIMEOUT_S=1",
-                    f'-DPYMULTIPATH="{fallback}"', "-o", str(binary), SOURCE], check=True)
-    return str(binary)
+    return build(tmp_path_factory.mktemp("front"),
+                 f'#!/bin/sh\necho "fallback:$*:$PYMULTIPATH_DAEMON_ASKED"\nexit {FALLBACK_RC}\n',
+                 "-DTIMEOUT_S=1")
 
 
 class Server:
@@ -182,13 +191,8 @@ def test_same_answer_as_the_python_helper_from_the_real_service(tmp_path, monkey
     tree.disk("sdb", "8:16", W1)
     tree.disk("sdc", "8:32", W1)
     tree.config("defaults {\n find_multipaths greedy\n}\n")
-    launcher = tmp_path / "pymultipath"
-    launcher.write_text(f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m pymultipathd.cli.pymultipath "
-                        '"$@"\n')
-    launcher.chmod(0o755)
-    binary = tmp_path / "pymultipath-udev"
-    subprocess.run([shutil.which(os.environ.get("CC", "cc")), "-O2", "-std=gnu11",
-                    f'-DPYMULTIPATH="{launcher}"', "-o", str(binary), SOURCE], check=True)
+    binary = build(tmp_path / "prefix", f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m "
+                   'pymultipathd.cli.pymultipath "$@"\n')
     env = {k: v for k, v in os.environ.items() if k not in ("DEVPATH", "SUBSYSTEM",
                                                               "PYMULTIPATH_FIND_MULTIPATHS")}
     env.update(tree.env())
@@ -206,3 +210,15 @@ def test_same_answer_as_the_python_helper_from_the_real_service(tmp_path, monkey
             listener.close()
     assert answered.stdout == alone.stdout == python.stdout == 'DM_MULTIPATH_DEVICE_PATH="1"\n'
     assert answered.returncode == alone.returncode == python.returncode == 0
+
+
+def test_the_fronts_constants_are_the_python_helpers(monkeypatch):
+    """The C file cannot import udevlink: what both sides must agree on is compared here."""
+    with open(SOURCE) as f:
+        defines = dict(re.findall(r"^#define (\w+) (.+?)(?:\s+/\*.*)?$", f.read(), re.M))
+    monkeypatch.delenv("PYMULTIPATH_HELPER_SOCKET", raising=False)
+    assert defines["MAGIC"] == f'"{udevlink.MAGIC.decode()}"'
+    assert (defines["LIMIT"], udevlink.LIMIT) == ("(1 << 20)", 1 << 20)
+    assert float(defines["TIMEOUT_S"]) == udevlink.TIMEOUT
+    assert defines["DEFAULT_SOCKET"] == f'"{locations.helper_socket()}"'
+    assert defines["ASKED_VAR"] == f'"{udevlink.ASKED_VAR}"'
