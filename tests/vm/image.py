@@ -189,6 +189,11 @@ def _symlink(root: Path, rel: str, target: str) -> None:
     p.symlink_to(target)
 
 
+def is_debian_multipath_rule(text: str) -> bool:
+    """The udev rule file of Debian's multipath-tools that classifies paths (masked in the image)."""
+    return "multipath -u" in text
+
+
 def _customize(root: Path) -> None:
     """Plain file edits on the unpacked tree (no chroot needed)."""
     _write(root, MARKER, "pymultipathd test VM\n")
@@ -211,7 +216,7 @@ def _customize(root: Path) -> None:
     # Debian's multipath-tools is the comparison only: its `multipath -u` udev rule must not classify paths.
     rules = root / "lib/udev/rules.d"
     for rule in sorted(rules.glob("*.rules")):
-        if "multipath -u" in rule.read_text(errors="replace"):
+        if is_debian_multipath_rule(rule.read_text(errors="replace")):
             _symlink(root, f"/etc/udev/rules.d/{rule.name}", "/dev/null")
     _write(root, "/etc/profile.d/pymp.sh", PROFILE)
     # root without password on the serial console only (no network device exists in the guest)

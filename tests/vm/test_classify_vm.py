@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.vm import bench_udev
-from tests.vm.bench_udev import OURS, UPSTREAM, MultipathState, StandInDaemon, device_path_value
+from tests.vm.bench_udev import FRONT, OURS, UPSTREAM, MultipathState, StandInDaemon, device_path_value
 from tests.vm.sysutil import CommandError, read_sysfs, run, settle, wait_for, write_sysfs
 
 pytestmark = pytest.mark.vm
@@ -148,7 +148,7 @@ def test_rules_file_parses_without_errors(mp_state, stand_in_daemon, scsi_debug)
     out = udevadm_test(dev)
     assert rule_errors(out, RULES) == [], out
     # the test run reached our helper (the compiled front, as installed) and acted on its answer
-    assert f"/usr/local/libexec/pymultipath-udev -u {dev}" in out, out
+    assert f"{FRONT} -u {dev}" in out, out
     assert "DM_MULTIPATH_DEVICE_PATH=1" in out, out
     assert "ID_FS_TYPE=mpath_member" in out, out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import os
 
-from tests.vm import dm
+from tests.vm import dm, image
 from tests.vm.sysutil import SavedFiles, run, settle, wait_for
 
 UNITS = ["multipathd.socket", "multipathd.service"]
@@ -42,7 +42,7 @@ class UpstreamRules:
     def __enter__(self) -> UpstreamRules:
         self.masks = [p for p in glob.glob("/etc/udev/rules.d/*.rules")
                       if os.path.islink(p) and os.readlink(p) == "/dev/null"
-                      and "multipath -u" in _text(f"/lib/udev/rules.d/{os.path.basename(p)}")]
+                      and image.is_debian_multipath_rule(_text(f"/lib/udev/rules.d/{os.path.basename(p)}"))]
         if not self.masks:
             raise RuntimeError("no masked Debian multipath rule in /etc/udev/rules.d")
         os.replace(OUR_RULES, PARKED)
