@@ -487,7 +487,8 @@ class Core:
             await self._failback(m, steady=True)
 
     async def policy_tick(self) -> None:
-        """no_path_retry N: count checker intervals while a queueing map has no usable path; failback N."""
+        """no_path_retry N: count checker intervals while a queueing map has no usable path; failback N;
+        partition tables that could not be read, once their map has a usable path again."""
         now = asyncio.get_running_loop().time()
         due = [name for name, (when, _) in self._partition_retry.items() if now >= when
                and (m := self.state.maps.get(name)) and any(p.usable for p in self.state.paths_of(m))]
