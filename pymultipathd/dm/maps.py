@@ -8,12 +8,14 @@ GPT), like kpartx does.
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .. import locations
 from .errors import DMBusy, DMError, DMNoSuchDevice
@@ -23,6 +25,8 @@ from .table import LinearTable, MultipathTable, TargetLine
 DEFAULT_PART_SEP = "-part"
 CLEANUP_TIMEOUT = 30.0  # seconds to keep retrying the removal of a device whose table failed to load
 MPATH_UUID_PREFIX = "mpath-"
+
+log = logging.getLogger(__name__)
 
 
 def map_uuid(wwid: str) -> str:
@@ -48,6 +52,20 @@ def _parent_of(uuid: str | None) -> tuple[int, str] | None:
 
 
 # --- partition tables (pure: `read(offset, length) -> bytes`) ----------------------------------------
+#
+# Whoever owns the LUN's contents (a VM guest, say) writes the table: every field is hostile input. The
+# rules are the kernel's (block/partitions/efi.c, msdos.c, core.c), so a map gets the partitions the kernel
+# would give the same disk, and every read is bounded whatever the fields say.
+
+MAX_PARTITIONS = 255  # the kernel's DISK_MAX_PARTS (256) less the whole disk: partitions 1..255
+GPT_ENTRY_SIZE = 128  # efi.c accepts no other sizeof_partition_entry
+# efi.c refuses an entry array larger than KMALLOC_MAX_SIZE: 4 MiB with 4 KiB pages (32768 entries).
+GPT_MAX_ARRAY = 4 << 20
+MAX_READ = 1 << 20  # bytes per read; the entry array is read (and its CRC computed) in chunks of this size
+MAX_TABLE_READ = 2 * GPT_MAX_ARRAY + MAX_READ  # bytes per table: the primary and the backup GPT, and the rest
+MAX_EBRS = 1024  # EBRs followed per table: logical partitions 5..255 need 251, the rest is slack
+_EBR_EMPTY_LINKS = 100  # msdos.c stops after this many links in a row without a data partition
+_MAX_PROBLEMS = 16  # a crafted table can hold hundreds of bad entries: the log gets the first ones
 
 
 @dataclass(frozen=True)
@@ -57,107 +75,301 @@ class Partition:
     size: int  # 512-byte sectors
 
 
+@dataclass(frozen=True)
+class PartitionTable:
+    """The partitions to map, and why anything else the table describes is not mapped (or mapped shorter)."""
+
+    partitions: tuple[Partition, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
 class PartitionTableError(ValueError):
-    pass
+    """The table is unusable as a whole (a GPT without one valid header and entry array, say)."""
 
 
 _MBR_EXTENDED = (0x05, 0x0F, 0x85)
 _MBR_GPT_PROTECTIVE = 0xEE
 _MBR_ENTRY = struct.Struct("<B3sB3sII")  # status, chs, type, chs, first lba, sectors
+# signature, revision, header size, header crc, (reserved), my lba, alternate lba, first usable lba,
+# last usable lba, disk guid, entry array lba, entry count, entry size, entry array crc
+_GPT_HEADER = struct.Struct("<8sIII4xQQQQ16sQIII")
+_NO_GUID = bytes(16)
 
 
-def _mbr_entries(sector0: bytes) -> list[tuple[int, int, int]] | None:
-    """(type, first lba, sectors) of the 4 slots, or None without the 55AA signature."""
-    if len(sector0) < 512 or sector0[510:512] != b"\x55\xaa":
+class _MbrEntry(NamedTuple):
+    status: int
+    ptype: int
+    start: int  # logical sectors (relative, in an EBR)
+    size: int  # logical sectors
+
+
+class _Reader:
+    """The caller's `read`, each request checked before it is made: inside the disk, at most MAX_READ bytes,
+    at most MAX_TABLE_READ bytes in all. An answer of another length (the device shrank) is an error."""
+
+    def __init__(self, read: Callable[[int, int], bytes], total_bytes: int) -> None:
+        self._read = read
+        self._total = total_bytes
+        self._spent = 0
+
+    def __call__(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length <= 0 or offset + length > self._total:
+            raise PartitionTableError(f"read of {length} bytes at byte {offset} is outside the disk "
+                                      f"({self._total} bytes)")
+        if length > MAX_READ:
+            raise PartitionTableError(f"read of {length} bytes at byte {offset} is over {MAX_READ} bytes")
+        self._spent += length
+        if self._spent > MAX_TABLE_READ:
+            raise PartitionTableError(f"the table needs more than {MAX_TABLE_READ} bytes read")
+        data = self._read(offset, length)
+        if len(data) != length:
+            raise PartitionTableError(f"read {len(data)} of {length} bytes at byte {offset}")
+        return data
+
+
+def _mbr_entries(sector: bytes) -> list[_MbrEntry] | None:
+    """The 4 slots of an MBR or EBR, or None without the 55AA signature."""
+    if len(sector) < 512 or sector[510:512] != b"\x55\xaa":
         return None
     out = []
     for i in range(4):
-        _st, _c1, ptype, _c2, lba, n = _MBR_ENTRY.unpack_from(sector0, 446 + 16 * i)
-        out.append((ptype, lba, n))
+        status, _c1, ptype, _c2, lba, n = _MBR_ENTRY.unpack_from(sector, 446 + 16 * i)
+        out.append(_MbrEntry(status, ptype, lba, n))
     return out
 
 
-def _gpt_header(read: Callable[[int, int], bytes], lba: int, ssz: int) -> tuple[int, int, int, int] | None:
+def _fit(number: int, start: int, size: int, capacity: int, problems: list[str]) -> Partition | None:
+    """core.c's blk_add_partition: a partition starting past the end is skipped, one extending past it is
+    truncated to the end (512-byte sectors)."""
+    if start >= capacity:
+        problems.append(f"partition {number} starts at sector {start}, past the end of the disk "
+                        f"({capacity} sectors): skipped")
+        return None
+    if start + size > capacity:
+        problems.append(f"partition {number} ({size} sectors at {start}) extends past the end of the disk: "
+                        f"truncated to {capacity - start} sectors, as the kernel does")
+        size = capacity - start
+    return Partition(number, start, size)
+
+
+@dataclass(frozen=True)
+class _GptHeader:
+    entries_lba: int
+    count: int
+    entries_crc: int
+
+
+def _gpt_header(read: _Reader, lba: int, ssz: int, total_bytes: int) -> _GptHeader:
+    """The header at `lba`, checked as efi.c's is_gpt_valid does; PartitionTableError says what is wrong."""
+    last_lba = total_bytes // ssz - 1
     hdr = read(lba * ssz, ssz)
-    if len(hdr) < 92 or hdr[:8] != b"EFI PART":
-        return None
-    hsize, hcrc = struct.unpack_from("<II", hdr, 12)
-    if not 92 <= hsize <= ssz:
-        return None
+    (sig, _rev, hsize, hcrc, my_lba, _alt, first_usable, last_usable, _guid, entries_lba, count, esize,
+     ecrc) = _GPT_HEADER.unpack_from(hdr)
+    if sig != b"EFI PART":
+        raise PartitionTableError("no GPT signature")
+    if not _GPT_HEADER.size <= hsize <= ssz:
+        raise PartitionTableError(f"header size {hsize} is not within {_GPT_HEADER.size}..{ssz}")
     if zlib.crc32(hdr[:16] + b"\0\0\0\0" + hdr[20:hsize]) != hcrc:
-        return None
-    entries_lba, count, esize, ecrc = struct.unpack_from("<QIII", hdr, 72)
-    if esize < 128 or count > 4096:
-        return None
-    return entries_lba, count, esize, ecrc
+        raise PartitionTableError("header fails its CRC")
+    if my_lba != lba:
+        raise PartitionTableError(f"header says it is at LBA {my_lba}")
+    if first_usable > last_lba or last_usable > last_lba:
+        raise PartitionTableError(f"usable LBAs {first_usable}..{last_usable} go past the last LBA "
+                                  f"{last_lba}")
+    if last_usable < first_usable:
+        raise PartitionTableError(f"usable LBAs {first_usable}..{last_usable} are reversed")
+    if esize != GPT_ENTRY_SIZE:
+        raise PartitionTableError(f"partition entry size {esize} is not {GPT_ENTRY_SIZE}")
+    if count == 0:
+        raise PartitionTableError("no partition entries")
+    if count * esize > GPT_MAX_ARRAY:
+        raise PartitionTableError(f"{count} partition entries ({count * esize} bytes) are over the kernel's "
+                                  f"limit of {GPT_MAX_ARRAY} bytes")
+    if entries_lba * ssz + count * esize > total_bytes:
+        raise PartitionTableError(f"the partition entries at LBA {entries_lba} ({count * esize} bytes) go "
+                                  "past the end of the disk")
+    return _GptHeader(entries_lba, count, ecrc)
 
 
-def _parse_gpt(read: Callable[[int, int], bytes], ssz: int, total_bytes: int) -> list[Partition]:
-    hdr = _gpt_header(read, 1, ssz)
-    if hdr is None and total_bytes >= 2 * ssz:  # primary damaged: the backup header is in the last LBA
-        hdr = _gpt_header(read, total_bytes // ssz - 1, ssz)
-    if hdr is None:
-        raise PartitionTableError("protective MBR but no valid GPT header")
-    entries_lba, count, esize, ecrc = hdr
-    table = read(entries_lba * ssz, count * esize)
-    if zlib.crc32(table) != ecrc:
-        raise PartitionTableError("GPT partition entries fail their CRC")
+def _gpt_entries(read: _Reader, hdr: _GptHeader, ssz: int) -> tuple[bytes, int]:
+    """The entries that can be partitions (the first MAX_PARTITIONS), and how many non-empty ones follow them.
+
+    The array is read in chunks: its CRC covers all of it, but only its head is kept.
+    """
+    size = hdr.count * GPT_ENTRY_SIZE
+    keep = MAX_PARTITIONS * GPT_ENTRY_SIZE
+    head = bytearray()
+    crc = 0
+    beyond = 0
+    for off in range(0, size, MAX_READ):  # MAX_READ is a multiple of the entry size: no entry is split
+        chunk = read(hdr.entries_lba * ssz + off, min(MAX_READ, size - off))
+        crc = zlib.crc32(chunk, crc)
+        if len(head) < keep:
+            head += chunk[: keep - len(head)]
+        first_beyond = max(0, keep - off)
+        beyond += sum(1 for e in range(first_beyond, len(chunk), GPT_ENTRY_SIZE)
+                      if chunk[e : e + 16] != _NO_GUID)
+    if crc != hdr.entries_crc:
+        raise PartitionTableError("partition entries fail their CRC")
+    return bytes(head), beyond
+
+
+def _parse_gpt(read: _Reader, ssz: int, total_bytes: int, problems: list[str]) -> list[Partition]:
+    last_lba = total_bytes // ssz - 1
+    if last_lba < 2:
+        raise PartitionTableError(f"protective MBR on a disk of {total_bytes} bytes: no room for a GPT")
+
+    def load(lba: int) -> tuple[bytes, int]:
+        return _gpt_entries(read, _gpt_header(read, lba, ssz, total_bytes), ssz)
+
+    try:
+        entries, beyond = load(1)
+    except PartitionTableError as primary:
+        # The kernel would give up here unless booted with "gpt"; kpartx, whose maps these are, reads the
+        # backup header in the last LBA.
+        try:
+            entries, beyond = load(last_lba)
+        except PartitionTableError as backup:
+            raise PartitionTableError(f"no valid GPT header: primary (LBA 1): {primary}; "
+                                      f"backup (LBA {last_lba}): {backup}") from None
+        problems.append(f"primary GPT (LBA 1) unusable ({primary}): using the backup (LBA {last_lba})")
     scale = ssz // 512
     out = []
-    for i in range(count):
-        e = table[i * esize : (i + 1) * esize]
-        if e[:16] == b"\0" * 16:
+    for i in range(len(entries) // GPT_ENTRY_SIZE):
+        e = entries[i * GPT_ENTRY_SIZE : (i + 1) * GPT_ENTRY_SIZE]
+        if e[:16] == _NO_GUID:  # no type GUID: an unused entry
             continue
         first, last = struct.unpack_from("<QQ", e, 32)
-        if last >= first:
-            out.append(Partition(i + 1, first * scale, (last - first + 1) * scale))
+        n = i + 1
+        # efi.c's is_pte_valid: both ends inside the disk. It does not hold partitions to the usable LBAs.
+        if first > last:
+            problems.append(f"GPT partition {n}: first LBA {first} is after its last LBA {last}: skipped")
+        elif first > last_lba:
+            problems.append(f"GPT partition {n} starts at LBA {first}, past the last LBA {last_lba}: skipped")
+        elif last > last_lba:
+            problems.append(f"GPT partition {n} ends at LBA {last}, past the last LBA {last_lba}: skipped, "
+                            "as the kernel does")
+        else:
+            out.append(Partition(n, first * scale, (last - first + 1) * scale))
+    if beyond:
+        problems.append(f"{beyond} GPT partition(s) after entry {MAX_PARTITIONS} not mapped (the kernel's "
+                        f"limit is {MAX_PARTITIONS} partitions)")
     return out
+
+
+class _Mbr:
+    """Primaries 1-4, then the logical partitions of each extended partition, numbered from 5 on."""
+
+    def __init__(self, read: _Reader, ssz: int, total_bytes: int, problems: list[str]) -> None:
+        self.read = read
+        self.scale = ssz // 512  # MBR fields count logical sectors; the kernel and dm count 512-byte ones
+        self.capacity = total_bytes // 512
+        self.problems = problems
+        self.out: list[Partition] = []
+        self.number = 5
+        self.seen: set[int] = set()  # EBRs read, over all extended partitions
+
+    def parse(self, entries: list[_MbrEntry]) -> list[Partition]:
+        for slot, e in enumerate(entries, 1):
+            if not e.size:
+                continue
+            if e.ptype in _MBR_EXTENDED:  # the container itself is not mapped, only its logical partitions
+                self.logicals(e.start * self.scale, e.size * self.scale)
+            else:
+                self.add(slot, e.start * self.scale, e.size * self.scale)
+        return self.out
+
+    def add(self, number: int, start: int, size: int) -> None:
+        p = _fit(number, start, size, self.capacity, self.problems)
+        if p is not None:
+            self.out.append(p)
+
+    def logicals(self, ext_start: int, ext_size: int) -> None:
+        """Follow the EBR chain as msdos.c's parse_extended does (sectors of 512 bytes throughout)."""
+        this_sector, this_size = ext_start, ext_size
+        empty_links = 0
+        while True:
+            empty_links += 1
+            if empty_links > _EBR_EMPTY_LINKS:
+                self.problems.append(f"{_EBR_EMPTY_LINKS} EBRs in a row without a logical partition: the "
+                                     f"rest of the chain from sector {this_sector} is ignored, as the kernel "
+                                     "does")
+                return
+            if this_sector in self.seen:
+                self.problems.append(f"the EBR chain loops back to sector {this_sector}: stopped there")
+                return
+            if len(self.seen) >= MAX_EBRS:
+                self.problems.append(f"more than {MAX_EBRS} EBRs: the rest of the chain from sector "
+                                     f"{this_sector} is ignored")
+                return
+            if this_sector >= self.capacity:
+                self.problems.append(f"an EBR at sector {this_sector} is past the end of the disk "
+                                     f"({self.capacity} sectors): the chain stops there")
+                return
+            self.seen.add(this_sector)
+            entries = _mbr_entries(self.read(this_sector * 512, 512))
+            if entries is None:
+                return
+            for i, e in enumerate(entries):
+                if not e.size or e.ptype in _MBR_EXTENDED:
+                    continue
+                offs, size = e.start * self.scale, e.size * self.scale
+                start = this_sector + offs
+                # msdos.c checks only slots 3 and 4 against the extended partition ("sometimes contain
+                # random garbage"); slots 1 and 2 are held to the disk only, by _fit.
+                if i >= 2 and (offs + size > this_size or start < ext_start
+                               or start + size > ext_start + ext_size):
+                    self.problems.append(f"the EBR at sector {this_sector} describes {size} sectors at "
+                                         f"{start} in slot {i + 1}, outside its extended partition: skipped, "
+                                         "as the kernel does")
+                    continue
+                if self.number > MAX_PARTITIONS:
+                    self.problems.append(f"logical partitions after number {MAX_PARTITIONS} are not mapped "
+                                         f"(the kernel's limit)")
+                    return
+                self.add(self.number, start, size)
+                self.number += 1
+                empty_links = 0
+            link = next((e for e in entries if e.size and e.ptype in _MBR_EXTENDED), None)
+            if link is None:
+                return
+            # Links are relative to the start of the extended partition, data partitions to their own EBR.
+            this_sector, this_size = ext_start + link.start * self.scale, link.size * self.scale
 
 
 def parse_partition_table(
     read: Callable[[int, int], bytes], total_bytes: int, sector_size: int = 512
-) -> list[Partition]:
-    """Partitions of a device (MBR primaries 1-4, logicals from 5, or GPT); [] when there is no table.
+) -> PartitionTable:
+    """Partitions of a device (MBR primaries 1-4, logicals from 5, or GPT) and why others were dropped.
 
-    The extended container itself is not mapped (only its logical partitions are).
+    No table (or a sector 0 that the kernel does not take for one) is an empty PartitionTable. Partitions
+    the kernel would drop or truncate are dropped or truncated, with a problem saying so. PartitionTableError
+    when the table is unusable as a whole. `read(offset, length)` is called with at most MAX_READ bytes each
+    time, MAX_TABLE_READ in all, never outside `total_bytes`.
     """
     ssz = sector_size
-    entries = _mbr_entries(read(0, 512))
+    if not 512 <= ssz <= 65536 or ssz & (ssz - 1):
+        raise PartitionTableError(f"logical block size {ssz} is not a power of two in 512..65536")
+    if total_bytes < 512:
+        return PartitionTable()
+    bounded = _Reader(read, total_bytes)
+    entries = _mbr_entries(bounded(0, 512))
     if entries is None:
-        return []
-    if any(t == _MBR_GPT_PROTECTIVE for t, _, _ in entries):
-        return _parse_gpt(read, ssz, total_bytes)
-    scale = ssz // 512
-    out = []
-    for i, (ptype, lba, n) in enumerate(entries, 1):
-        if ptype == 0 or n == 0:
-            continue
-        if ptype in _MBR_EXTENDED:
-            out += _parse_logicals(read, lba, ssz)
-        else:
-            out.append(Partition(i, lba * scale, n * scale))
-    return sorted(out, key=lambda p: p.number)
-
-
-def _parse_logicals(read: Callable[[int, int], bytes], ext_start: int, ssz: int) -> list[Partition]:
-    out = []
-    scale = ssz // 512
-    ebr = ext_start
-    seen = set()
-    number = 5
-    while ebr not in seen and len(seen) < 256:  # guard against EBR loops
-        seen.add(ebr)
-        entries = _mbr_entries(read(ebr * ssz, 512))
-        if entries is None:
-            break
-        (t0, l0, n0), (t1, l1, _n1) = entries[0], entries[1]
-        if t0 and n0:
-            out.append(Partition(number, (ebr + l0) * scale, n0 * scale))
-            number += 1
-        if t1 not in _MBR_EXTENDED or not l1:
-            break
-        ebr = ext_start + l1  # next EBR: relative to the start of the extended partition
-    return out
+        return PartitionTable()
+    problems: list[str] = []
+    if any(e.ptype == _MBR_GPT_PROTECTIVE for e in entries):
+        # efi.c wants a 0xEE entry starting at LBA 1; with none, msdos.c still leaves a 0xEE disk alone.
+        if not any(e.ptype == _MBR_GPT_PROTECTIVE and e.start == 1 for e in entries):
+            return PartitionTable((), ("the protective MBR entry does not start at LBA 1: not a GPT the "
+                                       "kernel would read",))
+        parts = _parse_gpt(bounded, ssz, total_bytes, problems)
+    elif any(e.status not in (0, 0x80) for e in entries):
+        return PartitionTable()  # msdos.c: a boot indicator other than 0 or 0x80 means a FAT boot sector
+    else:
+        parts = _Mbr(bounded, ssz, total_bytes, problems).parse(entries)
+    if len(problems) > _MAX_PROBLEMS:
+        problems[_MAX_PROBLEMS - 1 :] = [f"and {len(problems) - _MAX_PROBLEMS + 1} more problems"]
+    return PartitionTable(tuple(sorted(parts, key=lambda p: p.number)), tuple(problems))
 
 
 # --- map lifecycle ----------------------------------------------------------------------------------
@@ -245,22 +457,31 @@ def _sector_size(info: DeviceInfo) -> int:
         return 512
 
 
-def read_partitions(info: DeviceInfo) -> list[Partition]:
-    """The partition table found on a live map. Reads block I/O: a map queueing with no path blocks here."""
+def read_partitions(info: DeviceInfo) -> PartitionTable:
+    """The partition table found on a live map; each of its problems is logged here, once.
+
+    Reads block I/O: a map queueing with no path blocks here. DMError when the table is unusable as a whole.
+    """
     path = _device_node(info)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         total = os.lseek(fd, 0, os.SEEK_END)
 
         def read(offset: int, length: int) -> bytes:
+            # The parser bounds its reads itself; this check stands if it ever does not.
+            if offset < 0 or not 0 < length <= MAX_READ or offset + length > total:
+                raise PartitionTableError(f"refused to read {length} bytes at byte {offset}")
             return os.pread(fd, length, offset)
 
         try:
-            return parse_partition_table(read, total, _sector_size(info))
+            table = parse_partition_table(read, total, _sector_size(info))
         except PartitionTableError as e:
             raise DMError("read partitions", info.name, 22, f"{path}: {e}") from None
     finally:
         os.close(fd)
+    for problem in table.problems:
+        log.warning("%s: partition table on %s: %s", info.name, path, problem, extra={"MAP": info.name})
+    return table
 
 
 def add_partition_maps(
@@ -275,7 +496,7 @@ def add_partition_maps(
     info = ctl.info(name)
     if not info.uuid:
         raise DMError("add partitions", name, 22, "map has no uuid to derive partition uuids from")
-    parts = read_partitions(info)
+    parts = read_partitions(info).partitions
     existing = {d.name: d for d in partition_maps(ctl, name, devices)}
     wanted = []
     for p in parts:

@@ -1,20 +1,12 @@
-"""Multipath/linear table building and parsing, status parsing, partition tables (all pure)."""
+"""Multipath/linear table building and parsing, status parsing, partition map names (all pure).
 
-import struct
-import zlib
+The partition-table parser has its own tests: test_partition_tables.py."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pymultipathd.dm.maps import (
-    Partition,
-    PartitionTableError,
-    _parent_of,
-    parse_partition_table,
-    part_name,
-    part_uuid,
-)
+from pymultipathd.dm.maps import _parent_of, part_name, part_uuid
 from pymultipathd.dm.table import (
     Features,
     GroupStatus,
@@ -262,7 +254,7 @@ def test_linear_rejects():
         parse_linear_line("0 8 linear 8:0 x")
 
 
-# --- naming and partition tables ---------------------------------------------------------------------
+# --- partition map names -----------------------------------------------------------------------------
 
 
 def test_partition_names_and_uuids():
@@ -271,96 +263,3 @@ def test_partition_names_and_uuids():
     assert part_uuid(3, "mpath-36001405abc") == "part3-mpath-36001405abc"
     assert _parent_of("part3-mpath-36001405abc") == (3, "mpath-36001405abc")
     assert _parent_of("mpath-36001405abc") is None and _parent_of("partx-mpath-1") is None
-
-
-def _mbr(entries, sig=True):
-    s = bytearray(512)
-    for i, (ptype, lba, n) in enumerate(entries):
-        struct.pack_into("<B3sB3sII", s, 446 + 16 * i, 0, b"", ptype, b"", lba, n)
-    if sig:
-        s[510:512] = b"\x55\xaa"
-    return bytes(s)
-
-
-def _reader(image: dict[int, bytes]):
-    def read(offset, length):
-        out = bytearray(length)
-        for off, data in image.items():
-            for i, b in enumerate(data):
-                if offset <= off + i < offset + length:
-                    out[off + i - offset] = b
-        return bytes(out)
-
-    return read
-
-
-def test_no_partition_table():
-    assert parse_partition_table(_reader({}), 1 << 20) == []
-    assert parse_partition_table(_reader({0: _mbr([(0x83, 2048, 100)], sig=False)}), 1 << 20) == []
-
-
-def test_mbr_primaries_and_logicals():
-    ext_start = 10000
-    image = {
-        0: _mbr([(0x83, 2048, 4096), (0, 0, 0), (0x05, ext_start, 20000), (0x82, 40000, 1000)]),
-        # first EBR: logical 5 at ext+63, next EBR at ext+5000
-        ext_start * 512: _mbr([(0x83, 63, 1000), (0x05, 5000, 2000)]),
-        (ext_start + 5000) * 512: _mbr([(0x83, 63, 500)]),
-    }
-    assert parse_partition_table(_reader(image), 1 << 30) == [
-        Partition(1, 2048, 4096),
-        Partition(4, 40000, 1000),
-        Partition(5, ext_start + 63, 1000),
-        Partition(6, ext_start + 5000 + 63, 500),
-    ]
-
-
-def test_mbr_ebr_loop_terminates():
-    # The second EBR's "next" points back at itself: two logicals, then stop.
-    image = {
-        0: _mbr([(0x0F, 100, 1000)]),
-        100 * 512: _mbr([(0x83, 1, 10), (0x05, 50, 10)]),
-        150 * 512: _mbr([(0x83, 1, 10), (0x05, 50, 10)]),
-    }
-    assert [p.number for p in parse_partition_table(_reader(image), 1 << 20)] == [5, 6]
-
-
-def _gpt(parts, ssz=512, corrupt_header=False, corrupt_entries=False):
-    nent, esize = 128, 128
-    entries = bytearray(nent * esize)
-    for i, (num, first, last) in enumerate(parts):
-        off = (num - 1) * esize
-        entries[off : off + 16] = b"\x11" * 16  # any non-zero type GUID
-        entries[off + 16 : off + 32] = bytes([i + 1]) * 16
-        struct.pack_into("<QQ", entries, off + 32, first, last)
-    ecrc = zlib.crc32(entries)
-    if corrupt_entries:
-        entries[0] ^= 0xFF
-    hdr = bytearray(92)
-    hdr[:8] = b"EFI PART"
-    struct.pack_into("<II", hdr, 8, 0x00010000, 92)
-    struct.pack_into("<QIII", hdr, 72, 2, nent, esize, ecrc)
-    struct.pack_into("<I", hdr, 16, zlib.crc32(bytes(hdr)))
-    if corrupt_header:
-        hdr[40] ^= 1
-    return {0: _mbr([(0xEE, 1, 0xFFFFFFFF)]), ssz: bytes(hdr), 2 * ssz: bytes(entries)}
-
-
-def test_gpt_partitions():
-    image = _gpt([(1, 2048, 4095), (3, 4096, 8191)])
-    assert parse_partition_table(_reader(image), 1 << 30) == [
-        Partition(1, 2048, 2048),
-        Partition(3, 4096, 4096),
-    ]
-
-
-def test_gpt_4k_sectors_are_reported_in_512_byte_sectors():
-    image = _gpt([(1, 256, 511)], ssz=4096)
-    assert parse_partition_table(_reader(image), 1 << 30, 4096) == [Partition(1, 2048, 2048)]
-
-
-def test_gpt_bad_crc_is_an_error():
-    with pytest.raises(PartitionTableError, match="no valid GPT header"):
-        parse_partition_table(_reader(_gpt([(1, 34, 100)], corrupt_header=True)), 1 << 20)
-    with pytest.raises(PartitionTableError, match="CRC"):
-        parse_partition_table(_reader(_gpt([(1, 34, 100)], corrupt_entries=True)), 1 << 20)
