@@ -115,6 +115,9 @@ class World:
     daemon_running: bool = True
     now: float = 0.0
     timers: Mapping[str, float] = field(default_factory=dict)  # dev_t -> deadline (epoch seconds)
+    # store files that could not be read (each a message naming the file): decided as if they were empty,
+    # as upstream does, and said on stderr by `-u` so the answer never rests on a silent gap
+    unread: tuple[str, ...] = ()
 
 
 @record(frozen=True)

@@ -21,7 +21,8 @@ _DEFAULTS = {
     "PYMULTIPATH_SYSFS": "/sys",
     "PYMULTIPATH_UDEV_DB": "/run/udev/data",
     "PYMULTIPATH_PROC": "/proc",
-    "PYMULTIPATH_HELPER_SOCKET": "@/org/pymultipathd/udev-helper",
+    # a pathname in a directory only root may enter: an abstract name can be bound by any local user first
+    "PYMULTIPATH_HELPER_SOCKET": "/run/pymultipathd/udev-helper",
 }
 ENV_VARS = tuple(_DEFAULTS)
 
@@ -70,7 +71,8 @@ def socket_name() -> str:
 
 
 def helper_socket() -> str:
-    """Private socket on which the daemon answers `pymultipath -u|-c` (pymultipathd.udevlink)."""
+    """Private socket on which the daemon answers `pymultipath -u|-c` (pymultipathd.udevlink). Its
+    directory is the daemon's and root's alone (0700), so no other user can bind the name or connect."""
     return _get("PYMULTIPATH_HELPER_SOCKET")
 
 

@@ -22,6 +22,7 @@ Stdlib only and nothing heavy at import: the udev helper reads the wwids file on
 from __future__ import annotations
 
 import _thread
+import errno
 import os
 import stat
 
@@ -70,6 +71,12 @@ class StoreError(Exception):
     """A store file could not be read or written; the message names the file and the reason."""
 
 
+def _error(what: str, e: OSError, tail: str = "") -> StoreError:
+    """"<what>: <reason> (<ERRNO>)<tail>": the errno's name is what an administrator searches for."""
+    name = errno.errorcode.get(e.errno, str(e.errno)) if e.errno else "?"
+    return StoreError(f"{what}: {e.strerror or e} ({name}){tail}")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Validation
 
@@ -95,7 +102,7 @@ def _read_lines(path: str) -> list[str] | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise StoreError(f"cannot read {path}: {e.strerror or e}") from e
+        raise _error(f"cannot read {path}", e) from e
     # split on "\n" only: str.splitlines() would also split on form feeds and other rare separators
     lines = text.split("\n")
     if lines[-1] == "":
@@ -115,7 +122,7 @@ def _ensure_dir(directory: str) -> None:
     try:
         os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
     except OSError as e:
-        raise StoreError(f"cannot create directory {directory}: {e.strerror or e}") from e
+        raise _error(f"cannot create directory {directory}", e) from e
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -133,7 +140,7 @@ def write_atomic(path: str, text: str) -> None:
     except FileNotFoundError:
         pass
     except OSError as e:
-        raise StoreError(f"cannot write {path}: {e.strerror or e}") from e
+        raise _error(f"cannot write {path}", e) from e
     tmp = None
     try:
         # own O_EXCL temp name: the tempfile module costs milliseconds of import on the udev path
@@ -153,7 +160,7 @@ def write_atomic(path: str, text: str) -> None:
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
-        raise StoreError(f"cannot write {path}: {e.strerror or e}; the old file is unchanged") from e
+        raise _error(f"cannot write {path}", e, '; the old file is unchanged') from e
     finally:
         if tmp is not None:
             try:
@@ -173,7 +180,7 @@ def _lock_file(lock_path: str) -> int:
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
     except OSError as e:
-        raise StoreError(f"cannot open lock file {lock_path}: {e.strerror or e}") from e
+        raise _error(f"cannot open lock file {lock_path}", e) from e
     while True:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX)
@@ -182,7 +189,7 @@ def _lock_file(lock_path: str) -> int:
             continue
         except OSError as e:
             os.close(fd)
-            raise StoreError(f"cannot lock {lock_path}: {e.strerror or e}") from e
+            raise _error(f"cannot lock {lock_path}", e) from e
 
 
 def _update(path: str, header: str, change: Callable[[list[str]], list[str] | None]) -> bool:
@@ -452,7 +459,7 @@ def mark_failed(wwid: str, path: str | None = None) -> bool:
     except FileExistsError:
         return False
     except OSError as e:
-        raise StoreError(f"cannot create {marker}: {e.strerror or e}") from e
+        raise _error(f"cannot create {marker}", e) from e
     os.close(fd)
     return True
 
@@ -465,7 +472,7 @@ def unmark_failed(wwid: str, path: str | None = None) -> bool:
     except FileNotFoundError:
         return False
     except OSError as e:
-        raise StoreError(f"cannot remove {marker}: {e.strerror or e}") from e
+        raise _error(f"cannot remove {marker}", e) from e
     return True
 
 
@@ -476,4 +483,4 @@ def failed_wwids(path: str | None = None) -> frozenset[str]:
     except FileNotFoundError:
         return frozenset()
     except OSError as e:
-        raise StoreError(f"cannot list {path or locations.failed_wwids_dir()}: {e.strerror or e}") from e
+        raise _error(f"cannot list {path or locations.failed_wwids_dir()}", e) from e

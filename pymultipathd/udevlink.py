@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import _socket  # socket.py builds IntEnums and imports selectors: milliseconds per udev event in the guest
 import os
+import time
 
-from pymultipathd import locations
+from pymultipathd import locations, peer
 
 MAGIC = b"PYMPU1"
 LIMIT = 1 << 20  # bytes, each way: an environment is a few KiB; anything bigger is not ours
-TIMEOUT = 3.0  # seconds the helper waits for the daemon before deciding itself
+TIMEOUT = 3.0  # seconds the helper waits for the daemon, all told, before deciding itself
 # set by the compiled front (udev/pymultipath-udev.c) when it runs `pymultipath`: it has asked already
 ASKED_VAR = "PYMULTIPATH_DAEMON_ASKED"
 # environment variables that change what a decision reads (locations, the -i override): a request whose
@@ -93,17 +94,38 @@ def parse_args(args: list[str]) -> tuple[str, bool] | None:
 
 def ask(flag: str, dev: str, explain: bool, env: dict[str, str] | None = None,
         timeout: float = TIMEOUT) -> tuple[int, str, str] | None:
-    """The daemon's answer to `pymultipath FLAG DEV`, or None if there is none to be had in time."""
+    """The daemon's answer to `pymultipath FLAG DEV`, or None if there is none to be had in time.
+
+    `timeout` bounds the whole exchange (connect, request, reply), not each call: a peer that trickles a
+    byte at a time cannot keep a udev worker. A listener that is not root (peer.trusted) is not asked."""
     env = dict(os.environ) if env is None else env
+    deadline = time.monotonic() + timeout
+    name = locations.helper_socket()
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)  # close-on-exec
     chunks: list[bytes] = []
+
+    def within() -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        s.settimeout(left)
+
     try:
-        s.settimeout(timeout)
-        s.connect(locations.unix_address(locations.helper_socket()))
-        s.sendall(encode_request(flag, dev, explain, env))
+        within()
+        s.connect(locations.unix_address(name))
+        pid, uid, _gid = peer.credentials(s)
+        if not peer.trusted(uid):
+            peer.report_untrusted("pymultipath", name, pid, uid, locations.run_dir())
+            return None
+        request = encode_request(flag, dev, explain, env)
+        sent = 0
+        while sent < len(request):
+            within()
+            sent += s.send(request[sent:sent + 65536])
         s.shutdown(_socket.SHUT_WR)
         size = 0
         while size <= LIMIT:
+            within()
             chunk = s.recv(65536)
             if not chunk:
                 return decode_reply(b"".join(chunks))

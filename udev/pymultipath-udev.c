@@ -13,7 +13,12 @@
  *
  * Built by `make install` (PYMULTIPATH names the Python helper to fall back on). Environment: udev's event
  * properties, sent to the daemon as the Python helper sends them; PYMULTIPATH_HELPER_SOCKET overrides the
- * socket ("@name" abstract, else a path).
+ * socket ("@name" abstract, else a path), PYMULTIPATH_RUNDIR the directory of the once-only reports.
+ *
+ * udev imports what this prints as device properties and the rules feed them to systemd-run, so only a
+ * listener running as root (or as the caller) is believed (SO_PEERCRED, as pymultipathd/peer.py): anyone
+ * could bind an abstract name first. And one deadline bounds the whole exchange, so a peer trickling a
+ * byte at a time cannot hold a udev worker.
  */
 
 #define _GNU_SOURCE
@@ -21,11 +26,14 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef PYMULTIPATH
@@ -35,9 +43,10 @@
 #define MAGIC "PYMPU1"
 #define LIMIT (1 << 20)          /* bytes each way, as udevlink.LIMIT */
 #ifndef TIMEOUT_S
-#define TIMEOUT_S 3              /* seconds per send/receive, as udevlink.TIMEOUT (tests build with less) */
+#define TIMEOUT_S 3              /* seconds for the whole exchange, as udevlink.TIMEOUT (tests build with less) */
 #endif
-#define DEFAULT_SOCKET "@/org/pymultipathd/udev-helper"
+#define DEFAULT_SOCKET "/run/pymultipathd/udev-helper"
+#define DEFAULT_RUNDIR "/run/multipath"
 #define ASKED_VAR "PYMULTIPATH_DAEMON_ASKED" /* tells the fallback not to ask the daemon a second time */
 
 extern char **environ;
@@ -84,11 +93,63 @@ static int request(struct buf *b, const char *flag, const char *dev, int explain
 	return 0;
 }
 
+static struct timespec deadline;
+
+/* Bound the socket's next call by what is left of the deadline; -1 once it has passed. */
+static int within(int fd)
+{
+	struct timespec now;
+	struct timeval tv;
+	long long left_us;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	left_us = (deadline.tv_sec - now.tv_sec) * 1000000LL + (deadline.tv_nsec - now.tv_nsec) / 1000;
+	if (left_us <= 0)
+		return -1;
+	tv.tv_sec = left_us / 1000000;
+	tv.tv_usec = left_us % 1000000;
+	/* both: a unix connect waits for a full backlog under the send timeout */
+	return setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) ||
+	       setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ? -1 : 0;
+}
+
+/* Say once per listening process (a marker file in the run directory) that it is not believed. */
+static void report_untrusted(const char *name, const struct ucred *cred)
+{
+	const char *dir = getenv("PYMULTIPATH_RUNDIR");
+	char marker[4096], comm[64] = "?";
+	int fd;
+
+	if (!dir || !*dir)
+		dir = DEFAULT_RUNDIR;
+	snprintf(marker, sizeof(marker), "%s/untrusted-peer.%d", dir, (int)cred->pid);
+	fd = open(marker, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 && errno == EEXIST)
+		return;
+	if (fd >= 0)
+		close(fd);
+	snprintf(marker, sizeof(marker), "/proc/%d/comm", (int)cred->pid);
+	fd = open(marker, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		ssize_t r = read(fd, comm, sizeof(comm) - 1);
+		comm[r > 0 ? r : 0] = '\0';
+		comm[strcspn(comm, "\n")] = '\0';
+		close(fd);
+	}
+	fprintf(stderr, "pymultipath-udev: ignoring %s: it is served by pid %d (%s), uid %u, not root; "
+		"deciding without the daemon\n", name, (int)cred->pid, comm, (unsigned)cred->uid);
+	openlog("pymultipath-udev", LOG_PID, LOG_DAEMON);
+	syslog(LOG_ERR, "ignoring %s: it is served by pid %d (%s), uid %u, not root; deciding without the "
+	       "daemon", name, (int)cred->pid, comm, (unsigned)cred->uid);
+	closelog();
+}
+
 static int connect_daemon(void)
 {
 	const char *name = getenv("PYMULTIPATH_HELPER_SOCKET");
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	struct timeval tv = { .tv_sec = TIMEOUT_S };
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
 	size_t n;
 
 	if (!name || !*name)
@@ -104,10 +165,13 @@ static int connect_daemon(void)
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
-	/* both bound every call: a unix connect waits for a full backlog under the send timeout */
-	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) ||
-	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
-	    connect(fd, (struct sockaddr *)&addr, offsetof(struct sockaddr_un, sun_path) + n)) {
+	if (within(fd) || connect(fd, (struct sockaddr *)&addr, offsetof(struct sockaddr_un, sun_path) + n) ||
+	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len)) {
+		close(fd);
+		return -1;
+	}
+	if (cred.uid != 0 && cred.uid != geteuid()) {
+		report_untrusted(name, &cred);
 		close(fd);
 		return -1;
 	}
@@ -119,6 +183,8 @@ static int exchange(int fd, const struct buf *req, struct buf *reply)
 	char chunk[65536];
 
 	for (size_t off = 0; off < req->len;) {
+		if (within(fd))
+			return -1;
 		ssize_t w = send(fd, req->data + off, req->len - off, MSG_NOSIGNAL);
 		if (w < 0 && errno == EINTR)
 			continue;
@@ -129,6 +195,8 @@ static int exchange(int fd, const struct buf *req, struct buf *reply)
 	if (shutdown(fd, SHUT_WR))
 		return -1;
 	for (;;) {
+		if (within(fd))
+			return -1;
 		ssize_t r = recv(fd, chunk, sizeof(chunk), 0);
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -233,6 +301,8 @@ int main(int argc, char **argv)
 	dev = device_name(copy);
 	if (!*dev || request(&req, flag, dev, explain))
 		return fall_back(argv);
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += TIMEOUT_S;
 	fd = connect_daemon();
 	if (fd < 0)
 		return fall_back(argv);

@@ -5,7 +5,8 @@ this module imports only the stdlib, the config core, the classifier and the fac
 pyudev, no argparse.
 
 -u prints what upstream's `multipath -u` prints, for IMPORT{program}:
-    FIND_MULTIPATHS_WAIT_UNTIL="<seconds left>"   (only when a smart-mode wait is or was running; "0" = over)
+    FIND_MULTIPATHS_WAIT_UNTIL="<seconds left>"   (whole seconds, only when a smart-mode wait is or was
+                                                   running; "0" = over)
     DM_MULTIPATH_DEVICE_PATH="1"|"0"|"2"           (yes | no | maybe)
 and exits 0 (udev ignores the output of a program that fails). -c exits 0 for a multipath path (or a maybe,
 as upstream: it is not free for the system yet), 1 if not, and changes nothing on disk.
@@ -109,7 +110,8 @@ def decide(flag: str, dev: str, want_explain: bool, config: Config | None, error
         # Without a configuration only "already in a map" is certain; everything else stays with the system.
         held = any(m.uuid.startswith("mpath-") and dev in m.paths for m in world.maps)
         return _emit(udev_mode, Verdict("yes" if held else "no", "member_of_map" if held else "strict"),
-                     world.timers.get(target.dev_t), dev, world.now, err=f"pymultipath {flag}: {error}\n")
+                     world.timers.get(target.dev_t), dev, world.now,
+                     err=f"pymultipath {flag}: {error}\n" + _unread(flag, world))
 
     def again() -> tuple[PathFacts, World]:
         return facts.world_for(dev, config, siblings=True, now=world.now, env=env,
@@ -132,9 +134,14 @@ def decide(flag: str, dev: str, want_explain: bool, config: Config | None, error
         if deadline != verdict.wait_until:  # lost a race: classify again with the winner's deadline
             world = replace(world, timers={**world.timers, target.dev_t: deadline})
             verdict, steps = explain(target, world, config, for_udev=True)
+    err += _unread(flag, world)
     if want_explain:
         err += _said(steps, verdict, dev)
     return _emit(udev_mode, verdict, deadline, dev, world.now, err=err)
+
+
+def _unread(flag: str, world: World) -> str:
+    return "".join(f"pymultipath {flag}: {p}; decided as if it were empty\n" for p in world.unread)
 
 
 def main(argv: list[str]) -> int:
@@ -157,8 +164,8 @@ def _emit(udev_mode: bool, verdict: Verdict, deadline: float | None, dev: str, n
     out = ""
     if deadline is not None:
         # a wait is running or ran: tell the rules how long is left, so they can start or stop its timer
+        # whole seconds, rounded up: the rules pass it to systemd-run and let only digits through
         left = max(deadline - now, 0.0) if verdict.rule != "timeout" else 0.0
-        out += f'FIND_MULTIPATHS_WAIT_UNTIL="{left:.6f}"\n' if left > 0 else \
-            'FIND_MULTIPATHS_WAIT_UNTIL="0"\n'
+        out += f'FIND_MULTIPATHS_WAIT_UNTIL="{-int(-left // 1)}"\n'
     out += f'DM_MULTIPATH_DEVICE_PATH="{_CODE[verdict.decision]}"\n'
     return 0, out, err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from pymultipathd import locations
+from pymultipathd import locations, peer
 from pymultipathd.control import framing
 
 
@@ -13,19 +13,25 @@ class ClientError(OSError):
 
 
 def connect(name: str | None = None, timeout: float = 10.0) -> socket.socket:
-    """Connect to `name`, or to the configured abstract socket and then the pathname one."""
+    """Connect to `name`, or to the configured abstract socket and then the pathname one. A listener that
+    is not root (nor this user) is never sent a command: anyone can bind an abstract name first."""
     names = [name] if name else [locations.socket_name(), locations.socket_path()]
-    last: OSError | None = None
+    problems = []
     for n in names:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         sock.settimeout(timeout)
         try:
             sock.connect(locations.unix_address(n))
-            return sock
+            pid, uid, _gid = peer.credentials(sock)
         except OSError as err:
             sock.close()
-            last = err
-    raise ClientError(f"cannot connect to the multipath daemon at {' or '.join(names)}: {last}")
+            problems.append(f"{n}: {err.strerror or err}")
+            continue
+        if peer.trusted(uid):
+            return sock
+        sock.close()
+        problems.append(f"{n}: refused to talk to it: served by {peer.describe(pid, uid)}, not root")
+    raise ClientError(f"cannot connect to the multipath daemon: {'; '.join(problems)}")
 
 
 def request(sock: socket.socket, command: str) -> str:

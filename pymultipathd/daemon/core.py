@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from pymultipathd import classify, flush, store
+from pymultipathd import classify, flush
 from pymultipathd.config import Config
 from pymultipathd.daemon import plan
 from pymultipathd.daemon.logsetup import fields
+from pymultipathd.daemon.persist import Persist
 from pymultipathd.daemon.state import DaemonState, MapState, PathState
 from pymultipathd.dm import maps as dmmaps
 from pymultipathd.dm import table as dmt
@@ -74,6 +75,7 @@ class Core:
         # maps whose partition table could not be read (no usable path then) -> (next try, backoff seconds)
         self._partition_retry: dict[str, tuple[float, float]] = {}
         self._usage: tuple[float, facts.Usage] | None = None
+        self.persist = Persist()  # bindings, wwids and failed markers: a failed write never stops assembly
         self._resolved_for: Config | None = None  # the config the memo below was filled from
         self._resolved: dict[tuple, dict[str, object]] = {}
 
@@ -106,14 +108,18 @@ class Core:
 
     def world(self) -> classify.World:
         known = self.known()
+        wwids, failed, unread = facts.stored()
+        for problem in unread:
+            self.persist.unreadable(problem)
         return classify.World(
             paths=known.paths,
             maps=known.maps,
-            wwids=frozenset(store.read_wwids()),
-            failed_wwids=store.failed_wwids(),
+            wwids=wwids,
+            failed_wwids=failed,
             daemon_running=True,
             now=time.time(),
             timers=facts.timers(),
+            unread=unread,
         )
 
     def _path_from_facts(self, f: classify.PathFacts, old: PathState | None) -> PathState:
@@ -295,7 +301,7 @@ class Core:
         self._aliases = {}
         created, self._created = self._created, []
         if created:
-            store.add_wwids(created)  # one locked write for the batch, not one per map
+            self.persist.record_wwids(created)  # one locked write for the batch, not one per map
         # Partition maps read each new map's partition table through the map: after the whole batch, so a
         # storm of new LUNs gets its maps first (upstream leaves this to kpartx run by udev).
         todo, self._partition_todo = self._partition_todo, []
@@ -316,7 +322,8 @@ class Core:
                 continue
             try:
                 await self.dm(dmmaps.add_partition_maps, self.ctl, name, devices=listed)
-            except DMError as err:
+            except DMError as err:  # an unusable table (or a DM refusal): reading it again will not help
+                self._partition_retry.pop(name, None)
                 log.warning("%s: partition maps: %s", name, err, **fields(map=name))
             except OSError as err:
                 self._partition_retry_later(name, f"partition table unreadable now ({err.strerror or err})")
@@ -346,8 +353,8 @@ class Core:
         taken = {m.name for m in self.state.maps.values()}
         for prefix, wwids in by_prefix.items():
             try:
-                self._aliases.update(store.aliases_for(wwids, prefix, reserved=taken))
-            except (OSError, ValueError) as err:
+                self._aliases.update(self.persist.aliases(wwids, prefix, taken))
+            except ValueError as err:  # an alias_prefix the bindings file cannot hold
                 log.error("cannot bind aliases in the bindings file: %s", err)
 
     async def _reconcile_one(self, wwid: str, paths: list[PathState]) -> None:
@@ -406,7 +413,10 @@ class Core:
         prefix = self._friendly_prefix(wwid, r)
         if prefix:
             taken = {m.name for m in self.state.maps.values()}
-            return store.alias_for(wwid, prefix, reserved=taken)
+            try:
+                return self.persist.aliases([wwid], prefix, taken).get(wwid, wwid)
+            except ValueError as err:
+                log.error("cannot bind an alias for %s: %s", wwid, err, **fields(wwid=wwid))
         return wwid
 
     async def _create(self, wwid: str, paths: list[PathState]) -> None:
@@ -426,11 +436,11 @@ class Core:
         except DMError as err:
             log.error("%s: creating map %s failed: %s; releasing its paths to the system", wwid, name, err,
                       **fields(map=name, wwid=wwid))
-            store.mark_failed(wwid)
+            self.persist.mark_failed(wwid, True)
             for p in paths:
                 sysinfo.trigger_uevent(p.dev, "add")  # let LVM, mounts, etc. pick the paths up
             return
-        store.unmark_failed(wwid)
+        self.persist.mark_failed(wwid, False)
         self._created.append(wwid)
         m = MapState(name=name, wwid=wwid, vendor=first.facts.vendor or "", product=first.facts.product or "")
         m.reloads = 1
@@ -490,6 +500,7 @@ class Core:
         """no_path_retry N: count checker intervals while a queueing map has no usable path; failback N;
         partition tables that could not be read, once their map has a usable path again."""
         now = asyncio.get_running_loop().time()
+        self.persist.retry(now)
         due = [name for name, (when, _) in self._partition_retry.items() if now >= when
                and (m := self.state.maps.get(name)) and any(p.usable for p in self.state.paths_of(m))]
         for name in set(self._partition_retry) - set(self.state.maps):

@@ -14,13 +14,14 @@ import sys
 from pymultipathd import locations
 from pymultipathd.config import ConfigError, load_config
 from pymultipathd.config.load import sources_signature
-from pymultipathd.control.server import ControlServer, bind_unix
+from pymultipathd.control.server import ControlServer
 from pymultipathd.daemon import handlers, logsetup
 from pymultipathd.daemon.core import Core, is_path_candidate
 from pymultipathd.daemon.linkwatch import LinkWatch
 from pymultipathd.daemon.udev_service import UdevService
 from pymultipathd.dm.errors import DMError
 from pymultipathd.dm.ioctl import Control
+from pymultipathd.listen import SocketInUse, bind_unix
 from pymultipathd.paths import sysinfo
 
 log = logging.getLogger("pymultipathd")
@@ -114,13 +115,20 @@ class Daemon:
         if socks:
             log.info("control: %d sockets from systemd", len(socks))
         else:
-            try:
-                socks = [bind_unix(locations.socket_name()), bind_unix(locations.socket_path())]
-            except OSError as err:
-                log.error("cannot listen on %s: %s (is another multipathd running?)", locations.socket_name(),
-                          err)
-                return 1
-            log.info("control: listening on %s and %s", locations.socket_name(), locations.socket_path())
+            for name in (locations.socket_name(), locations.socket_path()):
+                try:
+                    socks.append(bind_unix(name))
+                except SocketInUse as err:
+                    if not err.foreign:  # another daemon: two owners of the same maps would fight
+                        log.error("cannot start: %s", err)
+                        return 1
+                    # A user squatting a name must not stop map management: serve what is left.
+                    log.error("control socket: %s; serving the other control socket only", err)
+                except OSError as err:
+                    log.error("cannot listen on %s: %s", name, err)
+                    return 1
+                else:
+                    log.info("control: listening on %s", name)
         self.server = ControlServer(lambda cmd: handlers.dispatch(self, cmd))
         await self.server.start(socks)
         # Before discovery, as udev's helper asks from now on; until discovery is over the daemon's view

@@ -19,11 +19,11 @@ import logging
 import os
 from collections.abc import Callable
 
-from pymultipathd import locations, udevlink
+from pymultipathd import locations, peer, udevlink
 from pymultipathd.cli import udev_helper
 from pymultipathd.config.load import sources_signature
 from pymultipathd.config.model import Config
-from pymultipathd.control.server import bind_unix, peer_uid
+from pymultipathd.listen import bind_unix
 from pymultipathd.paths.facts import Known
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,9 @@ class UdevService:
         """Listen; on failure log why and go on without (the helper decides itself, only slower)."""
         name = locations.helper_socket()
         try:
-            sock = bind_unix(name)
-        except OSError as err:
-            log.warning("udev helper socket %s: %s; `pymultipath -u` decides without the daemon", name, err)
+            sock = bind_unix(name, private=True)
+        except OSError as err:  # SocketInUse names a squatter of an abstract name
+            log.error("udev helper socket %s: %s; `pymultipath -u` decides without the daemon", name, err)
             return False
         self._server = await asyncio.start_unix_server(self._client, sock=sock)
         log.info("udev helper: answering on %s", name)
@@ -75,7 +75,7 @@ class UdevService:
                 await writer.wait_closed()
 
     async def _reply(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
-        if peer_uid(writer.get_extra_info("socket")) != 0:
+        if peer.credentials(writer.get_extra_info("socket"))[1] != 0:
             return self._decline("not root")
         data = await asyncio.wait_for(_read_all(reader, udevlink.LIMIT), READ_TIMEOUT)
         if data is None:

@@ -20,7 +20,7 @@ import errno
 import os
 import time
 
-from pymultipathd import locations, store
+from pymultipathd import locations, peer, store
 from pymultipathd.classify import MapFacts, PathFacts, World
 from pymultipathd.sysread import device_dir
 from pymultipathd.sysread import read_text as _read
@@ -257,27 +257,46 @@ def timers() -> dict[str, float]:
 
 def daemon_reachable() -> bool:
     """connect() to the daemon's socket, non-blocking: EAGAIN (a full listen backlog while the daemon is
-    starting) counts as reachable, as upstream does, so udev workers never block on it."""
+    starting) counts as reachable, as upstream does, so udev workers never block on it. A listener that is
+    not root is not the daemon (anyone may bind the abstract name first): it would steer rule 2."""
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)  # close-on-exec, as socket.socket's
     try:
         s.setblocking(False)
         s.connect(locations.unix_address(locations.socket_name()))
+        return peer.trusted(peer.credentials(s)[1])
     except BlockingIOError:
         return True
     except OSError as e:
         return e.errno in (errno.EAGAIN, errno.EINPROGRESS)
     finally:
         s.close()
-    return True
+
+
+def stored() -> tuple[frozenset[str], frozenset[str], tuple[str, ...]]:
+    """(WWIDs of the wwids file, failed WWIDs, what could not be read). An unreadable file counts as empty,
+    as upstream treats it: a classification must not fail for it."""
+    unread = []
+    try:
+        wwids = frozenset(store.read_wwids())
+    except store.StoreError as e:
+        wwids = frozenset()
+        unread.append(str(e))
+    try:
+        failed = store.failed_wwids()
+    except store.StoreError as e:
+        failed = frozenset()
+        unread.append(str(e))
+    return wwids, failed, tuple(unread)
 
 
 def _world(paths: list[PathFacts], now: float | None, daemon_running: bool | None = None,
            maps: tuple[MapFacts, ...] | None = None) -> World:
+    wwids, failed, unread = stored()
     return World(
         paths=tuple(paths), maps=multipath_maps() if maps is None else maps,
-        wwids=frozenset(store.read_wwids()), failed_wwids=store.failed_wwids(),
+        wwids=wwids, failed_wwids=failed,
         daemon_running=daemon_reachable() if daemon_running is None else daemon_running,
-        now=time.time() if now is None else now, timers=timers(),
+        now=time.time() if now is None else now, timers=timers(), unread=unread,
     )
 
 
