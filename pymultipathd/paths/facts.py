@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from pymultipathd.config.model import Config
 
 
+# The LUN's owner writes the WWID: upstream keeps at most WWID_SIZE - 1 characters of it, and so do we (it is
+# matched against blacklist regexes, whose cost grows with the text).
+WWID_SIZE = 128
+
 # uid_attribute by device name when the configuration does not say (upstream's built-in choices)
 _DEFAULT_UID_ATTRS = (("nvme", "ID_WWN"), ("dasd", "ID_UID"))
 _DEFAULT_UID_ATTR = "ID_SERIAL"
@@ -201,6 +205,8 @@ def path_facts(dev: str, config: Config | None = None, *, usage: Usage | None = 
         product = _read(os.path.join(base, "device", "model"))
     uid_attr = _uid_attribute(config, dev, vendor, product)
     wwid = (properties.get(uid_attr) or None) if uid_attr else _sysfs_wwid(dev)
+    if wwid is not None and len(wwid) >= WWID_SIZE:
+        wwid = wwid[:WWID_SIZE - 1]  # as upstream's fixed buffer cuts it ("wwid overflow")
     parts = _partitions(dev)
     holders = list(_listdir(os.path.join(base, "holders")))
     part_dev_ts = set()

@@ -351,3 +351,20 @@ def test_a_map_is_still_made_when_no_store_file_can_be_written(tmp_path, monkeyp
 
     asyncio.run(scenario())
     assert made == ["3600a01"]
+
+
+def test_a_wwid_is_cut_where_upstreams_buffer_cuts_it(tmp_path, monkeypatch):
+    """The LUN's owner chooses the WWID's length; it reaches the blacklist regexes."""
+    tree = Tree(tmp_path)
+    tree.disk("sdb", "8:16", "3" + "a" * 5000)
+    for k, v in tree.env().items():
+        monkeypatch.setenv(k, v)
+    path, _ = facts.world_for("sdb", None, siblings=False, daemon_running=True)
+    assert path.wwid == "3" + "a" * (facts.WWID_SIZE - 2)
+
+
+def test_a_huge_value_is_matched_on_its_head(monkeypatch):
+    from pymultipathd.config import ere
+
+    assert ere.search("^a+$", "a" * ere.MAX_TEXT + "b")  # the tail past the cap is not read
+    assert not ere.search("b", "a" * ere.MAX_TEXT + "b")
