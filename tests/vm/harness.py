@@ -198,7 +198,8 @@ def run_job(mode: str, args: list[str], *, timeout: float | None = None) -> int:
 # Minutes per test file in a one-CPU TCG guest (sharded run of 2026-11-24, after midnight), to balance the
 # shards; a new file counts 3.
 WEIGHTS = {"test_daemon.py": 5.2, "test_classify_vm.py": 4.7, "test_daemon_policy.py": 2.5,
-           "test_bed.py": 2.1, "test_dm_layer.py": 2.0, "test_flush.py": 1.1, "test_control_vm.py": 0.5}
+           "test_bed.py": 2.1, "test_dm_layer.py": 2.0, "test_flush.py": 1.1, "test_control_vm.py": 0.5,
+           "test_trust_vm.py": 1.2}  # test_trust_vm: 41-79 s of tests in a two-CPU guest (2026-11-29)
 
 
 def shard_files(files: list[str], n: int) -> list[list[str]]:
