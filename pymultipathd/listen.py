@@ -21,10 +21,11 @@ PROBE_TIMEOUT = 1.0  # seconds to ask a name's holder who it is
 
 
 class SocketInUse(OSError):
-    """The name is bound by another process (named in the message when it could be asked). `foreign`: the
-    holder is not root, so not another daemon but a local user intercepting the name."""
+    """The name is bound by another process (named in the message when it could be asked). `holder_uid`:
+    the holder's uid, None when it could not be asked (it bound without listening, or keeps its backlog
+    full): only a holder known to be root is another daemon."""
 
-    foreign = False
+    holder_uid: int | None = None
 
 
 def holder(name: str) -> tuple[int, int] | None:
@@ -42,16 +43,18 @@ def holder(name: str) -> tuple[int, int] | None:
 def _in_use(name: str) -> SocketInUse:
     who = holder(name)
     if who is None:
-        return SocketInUse(errno.EADDRINUSE, f"{name} is in use")
+        return SocketInUse(errno.EADDRINUSE, f"{name} is in use by a process that does not answer (bound "
+                                             "without listening, or its backlog full): `ss -xlp` names it")
     pid, uid = who
     if uid == 0:
-        return SocketInUse(errno.EADDRINUSE, f"{name} is held by {peer.describe(pid, uid)}: another "
-                                             "multipath daemon is running")
-    err = SocketInUse(errno.EADDRINUSE, f"{name} is held by {peer.describe(pid, uid)}, NOT ROOT: a local "
-                                        "user took the daemon's name and clients that do not check who "
-                                        f"answers may be talking to it; stop that process (kill {pid}) and "
-                                        "restart the daemon")
-    err.foreign = True
+        err = SocketInUse(errno.EADDRINUSE, f"{name} is held by {peer.describe(pid, uid)}: another "
+                                            "multipath daemon is running")
+    else:
+        err = SocketInUse(errno.EADDRINUSE, f"{name} is held by {peer.describe(pid, uid)}, NOT ROOT: a local "
+                                            "user took the daemon's name and clients that do not check who "
+                                            f"answers may be talking to it; stop that process (kill {pid}) "
+                                            "and restart the daemon")
+    err.holder_uid = uid
     return err
 
 
@@ -93,7 +96,7 @@ def bind_unix(name: str, *, private: bool = False) -> socket.socket:
             sock.bind(name)
             # control sockets: permission is decided per command from SO_PEERCRED, as upstream does
             os.chmod(name, 0o600 if private else 0o666)
-        sock.listen(128)
+        sock.listen(socket.SOMAXCONN)  # a burst of clients (udev's workers) waits rather than fails
         sock.setblocking(False)
     except BaseException:
         sock.close()

@@ -31,12 +31,14 @@ def trusted(uid: int) -> bool:
 
 
 def comm(pid: int, proc: str = "/proc") -> str:
-    """The command name of `pid`, for messages ("?" once it is gone)."""
+    """The command name of `pid`, for messages ("?" once it is gone). The process chose it (prctl): control
+    characters are escaped so it cannot forge log lines or drive a terminal."""
     try:
         with open(f"{proc}/{pid}/comm", "rb") as f:
-            return f.read(64).decode("utf-8", "replace").strip() or "?"
+            raw = f.read(64).decode("utf-8", "replace").removesuffix("\n")
     except OSError:
         return "?"
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in raw) or "?"
 
 
 def describe(pid: int, uid: int) -> str:

@@ -81,7 +81,7 @@ def _error(what: str, e: OSError, tail: str = "") -> StoreError:
 # Validation
 
 
-def _check_wwid(wwid: str, *, for_bindings: bool = False) -> None:
+def check_wwid(wwid: str, *, for_bindings: bool = False) -> None:
     bad = not wwid or "/" in wwid or "\n" in wwid or "\r" in wwid or "\0" in wwid
     # The bindings file is whitespace-separated with "#" comments, so those cannot appear in a WWID there.
     if for_bindings and not bad:
@@ -255,7 +255,7 @@ def add_wwids(wwids: Iterable[str], path: str | None = None) -> bool:
     """Add several WWIDs in one locked write (the daemon creates many maps at once). True if any was added."""
     wanted = list(dict.fromkeys(wwids))
     for wwid in wanted:
-        _check_wwid(wwid)
+        check_wwid(wwid)
     path = path or locations.wwids_file()
 
     def change(lines: list[str]) -> list[str] | None:
@@ -268,7 +268,7 @@ def add_wwids(wwids: Iterable[str], path: str | None = None) -> bool:
 
 def remove_wwid(wwid: str, path: str | None = None) -> bool:
     """Remove every line naming `wwid` from the wwids file. True if one was there."""
-    _check_wwid(wwid)
+    check_wwid(wwid)
     path = path or locations.wwids_file()
     if not os.path.exists(path):
         return False
@@ -290,7 +290,7 @@ def replace_wwids(wwids: Iterable[str], path: str | None = None) -> None:
     """
     new_wwids = list(dict.fromkeys(wwids))
     for w in new_wwids:
-        _check_wwid(w)
+        check_wwid(w)
     path = path or locations.wwids_file()
 
     def change(lines: list[str]) -> list[str]:
@@ -402,7 +402,7 @@ def aliases_for(
     order, so a batch binds as a run of single calls would)."""
     wanted = list(dict.fromkeys(wwids))
     for wwid in wanted:
-        _check_wwid(wwid, for_bindings=True)
+        check_wwid(wwid, for_bindings=True)
     if not prefix or any(c.isspace() or c == "#" for c in prefix):
         raise ValueError(f"invalid alias prefix {prefix!r}")
     path = path or locations.bindings_file()
@@ -441,7 +441,7 @@ def aliases_for(
 
 
 def _marker(wwid: str, path: str | None) -> str:
-    _check_wwid(wwid)
+    check_wwid(wwid)
     return os.path.join(path or locations.failed_wwids_dir(), wwid)
 
 

@@ -135,6 +135,10 @@ static void report_untrusted(const char *name, const struct ucred *cred)
 		comm[r > 0 ? r : 0] = '\0';
 		comm[strcspn(comm, "\n")] = '\0';
 		close(fd);
+		/* the squatter chose its name (prctl): no control character reaches a log or a terminal */
+		for (char *c = comm; *c; c++)
+			if ((unsigned char)*c < 0x20 || *c == 0x7f)
+				*c = '?';
 	}
 	fprintf(stderr, "pymultipath-udev: ignoring %s: it is served by pid %d (%s), uid %u, not root; "
 		"deciding without the daemon\n", name, (int)cred->pid, comm, (unsigned)cred->uid);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 
 from pymultipathd import locations, peer
 from pymultipathd.control import framing
@@ -19,9 +20,14 @@ def connect(name: str | None = None, timeout: float = 10.0) -> socket.socket:
     problems = []
     for n in names:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.settimeout(timeout)
+        # A blocking connect bounded by SO_SNDTIMEO waits for room in a full backlog; with settimeout() a
+        # unix connect fails at once with EAGAIN, and one local process flooding connects locks root out.
+        sec = max(timeout, 0.001)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                        struct.pack("ll", int(sec), int((sec - int(sec)) * 1e6)))
         try:
             sock.connect(locations.unix_address(n))
+            sock.settimeout(timeout)
             pid, uid, _gid = peer.credentials(sock)
         except OSError as err:
             sock.close()

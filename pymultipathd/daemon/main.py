@@ -21,7 +21,7 @@ from pymultipathd.daemon.linkwatch import LinkWatch
 from pymultipathd.daemon.udev_service import UdevService
 from pymultipathd.dm.errors import DMError
 from pymultipathd.dm.ioctl import Control
-from pymultipathd.listen import SocketInUse, bind_unix
+from pymultipathd.listen import SocketInUse, bind_unix, holder
 from pymultipathd.paths import sysinfo
 
 log = logging.getLogger("pymultipathd")
@@ -42,6 +42,16 @@ def _notify(text: str) -> None:
     except ImportError:  # without systemd-python: speak the protocol directly
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
             s.sendto(text.encode(), locations.unix_address(os.environ["NOTIFY_SOCKET"]))
+
+
+def _another_daemon(err: SocketInUse) -> bool:
+    """Whether a taken control socket name means another daemon runs. Only a holder known to be root says
+    so; one that cannot be asked (anyone can bind without listening, or flood a backlog) is another
+    daemon only if root also answers on the pathname socket, which only root can create."""
+    if err.holder_uid is not None:
+        return err.holder_uid == 0
+    who = holder(locations.socket_path())
+    return who is not None and who[1] == 0
 
 
 def _systemd_sockets() -> list[socket.socket]:
@@ -119,7 +129,7 @@ class Daemon:
                 try:
                     socks.append(bind_unix(name))
                 except SocketInUse as err:
-                    if not err.foreign:  # another daemon: two owners of the same maps would fight
+                    if _another_daemon(err):  # two owners of the same maps would fight
                         log.error("cannot start: %s", err)
                         return 1
                     # A user squatting a name must not stop map management: serve what is left.

@@ -73,11 +73,17 @@ class Persist:
             self._write_wwids()
 
     def _write_wwids(self) -> None:
+        for wwid in sorted(self.unrecorded):  # one WWID the file cannot hold must not block the others
+            try:
+                store.check_wwid(wwid)
+            except ValueError as err:
+                log.error("not recording %s in the wwids file: %s", wwid, err)
+                self.unrecorded.discard(wwid)
         if not self.unrecorded:
             return
         try:
             store.add_wwids(sorted(self.unrecorded))
-        except (store.StoreError, ValueError) as err:
+        except store.StoreError as err:
             self._failed("wwids", err, f"{len(self.unrecorded)} WWIDs of maps made are kept in memory and "
                                        f"written when the file takes them")
             return
@@ -88,6 +94,9 @@ class Persist:
         """Set or clear the failed-WWID marker of `wwid` (udev's helper then releases its paths)."""
         try:
             (store.mark_failed if failed else store.unmark_failed)(wwid)
+        except ValueError as err:  # a WWID no file may be named after
+            log.error("no failed marker for %s: %s", wwid, err)
+            return
         except store.StoreError as err:
             self._failed("failed_wwids", err, "udev's helper may classify these paths as if the map were "
                                               "still possible")

@@ -36,6 +36,15 @@ if TYPE_CHECKING:
 # matched against blacklist regexes, whose cost grows with the text).
 WWID_SIZE = 128
 
+def _storable(wwid: str) -> bool:
+    """A WWID the wwids file and the failed markers can hold (a path, a line)."""
+    try:
+        store.check_wwid(wwid)
+    except ValueError:
+        return False
+    return True
+
+
 # uid_attribute by device name when the configuration does not say (upstream's built-in choices)
 _DEFAULT_UID_ATTRS = (("nvme", "ID_WWN"), ("dasd", "ID_UID"))
 _DEFAULT_UID_ATTR = "ID_SERIAL"
@@ -207,6 +216,8 @@ def path_facts(dev: str, config: Config | None = None, *, usage: Usage | None = 
     wwid = (properties.get(uid_attr) or None) if uid_attr else _sysfs_wwid(dev)
     if wwid is not None and len(wwid) >= WWID_SIZE:
         wwid = wwid[:WWID_SIZE - 1]  # as upstream's fixed buffer cuts it ("wwid overflow")
+    if wwid is not None and not _storable(wwid):
+        wwid = None  # it names files and lines in /etc/multipath and /run: such a path gets no map
     parts = _partitions(dev)
     holders = list(_listdir(os.path.join(base, "holders")))
     part_dev_ts = set()
@@ -262,18 +273,21 @@ def timers() -> dict[str, float]:
 
 
 def daemon_reachable() -> bool:
-    """connect() to the daemon's socket, non-blocking: EAGAIN (a full listen backlog while the daemon is
-    starting) counts as reachable, as upstream does, so udev workers never block on it. A listener that is
-    not root is not the daemon (anyone may bind the abstract name first): it would steer rule 2."""
+    """connect() to the daemon's sockets, non-blocking, so udev workers never block on it. Anyone may bind
+    or flood the abstract name, so only a root listener counts there; the pathname socket lives where only
+    root can create it, so a full backlog there (a daemon busy starting) counts too, as upstream counts
+    EAGAIN. Rule 2 hangs on this: a squatter must not make it say "running"."""
+    return any(_answers(name) for name in (locations.socket_name(), locations.socket_path()))
+
+
+def _answers(name: str) -> bool:
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)  # close-on-exec, as socket.socket's
     try:
         s.setblocking(False)
-        s.connect(locations.unix_address(locations.socket_name()))
+        s.connect(locations.unix_address(name))
         return peer.trusted(peer.credentials(s)[1])
-    except BlockingIOError:
-        return True
     except OSError as e:
-        return e.errno in (errno.EAGAIN, errno.EINPROGRESS)
+        return e.errno in (errno.EAGAIN, errno.EINPROGRESS) and not name.startswith("@")
     finally:
         s.close()
 

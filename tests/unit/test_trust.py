@@ -190,12 +190,12 @@ def test_binding_a_squatted_name_names_the_squatter(squatter):
     s = squatter()
     with pytest.raises(listen.SocketInUse) as info:
         listen.bind_unix(s.name)
-    assert info.value.foreign and info.value.errno == errno.EADDRINUSE
+    assert info.value.holder_uid == NOBODY and info.value.errno == errno.EADDRINUSE
     assert f"pid {s.pid}" in str(info.value) and "uid 65534, NOT ROOT" in str(info.value)
     own = f"@/pymp-test/own-{os.getpid()}-{next(_SERIAL)}"
     with listen.bind_unix(own), pytest.raises(listen.SocketInUse) as info:
         listen.bind_unix(own)  # held by root: another daemon, which must stop this one from starting
-    assert not info.value.foreign and "another multipath daemon" in str(info.value)
+    assert info.value.holder_uid == 0 and "another multipath daemon" in str(info.value)
 
 
 def test_the_private_socket_lives_where_only_root_can_go(tmp_path):
@@ -368,3 +368,108 @@ def test_a_huge_value_is_matched_on_its_head(monkeypatch):
 
     assert ere.search("^a+$", "a" * ere.MAX_TEXT + "b")  # the tail past the cap is not read
     assert not ere.search("b", "a" * ere.MAX_TEXT + "b")
+
+
+def test_a_flooded_abstract_name_is_not_a_running_daemon(monkeypatch, tmp_path):
+    """A user binds the control name and keeps its backlog full: EAGAIN there says nothing about root. The
+    pathname socket, which only root can create, still counts when its backlog is full (a daemon busy
+    starting, as upstream counts EAGAIN)."""
+    squat = f"@/pymp-test/flood-{os.getpid()}-{next(_SERIAL)}"
+    path = str(tmp_path / "multipathd.socket")
+    monkeypatch.setenv("MULTIPATH_SOCKET_NAME", squat)
+    monkeypatch.setenv("PYMULTIPATH_SOCKET_PATH", path)
+    with contextlib.ExitStack() as stack:
+        full = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        full.bind(locations.unix_address(squat))
+        full.listen(0)
+        for _ in range(3):  # fill the backlog of the stand-in
+            c = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            c.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                c.connect(locations.unix_address(squat))
+        assert facts.daemon_reachable() is False
+        busy = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        busy.bind(path)
+        busy.listen(0)
+        for _ in range(3):
+            c = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            c.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                c.connect(path)
+        assert facts.daemon_reachable() is True
+
+
+def test_a_squatter_that_cannot_be_asked_is_not_another_daemon(squatter, monkeypatch, tmp_path):
+    """Bound without listen(): the daemon cannot ask who it is, and must not take it for another daemon."""
+    from pymultipathd.daemon import main
+
+    name = f"@/pymp-test/nolisten-{os.getpid()}-{next(_SERIAL)}"
+    monkeypatch.setenv("PYMULTIPATH_SOCKET_PATH", str(tmp_path / "multipathd.socket"))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mute:
+        mute.bind(locations.unix_address(name))
+        with pytest.raises(listen.SocketInUse) as info:
+            listen.bind_unix(name)
+        assert info.value.holder_uid is None and "does not answer" in str(info.value)
+        assert main._another_daemon(info.value) is False
+        with listen.bind_unix(str(tmp_path / "multipathd.socket")):  # root answers on the pathname
+            assert main._another_daemon(info.value) is True
+
+
+def test_the_admin_client_waits_for_room_in_a_flooded_backlog(tmp_path):
+    """A full backlog made the client's connect fail at once (EAGAIN): one local process looping connects
+    locked root out. It now waits, up to its timeout, for the server to accept."""
+    path = str(tmp_path / "ctl.sock")
+    server = listen.bind_unix(path)
+    server.setblocking(True)
+    fillers = []
+    for _ in range(socket.SOMAXCONN + 2):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.setblocking(False)
+        try:
+            c.connect(path)
+        except BlockingIOError:
+            c.close()
+            break
+        fillers.append(c)
+
+    def drain() -> None:
+        time.sleep(0.5)
+        for _ in range(len(fillers) + 1):
+            server.accept()[0].close()
+
+    t = threading.Thread(target=drain)
+    t.start()
+    try:
+        with client.connect(path, timeout=20):
+            pass
+    finally:
+        t.join(30)
+        for c in fillers:
+            c.close()
+        server.close()
+
+
+def test_a_squatters_chosen_name_cannot_forge_log_lines(tmp_path):
+    from pymultipathd import peer
+
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "comm").write_bytes(b"x\n\x1b[2Jroot ok\n")
+    assert peer.comm(7, str(tmp_path)) == "x\\x0a\\x1b[2Jroot ok"
+
+
+def test_a_wwid_no_store_file_can_hold_gets_no_map(tmp_path, monkeypatch):
+    tree = Tree(tmp_path)
+    tree.disk("sdb", "8:16", "3600a/../../etc")
+    for k, v in tree.env().items():
+        monkeypatch.setenv(k, v)
+    path, _ = facts.world_for("sdb", None, siblings=False, daemon_running=True)
+    assert path.wwid is None
+
+
+def test_one_unstorable_wwid_does_not_block_recording_the_others(unwritable, caplog):
+    (unwritable / "wwids.lock").rmdir()
+    persist = Persist()
+    persist.record_wwids(["3600a01", "bad/wwid"])
+    persist.mark_failed("bad/wwid", True)  # logged, not raised
+    assert persist.unrecorded == set() and store.read_wwids() == ["3600a01"]
+    assert "not recording bad/wwid" in caplog.text and "no failed marker for bad/wwid" in caplog.text

@@ -35,7 +35,7 @@ def control_listener(tree) -> socket.socket:
     """A listening socket where the daemon's control socket would be: -u only checks connect()."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.bind(locations.unix_address(tree.env()["MULTIPATH_SOCKET_NAME"]))
-    s.listen(8)
+    s.listen(socket.SOMAXCONN)  # never accepts: a full backlog on an abstract name is not a daemon
     return s
 
 
