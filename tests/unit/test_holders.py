@@ -1,4 +1,4 @@
-from pymultipathd.holders import BlockDev, Mount, OpenFile, Snapshot, explain, find_holders
+from pymultipathd.holders import Backing, BlockDev, Mount, OpenFile, Snapshot, Swap, explain, find_holders
 
 MAP = BlockDev("dm-3", "253:3", "mpatha", "mpath-3600a", open_count=1)
 PART = BlockDev("dm-4", "253:4", "mpatha-part1", "part1-mpath-3600a", open_count=1)
@@ -22,8 +22,8 @@ def test_mount_in_host_and_in_a_container_share_one_open():
     ))
     hs = find_holders(snap)
     assert kinds(hs) == ["mount", "namespace-mount"]
-    assert hs[0].release.startswith("umount /srv")
-    assert "nsenter -t 4242 -m umount /data" in hs[1].release
+    assert hs[0].release == "umount /srv" and "/etc/fstab" in hs[0].note
+    assert hs[1].release == "nsenter -t 4242 -m umount /data" and "container" in hs[1].note
     assert "unknown" not in kinds(hs)  # both mounts are the one open
 
 
@@ -31,7 +31,7 @@ def test_lazy_unmount_seen_through_kernel_thread_only_when_not_mounted():
     snap = Snapshot(target=MAP, kernel_threads=("xfsaild/dm-3", "jbd2/sda1-8"))
     hs = find_holders(snap)
     assert kinds(hs) == ["lazy-unmount"]
-    assert "xfsaild/dm-3" in hs[0].what and "lsof /dev/dm-3" in hs[0].release
+    assert "xfsaild/dm-3" in hs[0].what and "lsof /dev/mapper/mpatha" in hs[0].note
     mounted = Snapshot(target=MAP, kernel_threads=("xfsaild/dm-3",),
                        mounts=(Mount("253:3", "/srv", "xfs", 1, "systemd", True),))
     assert kinds(find_holders(mounted)) == ["mount"]
@@ -61,16 +61,19 @@ def test_unopened_partition_is_not_a_holder_but_counts_as_an_open():
 
 
 def test_process_vm_and_swap():
-    target = BlockDev("dm-3", "253:3", "mpatha", "mpath-3600a", open_count=3)
-    snap = Snapshot(target=target, swaps=("253:3",), open_files=(
+    # swap holds two opens (swapon's open of the device and claim_swapfile's exclusive one), each fd one
+    target = BlockDev("dm-3", "253:3", "mpatha", "mpath-3600a", open_count=4)
+    snap = Snapshot(target=target, swaps=(Swap(Backing("/dev/dm-3", dev_t="253:3")),), open_files=(
         OpenFile("253:3", 77, "dd", "dd of=/dev/mapper/mpatha", "backup.service"),
         OpenFile("253:3", 88, "qemu-system-x86", "/usr/bin/qemu-system-x86_64 -drive file=/dev/dm-3", ""),
     ))
     hs = find_holders(snap)
     assert kinds(hs) == ["swap", "process", "vm"]
-    assert hs[0].release == "swapoff /dev/dm-3"
-    assert hs[1].release == "kill 77 (or stop the service it belongs to: systemctl stop backup.service)"
-    assert "virsh" in hs[2].release
+    assert hs[0].release == "swapoff /dev/mapper/mpatha"
+    assert hs[1].release == "kill 77" and hs[1].note == "or stop the service it belongs to: systemctl stop " \
+        "backup.service"
+    assert hs[2].release == "kill 88" and "virsh" in hs[2].note
+    assert "    note: or stop the service it belongs to" in explain(snap, hs)
 
 
 def test_queued_io_is_reported_with_data_loss_warning():
@@ -96,7 +99,7 @@ def test_other_dm_device_on_top():
     crypt = BlockDev("dm-6", "253:6", "luks-abc", "CRYPT-LUKS2-abc", open_count=0)
     snap = Snapshot(target=MAP, stacked=(("253:3", crypt),))
     (h,) = find_holders(snap)
-    assert h.kind == "dm" and h.release == "dmsetup remove luks-abc"
+    assert h.kind == "crypt" and h.release == "cryptsetup close luks-abc"
 
 
 def test_fs_thread_device_names():
