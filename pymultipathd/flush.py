@@ -64,3 +64,39 @@ def flush(ctl: Control, name: str, *, deferred: bool = False) -> FlushResult:
             pass  # the map may have gone after all
     snap = holderscan.snapshot(ctl, name)
     return FlushResult(name, False, False, holders.explain(snap, holders.find_holders(snap)))
+
+
+def loss_summary(snap: holders.Snapshot, found: list[holders.Holder]) -> str:
+    """What --error-io gives up, for the administrator to confirm: queued I/O and every open holder."""
+    name = snap.target.dm_name or snap.target.name
+    lines = [f"{name}: from now on every I/O to it fails (error target), including I/O queued in it, and "
+             "it is removed as soon as its holders let go."]
+    if snap.queueing:
+        lines.append("  - I/O queued in the map (queue_if_no_path) fails: those writes are LOST")
+    held = [h for h in found if h.kind != "queued-io"]
+    for h in held:
+        lines.append(f"  - [{h.kind}] {h.what}: its unwritten data is LOST, its next I/O fails")
+    if not snap.queueing and not held:
+        lines.append("  - nothing holds it and nothing is queued: a plain `pymultipath -f` would do")
+    lines.append("Nothing else is touched. Use this only for a LUN that is gone for good.")
+    return "\n".join(lines) + "\n"
+
+
+def error_out(ctl: Control, name: str) -> FlushResult:
+    """The last resort for a LUN gone for good, whose holders hang on queued I/O: every queued and future
+    I/O of the map fails, and the map (with its partition maps) is removed once nothing holds it.
+
+    Queueing is turned off first: the table swap suspends the map, and a suspend waits for queued I/O that
+    no path will ever carry. The file systems on it are not frozen for the swap (nolockfs): a freeze would
+    write to the dead LUN. Partition maps keep their tables: their I/O reaches the map and fails there."""
+    table = ctl.table(name)
+    if any(t.target == "multipath" for t in table):
+        ctl.message(name, "fail_if_no_path")
+    sectors = sum(t.length for t in table)
+    ctl.load(name, [f"0 {sectors} error"])
+    ctl.resume(name, nolockfs=True)
+    dmmaps.remove_map(ctl, name, deferred=True)
+    if ctl.exists(name):
+        return FlushResult(name, False, True, f"{name}: all its I/O fails now; it will be removed when its "
+                           "last holder closes it (deferred remove)\n")
+    return FlushResult(name, True, False, f"{name}: all its I/O failed; removed\n")

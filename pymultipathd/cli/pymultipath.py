@@ -42,6 +42,9 @@ maps:
   -ll [MAP]         the same with current path states (from the daemon, or by checking each path)
   -f MAP            flush (remove) MAP if nothing holds it; otherwise list its holders and how to release them
   -F                flush every multipath map that nothing holds
+  -f MAP --error-io [--yes]
+                    last resort for a LUN gone for good: every I/O of MAP fails (queued writes are lost),
+                    MAP goes once its holders let go; asks first (--yes in scripts)
   holders MAP       list what holds MAP open and the command that releases each holder
 
 offline and diagnostics:
