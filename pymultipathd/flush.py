@@ -7,6 +7,8 @@ I/O, and turned back on if the map stays.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import time
 from dataclasses import dataclass
 
@@ -34,7 +36,12 @@ def blocking(hs: list[holders.Holder]) -> list[holders.Holder]:
 
 
 def flush(ctl: Control, name: str, *, deferred: bool = False) -> FlushResult:
-    snap = holderscan.snapshot(ctl, name)
+    target, parts, queueing, usable = holderscan.dm_state(ctl, name)
+    if holderscan.held(target, parts):  # the scan of every process and mount only when it can find something
+        snap = holderscan.gather(target, parts, queueing=queueing, usable_paths=usable)
+    else:
+        snap = holders.Snapshot(target=target, partitions=tuple(parts), queueing=queueing,
+                                usable_paths=usable)
     found = holders.find_holders(snap)
     if blocking(found) and not deferred:
         return FlushResult(name, False, False, holders.explain(snap, found))
@@ -73,9 +80,10 @@ def loss_summary(snap: holders.Snapshot, found: list[holders.Holder]) -> str:
              "it is removed as soon as its holders let go."]
     if snap.queueing:
         lines.append("  - I/O queued in the map (queue_if_no_path) fails: those writes are LOST")
-    held = [h for h in found if h.kind != "queued-io"]
+    held = blocking(found)
     for h in held:
-        lines.append(f"  - [{h.kind}] {h.what}: its unwritten data is LOST, its next I/O fails")
+        lines.append(f"  - [{h.kind}] {holders.printable(h.what)}: its unwritten data is LOST, its next I/O "
+                     "fails")
     if not snap.queueing and not held:
         lines.append("  - nothing holds it and nothing is queued: a plain `pymultipath -f` would do")
     lines.append("Nothing else is touched. Use this only for a LUN that is gone for good.")
@@ -89,12 +97,23 @@ def error_out(ctl: Control, name: str) -> FlushResult:
     Queueing is turned off first: the table swap suspends the map, and a suspend waits for queued I/O that
     no path will ever carry. The file systems on it are not frozen for the swap (nolockfs): a freeze would
     write to the dead LUN. Partition maps keep their tables: their I/O reaches the map and fails there."""
-    table = ctl.table(name)
-    if any(t.target == "multipath" for t in table):
-        ctl.message(name, "fail_if_no_path")
+    info, table = ctl.table_and_info(name)
+    if not info.uuid.startswith(dmmaps.MPATH_UUID_PREFIX):
+        raise DMError("error-io", name, errno.EINVAL, "not a multipath map: nothing but multipath maps is "
+                      "ever made to fail")
     sectors = sum(t.length for t in table)
-    ctl.load(name, [f"0 {sectors} error"])
-    ctl.resume(name, nolockfs=True)
+    if sectors:  # a map without a live table has no I/O to fail
+        if any(t.target == "multipath" for t in table) and not info.suspended:
+            ctl.message(name, "fail_if_no_path")  # a suspended map refuses messages (EBUSY)
+        ctl.load(name, [f"0 {sectors} error"], readonly=info.readonly)
+        try:
+            # waits for I/O already sent to a path device (until the transport gives up on it); queued
+            # I/O has failed above
+            ctl.resume(name, nolockfs=True)
+        except DMError:
+            with contextlib.suppress(DMError):
+                ctl.clear(name)  # no error table left behind for a later resume to swap in
+            raise
     dmmaps.remove_map(ctl, name, deferred=True)
     if ctl.exists(name):
         return FlushResult(name, False, True, f"{name}: all its I/O fails now; it will be removed when its "

@@ -12,8 +12,9 @@ release says so in words.
 The open count of the map and of each partition map is explained exactly, holder by holder; the kernel facts
 behind the numbers (see _opens_of):
 - a file system holds its device open once, however many mounts, namespaces and bind mounts share it;
-- a swap area on a block device holds two opens: swapon opens the device file (mm/swapfile.c, swapon:
-  file_open_name) and claim_swapfile opens it again exclusively (blkdev_get_by_dev / bdev_file_open_by_dev);
+- a swap area on a block device holds two opens before Linux 6.10: swapon opens the device file
+  (mm/swapfile.c, swapon: file_open_name) and claim_swapfile opens it again exclusively; from 6.10 on,
+  swapon opens it once, exclusively (Snapshot.swap_opens, set from the running kernel);
 - a device-mapper, md or bcache device stacked on it, a loop device backed by it (the loop keeps the
   struct file losetup opened), a LIO iblock/fileio/pscsi backstore (blkdev_get_by_path or filp_open), an
   enabled nvmet namespace (blkdev_get_by_path in nvmet_bdev_ns_enable), a btrfs member, an XFS external log or
@@ -156,6 +157,7 @@ class Snapshot:
     kernel_threads: tuple[str, ...] = ()          # comm of kernel threads
     queueing: bool = False                        # the map queues I/O (queue_if_no_path)
     usable_paths: int = 0
+    swap_opens: int = 2                           # opens of a swap area on a block device: 1 from Linux 6.10
     scan: ScanInfo = field(default_factory=ScanInfo)
 
 
@@ -213,8 +215,10 @@ def _is_vm(f: OpenFile) -> bool:
 
 
 def _libvirt_name(cmdline: str) -> str:
-    """The guest name libvirt passes qemu ("-name guest=web1,debug-threads=on"), or ""."""
-    m = re.search(r"-name\s+(?:guest=)?([^,\s]+)", cmdline)
+    """How to name the guest to virsh: the -uuid qemu was given, or "". Not the -name: libvirt doubles
+    commas in it and it may hold spaces, and the cmdline's arguments arrive joined by spaces, so a name cut
+    short could be another guest's."""
+    m = re.search(r"(?:^|\s)-uuid\s+([0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})(?:\s|$)", cmdline)
     return m.group(1) if m else ""
 
 
@@ -252,7 +256,7 @@ class _Walk:
                     out.append(Holder(
                         "ext4-journal", label, f"external journal (kernel thread {t}) of an ext4 file system "
                         "that is mounted nowhere visible: lazily unmounted with files still open, or mounted "
-                        "in a namespace whose processes are gone", "no single command: stop the processes "
+                        "in a namespace whose processes are gone", "# no single command: stop the processes "
                         "with files open on that file system (see note)",
                         note="find them with: grep -l jbd2 /proc/*/mountinfo; lsof | grep deleted; "
                              f"cat /proc/fs/jbd2/{dev.name}/info"))
@@ -324,7 +328,7 @@ class _Walk:
         else:
             out.append(Holder("dm" if top.dm_name else "block", label,
                               f"block device {top.name} is stacked on it",
-                              f"no single command known for {top.name}: see /sys/block/{top.name}",
+                              f"# no single command known for {top.name}: see /sys/block/{top.name}",
                               nested=nested))
         return out
 
@@ -376,7 +380,7 @@ class _Walk:
                         "lazy-unmount", label,
                         f"a file system on it is still active (kernel thread {t}) but mounted nowhere: "
                         "lazily unmounted (umount -l) with files still open, or mounted in a namespace whose "
-                        "processes are gone", "no single command: stop the processes that still have files "
+                        "processes are gone", "# no single command: stop the processes that still have files "
                         "open on it (see note)",
                         nested=tuple(self._fs_users(dev.dev_t, depth + 1)),
                         note=f"find them with: lsof {_node(dev)}; grep -l {dev.name} /proc/*/mountinfo"))
@@ -418,7 +422,7 @@ class _Walk:
                                "says busy: fuser -vm on the mount point")
         return Holder(fd.role, label, f"{role}, mounted nowhere visible: lazily unmounted with files still "
                       "open, or mounted in a namespace whose processes are gone",
-                      "no single command: stop the processes that still have files open on that file system",
+                      "# no single command: stop the processes with files open on that file system",
                       note="find them with: lsof | grep deleted; grep -l " + (fd.fs_name or "DEV")
                            + " /proc/*/mountinfo")
 
@@ -492,7 +496,7 @@ def _opens_of(dev: BlockDev, snap: Snapshot, is_target: bool) -> int:
     n += sum(1 for fd in snap.fs_devices if fd.dev_t == t)
     if not any(fd.dev_t == t and fd.role == "ext4-journal" for fd in snap.fs_devices):
         n += int(any(jbd2_device(k) == (dev.name, False) for k in snap.kernel_threads))
-    n += 2 * sum(1 for sw in snap.swaps if sw.backing.dev_t == t)
+    n += snap.swap_opens * sum(1 for sw in snap.swaps if sw.backing.dev_t == t)
     n += sum(1 for lp in snap.loops if lp.backing.dev_t == t)
     n += sum(1 for bs in snap.lio if bs.backing.dev_t == t)
     n += sum(1 for ns in snap.nvmet if ns.backing.dev_t == t)
@@ -520,7 +524,7 @@ def _unknown(dev: BlockDev, explained: int, snap: Snapshot) -> Holder:
     missing = dev.open_count - explained
     return Holder("unknown", _label(dev),
                   f"open count {dev.open_count}, {explained} explained: {missing} open(s) by a holder this "
-                  "scan cannot see", "no single command: find the holder first (see note)", note=note)
+                  "scan cannot see", "# no single command: find the holder first (see note)", note=note)
 
 
 def find_holders(snap: Snapshot) -> list[Holder]:
@@ -543,31 +547,48 @@ def find_holders(snap: Snapshot) -> list[Holder]:
                                    "holds by itself"))
     out += walk.device(snap.target)
     if snap.queueing and snap.usable_paths == 0:
-        out.append(Holder("queued-io", label,
-                          "I/O is queued (queue_if_no_path) and no path is left: writers to it hang",
-                          f"pymultipathd disablequeueing map {_q(label)}", data_loss=True,
-                          note="or bring a path back; giving up fails the queued writes"))
+        # first: while I/O waits, the releases below it hang too (umount syncs, a writer in D state
+        # ignores kill)
+        out.insert(0, Holder("queued-io", label,
+                             "I/O is queued (queue_if_no_path) and no path is left: writers to it hang",
+                             f"pymultipathd disablequeueing map {_q(label)}", data_loss=True,
+                             note="or bring a path back; giving up fails the queued writes"))
     explained = _opens_of(snap.target, snap, True)
     if snap.target.open_count > explained:
         out.append(_unknown(snap.target, explained, snap))
     return out
 
 
+def printable(text: str) -> str:
+    """Mount points, process names and file names are chosen by others (a user can mount on a directory
+    named with a newline): control characters are shown escaped, as mountinfo does, so no one can add a
+    forged line, least of all a forged `release:`, to the report."""
+    return "".join(c if c.isprintable() or c == " " else f"\\{ord(c):03o}" for c in text)
+
+
 def explain(snap: Snapshot, holders: list[Holder]) -> str:
     """The administrator's report: what holds the map and what to run, in release order."""
     if not holders:
         return f"{_label(snap.target)}: not in use\n"
-    lines = [f"{_label(snap.target)} ({snap.target.name}) is in use (open count {snap.target.open_count}). "
-             "Release these holders, top-most first, then flush again:"]
+    lines = [f"{printable(_label(snap.target))} ({snap.target.name}) is in use (open count "
+             f"{snap.target.open_count}). Release these holders, top-most first, then flush again:"]
+    done: set[str] = set()
 
     def emit(h: Holder, indent: str) -> None:
         for n in h.nested:
             emit(n, indent + "  ")
-        lines.append(f"{indent}- [{h.kind}] {h.what}")
+        lines.append(f"{indent}- [{h.kind}] {printable(h.what)}")
         loss = "   (DATA LOSS: queued writes fail)" if h.data_loss else ""
-        lines.append(f"{indent}    release: {h.release}{loss}")
+        release = h.release
+        if printable(release) != release:  # a name someone chose holds control characters: no command
+            release = "# not printed: a name in it holds control characters (see the line above)"
+        elif release in done:  # one file system or device reached twice: its release ran above
+            release = f"true  # done above: {release}"
+        elif not release.startswith("#"):
+            done.add(release)
+        lines.append(f"{indent}    release: {release}{loss}")
         for i, text in enumerate(h.note.splitlines()):
-            lines.append(f"{indent}    {'note: ' if i == 0 else '      '}{text}")
+            lines.append(f"{indent}    {'note: ' if i == 0 else '      '}{printable(text)}")
 
     for h in holders:
         emit(h, "  ")

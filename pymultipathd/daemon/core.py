@@ -667,6 +667,15 @@ class Core:
             except DMNoSuchDevice:
                 self._forget_map(m)
                 continue
+            except dmt.TableError:  # its table was replaced behind our back (pymultipath -f --error-io)
+                log.warning("%s: no longer a multipath table; the daemon leaves it alone", m.name,
+                            **fields(map=m.name, wwid=m.wwid))
+                self._forget_map(m)
+                continue
+            except DMError as err:  # one map the kernel will not describe must not stop the others
+                log.warning("%s: cannot read it after a device-mapper event: %s", m.name, err,
+                            **fields(map=m.name, wwid=m.wwid))
+                continue
             for p in self.state.paths_of(m):
                 if self._dm_active(m, p) is False and p.usable:
                     p.next_check = loop.time()  # kernel saw an I/O error: check now, not at the interval

@@ -172,6 +172,9 @@ class _Raw:
         dev = self.devs.by_path(clean)
         if dev:
             return holders.Backing(path, dev_t=dev.dev_t)
+        home = self._mount_of(clean)
+        if home is not None and home.fstype.split(".")[0] in NETWORK_FS:
+            return holders.Backing(path, fs=home.dev_t)  # not on the map, and a stat there may never return
         try:
             st = os.stat(clean)  # a stat opens nothing; the file is held open by its user, so it is cached
         except OSError:
@@ -184,13 +187,23 @@ class _Raw:
             if any(m.dev_t == fs for m, _, _ in self.mounts):
                 return holders.Backing(path, fs=fs)
         # a btrfs subvolume has its own st_dev, a deleted file none: the host mount whose path holds it
+        best = home
+        return holders.Backing(path, fs=best.dev_t if best else "")
+
+    def _mount_of(self, path: str) -> holders.Mount | None:
+        """The host mount whose mount point is the longest prefix of `path` (no file system is asked)."""
         best: holders.Mount | None = None
         for m, _, _ in self.mounts:
             mp = m.mountpoint.rstrip("/") + "/"
             longer = best is None or len(mp) > len(best.mountpoint)
-            if m.init_ns and (clean + "/").startswith(mp) and longer:
+            if m.init_ns and (path + "/").startswith(mp) and longer:
                 best = m
-        return holders.Backing(path, fs=best.dev_t if best else "")
+        return best
+
+
+# File systems whose files a stat may wait on forever (a dead server): never asked, and never on a map.
+NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "9p", "fuse", "fuseblk",
+                        "afs", "ncpfs", "lustre", "gfs2", "ocfs2", "davfs"})
 
 
 def _pids() -> list[int]:
@@ -243,7 +256,7 @@ def _lio(raw: _Raw) -> list[holders.LioBackstore]:
             if plugin == "iblock" and m and m.group(1) != "0":
                 backing = holders.Backing(udev or name, dev_t=f"{m.group(1)}:{m.group(2)}")
             else:
-                f = re.search(r"File: (\S+)", info) if plugin == "fileio" else None
+                f = re.search(r"File: (.*?)  Size: ", info) if plugin == "fileio" else None
                 path = f.group(1) if f else udev
                 if not path:
                     continue
@@ -344,7 +357,15 @@ def _open_files(pids: list[int], dev_ts: set[str]) -> tuple[list[holders.OpenFil
             continue
         seen += 1
         for fd in fds:
-            rdev = _rdev(os.path.join(base, "fd", fd))
+            link = os.path.join(base, "fd", fd)
+            try:
+                # readlink asks no file system; a stat of a file on a dead NFS server would never return.
+                # Only device nodes (under /dev, as the process sees it) are stat()ed, through the fd link.
+                if not os.readlink(link).startswith("/dev/"):
+                    continue
+            except OSError:
+                continue
+            rdev = _rdev(link)
             if rdev in dev_ts:
                 cmdline = _read(os.path.join(base, "cmdline")).replace("\0", " ").strip()
                 files.append(holders.OpenFile(rdev, pid, comm, cmdline, _unit(pid)))
@@ -441,8 +462,9 @@ class _Closure:
 
 
 def gather(target: holders.BlockDev, parts: list[holders.BlockDev], *, queueing: bool = False,
-           usable_paths: int = 0) -> holders.Snapshot:
-    """The snapshot for a map whose DM facts (open counts) are known: everything else from sysfs and /proc."""
+           usable_paths: int = 0, kernel: str | None = None) -> holders.Snapshot:
+    """The snapshot for a map whose DM facts (open counts) are known: everything else from sysfs and /proc.
+    `kernel`: the release whose open-count rules apply (default: the running kernel's)."""
     raw = _Raw()
     loops = _loops(raw)
     part_ts = {p.dev_t for p in parts}
@@ -471,11 +493,30 @@ def gather(target: holders.BlockDev, parts: list[holders.BlockDev], *, queueing:
         lio=tuple(b for b in _lio(raw) if relevant(b.backing)),
         nvmet=tuple(n for n in _nvmet(raw) if relevant(n.backing)),
         fs_devices=tuple(closure.fs_devices), open_files=tuple(files), kernel_threads=tuple(threads),
-        queueing=queueing, usable_paths=usable_paths,
+        queueing=queueing, usable_paths=usable_paths, swap_opens=swap_opens(kernel or os.uname().release),
         scan=holders.ScanInfo(raw.namespaces, seen, unreadable + raw.unreadable, checked))
 
 
+def swap_opens(release: str) -> int:
+    """Opens a swap area holds on its block device: two before Linux 6.10 (swapon opened the device file,
+    then claimed the device again), one since swapon opens it exclusively once."""
+    nums = re.match(r"(\d+)\.(\d+)", release)
+    return 1 if nums and (int(nums[1]), int(nums[2])) >= (6, 10) else 2
+
+
 def snapshot(ctl: Control, name: str) -> holders.Snapshot:
+    target, parts, queueing, usable = dm_state(ctl, name)
+    return gather(target, parts, queueing=queueing, usable_paths=usable)
+
+
+def held(target: holders.BlockDev, parts: list[holders.BlockDev]) -> bool:
+    """Whether anything but its own partition maps has the map, or a partition map, open (DM's counts)."""
+    return target.open_count > len(parts) or any(p.open_count for p in parts)
+
+
+def dm_state(ctl: Control, name: str) -> tuple[holders.BlockDev, list[holders.BlockDev], bool, int]:
+    """(the map, its partition maps, queueing, usable paths) from device mapper alone: cheap, and enough to
+    tell whether the scan of the whole system is needed at all."""
     info = ctl.info(name)
     sysfs_dev = _Devices()
     target = holders.BlockDev(f"dm-{info.minor}", info.devno, info.name, info.uuid, info.open_count)
@@ -492,4 +533,4 @@ def snapshot(ctl: Control, name: str) -> holders.Snapshot:
         queueing = dmt.parse_multipath_params(tables[0].params, tables[0].length).features.queue_if_no_path
     if status:
         usable = dmt.parse_multipath_status(status[0].params).active_paths()
-    return gather(target, parts, queueing=queueing, usable_paths=usable)
+    return target, parts, queueing, usable

@@ -77,3 +77,36 @@ def test_a_failed_device_listing_is_retried_not_raised(caplog):
     with caplog.at_level(logging.WARNING, logger="pymultipathd"):
         assert set(asyncio.run(scenario())) == {"mpatha"}
     assert "mpatha: cannot list device-mapper devices" in caplog.text
+
+
+def test_a_map_whose_table_was_replaced_is_left_alone_and_the_others_still_refresh(caplog):
+    """`pymultipath -f MAP --error-io` swaps in an error table while the daemon runs: the DM-event resync
+    forgets that map (it must not reload a queueing table over it) and goes on with the others."""
+    from pymultipathd.dm import table as dmt
+    from pymultipathd.dm.ioctl import ListedDevice
+
+    class Listing:
+        def list_devices(self) -> list:
+            return [ListedDevice("gone", 253, 1, event_nr=9), ListedDevice("fine", 253, 2, event_nr=9)]
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        core = Core(load.parse_text(""), ctl=Listing())
+        refreshed = []
+
+        async def dm(fn, *args, **kw):
+            return fn(*args, **kw)
+
+        async def refresh(m):
+            if m.name == "gone":
+                raise dmt.TableError("gone: not a multipath table")
+            refreshed.append(m.name)
+
+        core.dm, core.refresh_map = dm, refresh
+        for name in ("gone", "fine"):
+            core.state.maps[name] = MapState(name=name, wwid=f"3600{name}")
+        await core._dm_resync()
+        return refreshed, sorted(core.state.maps)
+
+    with caplog.at_level(logging.WARNING, logger="pymultipathd"):
+        assert asyncio.run(scenario()) == (["fine"], ["fine"])
+    assert "gone: no longer a multipath table; the daemon leaves it alone" in caplog.text

@@ -9,7 +9,7 @@ import pytest
 
 from pymultipathd import flush, holders
 from pymultipathd.cli import flush_cmd
-from pymultipathd.dm.errors import DMNoSuchDevice
+from pymultipathd.dm.errors import DMError, DMNoSuchDevice
 from pymultipathd.dm.ioctl import DeviceInfo
 from pymultipathd.dm.table import TargetLine
 
@@ -22,9 +22,10 @@ class RecordingDM:
         self.held = held
         self.gone: set[str] = set()
 
-    def table(self, name):
+    def table_and_info(self, name):
         self.calls.append(("table", name))
-        return [TargetLine(0, 1024, "multipath", "1 queue_if_no_path 0 1 1 round-robin 0 1 1 8:16 1")]
+        return self.info(name), [TargetLine(0, 1024, "multipath",
+                                            "1 queue_if_no_path 0 1 1 round-robin 0 1 1 8:16 1")]
 
     def message(self, name, msg, **kw):
         self.calls.append(("message", name, msg))
@@ -68,6 +69,32 @@ def test_queued_io_fails_before_the_table_swap_and_the_map_goes_with_its_partiti
                    ("resume", "mpatha", {"nolockfs": True}),
                    ("remove", "mpatha-part1", True), ("remove", "mpatha", True)]
     assert (res.removed, res.deferred) == ((False, True) if held else (True, False))
+
+
+def test_only_a_multipath_map_is_ever_made_to_fail():
+    class LogicalVolume(RecordingDM):
+        def info(self, name):
+            return DeviceInfo(name=name, uuid="LVM-abc", major=253, minor=7, open_count=1, event_nr=0,
+                              flags=0, target_count=1)
+
+    ctl = LogicalVolume(held=True)
+    with pytest.raises(DMError, match="not a multipath map"):
+        flush.error_out(ctl, "vg-root")
+    assert [c for c in ctl.calls if c[0] != "table"] == []
+
+
+def test_a_failed_swap_leaves_no_error_table_behind():
+    class Stuck(RecordingDM):
+        def resume(self, name, **kw):
+            raise DMError("resume", name, 16)
+
+        def clear(self, name):
+            self.calls.append(("clear", name))
+
+    ctl = Stuck(held=True)
+    with pytest.raises(DMError):
+        flush.error_out(ctl, "mpatha")
+    assert ctl.calls[-1] == ("clear", "mpatha")
 
 
 def _snap(queueing: bool, held: bool) -> holders.Snapshot:

