@@ -361,8 +361,12 @@ class _Walk:
             if m.dev_t == fs and (m.mountpoint, m.init_ns, m.pid if not m.init_ns else 0) not in seen:
                 seen.add((m.mountpoint, m.init_ns, m.pid if not m.init_ns else 0))
                 out.append(m)
-        # one namespace per container: a mount seen through two processes of one namespace is reported once
-        return out
+        # one namespace per container: a mount seen through two processes of one namespace is reported once.
+        # A copy at the host's own mount point in another namespace (a service with private mounts) arrived
+        # by propagation and goes with the host's umount; if one does not (a private copy), the next flush
+        # names it. A container's own mount elsewhere is listed with its nsenter.
+        host = {m.mountpoint for m in out if m.init_ns}
+        return [m for m in out if m.init_ns or m.mountpoint not in host]
 
     def _file_system_of(self, dev: BlockDev, depth: int) -> list[Holder]:
         label, out = _label(dev), []
@@ -446,12 +450,15 @@ class _Walk:
                       note="set up again at boot by a unit or script that runs losetup, if any")
 
     def _lio(self, label: str, bs: LioBackstore) -> Holder:
+        # configfs itself, not targetcli: that needs a system D-Bus, which a host in trouble (or an
+        # initramfs) may not have. The kernel refuses the rmdir (EBUSY) while a LUN still exports it.
         tc = {"iblock": "block", "fileio": "fileio", "pscsi": "pscsi"}.get(bs.plugin, bs.plugin)
+        path = f"/sys/kernel/config/target/core/{bs.hba}/{bs.name}"
         return Holder("lio", label, f"LIO SCSI target {bs.plugin} backstore {bs.name} ({bs.hba}) on "
-                      f"{bs.backing.path}: exported to initiators",
-                      f"targetcli /backstores/{tc} delete {_q(bs.name)}",
-                      note="targetcli also removes the LUNs that export it (initiators lose the disk); run "
-                           "`targetcli saveconfig` or target.service restores it at boot")
+                      f"{bs.backing.path}: exported to initiators", f"rmdir {_q(path)}",
+                      note=f"if LUNs still export it (rmdir says busy): targetcli /backstores/{tc} delete "
+                           f"{_q(bs.name)} removes them too (initiators lose the disk); run `targetcli "
+                           "saveconfig` after, or target.service restores it at boot")
 
     def _nvmet(self, label: str, ns: NvmetNamespace) -> Holder:
         path = f"/sys/kernel/config/nvmet/subsystems/{ns.subsystem}/namespaces/{ns.nsid}/enable"

@@ -104,8 +104,9 @@ def test_lio_backstores_and_nvmet_namespace_each_hold_one_open():
     ), nvmet=(NvmetNamespace("nqn.2024-01.io.x:s1", "1", Backing("/dev/mapper/mpatha", dev_t="253:3")),))
     hs = find_holders(snap)
     assert kinds(hs) == ["lio", "lio", "nvmet"]
-    assert hs[0].release == "targetcli /backstores/block delete disk1" and "iblock" in hs[0].what
-    assert hs[1].release == "targetcli /backstores/fileio delete f1"
+    assert hs[0].release == "rmdir /sys/kernel/config/target/core/iblock_0/disk1" and "iblock" in hs[0].what
+    assert hs[1].release == "rmdir /sys/kernel/config/target/core/fileio_1/f1"
+    assert "targetcli /backstores/block delete disk1" in hs[0].note  # when LUNs still export it
     nvmet = "/sys/kernel/config/nvmet/subsystems/nqn.2024-01.io.x:s1/namespaces/1/enable"
     assert hs[2].release == f"echo 0 > {nvmet}"
 
@@ -137,7 +138,7 @@ def test_btrfs_member_xfs_log_and_rt_ext4_journal():
     ))
     hs = find_holders(snap)
     assert kinds(hs) == ["btrfs-member", "xfs-logdev", "xfs-rtdev", "ext4-journal"]
-    assert hs[0].release == "umount /data && nsenter -t 4242 -m umount /data"
+    assert hs[0].release == "umount /data"  # the copy at the same mount point goes with it (propagation)
     assert hs[1].release == "umount /x" and hs[3].release == "umount /e"
 
 
@@ -386,3 +387,14 @@ def test_a_guest_is_named_to_virsh_by_its_uuid_never_by_a_name_cut_short():
         h.OpenFile("253:3", 8, "qemu", "qemu-system-x86_64 -name guest=db,debug-threads=on", "")))
     releases = [holder.release for holder in find_holders(snap)]
     assert releases == [f"virsh shutdown {uuid}", "kill 8"]
+
+
+def test_copies_of_a_host_mount_in_service_namespaces_go_with_the_host_umount():
+    """A mount made on the host shows in every service namespace it propagates to (journald, udevd ...):
+    one umount on the host releases them all, so the report asks for that one only."""
+    fs = Mount("253:3", "/srv", "ext4", 1, "systemd", True)
+    copy = Mount("253:3", "/srv", "ext4", 234, "systemd-journal", False)
+    snap = Snapshot(target=BlockDev("dm-3", "253:3", "mpatha", "mpath-x", open_count=1), mounts=(fs, copy))
+    assert [holder.release for holder in find_holders(snap)] == ["umount /srv"]
+    alone = Snapshot(target=snap.target, mounts=(copy,))
+    assert [holder.release for holder in find_holders(alone)] == ["nsenter -t 234 -m umount /srv"]
