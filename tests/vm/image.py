@@ -23,6 +23,8 @@ DEBS = [
     "linux-image-amd64", "systemd", "systemd-sysv", "udev", "kmod", "iproute2", "dmsetup", "lvm2",
     "xfsprogs", "e2fsprogs", "sg3-utils", "open-iscsi", "multipath-tools", "kpartx", "python3",
     "python3-venv", "python3-systemd", "python3-pip", "util-linux", "psmisc", "procps", "less", "fdisk",
+    # kernel holders of a map that the flush report must name (tests/vm/test_holders_vm.py)
+    "mdadm", "cryptsetup-bin", "btrfs-progs", "targetcli-fb",
 ]
 
 # Python packages of the guest venv (/opt/pymp, sees python3-systemd through --system-site-packages).
@@ -93,6 +95,8 @@ MASK = [
     "multipathd.service", "multipathd.socket", "apt-daily.timer", "apt-daily-upgrade.timer",
     "fstrim.timer", "e2scrub_all.timer", "e2scrub_reap.service", "man-db.timer", "dpkg-db-backup.timer",
     "systemd-timesyncd.service", "lvm2-monitor.service", "open-iscsi.service",
+    "mdmonitor.service", "mdmonitor-oneshot.timer", "mdcheck_start.timer", "mdcheck_continue.timer",
+    "rtslib-fb-targetctl.service",
 ]
 
 PROFILE = f"""\
@@ -202,6 +206,8 @@ def _customize(root: Path) -> None:
     (root / REPO_MOUNT.lstrip("/")).mkdir(parents=True, exist_ok=True)
     (root / OUT_MOUNT.lstrip("/")).mkdir(parents=True, exist_ok=True)
     _write(root, "/etc/modules-load.d/pymp.conf", "9p\n9pnet_virtio\n")
+    # md arrays are made by tests on maps; udev must never assemble one from the maps' raw paths
+    _write(root, "/etc/mdadm/mdadm.conf", "AUTO -all\n")
     # the checkout on the venv's sys.path, for the tests package; the "import" line of a .pth runs at start-up
     _write(root, f"{VENV}/lib/python{GUEST_PY}/site-packages/pymultipathd-checkout.pth",
            f"{REPO_MOUNT}\nimport sys; sys.pycache_prefix = sys.pycache_prefix or {PYCACHE!r}\n")
