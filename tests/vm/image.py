@@ -24,7 +24,7 @@ DEBS = [
     "xfsprogs", "e2fsprogs", "sg3-utils", "open-iscsi", "multipath-tools", "kpartx", "python3",
     "python3-venv", "python3-systemd", "python3-pip", "util-linux", "psmisc", "procps", "less", "fdisk",
     # kernel holders of a map that the flush report must name (tests/vm/test_holders_vm.py)
-    "mdadm", "cryptsetup-bin", "btrfs-progs", "targetcli-fb",
+    "mdadm", "cryptsetup-bin", "btrfs-progs",
 ]
 
 # Python packages of the guest venv (/opt/pymp, sees python3-systemd through --system-site-packages).
@@ -96,7 +96,6 @@ MASK = [
     "fstrim.timer", "e2scrub_all.timer", "e2scrub_reap.service", "man-db.timer", "dpkg-db-backup.timer",
     "systemd-timesyncd.service", "lvm2-monitor.service", "open-iscsi.service",
     "mdmonitor.service", "mdmonitor-oneshot.timer", "mdcheck_start.timer", "mdcheck_continue.timer",
-    "rtslib-fb-targetctl.service",
 ]
 
 PROFILE = f"""\
