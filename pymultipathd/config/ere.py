@@ -35,6 +35,13 @@ _REG_ESUBREG = 6  # regcomp: a back-reference to a group that does not exist (ye
 # can make a match cost more than tens of milliseconds.
 MAX_TEXT = 4096
 
+# glibc compiles a bounded repetition by copying its operand (x{1,100} is 100 x's), nested ones multiplied:
+# a{1,32767} (POSIX's own RE_DUP_MAX) took glibc 50 s to compile here, ((a{1,100}){1,100}){1,100} 4.4 s and
+# larger ones exhaust memory. A pattern that would expand to more copies is refused before glibc sees it;
+# 10,000 compiles in a tenth of a second and is far beyond what any device pattern needs.
+MAX_EXPANSION = 10_000
+_RE_DUP_MAX = 0x7FFF  # glibc refuses a larger count ("Regular expression too big")
+
 _BACKREF_MESSAGE = "back-references (\\1 to \\9) are not supported: they cannot be matched in linear time"
 
 
@@ -102,6 +109,10 @@ class Regex:
             raw = pattern.encode("utf-8", "surrogateescape")
         except UnicodeEncodeError as exc:
             raise RegexError(f"the regular expression cannot be encoded: {exc.reason}") from exc
+        size = _expansion(pattern)
+        if size > MAX_EXPANSION:
+            raise RegexError(f"its repetitions ({{m,n}}, nested) expand to {size} copies, more than "
+                             f"{MAX_EXPANSION}: write the pattern without such counts")
         lib = self._lib = _load()
         buf = lib.buffer(_SIZEOF_REGEX_T)
         old = lib.uselocale(lib.c_locale)
@@ -159,6 +170,68 @@ class Regex:
         return True if rc == 0 else None
 
 
+def _expansion(p: str) -> int:
+    """How many atoms glibc's compiled form of `p` holds, roughly: bounded repetitions copy their operand
+    (nested ones multiply). Tokenised as _has_back_reference does; an invalid pattern gets some number and
+    glibc then says what is wrong with it."""
+    frames: list[list[int]] = [[0, 0]]  # per open group: [atoms so far, atoms of the last item]
+    i, n = 0, len(p)
+
+    def item(cost: int) -> None:
+        frames[-1][0] += cost
+        frames[-1][1] = cost
+
+    while i < n:
+        c = p[i]
+        if c == "\\":
+            item(1)
+            i += 2
+        elif c == "[":
+            i = _bracket_end(p, i)
+            item(1)
+        elif c == "(":
+            frames.append([0, 0])
+            i += 1
+        elif c == ")" and len(frames) > 1:
+            inner = frames.pop()[0]
+            item(max(inner, 1))
+            i += 1
+        elif c == "{":
+            close = p.find("}", i)
+            bounds = p[i + 1:close].split(",") if close > i else []
+            digits = [b for b in bounds if b.isdigit()]
+            i = close + 1 if close > i else n
+            if digits:
+                times = int(digits[-1])  # {m,n}: n copies; {m,}: m copies and a star
+                times = 1 if times > _RE_DUP_MAX else max(times, 1)  # over it: glibc says so itself
+                frames[-1][0] += frames[-1][1] * (times - 1)
+                frames[-1][1] *= times
+        else:
+            if c == "|":
+                frames[-1][1] = 0
+            elif c not in "*+?^$":
+                item(1)
+            i += 1
+    return sum(f[0] for f in frames)
+
+
+def _bracket_end(p: str, i: int) -> int:
+    """The index after the bracket expression starting at p[i] == "[" (glibc's rules, see below)."""
+    n = len(p)
+    j = i + 1
+    if p.startswith("^", j):
+        j += 1
+    if p.startswith("]", j):
+        j += 1
+    while j < n and p[j] != "]":
+        if p[j] == "[" and j + 1 < n and p[j + 1] in ".=:":
+            end = p.find(p[j + 1] + "]", j + 2)
+            j = n if end < 0 else end + 2
+        else:
+            j += 1
+    return j + 1
+
+
 def _has_back_reference(p: str) -> bool:
     """Whether glibc reads a back-reference in p, a pattern it has compiled.
 
@@ -175,18 +248,7 @@ def _has_back_reference(p: str) -> bool:
                 return True
             i += 2
         elif c == "[":
-            j = i + 1
-            if p.startswith("^", j):
-                j += 1
-            if p.startswith("]", j):
-                j += 1
-            while j < n and p[j] != "]":
-                if p[j] == "[" and j + 1 < n and p[j + 1] in ".=:":
-                    end = p.find(p[j + 1] + "]", j + 2)
-                    j = n if end < 0 else end + 2
-                else:
-                    j += 1
-            i = j + 1
+            i = _bracket_end(p, i)
         else:
             i += 1
     return False

@@ -365,3 +365,20 @@ def test_regfree_when_collected(monkeypatch):
 def test_importing_the_module_does_not_load_ctypes():
     code = "import sys; import pymultipathd.config.ere; print('ctypes' in sys.modules)"
     assert _python(code) == "False"
+
+
+@pytest.mark.parametrize("pattern", ["a{1,32767}", "((a{1,100}){1,100}){1,100}", "(x{1,200}y{1,200}){1,40}"])
+def test_a_repetition_that_would_expand_past_the_bound_is_refused_before_glibc_compiles_it(pattern):
+    """glibc copies a bounded repetition's operand: a{1,32767} took it 50 s to compile, nested ones run out
+    of memory. Refused at once, with the reason."""
+    with pytest.raises(RegexError, match=r"expand to \d+ copies, more than 10000"):
+        compile_ere(pattern)
+
+
+@pytest.mark.parametrize("pattern, size", [("^(3600a0b8|36001405)[0-9a-f]{24}$", 40), ("x{3}y{2,}", 5),
+                                           ("(a{1,100}){1,100}", 10000), ("[a{]{2}", 2), ("(ab|cd){2}", 8)])
+def test_the_expansion_counted(pattern, size):
+    from pymultipathd.config.ere import _expansion
+
+    assert _expansion(pattern) == size
+    compile_ere(pattern)
