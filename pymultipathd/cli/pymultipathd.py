@@ -71,7 +71,7 @@ def _interactive() -> int:
     except OSError:
         pass
     try:
-        sock = client.connect()
+        client.connect().close()  # say at once when no daemon answers
     except client.ClientError as err:
         print(f"pymultipathd: {err}", file=sys.stderr)
         return 1
@@ -90,12 +90,12 @@ def _interactive() -> int:
                 sys.stdout.write(grammar.reference())
                 continue
             try:
-                sys.stdout.write(client.request(sock, line))
+                # a connection per command: the daemon ends a connection idle for 30 s, and a person at
+                # the prompt may think for longer (or restart the daemon meanwhile)
+                sys.stdout.write(client.as_printed(client.send(line)))
             except client.ClientError as err:
                 print(f"pymultipathd: {err}", file=sys.stderr)
-                return 1
     finally:
-        sock.close()
         try:
             readline.write_history_file(HISTORY)
         except OSError:

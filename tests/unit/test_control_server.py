@@ -501,3 +501,28 @@ def _as_user(uid: int, fn, *args):
                 os.waitpid(pid, 0)
                 break
             time.sleep(0.05)
+
+
+def test_the_interactive_shell_survives_a_pause_longer_than_the_idle_deadline(monkeypatch, tmp_path, capsys):
+    """`pymultipathd -k`: a person thinks longer than the server keeps an idle connection."""
+    from pymultipathd.cli import pymultipathd as cli
+
+    name = str(tmp_path / "ctl.sock")
+    monkeypatch.setenv("MULTIPATH_SOCKET_NAME", name)
+    monkeypatch.setenv("HOME", str(tmp_path))  # the shell's history file
+    lines = iter(["show daemon", "PAUSE", "show daemon"])
+
+    def typed(prompt: str) -> str:
+        line = next(lines, None)
+        if line is None:
+            raise EOFError
+        if line == "PAUSE":
+            time.sleep(1.0)  # past the server's idle deadline below
+            return ""
+        return line
+
+    monkeypatch.setattr("builtins.input", typed)
+    with _serving(name, idle_timeout=0.3):
+        assert cli._interactive() == 0
+    out = capsys.readouterr()
+    assert out.out.count("pid 1 running") == 2 and "pymultipathd:" not in out.err, out
