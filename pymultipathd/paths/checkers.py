@@ -119,9 +119,22 @@ class CheckRunner:
         if running is not None and not running.done():
             return CheckResult(PENDING, "previous check still running")
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._pool, _guarded, func, devnode, timeout, prio_name)
+        started = loop.create_future()
+
+        def job() -> CheckResult:
+            loop.call_soon_threadsafe(_set, started)
+            return _guarded(func, devnode, timeout, prio_name)
+
+        fut = loop.run_in_executor(self._pool, job)
         self._inflight[devnode] = fut
         try:
+            # The clock starts when a thread takes the check. Checks of hung paths can hold every thread
+            # for their whole SCSI timeout (a dead fabric): a healthy path queued behind them is pending,
+            # never timed out, or the daemon would fail the paths that still work.
+            done, _ = await asyncio.wait({started, fut}, timeout=timeout + 1.0,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                return CheckResult(PENDING, "waiting for a checker thread (checks of hung paths hold them)")
             # shield: on timeout the thread keeps running; we stop waiting but remember it is in flight
             return await asyncio.wait_for(asyncio.shield(fut), timeout + 1.0)
         except TimeoutError:
@@ -133,6 +146,11 @@ class CheckRunner:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _set(started: asyncio.Future[None]) -> None:
+    if not started.done():
+        started.set_result(None)
 
 
 def _guarded(func: Callable[[str, float], CheckResult], devnode: str, timeout: float,

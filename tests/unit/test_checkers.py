@@ -109,3 +109,35 @@ def test_priority_is_read_with_a_usable_check_only(tmp_path):
     down = asyncio.run(CheckRunner().check("/nonexistent/sdzz", "tur", 1.0, prio_name="const"))
     assert down.state == checkers.DOWN and down.prio is None
     assert asyncio.run(CheckRunner().check(str(f), "none", 1.0)).prio is None  # not asked for
+
+
+def test_a_healthy_path_queued_behind_hung_checks_is_pending_never_timed_out(monkeypatch):
+    """A dead fabric: checks of hung paths hold every checker thread for their whole timeout. A healthy
+    path's check still waiting for a thread must not be reported as a timeout: the daemon would fail a path
+    that works (40 healthy paths were failed this way in the VM, issue 17)."""
+    import asyncio
+    import threading
+
+    from pymultipathd.paths import checkers
+
+    release = threading.Event()
+    monkeypatch.setitem(checkers.CHECKERS, "hang", lambda dev, t: release.wait(30) and checkers.CheckResult(
+        checkers.DOWN, "hung"))
+    monkeypatch.setitem(checkers.CHECKERS, "fine", lambda dev, t: checkers.CheckResult(checkers.UP, "ok"))
+    runner = checkers.CheckRunner(max_threads=2)
+
+    async def scenario() -> list[str]:
+        hung = [runner.check(f"/dev/hung{i}", "hang", 0.3) for i in range(2)]
+        results = await asyncio.gather(*hung, runner.check("/dev/healthy", "fine", 0.3))
+        release.set()
+        again = await runner.check("/dev/healthy", "fine", 0.3)
+        while again.state == checkers.PENDING:  # its first check may still be queued: it runs once freed
+            await asyncio.sleep(0.05)
+            again = await runner.check("/dev/healthy", "fine", 0.3)
+        return [r.state for r in results] + [again.state]
+
+    try:
+        assert asyncio.run(scenario()) == [checkers.TIMEOUT, checkers.TIMEOUT, checkers.PENDING, checkers.UP]
+    finally:
+        release.set()
+        runner.close()
