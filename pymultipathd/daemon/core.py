@@ -712,6 +712,10 @@ class Core:
                 with contextlib.suppress(DMError):
                     await self.refresh_map(m)
 
+    def request_stop(self) -> None:
+        """A stop was asked: a discovery or batch in flight ends after the map it is making."""
+        self._closing = True
+
     async def close(self) -> None:
         """Stop applying uevents. A batch in flight finishes the map it is making (its DM work runs in a
         thread that would go on anyway) and records what it made, then stops; the rest is the next start's."""

@@ -18,6 +18,8 @@ from pymultipathd.control.server import ControlServer
 from pymultipathd.daemon import handlers, logsetup
 from pymultipathd.daemon.core import Core, is_path_candidate
 from pymultipathd.daemon.linkwatch import LinkWatch
+from pymultipathd.daemon.logsetup import fields
+from pymultipathd.daemon.state import PathState
 from pymultipathd.daemon.udev_service import UdevService
 from pymultipathd.dm.errors import DMError
 from pymultipathd.dm.ioctl import Control
@@ -77,9 +79,14 @@ class Daemon:
         self.queue_without_daemon: bool | None = None  # `forcequeueing daemon` sets True
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._progress = 0.0  # loop time of the checker loop's last completed round (the watchdog's proof)
+        self._hup_pending = False  # SIGHUP during start-up: reconfigure once discovery is over
 
     def stop(self) -> None:
         self._stop.set()
+        core = getattr(self, "core", None)
+        if core is not None:
+            core.request_stop()  # a start-up discovery or a batch ends after the map it is making
 
     async def reconfigure(self) -> str | None:
         """Reload the configuration; on error keep the old one and return the reason."""
@@ -159,6 +166,11 @@ class Daemon:
         monitor.start()
         loop.add_reader(monitor.fileno(), self._on_udev, monitor)
 
+        # Before discovery: a SIGTERM then ends it after the map being made (the default action would kill
+        # the daemon between a DM create and its table load), and a SIGHUP waits until it is over.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._hup_during_start)
         _notify("STATUS=discovering paths and maps")
         progress = asyncio.ensure_future(self._start_progress())
         try:
@@ -167,11 +179,16 @@ class Daemon:
         finally:
             progress.cancel()
 
+        if self._stop.is_set():
+            log.info("stopped during start-up discovery; maps made so far stay in place")
+            await self._shutdown()
+            return 0
         ctl.arm_poll()
         loop.add_reader(ctl.fileno(), self._on_dm_readable)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reconfigure()))
+        if self._hup_pending:
+            asyncio.ensure_future(self.reconfigure())
+        self._progress = loop.time()
         self._tasks = [asyncio.ensure_future(self._checker_loop()), asyncio.ensure_future(self._watchdog())]
         if not self.opts.no_linkwatch:
             watch = LinkWatch(self._portals, self._on_link_trouble)
@@ -182,6 +199,10 @@ class Daemon:
         log.info("ready: %d maps, %d paths", len(st.maps), len(st.paths))
         await self._stop.wait()
 
+        await self._shutdown()
+        return 0
+
+    async def _shutdown(self) -> None:
         _notify("STOPPING=1")
         log.info("shutting down; maps stay in place")
         for t in self._tasks:
@@ -190,7 +211,10 @@ class Daemon:
         await self.udev_service.close()
         await self._release_queueing()
         await self.core.close()
-        return 0
+
+    def _hup_during_start(self) -> None:
+        log.info("SIGHUP during start-up: reconfiguring once discovery is over")
+        self._hup_pending = True
 
     async def _release_queueing(self) -> None:
         """Without a daemon nobody reinstates paths, so I/O queued later would wait forever: stop queueing at
@@ -231,17 +255,31 @@ class Daemon:
         asyncio.ensure_future(self.core.on_dm_event())
 
     async def _checker_loop(self) -> None:
+        """Every round is guarded: an exception (a map removed under a timed failback, a bug) is logged and
+        the next round runs; a loop that died would leave every path unchecked while the daemon looked
+        alive. Each completed round is the watchdog's proof of progress."""
         loop = asyncio.get_running_loop()
         checking: dict[str, asyncio.Task] = {}
         while True:
-            now = loop.time()
-            for p in list(self.core.state.paths.values()):
-                if p.map and p.next_check <= now and p.dev not in checking:
-                    t = asyncio.ensure_future(self.core.check_and_apply(p))
-                    checking[p.dev] = t
-                    t.add_done_callback(lambda _t, dev=p.dev: checking.pop(dev, None))
-            await self.core.policy_tick()
+            try:
+                now = loop.time()
+                for p in list(self.core.state.paths.values()):
+                    if p.map and p.next_check <= now and p.dev not in checking:
+                        t = asyncio.ensure_future(self._check_guarded(p))
+                        checking[p.dev] = t
+                        t.add_done_callback(lambda _t, dev=p.dev: checking.pop(dev, None))
+                await self.core.policy_tick()
+            except Exception:
+                log.exception("checker loop: this round failed; the next one runs as usual")
+            self._progress = loop.time()
             await asyncio.sleep(TICK)
+
+    async def _check_guarded(self, p: PathState) -> None:
+        try:
+            await self.core.check_and_apply(p)
+        except Exception:
+            log.exception("%s: checking the path (map %s) failed", p.dev, p.map,
+                          **fields(dev=p.dev, map=p.map))
 
     async def _start_progress(self) -> None:
         """While the first assembly runs, report it and ask systemd for more start-up time, but only while it
@@ -262,9 +300,14 @@ class Daemon:
         usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         if not usec:
             return
-        while True:  # pinged from the loop itself: a stuck loop stops the pings and systemd restarts us
-            _notify("WATCHDOG=1")
-            await asyncio.sleep(usec / 2e6)
+        loop = asyncio.get_running_loop()
+        while True:
+            # Pinged only while the checker loop completes rounds: a stuck event loop sends nothing, and a
+            # checker loop stuck on its own (a round waiting on a hung device-mapper call) stops the pings
+            # too, so systemd restarts the daemon (maps stay in place) instead of leaving paths unchecked.
+            if watchdog_due(loop.time(), self._progress, usec / 1e6):
+                _notify("WATCHDOG=1")
+            await asyncio.sleep(usec / 4e6)
 
     def _portals(self) -> set[str]:
         out = set()
@@ -279,6 +322,11 @@ class Daemon:
         devs = {p.dev for p in self.core.state.paths.values()
                 if p.map and sysinfo.iscsi_portal(p.dev) in portals}
         await self.core.fail_fast(devs, why)
+
+
+def watchdog_due(now: float, progress: float, watchdog_s: float) -> bool:
+    """Ping only if the checker loop completed a round within half the watchdog period."""
+    return now - progress <= watchdog_s / 2
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
