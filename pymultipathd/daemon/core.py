@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -69,12 +69,17 @@ class Core:
         self._closing = False  # shutting down: a batch in flight stops after the map it is making
         self._retry_due: dict[str, float] = {}
         self._dm_resync_running = self._dm_resync_again = False
+        # One assembly at a time (start-up discovery, a uevent batch, `add map`): two reconciles of one WWID
+        # both tried to create its map and the loser released the paths of a map that existed; and the
+        # three lists below belong to the reconcile that holds this lock.
+        self._assembly = asyncio.Lock()
         self._aliases: dict[str, str] = {}      # bound for the creates of the batch being applied
         self._created: list[str] = []           # WWIDs of maps created in that batch, for the wwids file
         self._partition_todo: list[str] = []    # maps created in that batch, for their partition maps
         # maps whose partition table could not be read (no usable path then) -> (next try, backoff seconds)
         self._partition_retry: dict[str, tuple[float, float]] = {}
         self._usage: tuple[float, facts.Usage] | None = None
+        self._internal: set[asyncio.Task] = set()  # run_internal's tasks, referenced until they finish
         self.persist = Persist()  # bindings, wwids and failed markers: a failed write never stops assembly
         self._resolved_for: Config | None = None  # the config the memo below was filled from
         self._resolved: dict[tuple, dict[str, object]] = {}
@@ -272,7 +277,9 @@ class Core:
         """Wait until queued uevents are applied (tests, reconfigure, `show` after `add path`)."""
         while self._pending or (self._batch_task is not None and not self._batch_task.done()):
             if self._batch_task is not None and not self._batch_task.done():
-                await self._batch_task
+                # shielded: a waiter that gives up (a control client's deadline) must not cancel the batch,
+                # or a map could exist in DM that the daemon never learnt about
+                await asyncio.shield(self._batch_task)
             elif self._pending:
                 if self._batch_handle is not None:
                     self._batch_handle.cancel()
@@ -281,8 +288,13 @@ class Core:
     # --- assembly -----------------------------------------------------------------------------------
 
     async def reconcile(self, wwids: Iterable[str]) -> None:
-        """Bring the maps of these WWIDs in line with the classifier: create, reload or leave alone."""
-        wwids = sorted(wwids)
+        """Bring the maps of these WWIDs in line with the classifier: create, reload or leave alone. One
+        reconcile at a time; a caller that may be cancelled (a control command) runs it as its own task
+        (run_internal), so a client's deadline never stops it half way."""
+        async with self._assembly:
+            await self._reconcile_locked(sorted(wwids))
+
+    async def _reconcile_locked(self, wwids: list[str]) -> None:
         world = classify.restrict(self.world(), set(wwids))  # a storm's batch costs its paths, not all
         claimed, verdicts = classify.assembly_and_verdicts(world, self.config)
         self._bind_aliases([w for w in wwids if claimed.get(w) and not self.state.map_of_wwid(w)], claimed)
@@ -711,6 +723,14 @@ class Core:
             if m is not None:
                 with contextlib.suppress(DMError):
                     await self.refresh_map(m)
+
+    async def run_internal(self, coro: Awaitable[T]) -> T:
+        """Await daemon work for a caller that may be cancelled (a control command past its deadline): the
+        work goes on as its own task and finishes; only the waiting stops."""
+        task = asyncio.ensure_future(coro)
+        self._internal.add(task)
+        task.add_done_callback(self._internal.discard)
+        return await asyncio.shield(task)
 
     def request_stop(self) -> None:
         """A stop was asked: a discovery or batch in flight ends after the map it is making."""

@@ -240,7 +240,7 @@ async def add_map(d: Daemon, cmd: Command) -> str:
     if wwid is None:
         raise CommandFailed("device not found")
     store.add_wwid(wwid)  # an explicit request: the wwids file makes the classifier claim its paths
-    await d.core.reconcile({wwid})
+    await d.core.run_internal(d.core.reconcile({wwid}))
     if d.core.state.map_of_wwid(wwid) is None:
         raise CommandFailed(f"{wwid}: no usable path for a map (see `show devices`)")
     return ""
@@ -386,7 +386,7 @@ async def restore_queueing_daemon(d: Daemon, cmd: Command) -> str:
 @handles("reconfigure")
 @handles("reconfigure", "all")
 async def reconfigure(d: Daemon, cmd: Command) -> str:
-    err = await d.reconfigure()
+    err = await d.core.run_internal(d.reconfigure())  # half a reconfigure is worse than a late answer
     if err:
         raise CommandFailed(err)
     return ""

@@ -65,3 +65,79 @@ def test_a_stop_asked_during_start_up_reaches_the_core():
     core.request_stop = lambda: setattr(core, "stopped", True)
     daemon.stop()
     assert daemon._stop.is_set() and daemon.core.stopped
+
+
+def test_a_client_that_gives_up_does_not_cancel_the_batch_it_waited_for():
+    """Fault 4: a control command waiting for a uevent batch past the client's deadline cancelled the batch;
+    a map could then exist in DM that the daemon never learnt about."""
+    from pymultipathd.config import load
+    from pymultipathd.daemon.core import Core
+
+    async def scenario() -> tuple[bool, bool]:
+        core = Core(load.parse_text(""), ctl=None)
+        finished = asyncio.Event()
+
+        async def batch() -> None:
+            await asyncio.sleep(0.2)  # making a map
+            finished.set()
+
+        core._batch_task = asyncio.ensure_future(batch())
+        try:
+            await asyncio.wait_for(core.settle(), 0.05)  # the command's deadline
+        except TimeoutError:
+            pass
+        work = asyncio.ensure_future(asyncio.sleep(0.2, "done"))
+        try:
+            await asyncio.wait_for(core.run_internal(work), 0.05)
+        except TimeoutError:
+            pass
+        await asyncio.sleep(0.3)
+        return finished.is_set() and not core._batch_task.cancelled(), work.result() == "done"
+
+    assert asyncio.run(scenario()) == (True, True)
+
+
+def test_two_reconciles_of_one_wwid_make_one_map_and_release_nothing(tmp_path, monkeypatch, caplog):
+    """Fault 3: start-up discovery and `add map` (or a batch) reconciled one WWID at once; both tried to
+    create its map and the loser marked the WWID failed and released the paths of a map that existed."""
+    from pymultipathd.config import load
+    from pymultipathd.daemon import plan
+    from pymultipathd.daemon.core import Core
+    from pymultipathd.dm import maps as dmmaps
+    from pymultipathd.dm.errors import DMError
+
+    monkeypatch.setenv("PYMULTIPATH_RUNDIR", str(tmp_path / "run"))
+    monkeypatch.setenv("PYMULTIPATH_WWIDS", str(tmp_path / "wwids"))
+    monkeypatch.setenv("PYMULTIPATH_BINDINGS", str(tmp_path / "bindings"))
+    monkeypatch.setattr(plan, "build_table", lambda *a, **k: object())
+    monkeypatch.setattr(plan, "needs_reload", lambda *a, **k: False)
+    wwid = "36001405aaaabbbbccccdddd"
+    facts = PathFacts(dev="sdb", dev_t="8:16", wwid=wwid, vendor="LIO-ORG", product="disk",
+                      properties={"ID_WWN": "0x6001405", "ID_SERIAL": wwid})
+    created: list[str] = []
+
+    async def scenario() -> None:
+        core = Core(load.parse_text("defaults {\n find_multipaths greedy\n}\n"),
+                    ctl=types.SimpleNamespace(list_devices=lambda: []))
+        core.state.paths["sdb"] = PathState(dev="sdb", dev_t="8:16", facts=facts)
+
+        async def dm(fn, *args, **kw):  # the DM thread over a stand-in: creates take a while, one per name
+            if fn is dmmaps.add_partition_maps:
+                return []
+            if fn is not dmmaps.create_multipath:
+                return fn(*args, **kw)
+            await asyncio.sleep(0.05)
+            if args[1] in created:
+                raise DMError("create", args[1], 16)  # EBUSY: it exists
+            created.append(args[1])
+
+        async def refresh(m) -> None:
+            return None
+
+        core.dm, core.refresh_map = dm, refresh
+        await asyncio.gather(core.reconcile({wwid}), core.reconcile({wwid}))
+
+    with caplog.at_level(logging.ERROR, logger="pymultipathd"):
+        asyncio.run(scenario())
+    assert created == [wwid]
+    assert "releasing its paths" not in caplog.text and not (tmp_path / "run" / "failed_wwids").exists()
