@@ -38,6 +38,7 @@ STOP_WAIT = 10.0      # seconds a stop waits for the map a batch is making (a hu
 RESOLVE_MEMO_MAX = 8192  # bound objects resolved per configuration (paths come and go over months)
 PARTITION_RETRY = 5.0      # seconds before reading an unreadable partition table again, doubling ...
 PARTITION_RETRY_MAX = 60.0  # ... up to this
+PARTITION_READ_TIMEOUT = 30.0  # seconds a partition-table read may take before it is tried again later
 
 
 def is_path_candidate(dev: str) -> bool:
@@ -60,6 +61,8 @@ class Core:
         self.state = DaemonState(started=time.time())
         self.runner = checkers.CheckRunner()
         self._dm_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dm")
+        # reads through maps (partition tables): a few, so one map hung on queued I/O leaves the others
+        self._io_thread = ThreadPoolExecutor(max_workers=4, thread_name_prefix="map-io")
         self._pending: set[str] = set()
         self._batch_first: float | None = None
         self._batch_handle: asyncio.TimerHandle | None = None
@@ -329,11 +332,24 @@ class Core:
             for name in names:
                 self._partition_retry_later(name, f"cannot list device-mapper devices: {err}")
             return
+        loop = asyncio.get_running_loop()
         for name in names:
             if name not in self.state.maps:
                 continue
             try:
-                await self.dm(dmmaps.add_partition_maps, self.ctl, name, devices=listed)
+                info = await self.dm(self.ctl.info, name)
+                # The read is block I/O through the map: on a thread of its own, bounded, so a map queueing
+                # with no usable path holds that thread, never the DM thread that sends the reinstate.
+                try:
+                    table = await asyncio.wait_for(
+                        loop.run_in_executor(self._io_thread, dmmaps.read_partitions, info),
+                        PARTITION_READ_TIMEOUT)
+                except TimeoutError:
+                    self._partition_retry_later(name, f"partition table read did not answer within "
+                                                      f"{PARTITION_READ_TIMEOUT:g} s")
+                    continue
+                await self.dm(dmmaps.add_partition_maps, self.ctl, name, devices=listed,
+                              parts=table.partitions)
             except DMError as err:  # an unusable table (or a DM refusal): reading it again will not help
                 self._partition_retry.pop(name, None)
                 log.warning("%s: partition maps: %s", name, err, **fields(map=name))
@@ -747,6 +763,7 @@ class Core:
             await asyncio.wait({self._batch_task}, timeout=STOP_WAIT)
         self.runner.close()
         self._dm_thread.shutdown(wait=False, cancel_futures=True)
+        self._io_thread.shutdown(wait=False, cancel_futures=True)
 
 
 def _log_failure(task: asyncio.Task) -> None:

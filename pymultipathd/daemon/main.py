@@ -344,4 +344,11 @@ def run(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("pymultipathd: the daemon must run as root", file=sys.stderr)
         return 1
-    return asyncio.run(Daemon(opts).run())
+    rc = asyncio.run(Daemon(opts).run())
+    # Leave now: the interpreter would join every worker thread at exit, and one stuck in the kernel (a
+    # check or a partition read of a path that hangs) would keep the daemon from stopping at all. The maps
+    # stay; everything worth saving was written before the loop ended.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)

@@ -486,17 +486,20 @@ def read_partitions(info: DeviceInfo) -> PartitionTable:
 
 def add_partition_maps(
     ctl: Control, name: str, *, sep: str = DEFAULT_PART_SEP, udev_flags: int = 0,
-    devices: list[ListedDevice] | None = None,
+    devices: list[ListedDevice] | None = None, parts: Sequence[Partition] | None = None,
 ) -> list[str]:
     """Create or update the partition maps of map `name` from its partition table; drop stale unopened ones.
 
     `devices`: the device list to look for its existing partition maps in (one listing for a batch of maps
-    instead of one per map). Returns the names of the partition maps that exist afterwards.
+    instead of one per map). `parts`: the table, read already (the daemon reads it on another thread: a
+    read of a map queueing with no path blocks, and must not block the device-mapper calls that would
+    bring a path back). Returns the names of the partition maps that exist afterwards.
     """
     info = ctl.info(name)
     if not info.uuid:
         raise DMError("add partitions", name, 22, "map has no uuid to derive partition uuids from")
-    parts = read_partitions(info).partitions
+    if parts is None:
+        parts = read_partitions(info).partitions
     existing = {d.name: d for d in partition_maps(ctl, name, devices)}
     wanted = []
     for p in parts:

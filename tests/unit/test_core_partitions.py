@@ -18,19 +18,28 @@ class _NoDM:
     def list_devices(self) -> list:
         return []
 
+    def info(self, name: str) -> str:
+        return name  # what read_partitions gets: the stand-in below only needs the map's name
 
-def test_unreadable_partition_table_is_read_again_once_a_path_is_usable(caplog):
+
+def test_unreadable_partition_table_is_read_again_once_a_path_is_usable(caplog, monkeypatch):
+    read: list[str] = []
+    failing = True
+
+    def read_partitions(info: str) -> dmmaps.PartitionTable:  # block I/O through the map, on its thread
+        read.append(info)
+        if failing:
+            raise OSError(errno.EIO, "Input/output error")
+        return dmmaps.PartitionTable()
+
+    monkeypatch.setattr(dmmaps, "read_partitions", read_partitions)
+
     async def scenario() -> list[str]:
+        nonlocal failing
         core = Core(load.parse_text(""), ctl=_NoDM())
-        read: list[str] = []
-        failing = True
 
         async def dm(fn, *args, **kw):  # the DM thread, without device mapper
-            if fn is dmmaps.add_partition_maps:
-                read.append(args[1])
-                if failing:
-                    raise OSError(errno.EIO, "Input/output error")
-            return []
+            return [] if fn is dmmaps.add_partition_maps else fn(*args, **kw)
 
         core.dm = dm
         core.state.maps["mpatha"] = MapState(name="mpatha", wwid="3600a", paths=["sdb"])
@@ -110,3 +119,44 @@ def test_a_map_whose_table_was_replaced_is_left_alone_and_the_others_still_refre
     with caplog.at_level(logging.WARNING, logger="pymultipathd"):
         assert asyncio.run(scenario()) == (["fine"], ["fine"])
     assert "gone: no longer a multipath table; the daemon leaves it alone" in caplog.text
+
+
+def test_a_hung_partition_read_leaves_the_dm_thread_free(monkeypatch, caplog):
+    """Fault 5 (issue 17): the read of a map queueing with no usable path blocks in the kernel. It ran on
+    the single DM thread, so the reinstate that would have unblocked it could never be sent. The read now
+    has threads of its own and a deadline; the map is read again later."""
+    import threading
+
+    from pymultipathd.daemon import core as core_mod
+    from pymultipathd.dm.ioctl import DeviceInfo
+
+    release = threading.Event()
+    monkeypatch.setattr(dmmaps, "read_partitions", lambda info: release.wait(30))
+    monkeypatch.setattr(core_mod, "PARTITION_READ_TIMEOUT", 0.2)
+
+    class Ctl:
+        def list_devices(self) -> list:
+            return []
+
+        def info(self, name: str) -> DeviceInfo:
+            return DeviceInfo(name=name, uuid="mpath-3600a", major=253, minor=0, open_count=0, event_nr=0,
+                              target_count=1, flags=0)
+
+        def message(self, name: str, text: str) -> None:
+            return None
+
+    async def scenario() -> bool:
+        core = Core(load.parse_text(""), ctl=Ctl())
+        core.state.maps["mpatha"] = MapState(name="mpatha", wwid="3600a", paths=["sdb"])
+        try:
+            await core._partition_maps(["mpatha"])  # returns once the read's deadline passed
+            # the DM thread still answers: a reinstate can go out
+            await asyncio.wait_for(core.dm(core.ctl.message, "mpatha", "reinstate_path 8:16"), 5)
+            return "mpatha" in core._partition_retry
+        finally:
+            release.set()
+            await core.close()
+
+    with caplog.at_level(logging.WARNING, logger="pymultipathd"):
+        assert asyncio.run(scenario())
+    assert "partition table read did not answer within 0.2 s" in caplog.text
