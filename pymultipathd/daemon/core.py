@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from pymultipathd import classify, flush
+from pymultipathd import classify, flush, locations
 from pymultipathd.config import Config
 from pymultipathd.daemon import plan
 from pymultipathd.daemon.logsetup import fields
@@ -250,6 +250,22 @@ class Core:
         self.state.paths[dev] = p
         if f.wwid:
             self._queue(f.wwid)
+
+    def resync_disks(self) -> int:
+        """Uevents were lost (the netlink socket overflowed): every disk is treated as changed and every
+        known path that is gone as removed, so the batches that follow bring the maps in line. Returns how
+        many disks were looked at."""
+        try:
+            names = os.listdir(os.path.join(locations.sysfs(), "block"))
+            present = {d for d in names if is_path_candidate(d)}
+        except OSError as err:
+            log.error("cannot list block devices to resync lost uevents: %s", err)
+            return 0
+        for dev in sorted(set(self.state.paths) - present):
+            self.on_uevent("remove", dev)
+        for dev in sorted(present):
+            self.on_uevent("change", dev)
+        return len(present)
 
     def _queue(self, wwid: str) -> None:
         if self._closing:

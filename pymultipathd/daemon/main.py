@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -239,7 +240,17 @@ class Daemon:
         # A few events per wake-up: the socket stays readable, so the loop comes back after serving the
         # control socket and the helper; draining a storm of hundreds in one go held commands for seconds.
         for _ in range(UEVENTS_PER_WAKEUP):
-            dev = monitor.poll(timeout=0)  # type: ignore[attr-defined]
+            try:
+                dev = monitor.poll(timeout=0)  # type: ignore[attr-defined]
+            except OSError as err:
+                if err.errno != errno.ENOBUFS:
+                    log.error("reading uevents: %s", err)
+                    return
+                # the kernel dropped events the socket had no room for: which disks came, went or changed
+                # is unknown, so every one is looked at again
+                n = self.core.resync_disks()
+                log.warning("uevents were lost (netlink receive buffer full); re-read all %d disks", n)
+                continue
             if dev is None:
                 return
             if dev.device_type == "disk" and dev.action:

@@ -141,3 +141,40 @@ def test_two_reconciles_of_one_wwid_make_one_map_and_release_nothing(tmp_path, m
         asyncio.run(scenario())
     assert created == [wwid]
     assert "releasing its paths" not in caplog.text and not (tmp_path / "run" / "failed_wwids").exists()
+
+
+def test_lost_uevents_make_the_daemon_look_at_every_disk_again(tmp_path, monkeypatch, caplog):
+    """Fault 7: events dropped by an overflowing netlink socket (ENOBUFS) were never made up for: a path
+    that came or went meanwhile stayed unknown, or a dead one stayed in its map's view."""
+    import errno
+
+    from pymultipathd.config import load
+    from pymultipathd.daemon.core import Core
+
+    (tmp_path / "block" / "sdc").mkdir(parents=True)  # appeared while events were lost
+    (tmp_path / "block" / "dm-0").mkdir()
+    monkeypatch.setenv("PYMULTIPATH_SYSFS", str(tmp_path))
+    seen: list[tuple[str, str]] = []
+
+    class Overflowing:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def poll(self, timeout: float) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise OSError(errno.ENOBUFS, "No buffer space available")
+            return None
+
+    async def scenario() -> None:
+        core = Core(load.parse_text(""), ctl=None)
+        core.state.paths["sdb"] = PathState(dev="sdb", dev_t="8:16", facts=PathFacts(dev="sdb"))  # gone
+        monkeypatch.setattr(core, "on_uevent", lambda action, dev, props=None: seen.append((action, dev)))
+        daemon = main.Daemon(main.parse_args([]))
+        daemon.core = core
+        daemon._on_udev(Overflowing())
+
+    with caplog.at_level(logging.WARNING, logger="pymultipathd"):
+        asyncio.run(scenario())
+    assert seen == [("remove", "sdb"), ("change", "sdc")]
+    assert "uevents were lost (netlink receive buffer full); re-read all 1 disks" in caplog.text
