@@ -35,13 +35,21 @@ def blocking(hs: list[holders.Holder]) -> list[holders.Holder]:
     return [h for h in hs if h.kind != "queued-io"]
 
 
-def flush(ctl: Control, name: str, *, deferred: bool = False) -> FlushResult:
+def snapshot_if_held(ctl: Control, name: str) -> holders.Snapshot:
+    """The holders snapshot, scanning every process and mount only when DM's open counts say something
+    holds the map; else just DM's facts."""
     target, parts, queueing, usable = holderscan.dm_state(ctl, name)
-    if holderscan.held(target, parts):  # the scan of every process and mount only when it can find something
-        snap = holderscan.gather(target, parts, queueing=queueing, usable_paths=usable)
-    else:
-        snap = holders.Snapshot(target=target, partitions=tuple(parts), queueing=queueing,
-                                usable_paths=usable)
+    if holderscan.held(target, parts):
+        return holderscan.gather(target, parts, queueing=queueing, usable_paths=usable)
+    return holders.Snapshot(target=target, partitions=tuple(parts), queueing=queueing, usable_paths=usable)
+
+
+def flush(ctl: Control, name: str, *, deferred: bool = False, snap: holders.Snapshot | None = None,
+          rescan: bool = True) -> FlushResult:
+    """`snap`: the holders snapshot, taken already (the daemon scans on another thread than the one that
+    makes device-mapper calls); `rescan`: after a removal that failed, scan again here for the report."""
+    if snap is None:
+        snap = snapshot_if_held(ctl, name)
     found = holders.find_holders(snap)
     if blocking(found) and not deferred:
         return FlushResult(name, False, False, holders.explain(snap, found))
@@ -69,7 +77,8 @@ def flush(ctl: Control, name: str, *, deferred: bool = False) -> FlushResult:
             ctl.message(name, "queue_if_no_path")
         except DMError:
             pass  # the map may have gone after all
-    snap = holderscan.snapshot(ctl, name)
+    if rescan:
+        snap = holderscan.snapshot(ctl, name)
     return FlushResult(name, False, False, holders.explain(snap, holders.find_holders(snap)))
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import os
 import time
@@ -16,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from pymultipathd import classify, flush, locations
+from pymultipathd import classify, flush, holders, locations
 from pymultipathd.config import Config
 from pymultipathd.daemon import plan
 from pymultipathd.daemon.logsetup import fields
@@ -26,7 +28,7 @@ from pymultipathd.dm import maps as dmmaps
 from pymultipathd.dm import table as dmt
 from pymultipathd.dm.errors import DMError, DMNoSuchDevice
 from pymultipathd.dm.ioctl import Control
-from pymultipathd.paths import checkers, facts, prio, sysinfo
+from pymultipathd.paths import checkers, facts, holderscan, prio, sysinfo
 
 log = logging.getLogger("pymultipathd")
 T = TypeVar("T")
@@ -39,6 +41,7 @@ RESOLVE_MEMO_MAX = 8192  # bound objects resolved per configuration (paths come 
 PARTITION_RETRY = 5.0      # seconds before reading an unreadable partition table again, doubling ...
 PARTITION_RETRY_MAX = 60.0  # ... up to this
 PARTITION_READ_TIMEOUT = 30.0  # seconds a partition-table read may take before it is tried again later
+HOLDERS_SCAN_TIMEOUT = 20.0    # seconds the daemon waits for the holders scan of a map it flushes
 
 
 def is_path_candidate(dev: str) -> bool:
@@ -513,7 +516,7 @@ class Core:
             await self._message(m, "fail_if_no_path")
         deferred = bool(r("deferred_remove"))
         try:
-            res = await self.dm(flush.flush, self.ctl, m.name, deferred=deferred)
+            res = await self.flush_map(m.name, deferred=deferred)
         except DMError as err:
             log.warning("%s: last path gone; removing the map failed: %s", m.name, err, **where)
             return
@@ -763,6 +766,35 @@ class Core:
         self._internal.add(task)
         task.add_done_callback(self._internal.discard)
         return await asyncio.shield(task)
+
+    async def flush_map(self, name: str, *, deferred: bool = False) -> flush.FlushResult:
+        """flush.flush with the holders scan off the DM thread: it reads every process's open files and
+        mounts, and one hung file system under some process would stall every DM call (reinstates
+        included). Device-mapper state and the removal go to the DM thread, the scan to the map-io
+        threads with a deadline."""
+        target, parts, queueing, usable = await self.dm(holderscan.dm_state, self.ctl, name)
+        held = holderscan.held(target, parts)
+        snap = await self._holders_scan(target, parts, queueing, usable) if held else holders.Snapshot(
+            target=target, partitions=tuple(parts), queueing=queueing, usable_paths=usable)
+        res = await self.dm(flush.flush, self.ctl, name, deferred=deferred, snap=snap, rescan=False)
+        if not (res.removed or res.deferred) and not held:  # held after all (a passing opener): say by whom
+            target, parts, queueing, usable = await self.dm(holderscan.dm_state, self.ctl, name)
+            snap = await self._holders_scan(target, parts, queueing, usable)
+            res = dataclasses.replace(res, report=holders.explain(snap, holders.find_holders(snap)))
+        return res
+
+    async def _holders_scan(self, target: holders.BlockDev, parts: list[holders.BlockDev], queueing: bool,
+                            usable: int) -> holders.Snapshot:
+        loop = asyncio.get_running_loop()
+        scan = functools.partial(holderscan.gather, target, parts, queueing=queueing, usable_paths=usable)
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self._io_thread, scan), HOLDERS_SCAN_TIMEOUT)
+        except TimeoutError:
+            note = (f"the scan of processes and mounts did not finish within {HOLDERS_SCAN_TIMEOUT:g} s "
+                    "(a hung file system under some process?); `pymultipath holders` runs it without a "
+                    "deadline",)
+            return holders.Snapshot(target=target, partitions=tuple(parts), queueing=queueing,
+                                    usable_paths=usable, scan=holders.ScanInfo(checked=note))
 
     def request_stop(self) -> None:
         """A stop was asked: a discovery or batch in flight ends after the map it is making."""

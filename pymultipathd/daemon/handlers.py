@@ -11,7 +11,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from pymultipathd import flush, store
+from pymultipathd import store
 from pymultipathd.control import format as fmt
 from pymultipathd.control.grammar import Command
 from pymultipathd.control.server import CommandFailed
@@ -249,7 +249,7 @@ async def add_map(d: Daemon, cmd: Command) -> str:
 async def _remove(d: Daemon, m: MapState) -> None:
     """Flush a map; if anything holds it, the reply lists every holder and how to release it."""
     try:
-        res = await d.core.dm(flush.flush, d.core.ctl, m.name)
+        res = await d.core.flush_map(m.name)
     except DMError as err:
         raise CommandFailed(str(err)) from None
     if not res.removed:

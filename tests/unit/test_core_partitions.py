@@ -160,3 +160,42 @@ def test_a_hung_partition_read_leaves_the_dm_thread_free(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="pymultipathd"):
         assert asyncio.run(scenario())
     assert "partition table read did not answer within 0.2 s" in caplog.text
+
+
+def test_a_hung_holders_scan_leaves_the_dm_thread_free(monkeypatch):
+    """Fault 8 (issue 17): the daemon's flush (del map, last path gone) scanned every process's open files
+    on the DM thread; one hung file system under some process stalled every DM call. The scan now runs on
+    the map-io threads with a deadline, and the flush reports what it could not find out."""
+    import threading
+
+    from pymultipathd import flush, holders
+    from pymultipathd.daemon import core as core_mod
+    from pymultipathd.paths import holderscan
+
+    release = threading.Event()
+    target = holders.BlockDev("dm-0", "253:0", "mpatha", "mpath-3600a", open_count=1)
+    monkeypatch.setattr(holderscan, "dm_state", lambda ctl, name: (target, [], False, 2))
+    monkeypatch.setattr(holderscan, "gather", lambda *a, **k: release.wait(30))
+    monkeypatch.setattr(core_mod, "HOLDERS_SCAN_TIMEOUT", 0.2)
+    flushed: list = []
+
+    def fake_flush(ctl, name, *, deferred=False, snap=None, rescan=True):
+        flushed.append((name, rescan))
+        return flush.FlushResult(name, False, False, holders.explain(snap, holders.find_holders(snap)))
+
+    monkeypatch.setattr(flush, "flush", fake_flush)
+
+    async def scenario() -> str:
+        core = Core(load.parse_text(""), ctl=_NoDM())
+        try:
+            res = await core.flush_map("mpatha")
+            # the DM thread still answers while the scan's thread is stuck
+            assert await asyncio.wait_for(core.dm(lambda: "free"), 5) == "free"
+            return res.report
+        finally:
+            release.set()
+            await core.close()
+
+    report = asyncio.run(scenario())
+    assert flushed == [("mpatha", False)]  # never scanned again on the DM thread
+    assert "did not finish within 0.2 s" in report and "[unknown]" in report
