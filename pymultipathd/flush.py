@@ -41,7 +41,7 @@ def snapshot_if_held(ctl: Control, name: str) -> holders.Snapshot:
     target, parts, queueing, usable = holderscan.dm_state(ctl, name)
     if holderscan.held(target, parts):
         return holderscan.gather(target, parts, queueing=queueing, usable_paths=usable)
-    return holders.Snapshot(target=target, partitions=tuple(parts), queueing=queueing, usable_paths=usable)
+    return holderscan.unscanned(target, parts, queueing, usable)
 
 
 def flush(ctl: Control, name: str, *, deferred: bool = False, snap: holders.Snapshot | None = None,

@@ -174,7 +174,8 @@ class Holder:
 
 KINDS = ("partition", "mount", "namespace-mount", "lazy-unmount", "lvm", "crypt", "integrity", "dm", "md",
          "bcache", "drbd", "loop", "lio", "nvmet", "swap", "btrfs-member", "xfs-logdev", "xfs-rtdev",
-         "ext4-journal", "suspended", "process", "vm", "queued-io", "unknown")
+         "ext4-journal", "suspended", "process", "vm", "queued-io", "unknown",
+         "block")  # "block": a device in holders/ that no rule knows
 
 _MAX_DEPTH = 12
 _q = shlex.quote
@@ -230,10 +231,6 @@ class _Walk:
         self.snap = snap
         self.seen_devs: set[str] = set()
         self.seen_fs: set[str] = set()
-        self.devs = {d.dev_t: d for d in (snap.target, *snap.partitions)}
-        self.devs.update({top.dev_t: top for _, top in snap.stacked})
-        self.devs.update({kp.dev_t: kp for _, kp in snap.kernel_partitions})
-        self.devs.update({lp.dev.dev_t: lp.dev for lp in snap.loops})
 
     def device(self, dev: BlockDev, depth: int = 0) -> list[Holder]:
         if dev.dev_t in self.seen_devs or depth > _MAX_DEPTH:

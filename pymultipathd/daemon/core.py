@@ -774,8 +774,8 @@ class Core:
         threads with a deadline."""
         target, parts, queueing, usable = await self.dm(holderscan.dm_state, self.ctl, name)
         held = holderscan.held(target, parts)
-        snap = await self._holders_scan(target, parts, queueing, usable) if held else holders.Snapshot(
-            target=target, partitions=tuple(parts), queueing=queueing, usable_paths=usable)
+        snap = await self._holders_scan(target, parts, queueing, usable) if held \
+            else holderscan.unscanned(target, parts, queueing, usable)
         res = await self.dm(flush.flush, self.ctl, name, deferred=deferred, snap=snap, rescan=False)
         if not (res.removed or res.deferred) and not held:  # held after all (a passing opener): say by whom
             target, parts, queueing, usable = await self.dm(holderscan.dm_state, self.ctl, name)
@@ -793,8 +793,7 @@ class Core:
             note = (f"the scan of processes and mounts did not finish within {HOLDERS_SCAN_TIMEOUT:g} s "
                     "(a hung file system under some process?); `pymultipath holders` runs it without a "
                     "deadline",)
-            return holders.Snapshot(target=target, partitions=tuple(parts), queueing=queueing,
-                                    usable_paths=usable, scan=holders.ScanInfo(checked=note))
+            return holderscan.unscanned(target, parts, queueing, usable, holders.ScanInfo(checked=note))
 
     def request_stop(self) -> None:
         """A stop was asked: a discovery or batch in flight ends after the map it is making."""

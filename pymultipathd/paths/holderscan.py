@@ -509,6 +509,13 @@ def snapshot(ctl: Control, name: str) -> holders.Snapshot:
     return gather(target, parts, queueing=queueing, usable_paths=usable)
 
 
+def unscanned(target: holders.BlockDev, parts: list[holders.BlockDev], queueing: bool, usable: int,
+              scan: holders.ScanInfo | None = None) -> holders.Snapshot:
+    """A snapshot of device mapper's facts alone: nothing scanned (not needed, or it did not finish)."""
+    return holders.Snapshot(target=target, partitions=tuple(parts), queueing=queueing, usable_paths=usable,
+                            scan=scan or holders.ScanInfo())
+
+
 def held(target: holders.BlockDev, parts: list[holders.BlockDev]) -> bool:
     """Whether anything but its own partition maps has the map, or a partition map, open (DM's counts)."""
     return target.open_count > len(parts) or any(p.open_count for p in parts)

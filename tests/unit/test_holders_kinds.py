@@ -398,3 +398,11 @@ def test_copies_of_a_host_mount_in_service_namespaces_go_with_the_host_umount():
     assert [holder.release for holder in find_holders(snap)] == ["umount /srv"]
     alone = Snapshot(target=snap.target, mounts=(copy,))
     assert [holder.release for holder in find_holders(alone)] == ["nsenter -t 234 -m umount /srv"]
+
+
+def test_a_stacked_device_no_rule_knows_has_a_listed_kind():
+    top = BlockDev("zram0", "252:0", "", "")
+    snap = Snapshot(target=BlockDev("dm-3", "253:3", "mpatha", "mpath-x", open_count=1),
+                    stacked=(("253:3", top),))
+    (holder,) = find_holders(snap)
+    assert holder.kind == "block" and holder.kind in h.KINDS and holder.release.startswith("#")
