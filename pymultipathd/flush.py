@@ -10,19 +10,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import time
-from dataclasses import dataclass
 
 from pymultipathd import holders
 from pymultipathd.dm import maps as dmmaps
 from pymultipathd.dm.errors import DMBusy, DMError
 from pymultipathd.dm.ioctl import Control
 from pymultipathd.paths import holderscan
+from pymultipathd.record import record
 
 RETRIES = 3          # udev's rules open a map briefly after every change event
 RETRY_DELAY = 0.5
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FlushResult:
     name: str
     removed: bool

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
+
+from pymultipathd.record import field, record
 
 # Kernel threads a mounted file system keeps per block device, named after it ("xfsaild/dm-3",
 # "jbd2/dm-3-8"); alive after a lazy unmount (umount -l) while files on it are still open, when no mount
@@ -58,7 +59,7 @@ def fs_thread_device(comm: str) -> str | None:
     return j[0] if j and j[1] else None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BlockDev:
     name: str             # kernel name, e.g. "dm-3", "loop0", "md127", "loop0p1"
     dev_t: str            # "253:3"
@@ -68,7 +69,7 @@ class BlockDev:
     suspended: bool = False  # a device-mapper device whose I/O is suspended (dmsetup suspend, a stuck reload)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Mount:
     dev_t: str            # as mountinfo shows it; "btrfs:<fsid>" for btrfs (its dev_t is an anonymous 0:NN)
     mountpoint: str
@@ -78,7 +79,7 @@ class Mount:
     init_ns: bool         # the host's own mount namespace
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class OpenFile:
     dev_t: str
     pid: int
@@ -87,7 +88,7 @@ class OpenFile:
     unit: str = ""        # systemd unit of the process, if any
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Backing:
     """What a kernel user (loop, swap, LIO, nvmet) was given: a block device, or a file on a file system."""
     path: str             # as the kernel shows it (/proc/swaps, backing_file, configfs)
@@ -95,14 +96,14 @@ class Backing:
     fs: str = ""          # else the file system the file is on (a Mount.dev_t); "" when not found
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Loop:
     dev: BlockDev         # the loop device itself, e.g. loop0 7:0
     backing: Backing
     autoclear: bool = False  # goes when its last user closes it (mount -o loop, or losetup -d while busy)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LioBackstore:
     plugin: str           # configfs plugin: "iblock", "fileio" or "pscsi"
     hba: str              # configfs HBA directory, e.g. "iblock_0"
@@ -110,19 +111,19 @@ class LioBackstore:
     backing: Backing
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NvmetNamespace:
     subsystem: str        # NQN
     nsid: str
     backing: Backing      # device_path; only enabled namespaces are recorded
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Swap:
     backing: Backing
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FsDevice:
     """A device a file system holds without a mount table line naming it (or, for btrfs, at all)."""
     dev_t: str            # the device held
@@ -132,7 +133,7 @@ class FsDevice:
     members: int = 1      # btrfs: how many devices the file system has
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ScanInfo:
     """What the scan looked at, for the report on opens it could not explain."""
     mount_namespaces: int = 0
@@ -141,7 +142,7 @@ class ScanInfo:
     checked: tuple[str, ...] = ()  # the other sources read, in words
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Snapshot:
     target: BlockDev                              # the multipath map
     partitions: tuple[BlockDev, ...] = ()         # its partition maps
@@ -161,7 +162,7 @@ class Snapshot:
     scan: ScanInfo = field(default_factory=ScanInfo)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Holder:
     kind: str        # see KINDS
     on: str          # the device it holds, e.g. "mpatha" or "mpatha-part1"

@@ -16,11 +16,12 @@ import socket
 import stat
 
 from pymultipathd import locations, peer
+from pymultipathd.errors import PymultipathError
 
 PROBE_TIMEOUT = 1.0  # seconds to ask a name's holder who it is
 
 
-class SocketInUse(OSError):
+class SocketInUse(PymultipathError, OSError):
     """The name is bound by another process (named in the message when it could be asked). `holder_uid`:
     the holder's uid, None when it could not be asked (it bound without listening, or keeps its backlog
     full): only a holder known to be root is another daemon."""

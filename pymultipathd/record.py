@@ -1,6 +1,7 @@
-"""Plain record classes for the modules `pymultipath -u` imports, without the dataclasses module.
+"""Plain record classes without the dataclasses module: the project's one way to declare a record.
 
-dataclasses builds every __init__, __eq__ and __repr__ by exec() of generated source (about 1 ms per class in
+Made for the modules `pymultipath -u` imports, and used everywhere so there is one way, not two. dataclasses
+builds every __init__, __eq__ and __repr__ by exec() of generated source (about 1 ms per class in
 the TCG test guest) and imports inspect, ast, dis and tokenize; udev runs `-u` for every disk event, so that
 import cost matters. Here the methods are closures over the field list: nothing is compiled when a class is
 made, and instances cost about what dataclass instances cost to build and read.
@@ -14,8 +15,9 @@ __repr__ is `Name(a=1, b='x')`; `replace()` copies with changes.
 
 from __future__ import annotations
 
-from operator import attrgetter
-from reprlib import recursive_repr
+# the C modules: operator.py and reprlib cost more to import than this whole module, on every disk event
+from _operator import attrgetter
+from _thread import get_ident
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs more than this whole module
 if TYPE_CHECKING:
@@ -93,7 +95,7 @@ def _build(cls: type, frozen: bool) -> type:
     head = tuple(fields[:i] for i in range(count + 1))  # the fields that i positional arguments set
     rest = tuple(fill[i:] for i in range(count))  # and the ones after them
     if count == 0:
-        values: Callable[[object], tuple] = lambda obj: ()  # noqa: E731
+        values: Callable[[object], tuple[object, ...]] = lambda obj: ()  # noqa: E731
     elif count == 1:
         single = attrgetter(fields[0])
         values = lambda obj: (single(obj),)  # noqa: E731
@@ -128,10 +130,18 @@ def _build(cls: type, frozen: bool) -> type:
         if missing:
             raise TypeError(f"{qual}() missing required arguments: {', '.join(map(repr, missing))}")
 
-    @recursive_repr()
+    showing: set[tuple[int, int]] = set()  # (instance, thread) whose repr is being made: "..." inside it
+
     def __repr__(self: object) -> str:
-        pairs = zip(fields, values(self), strict=True)
-        return f"{type(self).__qualname__}({', '.join([f'{n}={v!r}' for n, v in pairs])})"
+        key = (id(self), get_ident())
+        if key in showing:
+            return "..."
+        showing.add(key)
+        try:
+            pairs = zip(fields, values(self), strict=True)
+            return f"{type(self).__qualname__}({', '.join([f'{n}={v!r}' for n, v in pairs])})"
+        finally:
+            showing.discard(key)
 
     def __eq__(self: object, other: object) -> bool:
         if other.__class__ is self.__class__:
@@ -156,16 +166,17 @@ def _build(cls: type, frozen: bool) -> type:
     for name, method in methods.items():
         if name not in cls.__dict__ or (name == "__hash__" and cls.__dict__[name] is None):
             if callable(method):
-                method.__qualname__ = f"{qual}.{name}"
+                method.__qualname__ = f"{qual}.{name}"  # type: ignore[attr-defined]
             setattr(cls, name, method)
-    cls.__record_fields__ = fields
-    cls.__record_defaults__ = defaults
-    cls.__record_factories__ = factories
-    cls.__match_args__ = fields
+    cls.__record_fields__ = fields  # type: ignore[attr-defined]
+    cls.__record_defaults__ = defaults  # type: ignore[attr-defined]
+    cls.__record_factories__ = factories  # type: ignore[attr-defined]
+    cls.__match_args__ = fields  # type: ignore[attr-defined,misc]
     return cls
 
 
-def _bad_keywords(qual: str, positional: tuple[str, ...], known: frozenset[str], kwargs: dict) -> None:
+def _bad_keywords(qual: str, positional: tuple[str, ...], known: frozenset[str],
+                  kwargs: dict[str, object]) -> None:
     for k in kwargs:
         if k not in known:
             raise TypeError(f"{qual}() got an unexpected keyword argument {k!r}")

@@ -27,6 +27,7 @@ import os
 import stat
 
 from pymultipathd import locations
+from pymultipathd.errors import PymultipathError
 
 TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ DIR_MODE = 0o700  # and /etc/multipath likewise when it has to create it
 _thread_lock = _thread.allocate_lock()
 
 
-class StoreError(Exception):
+class StoreError(PymultipathError):
     """A store file could not be read or written; the message names the file and the reason."""
 
 

@@ -2,7 +2,7 @@
 
 classify runs the classifier over a JSON snapshot with no access to the live system (support cases, what-if
 on a configuration change with the global --config). snapshot writes that JSON from this system. The JSON is
-validated here, at the edge, with pydantic; the classifier itself only sees plain dataclasses.
+validated here, at the edge, with pydantic; the classifier itself only sees plain records.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import tempfile
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pymultipathd.classify import MapFacts, PathFacts, World, explain
+from pymultipathd.errors import PymultipathError
 
 
 class _Strict(BaseModel):
@@ -53,7 +54,7 @@ class SnapshotModel(_Strict):
     timers: dict[str, float] = Field(default_factory=dict)
 
 
-class FactsFileError(Exception):
+class FactsFileError(PymultipathError):
     """A snapshot file that cannot be used; the message names the file and the field."""
 
 
@@ -91,6 +92,8 @@ def load_facts(filename: str) -> World:
         raise FactsFileError(f"{filename}: cannot read: {e.strerror or e}") from None
     except json.JSONDecodeError as e:
         raise FactsFileError(f"{filename}:{e.lineno}: not JSON: {e.msg}") from None
+    except UnicodeDecodeError as e:  # a ValueError, but not a JSONDecodeError
+        raise FactsFileError(f"{filename}: not JSON: not UTF-8 at byte {e.start}") from None
     return world_from_json(data, filename)
 
 

@@ -44,8 +44,8 @@ def _confirmed(name: str, yes: bool) -> bool:
 def main(argv: list[str]) -> int:
     from pymultipathd import flush
     from pymultipathd.dm import maps as dmmaps
-    from pymultipathd.dm.errors import DMError
     from pymultipathd.dm.ioctl import Control
+    from pymultipathd.errors import PymultipathError
 
     action, rest = argv[0], argv[1:]
     flags = {a for a in rest if a in ("--deferred", "--error-io", "--yes")}
@@ -91,6 +91,6 @@ def main(argv: list[str]) -> int:
             (sys.stdout if res.removed or res.deferred else sys.stderr).write(res.report)
             failed += not (res.removed or res.deferred)
         return 1 if failed else 0
-    except DMError as err:  # no such map, no device mapper: the message names which
+    except PymultipathError as err:  # no such map, no device mapper, a table it cannot read: it says which
         print(f"pymultipath: {err}", file=sys.stderr)
         return 1

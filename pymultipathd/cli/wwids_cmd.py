@@ -14,13 +14,14 @@ import stat
 import sys
 
 from pymultipathd import locations, store
+from pymultipathd.errors import PymultipathError
 from pymultipathd.sysread import read_text as _read
 
 PROG = "pymultipath"
 DEFAULT_UID_ATTRIBUTE = "ID_SERIAL"
 
 
-class WwidLookupError(Exception):
+class WwidLookupError(PymultipathError):
     """The argument names a device whose WWID cannot be found; the message says which and why."""
 
 
@@ -45,7 +46,7 @@ def _uid_attribute(name: str) -> str:
     """uid_attribute for device `name` from the configuration (multipaths > overrides > devices >
     defaults); ID_SERIAL while the configuration core is not installed."""
     try:
-        from pymultipathd.config.load import load_config
+        from pymultipathd.config.load import ConfigError, load_config
     except ModuleNotFoundError as e:
         if e.name != "pymultipathd.config.load":
             raise  # the configuration core is there but broken: say so, do not guess
@@ -56,7 +57,7 @@ def _uid_attribute(name: str) -> str:
     product = _read(os.path.join(_block_dir(name), "device", "model"))
     try:
         value = load_config().resolve("uid_attribute", vendor=vendor, product=product)
-    except Exception as e:  # a ConfigError names file:line; anything else is still the config's fault
+    except ConfigError as e:  # names file:line
         raise WwidLookupError(f"cannot read the configuration: {e}") from e
     return str(value) if value else DEFAULT_UID_ATTRIBUTE
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pymultipathd.errors import PymultipathError
+
 # x86-64 glibc values (checked with a C program against <regex.h> and <locale.h>)
 _REG_EXTENDED = 1
 _REG_NOSUB = 8
@@ -45,7 +47,7 @@ _RE_DUP_MAX = 0x7FFF  # glibc refuses a larger count ("Regular expression too bi
 _BACKREF_MESSAGE = "back-references (\\1 to \\9) are not supported: they cannot be matched in linear time"
 
 
-class RegexError(ValueError):
+class RegexError(PymultipathError, ValueError):
     """The pattern is not a valid POSIX extended regular expression, or uses a back-reference."""
 
 

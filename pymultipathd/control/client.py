@@ -7,10 +7,11 @@ import struct
 
 from pymultipathd import locations, peer
 from pymultipathd.control import framing
+from pymultipathd.errors import PymultipathError
 
 
-class ClientError(OSError):
-    pass
+class ClientError(PymultipathError, OSError):
+    """No answer from the daemon: it cannot be reached, is not trusted, or did not reply in time."""
 
 
 def connect(name: str | None = None, timeout: float = 10.0) -> socket.socket:
@@ -47,6 +48,8 @@ def request(sock: socket.socket, command: str) -> str:
         sock.sendall(framing.encode(command))
     except (BrokenPipeError, ConnectionResetError):
         pass  # the daemon may answer and close before reading (e.g. "too many clients"): read that answer
+    except OSError as err:  # a timeout too: every failure to reach the daemon is a ClientError
+        raise ClientError(f"cannot send the command: {err.strerror or err}") from err
     decoder = framing.Decoder(max_len=framing.MAX_REPLY)
     while True:
         try:
@@ -55,9 +58,14 @@ def request(sock: socket.socket, command: str) -> str:
             raise ClientError("timed out waiting for the daemon's reply") from err
         except ConnectionResetError:
             data = b""
+        except OSError as err:
+            raise ClientError(f"reading the daemon's reply: {err.strerror or err}") from err
         if not data:
             raise ClientError("the daemon closed the connection without a reply")
-        replies = decoder.feed(data)
+        try:
+            replies = decoder.feed(data)
+        except framing.FrameError as err:  # not upstream's framing: not a multipath daemon, or a broken one
+            raise ClientError(f"unreadable reply: {err}") from None
         if replies:
             return replies[0]
 

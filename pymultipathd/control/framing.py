@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import struct
 
+from pymultipathd.errors import PymultipathError
+
 _LEN = struct.Struct("@N")  # native size_t, as upstream's clients write it
 HEADER_SIZE = _LEN.size
 MAX_COMMAND = 512           # upstream's limit on one request, NUL included
 MAX_REPLY = 64 << 20        # a client's sanity limit on one reply
 
 
-class FrameError(ValueError):
-    pass
+class FrameError(PymultipathError, ValueError):
+    """Bytes that are not a frame of the control protocol (a length past the limit, say)."""
 
 
 def encode(text: str) -> bytes:

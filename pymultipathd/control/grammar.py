@@ -9,7 +9,8 @@ doubled quote inside quotes is a literal quote. At most four keywords, in the or
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pymultipathd.errors import PymultipathError
+from pymultipathd.record import field, record
 
 MAX_KEYWORDS = 4
 
@@ -130,11 +131,11 @@ COMMANDS: dict[tuple[str, ...], bool] = {
 }
 
 
-class CommandError(ValueError):
+class CommandError(PymultipathError, ValueError):
     """A command that does not parse; str() is the reason, without the trailing help."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Command:
     keywords: tuple[str, ...]                        # canonical, e.g. ("show", "map", "topology")
     params: dict[str, str] = field(default_factory=dict)  # keyword -> parameter, e.g. {"map": "mpatha"}

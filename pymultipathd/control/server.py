@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from pymultipathd import peer
 from pymultipathd.control import framing, grammar
+from pymultipathd.errors import PymultipathError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ TOO_MANY = "fail\ntoo many clients\n"
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about refused connections: a flood is one line
 
 
-class CommandFailed(Exception):
+class CommandFailed(PymultipathError):
     """A handler's refusal; the text goes to the client after "fail\\n"."""
 
 
@@ -216,6 +217,9 @@ class ControlServer:
             return f"fail\n{err}\n" if str(err) else "fail\n", False
         except TimeoutError:
             return "fail\ntimeout\n", False
+        except PymultipathError as err:  # a refusal the handler did not word itself (a DM or store error)
+            log.warning("command %r failed: %s", text, err)
+            return f"fail\n{err}\n", False
         except Exception as err:
             log.exception("command %r failed", text)
             return f"fail\n{err}\n", False

@@ -5,8 +5,10 @@ from __future__ import annotations
 import errno as _errno
 import os
 
+from pymultipathd.errors import PymultipathError
 
-class DMError(Exception):
+
+class DMError(PymultipathError):
     """A device-mapper operation failed.
 
     `op` is the operation ("create", "load", "remove", ...), `name` the map (or None for global operations),

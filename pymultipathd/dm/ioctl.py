@@ -19,7 +19,8 @@ import os
 import stat
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+
+from pymultipathd.record import record
 
 from .errors import (
     DMBusy,
@@ -142,7 +143,7 @@ def _align8(n: int) -> int:
     return (n + 7) & ~7
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Header:
     """struct dm_ioctl, unpacked."""
 
@@ -179,7 +180,7 @@ class Header:
         return cls((v[0], v[1], v[2]), v[3], v[4], v[5], v[6], v[7], v[8], v[10], _cstr(v[11]), _cstr(v[12]))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DeviceInfo:
     """What DM_DEV_STATUS (and most other replies) say about a map."""
 
@@ -222,7 +223,7 @@ class DeviceInfo:
         return cls(h.name, h.uuid, major, minor, h.open_count, h.event_nr, h.target_count, h.flags)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ListedDevice:
     name: str
     major: int
@@ -340,7 +341,7 @@ class Control:
         except FileNotFoundError:
             self.fd = self._make_control_node()
         except OSError as e:
-            raise DMUnavailable("open", None, e.errno, f"{path}: {e.strerror}") from e
+            raise DMUnavailable("open", None, e.errno or 0, f"{path}: {e.strerror}") from e
         self._driver: tuple[int, int, int] | None = None
 
     def _make_control_node(self) -> int:
@@ -410,7 +411,7 @@ class Control:
             try:
                 fcntl.ioctl(self.fd, ioctl_number(cmd), buf, True)
             except OSError as e:
-                raise from_errno(op, label, e.errno) from None
+                raise from_errno(op, label, e.errno or 0) from None
             reply = Header.unpack(buf)
             if out and reply.flags & DM_BUFFER_FULL_FLAG and size < _MAX_BUFFER:
                 size = max(size * 2, reply.data_size)

@@ -14,8 +14,10 @@ import struct
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
+
+from pymultipathd.errors import PymultipathError
+from pymultipathd.record import record
 
 from .. import locations
 from .errors import DMBusy, DMError, DMNoSuchDevice
@@ -68,14 +70,14 @@ _EBR_EMPTY_LINKS = 100  # msdos.c stops after this many links in a row without a
 _MAX_PROBLEMS = 16  # a crafted table can hold hundreds of bad entries: the log gets the first ones
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Partition:
     number: int
     start: int  # 512-byte sectors from the start of the map
     size: int  # 512-byte sectors
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PartitionTable:
     """The partitions to map, and why anything else the table describes is not mapped (or mapped shorter)."""
 
@@ -83,7 +85,7 @@ class PartitionTable:
     problems: tuple[str, ...] = ()
 
 
-class PartitionTableError(ValueError):
+class PartitionTableError(PymultipathError, ValueError):
     """The table is unusable as a whole (a GPT without one valid header and entry array, say)."""
 
 
@@ -152,7 +154,7 @@ def _fit(number: int, start: int, size: int, capacity: int, problems: list[str])
     return Partition(number, start, size)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _GptHeader:
     entries_lba: int
     count: int

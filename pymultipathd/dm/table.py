@@ -19,7 +19,9 @@ counts and never a selector name.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+
+from pymultipathd.errors import PymultipathError
+from pymultipathd.record import field, record
 
 QUEUE_MODES = ("bio", "rq", "mq")
 # Feature keywords the kernel's multipath target knows, with the number of values each takes.
@@ -32,7 +34,7 @@ _FEATURE_ARITY = {
 }
 
 
-class TableError(ValueError):
+class TableError(PymultipathError, ValueError):
     """A table or status line that cannot be built or parsed; the message quotes the offending text."""
 
 
@@ -88,7 +90,7 @@ def _counted(items: tuple[str, ...]) -> list[str]:
 # --- generic table lines -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TargetLine:
     """One line of any device-mapper table."""
 
@@ -111,7 +113,7 @@ def parse_target_line(line: str) -> TargetLine:
 # --- multipath table ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PathSpec:
     """A path in a group: its device ("maj:min") and the selector's per-path args (first: repeat count)."""
 
@@ -119,14 +121,14 @@ class PathSpec:
     args: tuple[str, ...] = ("1",)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PathGroup:
     paths: tuple[PathSpec, ...]
     selector: str = "service-time"
     selector_args: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Features:
     queue_if_no_path: bool = False
     queue_mode: str | None = None  # "bio" | "rq" | "mq"; None = kernel default
@@ -182,7 +184,7 @@ def parse_features(words: tuple[str, ...], text: str = "") -> Features:
     return Features(other=tuple(other), **kw)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MultipathTable:
     """What a multipath map should look like: the kernel's table minus nothing."""
 
@@ -264,7 +266,7 @@ def parse_multipath_line(line: str) -> MultipathTable:
 # --- multipath status --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PathStatus:
     dev: str
     active: bool  # A (usable) or F (failed)
@@ -272,7 +274,7 @@ class PathStatus:
     selector_info: tuple[str, ...] = ()  # selector per-path state (e.g. in-flight, throughput)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GroupStatus:
     state: str  # "A" active (current), "E" enabled, "D" disabled (bypassed)
     paths: tuple[PathStatus, ...]
@@ -282,7 +284,7 @@ class GroupStatus:
 GROUP_STATES = ("A", "E", "D")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MultipathStatus:
     groups: tuple[GroupStatus, ...]
     next_group: int = 1  # group the next I/O goes to (1-based; 0 without groups)
@@ -377,7 +379,7 @@ def parse_multipath_status_line(line: str) -> MultipathStatus:
 # --- linear (partition maps) -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LinearTable:
     size: int  # sectors
     device: str  # "maj:min" of the underlying device

@@ -8,12 +8,13 @@ they have, so the initial group is the one most likely to perform.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+
+from pymultipathd.record import record
 
 POLICIES = ("failover", "multibus", "group_by_prio", "group_by_serial", "group_by_node_name")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Member:
     dev_t: str            # "maj:min", the kernel's name for the path in a table
     prio: int = 0

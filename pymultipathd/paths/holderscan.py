@@ -72,7 +72,7 @@ class _Devices:
             self._by_name[name] = holders.BlockDev(
                 name=name, dev_t=dev_t, dm_name=_read(os.path.join(base, "dm", "name")),
                 dm_uuid=_read(os.path.join(base, "dm", "uuid")),
-                suspended=_read(os.path.join(base, "dm", "suspended")) == "1") if dev_t else None
+                suspended=_read(os.path.join(base, "dm", "suspended")) == "1") if base and dev_t else None
         return self._by_name[name]
 
     def by_dm_name(self, dm_name: str) -> holders.BlockDev | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
-from dataclasses import dataclass
+
+from pymultipathd.record import record
 
 SG_IO = 0x2285
 SG_DXFER_NONE = -1
@@ -44,7 +45,7 @@ class SgIoHdr(ctypes.Structure):
     ]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SgResult:
     ok: bool
     status: int

@@ -25,6 +25,7 @@ from pymultipathd import locations
 from pymultipathd.control import client, framing, grammar
 from pymultipathd.control.server import TOO_MANY, CommandFailed, ControlServer
 from pymultipathd.listen import bind_unix
+from pymultipathd.store import StoreError
 
 DAEMON = "pid 1 running\n"
 BIG = 1 << 20  # a reply far larger than a unix socket's buffers (about 200 KiB each way)
@@ -45,6 +46,8 @@ async def _dispatch(cmd: grammar.Command) -> str:
         await asyncio.sleep(5)
     if cmd.keywords == ("show", "config"):
         raise RuntimeError("handler bug")
+    if cmd.keywords == ("show", "blacklist"):
+        raise StoreError("cannot write /etc/multipath/wwids: Read-only file system (EROFS)")
     return f"{cmd.name}\n"
 
 
@@ -116,8 +119,13 @@ def test_requests_sent_together_are_all_answered(server):
     assert replies == [DAEMON, "fail\ndevice not found\n", DAEMON]
 
 
-def test_handler_errors_and_timeouts_do_not_kill_the_server(server):
+def test_handler_errors_and_timeouts_do_not_kill_the_server(server, caplog):
     assert client.send("show config", server).startswith("fail\nhandler bug")
+    # a project error the handler did not word itself: its message, and no traceback in the log as for a bug
+    with caplog.at_level(logging.WARNING, logger="pymultipathd.control.server"):
+        reply = client.send("show blacklist", server)
+    assert reply == "fail\ncannot write /etc/multipath/wwids: Read-only file system (EROFS)\n"
+    assert [r.exc_info for r in caplog.records if "show blacklist" in r.getMessage()] == [None]
     assert client.send("show status", server) == "fail\ntimeout\n"
     assert client.send("show daemon", server) == DAEMON
 
@@ -509,7 +517,6 @@ def test_the_interactive_shell_survives_a_pause_longer_than_the_idle_deadline(mo
 
     name = str(tmp_path / "ctl.sock")
     monkeypatch.setenv("MULTIPATH_SOCKET_NAME", name)
-    monkeypatch.setenv("HOME", str(tmp_path))  # the shell's history file
     lines = iter(["show daemon", "PAUSE", "show daemon"])
 
     def typed(prompt: str) -> str:
@@ -523,6 +530,7 @@ def test_the_interactive_shell_survives_a_pause_longer_than_the_idle_deadline(mo
 
     monkeypatch.setattr("builtins.input", typed)
     with _serving(name, idle_timeout=0.3):
-        assert cli._interactive() == 0
+        assert cli._interactive(str(tmp_path / "history")) == 0
     out = capsys.readouterr()
     assert out.out.count("pid 1 running") == 2 and "pymultipathd:" not in out.err, out
+    assert (tmp_path / "history").exists()  # where the entry said, not in the real home directory

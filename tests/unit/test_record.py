@@ -123,3 +123,27 @@ def test_field_order_errors_like_dataclasses():
         @record
         class Shared:
             a: list = []
+
+
+# Files that still declare dataclasses: paths/checkers.py belongs to the daemon's rewrite, which converts it
+# (then this set is emptied).
+NOT_YET_RECORDS: set[str] = set()
+
+
+def test_records_are_the_one_way_to_declare_them():
+    import ast
+    import os
+
+    package = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "pymultipathd")
+    using = set()
+    for root, _dirs, files in os.walk(package):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                tree = ast.parse(open(path, encoding="utf-8").read())
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.ImportFrom) and node.module == "dataclasses" or \
+                            isinstance(node, ast.Import) and any(a.name == "dataclasses" for a in node.names):
+                        using.add(os.path.relpath(path, package))
+    assert using <= NOT_YET_RECORDS, sorted(using - NOT_YET_RECORDS)

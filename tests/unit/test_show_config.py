@@ -55,7 +55,6 @@ def files(tmp_path, monkeypatch):
     (confd / "50-site.conf").write_text(DROPIN)
     monkeypatch.setenv("PYMULTIPATH_CONF", str(main))
     monkeypatch.setenv("PYMULTIPATH_CONFDIR", str(confd))
-    monkeypatch.delenv("PYMULTIPATH_FIND_MULTIPATHS", raising=False)
     return main, confd
 
 
