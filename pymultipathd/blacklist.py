@@ -83,7 +83,8 @@ def _device_text(entry: DeviceMatch) -> str:
     return f"{entry.vendor or ''}:{entry.product or ''}"
 
 
-def _sourced(user: tuple, builtin: tuple, user_source: str) -> list[tuple[object, str]]:
+def _sourced(user: tuple[object, ...], builtin: tuple[object, ...],
+             user_source: str) -> list[tuple[object, str]]:
     """User entries first, then built-in ones; an entry equal to a built-in one counts as built-in, so a
     configuration printed by `pymultipath -t` and read back reports the same sources."""
     return [(e, "default" if e in builtin else user_source) for e in user] + [

@@ -1,63 +1,133 @@
-"""Where pymultipathd finds its files and socket.
+"""Where pymultipathd finds its files and sockets.
 
 Every location has upstream's default and an environment override, so tests, the VM and a host that keeps
 its files elsewhere can point the tools somewhere else without a code change. Command-line options (where a
-tool offers one) beat the environment. Read at call time, never cached at import, so a test can change them.
+tool offers one) beat the environment.
+
+Each program reads them once, at its entry: it builds a `Locations` record from its environment and options
+(`Locations.from_env(os.environ, config_file=...)`) and installs it (`install`). The functions below
+(`config_file()`, `sysfs()`, ...) answer from the installed record and never read the environment. Where no
+entry installed one (a library user, a test), the first call installs `Locations.from_env(os.environ)` and
+keeps it; `install(None)` forgets it, so the next call reads the environment again (tests/unit/conftest.py
+does that whenever a test changes the environment).
 """
 
 from __future__ import annotations
 
 import os
 
-# env var -> upstream default
-_DEFAULTS = {
-    "PYMULTIPATH_CONF": "/etc/multipath.conf",
-    "PYMULTIPATH_CONFDIR": "/etc/multipath/conf.d",
-    "PYMULTIPATH_WWIDS": "/etc/multipath/wwids",
-    "PYMULTIPATH_BINDINGS": "/etc/multipath/bindings",
-    "PYMULTIPATH_RUNDIR": "/run/multipath",
-    "MULTIPATH_SOCKET_NAME": "@/org/kernel/linux/storage/multipathd",
-    "PYMULTIPATH_SOCKET_PATH": "/run/multipathd.socket",
-    "PYMULTIPATH_SYSFS": "/sys",
-    "PYMULTIPATH_UDEV_DB": "/run/udev/data",
-    "PYMULTIPATH_PROC": "/proc",
+from pymultipathd.record import record
+
+TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+@record(frozen=True)
+class Locations:
+    """Every location a program uses, upstream's defaults unless its environment or options said otherwise."""
+
+    config_file: str = "/etc/multipath.conf"
+    config_dir: str = "/etc/multipath/conf.d"
+    wwids_file: str = "/etc/multipath/wwids"
+    bindings_file: str = "/etc/multipath/bindings"
+    run_dir: str = "/run/multipath"
+    socket_name: str = "@/org/kernel/linux/storage/multipathd"  # abstract ("@" prefix) or a pathname
+    socket_path: str = "/run/multipathd.socket"
+    sysfs: str = "/sys"
+    udev_db: str = "/run/udev/data"
+    proc: str = "/proc"
     # a pathname in a directory only root may enter: an abstract name can be bound by any local user first
-    "PYMULTIPATH_HELPER_SOCKET": "/run/pymultipathd/udev-helper",
+    helper_socket: str = "/run/pymultipathd/udev-helper"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: str | None) -> Locations:
+        """The locations an environment gives (a variable unset or empty: upstream's default), then the
+        command line's `overrides` by field name (None: the option was not given). TypeError for a name
+        that is not a field."""
+        values = {name: env[var] for name, var in _ENV.items() if env.get(var)}
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    def env(self) -> dict[str, str]:
+        """These locations as environment variables: one for each location that is not upstream's default
+        (what `pymultipath -u` tells the daemon, pymultipathd.udevlink)."""
+        return {var: value for name, var in _ENV.items()
+                if (value := getattr(self, name)) != getattr(_UPSTREAM, name)}
+
+    @property
+    def failed_wwids_dir(self) -> str:
+        return os.path.join(self.run_dir, "failed_wwids")
+
+    @property
+    def find_multipaths_dir(self) -> str:
+        """Timer files of paths in the "maybe" state, named <major>:<minor>, mtime = deadline."""
+        return os.path.join(self.run_dir, "find_multipaths")
+
+
+# field of Locations -> the environment variable that overrides it
+_ENV = {
+    "config_file": "PYMULTIPATH_CONF",
+    "config_dir": "PYMULTIPATH_CONFDIR",
+    "wwids_file": "PYMULTIPATH_WWIDS",
+    "bindings_file": "PYMULTIPATH_BINDINGS",
+    "run_dir": "PYMULTIPATH_RUNDIR",
+    "socket_name": "MULTIPATH_SOCKET_NAME",
+    "socket_path": "PYMULTIPATH_SOCKET_PATH",
+    "sysfs": "PYMULTIPATH_SYSFS",
+    "udev_db": "PYMULTIPATH_UDEV_DB",
+    "proc": "PYMULTIPATH_PROC",
+    "helper_socket": "PYMULTIPATH_HELPER_SOCKET",
 }
-ENV_VARS = tuple(_DEFAULTS)
+ENV_VARS = tuple(_ENV.values())
+_UPSTREAM = Locations()
+
+_installed: Locations | None = None
 
 
-def _get(var: str) -> str:
-    return os.environ.get(var) or _DEFAULTS[var]
+def install(locations: Locations | None) -> Locations | None:
+    """Make `locations` the ones every function below answers from (a program's entry, once); None forgets
+    them, so the next call reads os.environ again. Returns the ones installed before, if any."""
+    global _installed
+    previous, _installed = _installed, locations
+    return previous
+
+
+def current() -> Locations:
+    """The installed locations; on first use with none installed, those of os.environ (installed then)."""
+    global _installed
+    if _installed is None:
+        _installed = Locations.from_env(os.environ)
+    return _installed
 
 
 def config_file() -> str:
-    return _get("PYMULTIPATH_CONF")
+    return current().config_file
 
 
 def config_dir() -> str:
-    return _get("PYMULTIPATH_CONFDIR")
+    return current().config_dir
 
 
 def wwids_file() -> str:
-    return _get("PYMULTIPATH_WWIDS")
+    return current().wwids_file
 
 
 def bindings_file() -> str:
-    return _get("PYMULTIPATH_BINDINGS")
+    return current().bindings_file
 
 
 def run_dir() -> str:
-    return _get("PYMULTIPATH_RUNDIR")
+    return current().run_dir
 
 
 def failed_wwids_dir() -> str:
-    return os.path.join(run_dir(), "failed_wwids")
+    return current().failed_wwids_dir
 
 
 def find_multipaths_dir() -> str:
     """Timer files of paths in the "maybe" state, named <major>:<minor>, mtime = deadline."""
-    return os.path.join(run_dir(), "find_multipaths")
+    return current().find_multipaths_dir
 
 
 def unix_address(name: str) -> str:
@@ -67,26 +137,26 @@ def unix_address(name: str) -> str:
 
 def socket_name() -> str:
     """Abstract ("@" prefix) or pathname socket of the control protocol."""
-    return _get("MULTIPATH_SOCKET_NAME")
+    return current().socket_name
 
 
 def helper_socket() -> str:
     """Private socket on which the daemon answers `pymultipath -u|-c` (pymultipathd.udevlink). Its
     directory is the daemon's and root's alone (0700), so no other user can bind the name or connect."""
-    return _get("PYMULTIPATH_HELPER_SOCKET")
+    return current().helper_socket
 
 
 def socket_path() -> str:
-    return _get("PYMULTIPATH_SOCKET_PATH")
+    return current().socket_path
 
 
 def sysfs() -> str:
-    return _get("PYMULTIPATH_SYSFS")
+    return current().sysfs
 
 
 def udev_db() -> str:
-    return _get("PYMULTIPATH_UDEV_DB")
+    return current().udev_db
 
 
 def proc() -> str:
-    return _get("PYMULTIPATH_PROC")
+    return current().proc

@@ -10,8 +10,9 @@ TIMEOUT, a different environment) the helper decides in its own process, exactly
 This module is imported on every udev event, so it needs only os and the C socket module.
 
 Request: NUL-separated fields MAGIC, flag (-u|-c), device, explain (0|1), then the helper's environment as
-KEY=VALUE (udev's event properties live there). One request per connection; the client shuts down its
-writing side. Reply: b"R" rc NUL stdout NUL stderr, or b"D" reason (declined: decide yourself).
+KEY=VALUE (udev's event properties live there), its CONTEXT_VARS replaced by what the helper's entry made of
+its environment and options (request_env). One request per connection; the client shuts down its writing
+side. Reply: b"R" rc NUL stdout NUL stderr, or b"D" reason (declined: decide yourself).
 """
 
 from __future__ import annotations
@@ -22,14 +23,21 @@ import time
 
 from pymultipathd import locations, peer
 
+TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 MAGIC = b"PYMPU1"
 LIMIT = 1 << 20  # bytes, each way: an environment is a few KiB; anything bigger is not ours
 TIMEOUT = 3.0  # seconds the helper waits for the daemon, all told, before deciding itself
 # set by the compiled front (udev/pymultipath-udev.c) when it runs `pymultipath`: it has asked already
 ASKED_VAR = "PYMULTIPATH_DAEMON_ASKED"
+# how a request names the deprecated `-i` (find_multipaths greedy from the command line)
+FIND_MULTIPATHS_VAR = "PYMULTIPATH_FIND_MULTIPATHS"
 # environment variables that change what a decision reads (locations, the -i override): a request whose
 # values differ from the daemon's own is declined, so the helper's answer never depends on which process ran
-CONTEXT_VARS = (*locations.ENV_VARS, "PYMULTIPATH_FIND_MULTIPATHS")
+CONTEXT_VARS = (*locations.ENV_VARS, FIND_MULTIPATHS_VAR)
+_CONTEXT = frozenset(CONTEXT_VARS)
 
 
 def _text(b: bytes) -> str:
@@ -40,7 +48,38 @@ def _bytes(s: str) -> bytes:
     return s.encode("utf-8", "surrogateescape")
 
 
-def encode_request(flag: str, dev: str, explain: bool, env: dict[str, str]) -> bytes:
+def request_env(event: Mapping[str, str], where: locations.Locations,
+                find_multipaths: str | None = None) -> dict[str, str]:
+    """The environment a request carries: udev's event properties (`event`, the helper's environment as its
+    entry read it) with the context variables saying what the helper decides with: its locations (`where`,
+    environment and options; only those that are not upstream's defaults) and the `-i` override. The
+    event's other variables keep their order, so an unchanged environment goes out as the C front sends it."""
+    context = where.env()
+    if find_multipaths is not None:
+        context[FIND_MULTIPATHS_VAR] = find_multipaths
+    env = {}
+    for key, value in event.items():
+        if key not in _CONTEXT:
+            env[key] = value
+        elif key in context:
+            env[key] = context.pop(key)
+    env.update(context)
+    return env
+
+
+def foreign_context(env: Mapping[str, str], where: locations.Locations | None = None) -> str | None:
+    """For the daemon: the first context variable by which a request's `env` would decide elsewhere than
+    this process does (`where`: its locations, by default the installed ones; no `-i` override), or None.
+    The locations compare by value: an unset or empty variable, and one naming upstream's default, agree."""
+    ours = (where or locations.current()).env()
+    theirs = locations.Locations.from_env(env).env()
+    for var in locations.ENV_VARS:
+        if ours.get(var) != theirs.get(var):
+            return var
+    return FIND_MULTIPATHS_VAR if env.get(FIND_MULTIPATHS_VAR) else None
+
+
+def encode_request(flag: str, dev: str, explain: bool, env: Mapping[str, str]) -> bytes:
     fields = [MAGIC, _bytes(flag), _bytes(dev), b"1" if explain else b"0"]
     fields += [_bytes(f"{k}={v}") for k, v in env.items()]
     return b"\0".join(fields)
@@ -92,13 +131,15 @@ def parse_args(args: list[str]) -> tuple[str, bool] | None:
     return (device_name(devs[0]), "--explain" in args) if len(devs) == 1 else None
 
 
-def ask(flag: str, dev: str, explain: bool, env: dict[str, str] | None = None,
-        timeout: float = TIMEOUT) -> tuple[int, str, str] | None:
+def ask(flag: str, dev: str, explain: bool, env: Mapping[str, str] | None = None,
+        timeout: float = TIMEOUT, *, find_multipaths: str | None = None) -> tuple[int, str, str] | None:
     """The daemon's answer to `pymultipath FLAG DEV`, or None if there is none to be had in time.
 
+    `env`: udev's event properties (the helper's environment, as its entry read it; None: no event);
+    the request adds the installed locations and the `-i` override `find_multipaths` (request_env).
     `timeout` bounds the whole exchange (connect, request, reply), not each call: a peer that trickles a
     byte at a time cannot keep a udev worker. A listener that is not root (peer.trusted) is not asked."""
-    env = dict(os.environ) if env is None else env
+    env = request_env(env or {}, locations.current(), find_multipaths)
     deadline = time.monotonic() + timeout
     name = locations.helper_socket()
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)  # close-on-exec

@@ -10,6 +10,12 @@ from __future__ import annotations
 import os
 import sys
 
+from pymultipathd import locations
+
+TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 # subcommand word -> module under pymultipathd.cli exposing main(argv) -> int
 SUBCOMMANDS = {
     "classify": "classify_cmd",
@@ -73,41 +79,46 @@ FLAGS = {
 }
 
 
-def _take_globals(argv: list[str]) -> list[str] | None:
-    """Consume --config/--config-dir (they set the env overrides every module reads). None on error."""
+def _take_globals(argv: list[str]) -> tuple[list[str], dict[str, str]] | None:
+    """Consume --config/--config-dir: (the other arguments, the locations they give by Locations field).
+    None on error."""
     rest: list[str] = []
+    given: dict[str, str] = {}
     it = iter(argv)
     for arg in it:
-        for opt, var in (("--config", "PYMULTIPATH_CONF"), ("--config-dir", "PYMULTIPATH_CONFDIR")):
+        for opt, name in (("--config", "config_file"), ("--config-dir", "config_dir")):
             if arg == opt:
                 value = next(it, None)
                 if value is None:
                     print(f"pymultipath: {opt} needs a value", file=sys.stderr)
                     return None
-                os.environ[var] = value
+                given[name] = value
                 break
             if arg.startswith(opt + "="):
-                os.environ[var] = arg.split("=", 1)[1]
+                given[name] = arg.split("=", 1)[1]
                 break
         else:
             rest.append(arg)
-    return rest
+    return rest, given
 
 
-def _run(module: str, argv: list[str]) -> int:
+def _run(module: str, argv: list[str], **settings: object) -> int:
     name = f"pymultipathd.cli.{module}"
     __import__(name)  # importlib would cost `-u` its own import (and warnings') on every udev event
-    return int(sys.modules[name].main(argv) or 0)
+    return int(sys.modules[name].main(argv, **settings) or 0)
 
 
-def _ask_daemon(flag: str, args: list[str]) -> int | None:
-    """-u/-c answered by the running daemon (pymultipathd.udevlink); None: decide here."""
+def _ask_daemon(flag: str, args: list[str], env: Mapping[str, str] | None = None,
+                find_multipaths: str | None = None) -> int | None:
+    """-u/-c answered by the running daemon (pymultipathd.udevlink); None: decide here. `env`: this
+    program's environment, udev's event properties (default: none); `find_multipaths`: the `-i` override."""
     from pymultipathd import udevlink
 
+    env = {} if env is None else env
     parsed = udevlink.parse_args(args)
-    if parsed is None or os.environ.get(udevlink.ASKED_VAR):
+    if parsed is None or env.get(udevlink.ASKED_VAR):
         return None  # the helper prints the usage; or the compiled front asked, with no answer to print
-    answer = udevlink.ask(flag, *parsed)
+    answer = udevlink.ask(flag, *parsed, env, find_multipaths=find_multipaths)
     if answer is None:
         return None
     rc, out, err = answer
@@ -116,20 +127,27 @@ def _ask_daemon(flag: str, args: list[str]) -> int | None:
     return rc
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """The entry: the environment (`env`, default os.environ) is read here, once. Locations come from it and
+    the global options, and are installed for every module (pymultipathd.locations); the udev helper also
+    gets the environment itself, as the udev event's properties, and the `-i` override."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    rest = _take_globals(argv)
-    if rest is None:
+    env = dict(os.environ if env is None else env)
+    taken = _take_globals(argv)
+    if taken is None:
         return 2
+    rest, given = taken
+    locations.install(locations.Locations.from_env(env, **given))
     if not rest or rest[0] in ("-h", "--help", "help"):
         sys.stdout.write(USAGE)
         return 0 if rest else 2
     if rest[0] in SUBCOMMANDS:
         return _run(SUBCOMMANDS[rest[0]], rest)
     flag = rest[0]
+    find_multipaths = None  # the command line's find_multipaths: only the udev helper classifies
     if flag == "-i":  # deprecated, upstream mapped ignore_wwids to "greedy"
         print("pymultipath: -i is deprecated; use find_multipaths greedy in multipath.conf", file=sys.stderr)
-        os.environ["PYMULTIPATH_FIND_MULTIPATHS"] = "greedy"
+        find_multipaths = "greedy"
         rest = rest[1:]
         if not rest:
             return 2
@@ -142,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pymultipath: {flag} needs a device or WWID argument", file=sys.stderr)
         return 2
     if flag in ("-u", "-c"):
-        rc = _ask_daemon(flag, rest[1:])
+        rc = _ask_daemon(flag, rest[1:], env, find_multipaths)
         if rc is not None:
             return rc
+        return _run(module, rest, env=env, find_multipaths=find_multipaths)
     return _run(module, rest)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
+
+from pymultipathd import locations
 
 USAGE = """\
 usage: pymultipathd [-d] [-v N] [-s]        run the daemon
@@ -25,14 +28,15 @@ The socket is the abstract @/org/kernel/linux/storage/multipathd (env MULTIPATH_
 /run/multipathd.socket. Exit status of a command: 0, or 1 if the reply starts with "fail".
 """
 
-HISTORY = os.path.expanduser("~/.pymultipathd_history")
+HISTORY = ".pymultipathd_history"  # in the user's home directory
+CLIENT_TIMEOUT = 60.0  # seconds a command waits for the daemon's reply (env PYMULTIPATH_CLIENT_TIMEOUT)
 
 
-def _one(command: str) -> int:
+def _one(command: str, timeout: float = CLIENT_TIMEOUT) -> int:
     from pymultipathd.control import client
 
     try:
-        reply = client.send(command, timeout=float(os.environ.get("PYMULTIPATH_CLIENT_TIMEOUT", "60")))
+        reply = client.send(command, timeout=timeout)
     except client.ClientError as err:
         print(f"pymultipathd: {err}", file=sys.stderr)
         return 1
@@ -59,17 +63,32 @@ def _completer(text: str, state: int) -> str | None:
     return options[state] + " " if state < len(options) else None
 
 
-def _interactive() -> int:
+def _history_file(env: Mapping[str, str]) -> str | None:
+    """~/.pymultipathd_history: HOME, else the user's home directory in the password database."""
+    home = env.get("HOME")
+    if not home:
+        import pwd
+
+        try:
+            home = pwd.getpwuid(os.getuid()).pw_dir
+        except KeyError:
+            return None
+    return os.path.join(home, HISTORY)
+
+
+def _interactive(history: str | None = None) -> int:
+    """The `multipathd>` prompt; `history`: the file of earlier sessions' lines (None: none kept)."""
     import readline
 
     from pymultipathd.control import client, grammar
 
     readline.set_completer(_completer)
     readline.parse_and_bind("tab: complete")
-    try:
-        readline.read_history_file(HISTORY)
-    except OSError:
-        pass
+    if history:
+        try:
+            readline.read_history_file(history)
+        except OSError:
+            pass
     try:
         client.connect().close()  # say at once when no daemon answers
     except client.ClientError as err:
@@ -96,27 +115,47 @@ def _interactive() -> int:
             except client.ClientError as err:
                 print(f"pymultipathd: {err}", file=sys.stderr)
     finally:
-        try:
-            readline.write_history_file(HISTORY)
-        except OSError:
-            pass
+        if history:
+            try:
+                readline.write_history_file(history)
+            except OSError:
+                pass
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _client_timeout(env: Mapping[str, str]) -> float | None:
+    raw = env.get("PYMULTIPATH_CLIENT_TIMEOUT")
+    if not raw:
+        return CLIENT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:  # NaN too
+        print(f"pymultipathd: PYMULTIPATH_CLIENT_TIMEOUT={raw!r}: expected seconds > 0", file=sys.stderr)
+        return None
+    return value
+
+
+def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """The entry: the environment (`env`, default os.environ) is read here, once, into the locations every
+    module uses (pymultipathd.locations), a client's timeout and the prompt's history file."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ if env is None else env
+    locations.install(locations.Locations.from_env(env))
     if argv[:1] in (["-h"], ["--help"]):
         sys.stdout.write(USAGE)
         return 0
-    if argv and argv[0].startswith("-k"):
+    if argv and (argv[0].startswith("-k") or not argv[0].startswith("-")):
         from pymultipathd.control.grammar import join_words
 
-        command = argv[0][2:] or join_words(argv[1:])
-        return _one(command) if command else _interactive()
-    if argv and not argv[0].startswith("-"):
-        from pymultipathd.control.grammar import join_words
-
-        return _one(join_words(argv))
+        timeout = _client_timeout(env)
+        if timeout is None:
+            return 2
+        if argv[0].startswith("-k"):
+            command = argv[0][2:] or join_words(argv[1:])
+            return _one(command, timeout) if command else _interactive(_history_file(env))
+        return _one(join_words(argv), timeout)
     from pymultipathd.daemon import main as daemon_main
 
     return daemon_main.run(argv)

@@ -83,12 +83,13 @@ def _said(steps: list[Step], verdict: Verdict, dev: str) -> str:
     return "".join(lines) + f"{dev}: {verdict.decision} (rule {verdict.rule})\n"
 
 
-def load_config():  # noqa: ANN201 - the config type lives in a module this one imports lazily
-    """(config, None), or (None, the ConfigError) when the files on disk do not parse."""
+def load_config(find_multipaths: str | None = None):  # noqa: ANN201 - its module is imported lazily
+    """(config, None), or (None, the ConfigError) when the files on disk do not parse. `find_multipaths`:
+    the command line's override (`pymultipath -i`)."""
     from pymultipathd.config.load import ConfigError, load_config
 
     try:
-        return load_config(), None
+        return load_config(find_multipaths=find_multipaths), None
     except ConfigError as e:
         return None, e
 
@@ -118,16 +119,20 @@ def decide(flag: str, dev: str, want_explain: bool, config: Config | None, error
                                daemon_running=daemon_running, known=known)
 
     verdict, steps = explain(target, world, config, for_udev=True)
-    if needs_siblings(verdict):
-        target, world = again()
-        verdict, steps = explain(target, world, config, for_udev=True)
-    if verdict.decision == "maybe" and _open_busy(target):
-        # In use though nothing we know of holds it. Re-read everything: multipathd may just have taken it.
-        target, world = again()
-        target = replace(target, in_use=True)
-        world = _with_path(world, target)
-        verdict, steps = explain(target, world, config, for_udev=True)
-        steps.insert(len(steps) - 1, Step("in_use", "pass", f"exclusive open of {dev} failed: busy"))
+    try:
+        if needs_siblings(verdict):
+            target, world = again()
+            verdict, steps = explain(target, world, config, for_udev=True)
+        if verdict.decision == "maybe" and _open_busy(target):
+            # In use though nothing we know of holds it. Re-read everything: multipathd may just have
+            # taken it.
+            target, world = again()
+            target = replace(target, in_use=True)
+            world = _with_path(world, target)
+            verdict, steps = explain(target, world, config, for_udev=True)
+            steps.insert(len(steps) - 1, Step("in_use", "pass", f"exclusive open of {dev} failed: busy"))
+    except (facts.FactsError, OSError, ValueError) as e:  # as the first look: the device went since
+        return _emit(udev_mode, Verdict("no", "no_wwid"), None, dev, err=f"pymultipath {flag}: {e}\n")
     deadline = world.timers.get(target.dev_t)
     if udev_mode and verdict.decision == "maybe" and deadline is None and verdict.wait_until is not None:
         deadline = _start_timer(target.dev_t, verdict.wait_until)
@@ -144,13 +149,15 @@ def _unread(flag: str, world: World) -> str:
     return "".join(f"pymultipath {flag}: {p}; decided as if it were empty\n" for p in world.unread)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], *, env: Mapping[str, str] | None = None, find_multipaths: str | None = None) -> int:
+    """`env`: the environment udev ran the helper with (the udev event's properties), as pymultipath's entry
+    read it; `find_multipaths`: the command line's override (`-i`). Locations: the installed ones."""
     flag, parsed = argv[0], parse_args(argv[1:])
     if flag not in ("-u", "-c") or parsed is None:
         sys.stderr.write(USAGE)
         return 2
-    config, error = load_config()
-    rc, out, err = decide(flag, *parsed, config, error)
+    config, error = load_config(find_multipaths)
+    rc, out, err = decide(flag, *parsed, config, error, env=env)
     sys.stderr.write(err)
     sys.stdout.write(out)
     return rc

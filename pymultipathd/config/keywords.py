@@ -1,6 +1,6 @@
 """The one table of multipath.conf keywords: value type, built-in default, where each may appear, deprecation.
 
-Everything else (the loader, `pymultipath -t`, the pydantic schema, docs/configuration.md) is driven by this
+Everything else (the loader, `pymultipath -t`, docs/configuration.md) is driven by this
 table, so a keyword is added in one place. Value types convert the text of a config file into a typed Python
 value (bool, int or str) and back; `fmt(parse(x))` re-parses to the same value, which `-t` relies on.
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 
-from pymultipathd import locations
 from pymultipathd.config.ere import RegexError, compile_ere, split_inverted
 from pymultipathd.record import field, record
 
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 class ValueType:
     """Converts config text to a typed value (ValueError with a readable reason) and back to text."""
 
-    py: type | tuple[type, ...] = str  # Python type(s) of parsed values, for the pydantic schema
     describe = "a string"
 
     def parse(self, raw: str) -> object:
@@ -95,7 +93,6 @@ _NO = ("no", "0")
 
 
 class YesNo(ValueType):
-    py = bool
     describe = "yes or no"
 
     def parse(self, raw: str) -> object:
@@ -111,8 +108,6 @@ class YesNo(ValueType):
 
 
 class Int(ValueType):
-    py = int
-
     def __init__(self, lo: int | None = None, hi: int | None = None) -> None:
         self.lo, self.hi = lo, hi
         rng = []
@@ -155,8 +150,6 @@ class WordOrInt(ValueType):
     `off_as_zero`: the words mean 0 ("no" for the shaky-path counters) and the value is an int.
     """
 
-    py = (int, str)
-
     def __init__(
         self,
         *words: str,
@@ -167,8 +160,6 @@ class WordOrInt(ValueType):
     ) -> None:
         self.words, self.lo, self.zero, self.aliases = words, lo, zero, aliases or {}
         self.off_as_zero = off_as_zero
-        if off_as_zero:
-            self.py = int
         self.describe = " or ".join([*words, f"an integer >= {lo}"])
 
     def parse(self, raw: str) -> object:
@@ -254,7 +245,7 @@ DEF, DEV, MP, OVR = "defaults", "device", "multipath", "overrides"
 BL, BLD = "blacklist", "blacklist_device"
 
 # A built-in default is a value, None (unset: nothing printed, the caller decides), or a function of a
-# resolver (keyword -> value) for defaults derived from other keywords or from the environment.
+# resolver (keyword -> value) for defaults derived from other keywords or from the program's locations.
 if TYPE_CHECKING:
     Default = object | Callable[[Callable[[str], object]], object]
 
@@ -328,8 +319,17 @@ _PRIOS = Choice(
 _SHAKY = WordOrInt("no", lo=1, zero="no", off_as_zero=True)
 
 
-def _env_path(fn: Callable[[], str]) -> Callable[[Callable[[str], object]], object]:
-    return lambda get: fn()
+def _location(which: str) -> Callable[[Callable[[str], object]], object]:
+    """A default that is where pymultipathd.locations says the file is, asked when the default is needed
+    (imported then: the keyword table is part of the pure core, which reads no locations by itself)."""
+
+    def default(get: Callable[[str], object]) -> object:
+        from pymultipathd import locations
+
+        if which == "prkeys_file":
+            return os.path.join(os.path.dirname(locations.wwids_file()), "prkeys")
+        return locations.wwids_file() if which == "wwids_file" else locations.bindings_file()
+    return default
 
 
 KEYWORD_TYPES: dict[str, ValueType] = {}
@@ -399,7 +399,7 @@ _TABLE: list[Keyword] = [
     _k(
         "max_polling_interval",
         Int(lo=1),
-        lambda get: 4 * int(get("polling_interval")),
+        lambda get: 4 * int(get("polling_interval")),  # type: ignore[call-overload]
         "D",
         "Longest interval between checks of a healthy path (default 4 * polling_interval).",
     ),
@@ -551,7 +551,7 @@ _TABLE: list[Keyword] = [
     _k(
         "wwids_file",
         Path(),
-        _env_path(locations.wwids_file),
+        _location("wwids_file"),
         "D",
         "(Deprecated upstream) Path of the wwids file.",
         deprecated="deprecated; use PYMULTIPATH_WWIDS",
@@ -559,7 +559,7 @@ _TABLE: list[Keyword] = [
     _k(
         "bindings_file",
         Path(),
-        _env_path(locations.bindings_file),
+        _location("bindings_file"),
         "D",
         "(Deprecated upstream) Path of the bindings file.",
         deprecated="deprecated; use PYMULTIPATH_BINDINGS",
@@ -567,7 +567,7 @@ _TABLE: list[Keyword] = [
     _k(
         "prkeys_file",
         Path(),
-        _env_path(lambda: os.path.join(os.path.dirname(locations.wwids_file()), "prkeys")),
+        _location("prkeys_file"),
         "D",
         "(Deprecated upstream) Path of the persistent reservation keys file.",
         deprecated="deprecated; the default location is used",
@@ -656,14 +656,3 @@ def attribute(name: str) -> Keyword:
 def attributes(section: str) -> tuple[Keyword, ...]:
     """Canonical, non-deprecated keywords of a section, in table order (what `-t` prints)."""
     return tuple(kw for kw in KEYWORDS if section in kw.sections and not kw.synonym_of and not kw.ignored)
-
-
-def default_find_multipaths_env() -> str | None:
-    """`pymultipath -i` sets PYMULTIPATH_FIND_MULTIPATHS: a command-line override of find_multipaths."""
-    raw = os.environ.get("PYMULTIPATH_FIND_MULTIPATHS")
-    if not raw:
-        return None
-    try:
-        return str(_FIND_MULTIPATHS.parse(raw))
-    except ValueError:
-        return None

@@ -211,7 +211,7 @@ def sources_signature(path: str | None = None, confdir: str | None = None) -> tu
         files = config_sources(path, confdir)
     except ConfigError:
         return ("unreadable directory",)
-    sig = []
+    sig: list[tuple] = []
     for file in files:
         try:
             st = os.stat(file)
@@ -222,12 +222,20 @@ def sources_signature(path: str | None = None, confdir: str | None = None) -> tu
     return tuple(sig)
 
 
-def load_config(path: str | None = None, confdir: str | None = None) -> Config:
+def load_config(path: str | None = None, confdir: str | None = None, *,
+                find_multipaths: str | None = None) -> Config:
     """Read the main file and confdir/*.conf (defaults: locations.config_file() and locations.config_dir()).
 
     A missing main file or directory is not an error. Raises ConfigError on unreadable files, syntax errors
-    and invalid values, naming file:line and keyword.
+    and invalid values, naming file:line and keyword. `find_multipaths`: the command line's mode (the
+    deprecated `pymultipath -i`), which beats the files (Config.find_multipaths); ValueError if it is not one.
     """
+    override = None
+    if find_multipaths is not None:
+        try:
+            override = str(keywords.attribute("find_multipaths").type.parse(find_multipaths))
+        except ValueError as exc:
+            raise ValueError(f"find_multipaths {find_multipaths!r}: {exc}") from None
     sources: list[tuple[str, str]] = []
     errors: list[Message] = []
     for file in config_sources(path, confdir):
@@ -239,4 +247,6 @@ def load_config(path: str | None = None, confdir: str | None = None) -> Config:
             errors.append(Message(file, 0, None, f"cannot read: {exc.strerror or exc}"))
     if errors:
         raise ConfigError(errors)
-    return parse_files(sources)
+    config = parse_files(sources)
+    config.find_multipaths_override = override
+    return config

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pymultipathd.config import hwtable, keywords
 from pymultipathd.config.ere import search
+from pymultipathd.errors import PymultipathError
 from pymultipathd.record import field, record
 
 
@@ -24,7 +25,7 @@ class Message:
         return f"{where}: {self.keyword}: {self.text}" if self.keyword else f"{where}: {self.text}"
 
 
-class ConfigError(Exception):
+class ConfigError(PymultipathError):
     """One or more errors in the configuration files; `messages` names each file:line."""
 
     def __init__(self, messages: list[Message]) -> None:
@@ -85,25 +86,27 @@ class Config:
     overrides: dict[str, object] = field(default_factory=dict)
     warnings: list[Message] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # files read, in order
+    # the command line's find_multipaths (the deprecated `pymultipath -i`), canonical; beats the files
+    find_multipaths_override: str | None = None
 
     # -------------------------------------------------------------------------------- classification knobs
 
     def find_multipaths(self) -> str:
         """Canonical mode: "strict" | "off" | "on" | "greedy" | "smart".
 
-        Precedence: the command line (`pymultipath -i`, via PYMULTIPATH_FIND_MULTIPATHS) > `force_wwids yes`
-        (= strict) > find_multipaths > built-in strict.
+        Precedence: the command line (`pymultipath -i`: find_multipaths_override, given to load_config) >
+        `force_wwids yes` (= strict) > find_multipaths > built-in strict.
         """
-        env = keywords.default_find_multipaths_env()
-        if env is not None:
-            return env
+        if self.find_multipaths_override is not None:
+            return self.find_multipaths_override
         if self.defaults.get("force_wwids") is True:
             return "strict"
         return str(self.default_value("find_multipaths"))
 
     def find_multipaths_timeout(self) -> int:
         """The raw value, built-in -10 (0 means the built-in default; see find_multipaths_wait)."""
-        return int(self.default_value("find_multipaths_timeout"))  # type: ignore[call-overload]
+        value = self.default_value("find_multipaths_timeout")
+        return value if isinstance(value, int) else int(str(value))
 
     def find_multipaths_wait(self, *, vendor: str | None = None, product: str | None = None) -> int:
         """Seconds a lone path waits in smart mode: N > 0 -> N; -N -> N for known hardware, else 1."""

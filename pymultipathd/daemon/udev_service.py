@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 
 from pymultipathd import locations, peer, udevlink
@@ -84,9 +83,9 @@ class UdevService:
             flag, dev, explain, env = udevlink.decode_request(data)
         except ValueError as err:
             return self._decline(str(err))
-        for var in udevlink.CONTEXT_VARS:
-            if (env.get(var) or None) != (os.environ.get(var) or None):
-                return self._decline(f"{var} differs from the daemon's")
+        var = udevlink.foreign_context(env)
+        if var is not None:
+            return self._decline(f"{var} differs from the daemon's")
         async with self._workers:
             known = self._known() if self._known is not None else None  # on the loop: a consistent view
             loop = asyncio.get_running_loop()

@@ -1,8 +1,8 @@
 """Facts about block devices for the classifier, read from sysfs, the udev database and /proc.
 
 Used by `pymultipath -u` on every disk event, by `pymultipath snapshot` and by the daemon, so it stays
-stdlib-only and cheap to import. Every location comes from pymultipathd.locations (with its env override),
-which is how the unit tests point it at a fake tree.
+stdlib-only and cheap to import. Every location comes from pymultipathd.locations (from the environment the
+program's entry read, or its options), which is how the unit tests point it at a fake tree.
 
 Sources:
 - sysfs: <sysfs>/block/<disk> (dev, hidden, device/{vendor,model,transport}, holders/, partitions with their
@@ -22,6 +22,7 @@ import time
 
 from pymultipathd import locations, peer, store
 from pymultipathd.classify import MapFacts, PathFacts, World
+from pymultipathd.errors import PymultipathError
 from pymultipathd.sysread import device_dir
 from pymultipathd.sysread import read_text as _read
 
@@ -60,7 +61,7 @@ class Known:
         self.maps, self.paths = maps, paths
 
 
-class FactsError(Exception):
+class FactsError(PymultipathError):
     """A device that cannot be examined (e.g. it does not exist); the message names it."""
 
 
@@ -89,10 +90,10 @@ def udev_properties(dev_t: str) -> dict[str, str] | None:
 
 
 def _event_properties(dev: str, env: Mapping[str, str] | None = None) -> dict[str, str] | None:
-    """The udev event's own properties when udev runs us for `dev` (env: the helper's environment, by
-    default ours): fresher than the database, which does not exist yet on the first "add"."""
-    env = os.environ if env is None else env
-    if env.get("SUBSYSTEM") != "block" or os.path.basename(env.get("DEVPATH", "")) != dev:
+    """The udev event's own properties when udev ran the helper for `dev` (env: the helper's environment, as
+    its entry read it; None: no event): fresher than the database, which does not exist yet on the first
+    "add"."""
+    if env is None or env.get("SUBSYSTEM") != "block" or os.path.basename(env.get("DEVPATH", "")) != dev:
         return None
     return dict(env)
 
@@ -194,8 +195,9 @@ class Usage:
 def path_facts(dev: str, config: Config | None = None, *, usage: Usage | None = None,
                properties: dict[str, str] | None = None, env: Mapping[str, str] | None = None) -> PathFacts:
     """Facts about block device `dev` (kernel name). FactsError if there is no such block device.
-    Properties: `properties` if given, else those of the udev event in `env` (default: our environment) if it
-    is about `dev`, else udev's database entry."""
+    Properties: `properties` if given, else those of the udev event in `env` (the environment udev ran the
+    helper with, passed down from its entry; None: there is no event) if it is about `dev`, else udev's
+    database entry."""
     dev_t = _read(os.path.join(_block_dir(dev), "dev")) or _read(os.path.join(_disk_dir(dev), "dev"))
     if not dev_t:
         raise FactsError(f"{dev}: no such block device in {locations.sysfs()}/class/block")
@@ -329,7 +331,10 @@ def _initialized_disks(config: Config | None, usage: Usage, skip: str | None = N
         props = udev_properties(dev_t) if dev_t else None
         if props is None:  # udev has not finished with it: not a sibling yet (as upstream)
             continue
-        found.append(path_facts(name, config, usage=usage, properties=props))
+        try:
+            found.append(path_facts(name, config, usage=usage, properties=props))
+        except FactsError:  # removed since the listing: not a sibling any more
+            continue
     return found
 
 

@@ -24,11 +24,6 @@ W1 = "36001405aaaaaaaaaaaaaaaaaaaaaaaaa"
 W2 = "36001405bbbbbbbbbbbbbbbbbbbbbbbbb"
 
 
-@pytest.fixture(autouse=True)
-def _no_mode_override(monkeypatch):
-    monkeypatch.delenv("PYMULTIPATH_FIND_MULTIPATHS", raising=False)
-
-
 def cfg(mode: str = "strict", extra: str = "", timeout: int | None = None, sections: str = ""):
     lines = [f"find_multipaths {mode}"]
     if timeout is not None:
@@ -228,9 +223,10 @@ def test_force_wwids_means_strict():
     assert verdict(SDB, world(SDB, SDC), config) == ("no", "strict")
 
 
-def test_deprecated_i_forces_greedy(monkeypatch):
-    monkeypatch.setenv("PYMULTIPATH_FIND_MULTIPATHS", "greedy")
-    assert verdict(SDB, world(SDB), cfg("strict")) == ("yes", "greedy")
+def test_deprecated_i_forces_greedy():
+    config = cfg("strict", extra="force_wwids yes\n")
+    config.find_multipaths_override = "greedy"  # what load_config(find_multipaths="greedy") sets for -i
+    assert verdict(SDB, world(SDB), config) == ("yes", "greedy")
 
 
 def test_explain_lists_rules_in_order_and_ends_with_the_decision():

@@ -8,7 +8,6 @@ smart-mode wait are "maybe" on both sides, so neither claims nor assembles them.
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,11 +29,6 @@ NOW = 1_700_000_000.0
 WWIDS = ["36001405aaaa", "36001405bbbb", "36001405cccc", "36001405dddd"]
 CONFIGS = {m: parse_text(f"defaults {{\n find_multipaths {m}\n}}\n"
                          'blacklist {\n wwid "dddd$"\n}\n') for m in MODES}
-
-
-@pytest.fixture(autouse=True)
-def _no_mode_override(monkeypatch):
-    monkeypatch.delenv("PYMULTIPATH_FIND_MULTIPATHS", raising=False)
 
 
 @st.composite

@@ -14,11 +14,6 @@ def defaults(body: str, name: str = "t.conf") -> Config:
     return parse_text("defaults {\n" + body + "\n}\n", name)
 
 
-@pytest.fixture(autouse=True)
-def _no_cli_override(monkeypatch):
-    monkeypatch.delenv("PYMULTIPATH_FIND_MULTIPATHS", raising=False)
-
-
 # ------------------------------------------------------------------------------------------- built-ins
 
 
@@ -129,9 +124,16 @@ def test_force_wwids_overriding_a_mode_is_warned_with_its_line():
     assert any(w.line == 3 and w.keyword == "force_wwids" and "overrides" in w.text for w in cfg.warnings)
 
 
-def test_command_line_override_beats_the_file(monkeypatch):
+def test_command_line_override_beats_the_file(tmp_path, monkeypatch):
+    main = write(tmp_path / "m.conf", "defaults {\n force_wwids yes\n find_multipaths smart\n}\n")
+    assert load_config(main, str(tmp_path / "none")).find_multipaths() == "strict"
+    assert load_config(main, str(tmp_path / "none"), find_multipaths="greedy").find_multipaths() == "greedy"
+    assert load_config(main, str(tmp_path / "none"), find_multipaths="yes").find_multipaths() == "on"
+    with pytest.raises(ValueError, match="sometimes"):
+        load_config(main, str(tmp_path / "none"), find_multipaths="sometimes")
+    # the environment is not a way to pass it: only the command line's explicit value counts
     monkeypatch.setenv("PYMULTIPATH_FIND_MULTIPATHS", "greedy")
-    assert defaults("force_wwids yes\nfind_multipaths smart").find_multipaths() == "greedy"
+    assert load_config(main, str(tmp_path / "none")).find_multipaths() == "strict"
 
 
 @pytest.mark.parametrize(
@@ -492,37 +494,6 @@ def test_config_core_does_not_import_pydantic():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-
-
-def test_schema_round_trip():
-    from pymultipathd.config import schema
-
-    cfg = parse_text(PRECEDENCE + 'blacklist {\n devnode "^loop"\n device {\n vendor "X"\n }\n}\n')
-    back = schema.from_dict(schema.to_dict(cfg))
-    assert (back.defaults, back.devices, back.multipaths, back.overrides, back.blacklist) == (
-        cfg.defaults,
-        cfg.devices,
-        cfg.multipaths,
-        cfg.overrides,
-        cfg.blacklist,
-    )
-
-
-@pytest.mark.parametrize(
-    "data, keyword",
-    [
-        ({"defaults": {"polling_interval": 0}}, "polling_interval"),
-        ({"defaults": {"no_such": 1}}, "defaults.no_such"),
-        ({"blacklist": {"wwid": ["("]}}, "wwid"),
-        ({"devices": [{"vendor": "x"}]}, "device"),
-    ],
-)
-def test_schema_rejects_bad_json(data, keyword):
-    from pymultipathd.config import schema
-
-    with pytest.raises(ConfigError) as info:
-        schema.from_dict(data)
-    assert info.value.messages[0].keyword == keyword
 
 
 def test_every_keyword_has_a_doc_and_a_section():

@@ -21,9 +21,6 @@ def tree(tmp_path, monkeypatch):
     t = Tree(tmp_path)
     for k, v in t.env().items():
         monkeypatch.setenv(k, v)
-    monkeypatch.delenv("PYMULTIPATH_FIND_MULTIPATHS", raising=False)
-    for k in ("DEVPATH", "SUBSYSTEM"):
-        monkeypatch.delenv(k, raising=False)
     return t
 
 
@@ -87,11 +84,14 @@ def test_uninitialized_disks_are_not_siblings(tree):
 
 def test_event_environment_beats_the_database(tree, monkeypatch):
     tree.disk("sdb", "8:16", None, initialized=False)  # first "add": no database entry yet
-    monkeypatch.setenv("SUBSYSTEM", "block")
-    monkeypatch.setenv("DEVPATH", "/devices/platform/host3/session3/target3:0:0/3:0:0:1/block/sdb")
-    monkeypatch.setenv("ID_SERIAL", W1)
-    monkeypatch.setenv("ID_WWN", "0x1")
-    assert facts.path_facts("sdb").wwid == W1
+    event = {"SUBSYSTEM": "block", "ID_SERIAL": W1, "ID_WWN": "0x1",
+             "DEVPATH": "/devices/platform/host3/session3/target3:0:0/3:0:0:1/block/sdb"}
+    assert facts.path_facts("sdb", env=event).wwid == W1
+    assert facts.path_facts("sdb", env={**event, "DEVPATH": "/devices/x/block/sdc"}).wwid is None  # not sdb's
+    # the event is what the entry passes down, never this process's own environment
+    for k, v in event.items():
+        monkeypatch.setenv(k, v)
+    assert facts.path_facts("sdb").wwid is None
 
 
 def test_maps_wwids_failed_timers_socket(tree):
@@ -127,3 +127,18 @@ def test_uid_attribute_from_config(tree):
     tree.disk("sdb", "8:16", W1, props={"ID_OTHER": "3600xyz"})
     conf = parse_text('defaults {\n uid_attribute "ID_OTHER"\n}\n')
     assert facts.path_facts("sdb", conf).wwid == "3600xyz"
+
+
+def test_a_disk_gone_during_the_scan_is_no_sibling(tree, monkeypatch):
+    tree.disk("sdb", "8:16", W1)
+    tree.disk("sdc", "8:32", W1)
+    real = facts.path_facts
+
+    def vanishing(dev, *args, **kwargs):
+        if dev == "sdc":  # listed, then removed before its facts were read
+            raise facts.FactsError(f"{dev}: no such block device")
+        return real(dev, *args, **kwargs)
+
+    monkeypatch.setattr(facts, "path_facts", vanishing)
+    target, world = facts.world_for("sdb", parse_text(""))
+    assert target.dev == "sdb" and [p.dev for p in world.paths] == ["sdb"]

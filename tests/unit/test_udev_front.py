@@ -180,8 +180,10 @@ def test_the_python_helper_does_not_ask_again_after_the_front(monkeypatch):
     from pymultipathd.cli import pymultipath
 
     monkeypatch.setattr(udevlink, "ask", lambda *a, **k: pytest.fail("asked the daemon a second time"))
-    monkeypatch.setenv(udevlink.ASKED_VAR, "1")
-    assert pymultipath._ask_daemon("-u", ["sdb"]) is None
+    assert pymultipath._ask_daemon("-u", ["sdb"], {udevlink.ASKED_VAR: "1"}) is None
+    monkeypatch.setenv(udevlink.ASKED_VAR, "1")  # as the front runs it: the entry reads its environment
+    monkeypatch.setattr(pymultipath, "_run", lambda *a, **k: 0)
+    assert pymultipath.main(["-u", "sdb"]) == 0
 
 
 def test_same_answer_as_the_python_helper_from_the_real_service(tmp_path, monkeypatch):

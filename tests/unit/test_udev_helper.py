@@ -222,7 +222,8 @@ def test_the_daemon_answers_and_the_helper_loads_no_classifier(tree, monkeypatch
         rc, out, modules = _modules_after_u(tree, "sdb")
         assert (rc, out, service.answered, service.declined) == (0, ['DM_MULTIPATH_DEVICE_PATH="1"'], 1, 0)
         assert modules == {"pymultipathd", "pymultipathd.cli", "pymultipathd.cli.pymultipath",
-                           "pymultipathd.locations", "pymultipathd.peer", "pymultipathd.udevlink"}
+                           "pymultipathd.locations", "pymultipathd.record", "pymultipathd.peer",
+                           "pymultipathd.udevlink"}
         # the config changes on disk: the daemon's answer follows the files, as the helper's own would
         tree.config("defaults {\n find_multipaths strict\n}\n")
         rc, out, _ = _modules_after_u(tree, "sdb")
