@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         return _one(join_words(argv), timeout)
     from pymultipathd.daemon import main as daemon_main
 
-    return daemon_main.run(argv)
+    return daemon_main.run(argv, env)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 
-from pymultipathd import locations
+CHECK_TIMEOUT = 10.0  # seconds per path for -ll without a daemon
 
 
 def _from_daemon(map_name: str | None) -> str | None:
@@ -23,35 +22,24 @@ def _from_daemon(map_name: str | None) -> str | None:
     return None if reply.startswith("fail") else reply
 
 
-async def _offline(check: bool, map_name: str | None) -> str:
+def _offline(check: bool, map_name: str | None) -> str:
+    from pymultipathd import topology
     from pymultipathd.config import load_config
     from pymultipathd.control import format as fmt
-    from pymultipathd.daemon.core import Core
     from pymultipathd.dm.ioctl import Control
-    from pymultipathd.paths import facts
+    from pymultipathd.paths import checkers
 
-    core = Core(load_config(), Control())
-    try:
-        await core.adopt_maps()
-        for m in core.state.maps.values():
-            for dev_t in (s.dev for g in (m.table.groups if m.table else ()) for s in g.paths):
-                link = os.path.join(locations.sysfs(), "dev", "block", dev_t)
-                dev = os.path.basename(os.path.realpath(link)) if os.path.exists(link) else None
-                if dev is None:
-                    continue
-                try:
-                    core.state.paths[dev] = core._path_from_facts(facts.path_facts(dev, core.config), None)
-                except facts.FactsError:
-                    continue
-            core._relink(m)
-        if check:
-            for p in core.state.paths.values():
-                res = await core.runner.check(os.path.join("/dev", p.dev), p.checker, 10.0)
+    state, problems = topology.read_all(Control(), load_config())
+    for name, err in problems:
+        print(f"pymultipath: {name}: {err}", file=sys.stderr)
+    maps = [m for m in state.maps.values() if map_name in (None, m.name, m.wwid, m.dm_dev)]
+    if check:
+        wanted = {d for m in maps for d in m.paths}
+        for p in state.paths.values():
+            if p.dev in wanted:
+                res = checkers.check_now(os.path.join("/dev", p.dev), p.checker, CHECK_TIMEOUT)
                 p.chk_state = res.state
-        maps = [m for m in core.state.maps.values() if map_name in (None, m.name, m.wwid, m.dm_dev)]
-        return "".join(fmt.topology(core.state, m) for m in sorted(maps, key=lambda m: m.name))
-    finally:
-        await core.close()
+    return "".join(fmt.topology(state, m) for m in sorted(maps, key=lambda m: m.name))
 
 
 def main(argv: list[str]) -> int:
@@ -62,7 +50,7 @@ def main(argv: list[str]) -> int:
         from pymultipathd.dm.errors import DMError
 
         try:
-            out = asyncio.run(_offline(check, map_name))
+            out = _offline(check, map_name)
         except DMError as err:
             print(f"pymultipath: {err}", file=sys.stderr)
             return 1

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 
-from pymultipathd.daemon.state import DaemonState, MapState, PathState
+from pymultipathd.policy.state import DaemonState, MapState, PathState
 
 CHK_WORDS = {"up": "ready", "down": "faulty", "ghost": "ghost", "shaky": "shaky", "pending": "i/o pending",
              "timeout": "i/o timeout", "undef": "undef"}
@@ -74,7 +74,7 @@ def _path_fields(state: DaemonState, now: float) -> dict[str, tuple[str, Callabl
         "N": ("host WWNN", lambda p: "[undef]"),
         "P": ("protocol", lambda p: p.facts.protocol or ""),
         "M": ("marginal_st", lambda p: "normal"),
-        "0": ("failures", lambda p: "0"),
+        "0": ("failures", lambda p: str(p.failures)),
     }
 
 
@@ -92,12 +92,13 @@ def _map_fields(state: DaemonState) -> dict[str, tuple[str, Callable[[MapState],
         "s": ("vend/prod/rev", lambda m: f"{m.vendor},{m.product}"),
         "v": ("vend", lambda m: m.vendor),
         "p": ("prod", lambda m: m.product),
-        "2": ("map_loads", lambda m: str(m.reloads)),
+        "2": ("map_loads", lambda m: str(m.stats.map_loads)),
         "o": ("open", lambda m: str(m.open_count)),
         "F": ("failback", lambda m: "-"),
-        "x": ("failures", lambda m: "0"),
-        "0": ("path_faults", lambda m: "0"),
-        "1": ("switch_grp", lambda m: "0"),
+        "x": ("failures", lambda m: str(m.stats.map_failures)),
+        "0": ("path_faults", lambda m: str(m.stats.path_faults)),
+        "1": ("switch_grp", lambda m: str(m.stats.switch_grp)),
+        "4": ("q_timeouts", lambda m: str(m.stats.queueing_timeouts)),
     }
 
 

@@ -1,34 +1,41 @@
-"""The daemon's behaviour: discovery, uevent batches, map assembly, checking and failover.
+"""The daemon's shell around the policy: it turns uevents, checker results, device-mapper events and the clock
+into policy events (pymultipathd.policy), and carries out the actions that come back.
 
-Everything here runs on the asyncio loop and is the only writer of DaemonState. Blocking work goes to two
+Everything here runs on the asyncio loop and is the only writer of DaemonState. Blocking work goes to three
 places: device-mapper ioctls to a single worker thread (they are ordered, and a suspend waiting on I/O must
-not stall the loop), checkers to the CheckRunner's bounded pool.
+not stall the loop), checkers to the CheckRunner's bounded pool, and reads through a map (partition tables,
+the holders scan) to a few map-io threads with deadlines, so a map that queues I/O never holds the DM thread.
+
+Control commands use the public methods below (pymultipathd.daemon.handlers); nothing else reaches inside.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from pymultipathd import classify, flush, holders, locations
+from pymultipathd import classify, flush, holders, locations, topology
 from pymultipathd.config import Config
-from pymultipathd.daemon import plan
 from pymultipathd.daemon.logsetup import fields
 from pymultipathd.daemon.persist import Persist
-from pymultipathd.daemon.state import DaemonState, MapState, PathState
 from pymultipathd.dm import maps as dmmaps
 from pymultipathd.dm import table as dmt
 from pymultipathd.dm.errors import DMError, DMNoSuchDevice
 from pymultipathd.dm.ioctl import Control
-from pymultipathd.paths import checkers, facts, holderscan, prio, sysinfo
+from pymultipathd.errors import PymultipathError
+from pymultipathd.paths import checkers, facts, holderscan, sysinfo
+from pymultipathd.policy import actions as act
+from pymultipathd.policy import decide, plan
+from pymultipathd.policy import events as ev
+from pymultipathd.policy.settings import MapSettings, Resolve, map_settings
+from pymultipathd.policy.state import DaemonState, MapState, MapStats, PathCheck, PathState
+from pymultipathd.record import replace
 
 log = logging.getLogger("pymultipathd")
 T = TypeVar("T")
@@ -44,16 +51,27 @@ PARTITION_READ_TIMEOUT = 30.0  # seconds a partition-table read may take before 
 HOLDERS_SCAN_TIMEOUT = 20.0    # seconds the daemon waits for the holders scan of a map it flushes
 
 
+class CommandError(PymultipathError):
+    """A control command the daemon could not carry out; the text is the reason given to the client."""
+
+
 def is_path_candidate(dev: str) -> bool:
     # Only whole disks can be paths; the classifier decides the rest (blacklist included).
     return dev.startswith(PATH_PREFIXES) and not dev.startswith("dm-")
 
 
-def udev_claimed(properties: dict[str, str]) -> bool:
+def udev_claimed(properties: Mapping[str, str]) -> bool:
     """What the udev rules left on a path they claimed for multipath (a smart-mode wait has no
     mpath_member, so it does not count)."""
     claimed = properties.get("DM_MULTIPATH_DEVICE_PATH") == "1"
     return claimed and properties.get("ID_FS_TYPE") == "mpath_member"
+
+
+def configured_alias(config: Config, wwid: str) -> str | None:
+    for entry in config.multipaths:
+        if entry.get("wwid") == wwid and entry.get("alias"):
+            return str(entry["alias"])
+    return None
 
 
 class Core:
@@ -64,7 +82,8 @@ class Core:
         self.state = DaemonState(started=time.time())
         self.runner = checkers.CheckRunner()
         self._dm_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dm")
-        # reads through maps (partition tables): a few, so one map hung on queued I/O leaves the others
+        # reads through maps (partition tables, holders scans): a few, so one map hung on queued I/O leaves
+        # the others
         self._io_thread = ThreadPoolExecutor(max_workers=4, thread_name_prefix="map-io")
         self._pending: set[str] = set()
         self._batch_first: float | None = None
@@ -73,7 +92,6 @@ class Core:
         self.stats = {"batches": 0, "creates": 0, "reloads": 0, "uevents": 0}
         self.busy = False  # reconfiguring or applying a batch (shown by `show daemon`)
         self._closing = False  # shutting down: a batch in flight stops after the map it is making
-        self._retry_due: dict[str, float] = {}
         self._dm_resync_running = self._dm_resync_again = False
         # One assembly at a time (start-up discovery, a uevent batch, `add map`): two reconciles of one WWID
         # both tried to create its map and the loser released the paths of a map that existed; and the
@@ -87,8 +105,9 @@ class Core:
         self._usage: tuple[float, facts.Usage] | None = None
         self._internal: set[asyncio.Task] = set()  # run_internal's tasks, referenced until they finish
         self.persist = Persist()  # bindings, wwids and failed markers: a failed write never stops assembly
-        self._resolved_for: Config | None = None  # the config the memo below was filled from
+        self._resolved_for: Config | None = None  # the config the memos below were filled from
         self._resolved: dict[tuple, dict[str, object]] = {}
+        self._settings: dict[tuple, MapSettings] = {}
 
     # --- helpers ------------------------------------------------------------------------------------
 
@@ -96,12 +115,12 @@ class Core:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._dm_thread, lambda: fn(*args, **kw))
 
-    def resolver(self, wwid: str | None, vendor: str | None, product: str | None) -> plan.Resolve:
+    def resolver(self, wwid: str | None, vendor: str | None, product: str | None) -> Resolve:
         """Attribute lookup bound to one map or path, memoized per configuration: the checker and the
         policy tick ask the same few keywords of every path and map at every interval."""
         cfg = self.config
         if self._resolved_for is not cfg or len(self._resolved) > RESOLVE_MEMO_MAX:
-            self._resolved_for, self._resolved = cfg, {}
+            self._resolved_for, self._resolved, self._settings = cfg, {}, {}
         memo = self._resolved.setdefault((wwid, vendor, product), {})
 
         def resolve(kw: str) -> object:
@@ -109,6 +128,15 @@ class Core:
                 memo[kw] = cfg.resolve(kw, wwid=wwid, vendor=vendor, product=product)
             return memo[kw]
         return resolve
+
+    def settings_of(self, m: MapState) -> MapSettings:
+        """The map's policy settings, typed once per configuration."""
+        resolve = self.resolver(m.wwid, m.vendor, m.product)  # first: a new config empties the memos
+        key = (m.wwid, m.vendor, m.product)
+        s = self._settings.get(key)
+        if s is None:
+            s = self._settings[key] = map_settings(resolve)
+        return s
 
     def known(self) -> facts.Known:
         """The maps and paths as the daemon knows them (for udev's helper, see daemon/udev_service.py)."""
@@ -134,26 +162,7 @@ class Core:
         )
 
     def _path_from_facts(self, f: classify.PathFacts, old: PathState | None) -> PathState:
-        r = self.resolver(f.wwid, f.vendor, f.product)
-        same_device = old is not None and old.dev_t == f.dev_t
-        p = old or PathState(dev=f.dev, dev_t=f.dev_t, facts=f)
-        p.facts, p.dev_t = f, f.dev_t
-        if not same_device:  # fixed for a device's life: not re-read on each of its change events
-            p.hcil = sysinfo.hcil(f.dev)
-            p.node_name = sysinfo.target_node_name(f.dev)
-        p.size = sysinfo.size_sectors(f.dev)
-        p.serial = f.properties.get("ID_SCSI_SERIAL") or sysinfo.vpd_serial(f.dev)
-        p.dev_state = sysinfo.dev_state(f.dev)
-        checker = str(r("path_checker") or "tur")
-        if r("detect_checker") and sysinfo.access_state(f.dev):
-            checker = "tur"
-        p.checker = checker
-        name = prio.choose(str(r("prio") or "const"), bool(r("detect_prio")), f.dev)
-        if old is None or name != p.prio_name:  # otherwise the checker keeps it current, off the loop
-            p.prio_name, p.prio = name, prio.priority(name, f.dev)
-        if old is None:
-            p.interval = float(r("polling_interval") or 5)
-        return p
+        return topology.path_state(f, self.resolver(f.wwid, f.vendor, f.product), old)
 
     # --- discovery ----------------------------------------------------------------------------------
 
@@ -165,54 +174,27 @@ class Core:
             if is_path_candidate(f.dev):
                 self.state.paths[f.dev] = self._path_from_facts(f, None)
         for m in self.state.maps.values():
-            self._relink(m)
+            self.state.relink(m)
         await self.reconcile(self._all_wwids())
         self.discovered = True
 
     async def adopt_maps(self) -> None:
-        for d in await self.dm(self.ctl.list_devices):
-            uuid = d.uuid if d.uuid is not None else (await self.dm(self.ctl.info, d.name)).uuid
-            if not uuid.startswith(dmmaps.MPATH_UUID_PREFIX):
-                continue
-            m = MapState(name=d.name, wwid=uuid[len(dmmaps.MPATH_UUID_PREFIX):])
-            try:
-                await self.refresh_map(m)
-            except (DMError, dmt.TableError) as err:
-                log.warning("cannot adopt map %s: %s", d.name, err, **fields(map=d.name))
-                continue
+        found, problems = await self.dm(topology.multipath_maps, self.ctl)
+        for name, err in problems:
+            log.warning("cannot adopt map %s: %s", name, err, extra=fields(map=name))
+        for m, _ in found:
             self.state.maps[m.name] = m
-            log.info("%s: adopted existing map (%d paths)", m.name, len(m.table.groups) if m.table else 0,
-                     **fields(map=m.name, wwid=m.wwid))
+            self.state.relink(m)
+            groups = len(m.table.groups) if m.table else 0
+            log.info("%s: adopted existing map (%d path groups)", m.name, groups,
+                     extra=fields(map=m.name, wwid=m.wwid))
 
     async def refresh_map(self, m: MapState) -> None:
         """Re-read a map's live table, status and info from the kernel."""
         # one job on the dm thread: each hand-off to it and back costs more than the ioctls under emulation
-        info, lines, status = await self.dm(self._read_map, m.name)
-        mp = [t for t in lines if t.target == "multipath"]
-        if not mp:
-            raise dmt.TableError(f"{m.name}: not a multipath table")
-        m.table = dmt.parse_multipath_params(mp[0].params, mp[0].length)
-        st = [t for t in status if t.target == "multipath"]
-        m.status = dmt.parse_multipath_status(st[0].params) if st else None
-        m.dm_dev, m.dev_t = f"dm-{info.minor}", info.devno
-        m.event_nr, m.open_count, m.suspended = info.event_nr, info.open_count, info.suspended
-        self._relink(m)
-
-    def _read_map(self, name: str) -> tuple:
-        info, lines = self.ctl.table_and_info(name)
-        return info, lines, self.ctl.status(name, noflush=True)
-
-    def _relink(self, m: MapState) -> None:
-        """Tie the map to the known paths its live table names (paths not seen yet join when they appear)."""
-        devs = []
-        for d in (s.dev for g in (m.table.groups if m.table else ()) for s in g.paths):
-            p = self.state.path_by_dev_t(d)
-            if p is not None:
-                p.map = m.name
-                devs.append(p.dev)
-                if not m.vendor:
-                    m.vendor, m.product = p.facts.vendor or "", p.facts.product or ""
-        self.state.set_paths(m, devs)
+        read = await self.dm(topology.read_map, self.ctl, m.name)
+        topology.apply_read(m, read)
+        self.state.relink(m)
 
     def _all_wwids(self) -> set[str]:
         wwids = {p.wwid for p in self.state.paths.values() if p.wwid}
@@ -239,7 +221,7 @@ class Core:
                 del self.state.paths[dev]
                 if old.wwid:
                     self._queue(old.wwid)
-                log.info("%s: path removed", dev, **fields(dev=dev, map=old.map))
+                log.info("%s: path removed", dev, extra=fields(dev=dev, map=old.map))
             return
         try:
             f = facts.path_facts(dev, self.config, usage=self._usage_now(), properties=properties)
@@ -247,7 +229,7 @@ class Core:
             log.debug("%s: no facts: %s", dev, err)
             return
         if old is not None and old.wwid and old.wwid != f.wwid:
-            log.warning("%s: WWID changed from %s to %s", dev, old.wwid, f.wwid, **fields(dev=dev))
+            log.warning("%s: WWID changed from %s to %s", dev, old.wwid, f.wwid, extra=fields(dev=dev))
             self._queue(old.wwid)
         p = self._path_from_facts(f, old)
         self.state.paths[dev] = p
@@ -328,10 +310,9 @@ class Core:
                 log.info("stopping: %d WWIDs of this batch left to the next start", len(wwids) - i)
                 break
             try:
-                await self._reconcile_one(wwid, [self.state.paths[d] for d in claimed.get(wwid, ())
-                                                 if d in self.state.paths])
+                await self._assemble(wwid, tuple(d for d in claimed.get(wwid, ()) if d in self.state.paths))
             except Exception:  # one bad WWID must not stop the others
-                log.exception("%s: assembling the map failed", wwid, **fields(wwid=wwid))
+                log.exception("%s: assembling the map failed", wwid, extra=fields(wwid=wwid))
         self._aliases = {}
         created, self._created = self._created, []
         if created:
@@ -341,6 +322,26 @@ class Core:
         todo, self._partition_todo = self._partition_todo, []
         if todo and not self._closing:  # else the next start (or udev's kpartx) makes the partition maps
             await self._partition_maps(todo)
+
+    async def _assemble(self, wwid: str, claimed: tuple[str, ...]) -> None:
+        m = self.state.map_of_wwid(wwid)
+        if m is not None and not claimed and not any(d in self.state.paths for d in m.paths):
+            # its last path is gone: the decision (flush_on_last_del unused) rests on whether the map is
+            # open now, not at its last read (a mount raises no device-mapper event)
+            if not await self._refresh_or_forget(m.name):
+                return
+        first = self.state.paths[claimed[0]] if claimed else None
+        if m is not None:
+            vendor, product = m.vendor, m.product
+            if not vendor:
+                members = self.state.paths_of(m) or ([first] if first else [])
+                vendor = members[0].facts.vendor or "" if members else ""
+                product = members[0].facts.product or "" if members else ""
+        else:
+            vendor = first.facts.vendor or "" if first else ""
+            product = first.facts.product or "" if first else ""
+        resolve = self.resolver(wwid, vendor or None, product or None)
+        await self.execute(decide.assemble(self.state, ev.PathsSettled(wwid, claimed), resolve))
 
     async def _partition_maps(self, names: list[str]) -> None:
         """Partition maps of these maps. A table that cannot be read now (EIO: the kernel failed the map's
@@ -371,12 +372,12 @@ class Core:
                               parts=table.partitions)
             except DMError as err:  # an unusable table (or a DM refusal): reading it again will not help
                 self._partition_retry.pop(name, None)
-                log.warning("%s: partition maps: %s", name, err, **fields(map=name))
+                log.warning("%s: partition maps: %s", name, err, extra=fields(map=name))
             except OSError as err:
                 self._partition_retry_later(name, f"partition table unreadable now ({err.strerror or err})")
             except Exception:  # a table we cannot parse must not stop the others (or the checker loop)
                 self._partition_retry.pop(name, None)
-                log.exception("%s: partition maps failed", name, **fields(map=name))
+                log.exception("%s: partition maps failed", name, extra=fields(map=name))
             else:
                 self._partition_retry.pop(name, None)
 
@@ -385,7 +386,7 @@ class Core:
         backoff = min(backoff * 2, PARTITION_RETRY_MAX)
         self._partition_retry[name] = (asyncio.get_running_loop().time() + backoff, backoff)
         log.warning("%s: %s; trying again in %.0f s once a path is usable", name, why, backoff,
-                    **fields(map=name))
+                    extra=fields(map=name))
 
     def _bind_aliases(self, new: list[str], claimed: dict[str, tuple[str, ...]]) -> None:
         """user_friendly_names: bind the aliases of a batch's new maps with one write of the bindings file."""
@@ -404,55 +405,15 @@ class Core:
             except ValueError as err:  # an alias_prefix the bindings file cannot hold
                 log.error("cannot bind aliases in the bindings file: %s", err)
 
-    async def _reconcile_one(self, wwid: str, paths: list[PathState]) -> None:
-        m = self.state.map_of_wwid(wwid)
-        if m is None and not paths:
-            return
-        if m is None:
-            await self._create(wwid, paths)
-            return
-        live = [self.state.paths[d] for d in m.paths if d in self.state.paths]
-        keep = {p.dev for p in paths} | {p.dev for p in live}
-        members = [self.state.paths[d] for d in sorted(keep) if d in self.state.paths]
-        if not members:
-            await self._last_path_gone(m)
-            return
-        r = self.resolver(wwid, members[0].facts.vendor, members[0].facts.product)
-        wanted = plan.build_table(members, r, queueing=self._queueing_for(m, r))
-        if m.table is not None and not plan.needs_reload(m.table, wanted) \
-                and m.table.features.queue_if_no_path != wanted.features.queue_if_no_path:
-            # only queueing differs (e.g. a restart after the old daemon stopped queueing): no reload needed
-            word = "queue_if_no_path" if wanted.features.queue_if_no_path else "fail_if_no_path"
-            await self._message(m, word)
-        elif plan.needs_reload(m.table, wanted):
-            await self.dm(dmmaps.reload_map, self.ctl, m.name, [wanted.line()])
-            m.reloads += 1
-            self.stats["reloads"] += 1
-            log.info("%s: reloaded with %d paths", m.name, len(members), **fields(map=m.name, wwid=wwid))
-        for p in members:
-            p.map = m.name
-        await self.refresh_map(m)
-
-    def _queueing_for(self, m: MapState | None, r: plan.Resolve) -> bool:
-        if m is not None and m.queueing_disabled:
-            return False
-        return plan.queue_if_no_path(r)
-
-    def _configured_alias(self, wwid: str) -> str | None:
-        for entry in self.config.multipaths:
-            if entry.get("wwid") == wwid and entry.get("alias"):
-                return str(entry["alias"])
-        return None
-
-    def _friendly_prefix(self, wwid: str, r: plan.Resolve) -> str | None:
+    def _friendly_prefix(self, wwid: str, r: Resolve) -> str | None:
         """The alias prefix when the map's name comes from the bindings file, else None (a multipaths
         alias wins; without user_friendly_names the name is the WWID)."""
-        if self._configured_alias(wwid) or not r("user_friendly_names"):
+        if configured_alias(self.config, wwid) or not r("user_friendly_names"):
             return None
         return str(r("alias_prefix") or "mpath")
 
-    def alias_for(self, wwid: str, r: plan.Resolve) -> str:
-        configured = self._configured_alias(wwid)
+    def alias_for(self, wwid: str, r: Resolve) -> str:
+        configured = configured_alias(self.config, wwid)
         if configured:
             return configured
         if wwid in self._aliases:
@@ -463,26 +424,24 @@ class Core:
             try:
                 return self.persist.aliases([wwid], prefix, taken).get(wwid, wwid)
             except ValueError as err:
-                log.error("cannot bind an alias for %s: %s", wwid, err, **fields(wwid=wwid))
+                log.error("cannot bind an alias for %s: %s", wwid, err, extra=fields(wwid=wwid))
         return wwid
 
-    async def _create(self, wwid: str, paths: list[PathState]) -> None:
-        """Make the map of `wwid` over `paths`; then only the paths udev has not claimed yet get a "change"
-        uevent (as upstream): a claimed one would be classified the same again, and under a storm of hundreds
-        of disks that second pass through udev doubled its work."""
+    async def _create(self, a: act.CreateMap) -> None:
+        """Make the map of a WWID; then only the paths udev has not claimed yet get a "change" uevent (as
+        upstream): a claimed one would be classified the same again, and under a storm of hundreds of disks
+        that second pass through udev doubled its work."""
+        wwid, paths = a.wwid, [self.state.paths[d] for d in a.devs if d in self.state.paths]
+        if not paths:
+            return
         first = paths[0]
         r = self.resolver(wwid, first.facts.vendor, first.facts.product)
-        try:
-            table = plan.build_table(paths, r, queueing=self._queueing_for(None, r))
-        except ValueError as err:
-            log.error("%s: cannot build a map: %s", wwid, err, **fields(wwid=wwid))
-            return
         name = self.alias_for(wwid, r)
         try:
-            await self.dm(dmmaps.create_multipath, self.ctl, name, wwid, table)
+            await self.dm(dmmaps.create_multipath, self.ctl, name, wwid, a.table)
         except DMError as err:
             log.error("%s: creating map %s failed: %s; releasing its paths to the system", wwid, name, err,
-                      **fields(map=name, wwid=wwid))
+                      extra=fields(map=name, wwid=wwid))
             self.persist.mark_failed(wwid, True)
             for p in paths:
                 sysinfo.trigger_uevent(p.dev, "add")  # let LVM, mounts, etc. pick the paths up
@@ -491,61 +450,131 @@ class Core:
         self._created.append(wwid)
         m = MapState(name=name, wwid=wwid, vendor=first.facts.vendor or "", product=first.facts.product or "")
         m.reloads = 1
-        self.state.maps[name] = m
-        for p in paths:
-            p.map = name
+        m.stats.map_loads += 1
+        decide.created(self.state, m, a.devs)
         await self.refresh_map(m)
         self.stats["creates"] += 1
         log.info("%s: created map (%s) with %d paths: %s", name, wwid, len(paths),
-                 " ".join(p.dev for p in paths), **fields(map=name, wwid=wwid))
+                 " ".join(p.dev for p in paths), extra=fields(map=name, wwid=wwid))
         if not r("skip_kpartx"):
             self._partition_todo.append(name)
         for p in paths:  # udev reruns `pymultipath -u`, which now sees the map and claims the path
             if not udev_claimed(p.facts.properties):
                 sysinfo.trigger_uevent(p.dev, "change")
 
-    async def _last_path_gone(self, m: MapState) -> None:
-        """Upstream's order: flush_on_last_del first stops queueing, then the map is removed if nothing holds
-        it; one still in use is removed deferred (when its last holder closes it) with deferred_remove, and
-        kept otherwise, with the report of what holds it."""
-        r = self.resolver(m.wwid, m.vendor, m.product)
+    async def _remove_last(self, a: act.RemoveMap) -> None:
+        """The policy's RemoveMap (the map's last path is gone): flush it, say who holds it if it stays."""
+        m = self.state.maps.get(a.map)
+        if m is None:
+            return
         where = fields(map=m.name, wwid=m.wwid)
-        if str(r("flush_on_last_del")) in ("yes", "always") and m.table and m.table.features.queue_if_no_path:
-            log.warning("%s: last path gone, queueing disabled (flush_on_last_del)", m.name, **where)
-            m.queueing_disabled = True
-            await self._message(m, "fail_if_no_path")
-        deferred = bool(r("deferred_remove"))
         try:
-            res = await self.flush_map(m.name, deferred=deferred)
+            res = await self.flush_map(m.name, deferred=a.deferred)
         except DMError as err:
-            log.warning("%s: last path gone; removing the map failed: %s", m.name, err, **where)
+            log.warning("%s: last path gone; removing the map failed: %s", m.name, err, extra=where)
             return
         if res.removed:
-            self._forget_map(m)
-            log.info("%s: last path gone, map removed", m.name, **where)
+            self.forget_map(m)
+            log.info("%s: last path gone, map removed", m.name, extra=where)
         elif res.deferred:
-            log.warning("%s: last path gone; in use, so removed deferred:\n%s", m.name, res.report, **where)
+            log.warning("%s: last path gone; in use, so removed deferred:\n%s", m.name, res.report,
+                        extra=where)
         else:
-            queueing = " (queueing I/O)" if m.table and m.table.features.queue_if_no_path else ""
+            queueing = " (queueing I/O)" if m.queueing else ""
             log.warning("%s: last path gone; map kept%s, it is in use:\n%s", m.name, queueing, res.report,
-                        **where)
+                        extra=where)
+
+    # --- carrying out the policy's actions ------------------------------------------------------------
+
+    async def execute(self, todo: list[act.Action]) -> None:
+        """Carry out actions in order. One that fails is logged with its map and path and the rest go on:
+        a refused message on one path must not keep its map from being read again."""
+        for a in todo:
+            try:
+                await self._execute_one(a)
+            except Exception:
+                m, d = getattr(a, "map", None), getattr(a, "dev", None)
+                log.exception("%s failed", type(a).__name__, extra=fields(dev=d, map=m))
+
+    async def _execute_one(self, a: act.Action) -> None:
+        if isinstance(a, act.Log):
+            log.log(int(a.level), "%s", a.text, extra=fields(dev=a.dev, map=a.map))
+        elif isinstance(a, (act.FailPath, act.ReinstatePath)):
+            p = self.state.paths.get(a.dev)
+            if p is not None:
+                word = "fail_path" if isinstance(a, act.FailPath) else "reinstate_path"
+                await self._message(a.map, f"{word} {p.dev_t}", a.dev)
+        elif isinstance(a, act.SwitchGroup):
+            if await self._message(a.map, f"switch_group {a.group}"):
+                self.state.maps[a.map].stats.switch_grp += 1
+        elif isinstance(a, act.SetQueueing):
+            await self._message(a.map, "queue_if_no_path" if a.on else "fail_if_no_path")
+        elif isinstance(a, act.Refresh):
+            await self._refresh_or_forget(a.map)
+        elif isinstance(a, act.Revisit):
+            m = self.state.maps.get(a.map)
+            if m is not None and await self._refresh_or_forget(a.map):
+                now = asyncio.get_running_loop().time()
+                await self.execute(decide.step(self.state, ev.MapRevisited(a.map, now, a.came_up),
+                                               self.settings_of))
+        elif isinstance(a, act.Regroup):
+            self._queue(a.wwid)
+        elif isinstance(a, act.ReloadMap):
+            await self._reload(a.map, a.table)
+        elif isinstance(a, act.CreateMap):
+            await self._create(a)
+        elif isinstance(a, act.RemoveMap):
+            await self._remove_last(a)
+        else:
+            raise TypeError(f"no executor for {a!r}")
+
+    async def _refresh_or_forget(self, name: str) -> bool:
+        """Re-read a map; one gone from the kernel is forgotten. False if it is gone."""
+        m = self.state.maps.get(name)
+        if m is None:
+            return False
+        try:
+            await self.refresh_map(m)
+        except DMNoSuchDevice:
+            self.forget_map(m)
+            return False
+        return True
+
+    async def _reload(self, name: str, table: dmt.MultipathTable) -> None:
+        m = self.state.maps.get(name)
+        if m is None:
+            return
+        await self.dm(dmmaps.reload_map, self.ctl, name, [table.line()])
+        m.reloads += 1
+        m.stats.map_loads += 1
+        self.stats["reloads"] += 1
+
+    async def _message(self, name: str, text: str, dev: str | None = None) -> bool:
+        if name not in self.state.maps:
+            return False
+        try:
+            await self.dm(self.ctl.message, name, text)
+            return True
+        except DMError as err:
+            log.warning("%s: message %r failed: %s", name, text, err, extra=fields(dev=dev, map=name))
+            return False
 
     # --- checking and failover ----------------------------------------------------------------------
 
     async def check_and_apply(self, p: PathState) -> None:
-        """Check one due path; if its state flipped, revisit its map (status, queueing, failback)."""
-        changed = await self._check_one(p)
-        m = self.state.maps.get(p.map or "")
-        if m is None:
-            return
-        if changed:
-            await self._apply_map_policy(m, came_up=p if p.usable else None)
-        else:  # failback immediate also undoes a switch an administrator made while nothing changed
-            await self._failback(m, steady=True)
+        """Check one due path and act on the verdict (fail or reinstate it; revisit its map)."""
+        s = self.settings_of(self.state.maps[p.map]) if p.map in self.state.maps else MapSettings()
+        res = await self.runner.check(os.path.join("/dev", p.dev), p.checker, s.checker_timeout, p.prio_name)
+        if self.state.paths.get(p.dev) is not p:
+            return  # removed while checked (its name may belong to another device now): the result is stale
+        p.dev_state = sysinfo.dev_state(p.dev)
+        now = asyncio.get_running_loop().time()
+        event = ev.PathChecked(p.dev, PathCheck(res.state), now, res.message, res.prio)
+        await self.execute(decide.step(self.state, event, self.settings_of))
 
     async def policy_tick(self) -> None:
-        """no_path_retry N: count checker intervals while a queueing map has no usable path; failback N;
-        partition tables that could not be read, once their map has a usable path again."""
+        """The clock's part of the policy (failback N, no_path_retry N); partition tables that could not be
+        read, once their map has a usable path again; stored writes that failed, again."""
         now = asyncio.get_running_loop().time()
         self.persist.retry(now)
         due = [name for name, (when, _) in self._partition_retry.items() if now >= when
@@ -555,131 +584,10 @@ class Core:
         if due and not self._closing:
             await self._partition_maps(due)
         for m in list(self.state.maps.values()):
-            if m.failback_due is not None and now >= m.failback_due:
-                m.failback_due = None
-                await self._failback(m, deferred_due=True)
-            queueing = bool(m.table and m.table.features.queue_if_no_path)
-            r = self.resolver(m.wwid, m.vendor, m.product)
-            if not queueing or any(p.usable for p in self.state.paths_of(m)) \
-                    or not isinstance(npr := r("no_path_retry"), int):
-                m.retry_ticks = None
-                self._retry_due.pop(m.name, None)
-                continue
-            if now < self._retry_due.get(m.name, 0.0):
-                continue
-            self._retry_due[m.name] = now + float(r("polling_interval") or 5)
-            m.retry_ticks = npr if m.retry_ticks is None else m.retry_ticks - 1
-            if m.retry_ticks <= 0:
-                log.warning("%s: no usable path for %d checker intervals; failing queued I/O", m.name, npr,
-                            **fields(map=m.name, wwid=m.wwid))
-                await self._message(m, "fail_if_no_path")
-                m.retry_ticks = None
-                with contextlib.suppress(DMError):
-                    await self.refresh_map(m)
-
-    async def _check_one(self, p: PathState) -> bool:
-        """Run p's checker; send fail/reinstate when its state flips. True if the map should be revisited."""
-        loop = asyncio.get_running_loop()
-        r = self.resolver(p.wwid, p.facts.vendor, p.facts.product)
-        timeout = float(r("checker_timeout") or 30)
-        res = await self.runner.check(os.path.join("/dev", p.dev), p.checker, timeout, p.prio_name)
-        p.dev_state = sysinfo.dev_state(p.dev)
-        short, longest = float(r("polling_interval") or 5), float(r("max_polling_interval") or 20)
-        if res.state in (checkers.PENDING,):
-            p.next_check = loop.time() + 1.0
-            return False
-        was_usable, first = p.usable, p.chk_state == "undef"
-        p.chk_state, p.chk_msg = res.state, res.message
-        now_usable = p.usable
-        m = self.state.maps.get(p.map or "")
-        dm_active = self._dm_active(m, p) if m else None
-        changed = False
-        if now_usable and dm_active is False:
-            await self._message(m, f"reinstate_path {p.dev_t}", p)
-            log.info("%s: path up, reinstated in %s", p.dev, p.map, **fields(dev=p.dev, map=p.map))
-            changed = True
-        elif not now_usable and dm_active:
-            await self._message(m, f"fail_path {p.dev_t}", p)
-            log.warning("%s: path down (%s), failed in %s", p.dev, res.message, p.map,
-                        **fields(dev=p.dev, map=p.map))
-            changed = True
-        if now_usable != was_usable and not first:
-            changed = True
-        if res.prio is not None and res.prio != p.prio:
-            # the array moved its ALUA states (or the path came back with another): failback decides anew
-            log.info("%s: priority %d -> %d", p.dev, p.prio, res.prio, **fields(dev=p.dev, map=p.map))
-            p.prio = res.prio
-            changed = True
-            if str(r("path_grouping_policy")) == "group_by_prio" and p.wwid:
-                self._queue(p.wwid)  # regroup: the reconcile plans with the new priority, reloads if needed
-        # healthy paths back off towards max_polling_interval; anything else is watched closely
-        p.interval = min(p.interval * 2, longest) if (now_usable and was_usable) else short
-        p.next_check = loop.time() + p.interval
-        return changed
-
-    def _dm_active(self, m: MapState, p: PathState) -> bool | None:
-        if m.status is None:
-            return None
-        for g in m.status.groups:
-            for s in g.paths:
-                if s.dev == p.dev_t:
-                    return s.active
-        return None
-
-    async def _message(self, m: MapState | None, text: str, p: PathState | None = None) -> bool:
-        if m is None:
-            return False
-        try:
-            await self.dm(self.ctl.message, m.name, text)
-            return True
-        except DMError as err:
-            log.warning("%s: message %r failed: %s", m.name, text, err,
-                        **fields(dev=p.dev if p else None, map=m.name))
-            return False
-
-    async def _apply_map_policy(self, m: MapState, came_up: PathState | None = None) -> None:
-        """After a path changed state: refresh status, queue again once a path is back, failback."""
-        try:
-            await self.refresh_map(m)
-        except DMNoSuchDevice:
-            self.state.maps.pop(m.name, None)
-            return
-        paths = self.state.paths_of(m)
-        r = self.resolver(m.wwid, m.vendor, m.product)
-        if any(p.usable for p in paths) and not m.queueing_disabled and plan.queue_if_no_path(r) \
-                and m.table and not m.table.features.queue_if_no_path:
-            await self._message(m, "queue_if_no_path")  # no_path_retry had stopped queueing: resume it
-            await self.refresh_map(m)
-        await self._failback(m, came_up)
-
-    async def _failback(self, m: MapState, came_up: PathState | None = None,
-                        deferred_due: bool = False, steady: bool = False) -> None:
-        """Return to the best path group per the map's failback policy (upstream's meanings): immediate
-        whenever another group is in use; N seconds after a path came up; followover only when a path came
-        up as the first usable one of its group (so a failover another host asked for is not undone);
-        manual never. `steady`: a check that changed nothing, which only `immediate` acts on."""
-        if not (m.table and m.status):
-            return
-        policy = self.resolver(m.wwid, m.vendor, m.product)("failback")
-        if steady and policy != "immediate":
-            return
-        paths = self.state.paths_of(m)
-        target, current = plan.failback_target(paths, m.table), plan.current_group(m.status)
-        if not target or not current or target == current:
-            m.failback_due = None
-            return
-        if isinstance(policy, int) and not deferred_due:
-            if came_up is not None and m.failback_due is None:
-                m.failback_due = asyncio.get_running_loop().time() + policy
-                log.info("%s: failback to group %d in %d s", m.name, target, policy, **fields(map=m.name))
-            return
-        if policy == "immediate" or deferred_due or (
-                policy == "followover" and came_up is not None
-                and plan.first_up_in_group(came_up, paths, m.table)):
-            log.info("%s: failback from group %d to group %d (failback %s)", m.name, current, target, policy,
-                     **fields(map=m.name))
-            await self._message(m, f"switch_group {target}")
-            await self.refresh_map(m)
+            try:  # one map's trouble must not stop the others' clocks
+                await self.execute(decide.tick(self.state, m, self.settings_of(m), now))
+            except Exception:
+                log.exception("%s: the policy's tick failed", m.name, extra=fields(map=m.name))
 
     async def on_dm_event(self) -> None:
         """Some map changed (the kernel failed a path on I/O error, a table was loaded): resync.
@@ -705,59 +613,128 @@ class Core:
         for m in list(self.state.maps.values()):
             d = listed.get(m.name)
             if d is None:  # removed behind our back (dmsetup remove): forget it
-                self._forget_map(m)
+                self.forget_map(m)
                 continue
             if d.event_nr is not None and d.event_nr == m.event_nr:
                 continue
             try:
                 await self.refresh_map(m)
             except DMNoSuchDevice:
-                self._forget_map(m)
+                self.forget_map(m)
                 continue
             except dmt.TableError:  # its table was replaced behind our back (pymultipath -f --error-io)
                 log.warning("%s: no longer a multipath table; the daemon leaves it alone", m.name,
-                            **fields(map=m.name, wwid=m.wwid))
-                self._forget_map(m)
+                            extra=fields(map=m.name, wwid=m.wwid))
+                self.forget_map(m)
                 continue
             except DMError as err:  # one map the kernel will not describe must not stop the others
                 log.warning("%s: cannot read it after a device-mapper event: %s", m.name, err,
-                            **fields(map=m.name, wwid=m.wwid))
+                            extra=fields(map=m.name, wwid=m.wwid))
                 continue
-            for p in self.state.paths_of(m):
-                if self._dm_active(m, p) is False and p.usable:
-                    p.next_check = loop.time()  # kernel saw an I/O error: check now, not at the interval
-                    log.info("%s: failed by the kernel in %s", p.dev, m.name, **fields(dev=p.dev, map=m.name))
-
-    def _forget_map(self, m: MapState) -> None:
-        """The map is gone: its paths are free again. Their facts are re-read (the map no longer holds them)
-        but not queued for assembly: a map an administrator removed is not re-created behind their back."""
-        self.state.maps.pop(m.name, None)
-        for p in list(self.state.paths.values()):
-            if p.map == m.name:
-                p.map = None
-                try:
-                    self._path_from_facts(facts.path_facts(p.dev, self.config), p)
-                except facts.FactsError:
-                    self.state.paths.pop(p.dev, None)  # the device went away with the map
+            await self.execute(decide.step(self.state, ev.MapChanged(m.name, loop.time()), self.settings_of))
 
     async def fail_fast(self, devs: Iterable[str], why: str) -> None:
         """Network-level trouble on these paths: fail them now and check them at once."""
-        loop = asyncio.get_running_loop()
-        for dev in devs:
-            p = self.state.paths.get(dev)
-            if p is None or p.map is None:
-                continue
-            m = self.state.maps.get(p.map)
-            if m is not None and self._dm_active(m, p):
-                await self._message(m, f"fail_path {p.dev_t}", p)
-                log.warning("%s: %s; failed in %s", dev, why, p.map, **fields(dev=dev, map=p.map))
-            p.chk_state = checkers.DOWN
-            p.next_check = loop.time()
-        for name in {self.state.paths[d].map for d in devs if d in self.state.paths} - {None}:
-            m = self.state.maps.get(name or "")
-            if m is not None:
-                with contextlib.suppress(DMError):
-                    await self.refresh_map(m)
+        event = ev.LinkTrouble(frozenset(devs), why, asyncio.get_running_loop().time())
+        await self.execute(decide.step(self.state, event, self.settings_of))
+
+    # --- the interface of control commands ------------------------------------------------------------
+
+    def forget_map(self, m: MapState) -> None:
+        """The map is gone: its paths are free again. Their facts are re-read (the map no longer holds them)
+        but not queued for assembly: a map an administrator removed is not re-created behind their back."""
+        for p in self.state.forget_map(m):
+            try:
+                self._path_from_facts(facts.path_facts(p.dev, self.config), p)
+            except facts.FactsError:
+                self.state.paths.pop(p.dev, None)  # the device went away with the map
+
+    async def set_path(self, p: PathState, up: bool) -> None:
+        """`fail path` / `reinstate path`: the kernel's state for it now; the checker decides whether a
+        reinstated path stays up."""
+        if p.map is None or p.map not in self.state.maps:
+            raise CommandError(f"{p.dev} is not in a map")
+        word = "reinstate_path" if up else "fail_path"
+        if not await self._message(p.map, f"{word} {p.dev_t}", p.dev):
+            raise CommandError(f"{p.map}: {word} {p.dev_t} refused by the kernel")
+        if up:
+            p.next_check = asyncio.get_running_loop().time()
+        else:
+            if p.usable:
+                decide.count_fault(self.state, self.state.maps[p.map], p)
+            p.chk_state = PathCheck.DOWN
+        await self._refresh_or_forget(p.map)
+
+    async def switch_group(self, m: MapState, group: int) -> None:
+        if not m.table or not 1 <= group <= len(m.table.groups):
+            raise CommandError(f"{m.name} has no path group {group}")
+        if not await self._message(m.name, f"switch_group {group}"):
+            raise CommandError(f"{m.name}: switch_group refused by the kernel")
+        m.stats.switch_grp += 1
+        await self._refresh_or_forget(m.name)
+
+    async def suspend(self, m: MapState, on: bool) -> None:
+        try:
+            await self.dm(self.ctl.suspend if on else self.ctl.resume, m.name)
+        except DMError as err:
+            raise CommandError(f"{m.name}: {err}") from None
+        await self._refresh_or_forget(m.name)
+
+    async def reload(self, m: MapState) -> None:
+        """Rebuild the table from the paths as they are now (sizes re-read: also what `resize map` does)."""
+        paths = self.state.paths_of(m)
+        if not paths:
+            raise CommandError(f"{m.name} has no known paths")
+        for p in paths:
+            self.on_uevent("change", p.dev)
+        await self.settle()
+        if self.state.maps.get(m.name) is not m:
+            raise CommandError(f"{m.name}: removed meanwhile")
+        r = self.resolver(m.wwid, m.vendor, m.product)
+        try:
+            table = plan.build_table(self.state.paths_of(m), r,
+                                     queueing=decide.queueing_for(m, self.settings_of(m)))
+        except ValueError as err:
+            raise CommandError(f"{m.name}: {err}") from None
+        try:
+            await self._reload(m.name, table)
+        except DMError as err:
+            raise CommandError(f"{m.name}: {err}") from None
+        await self._refresh_or_forget(m.name)
+
+    async def set_queueing(self, maps: list[MapState], on: bool) -> None:
+        """`restorequeueing` / `disablequeueing` of maps: the setting survives reloads until reversed."""
+        for m in maps:
+            m.queueing_disabled = not on
+            if not on:
+                m.retry_ticks = None
+            if on and not self.settings_of(m).queue_if_no_path:
+                continue  # nothing to restore: the configuration does not queue
+            if not await self._message(m.name, "queue_if_no_path" if on else "fail_if_no_path"):
+                raise CommandError(f"{m.name}: {'queue' if on else 'fail'}_if_no_path refused by the kernel")
+            await self._refresh_or_forget(m.name)
+
+    def reset_stats(self, maps: list[MapState]) -> None:
+        for m in maps:
+            m.stats = MapStats()
+
+    async def add_map(self, wwid: str) -> MapState | None:
+        """`add map`: assemble the map of `wwid` (the caller recorded it in the wwids file)."""
+        await self.run_internal(self.reconcile({wwid}))
+        return self.state.map_of_wwid(wwid)
+
+    async def remove_map(self, m: MapState) -> flush.FlushResult:
+        """`del map`: flush it; one that stays (held) comes back with the report of its holders."""
+        res = await self.flush_map(m.name)
+        if res.removed:
+            self.forget_map(m)
+        return res
+
+    async def release_queueing(self) -> None:
+        """At exit: no daemon will reinstate paths, so queued I/O would wait forever."""
+        for m in list(self.state.maps.values()):
+            if m.queueing:
+                await self._message(m.name, "fail_if_no_path")
 
     async def run_internal(self, coro: Awaitable[T]) -> T:
         """Await daemon work for a caller that may be cancelled (a control command past its deadline): the
@@ -780,7 +757,7 @@ class Core:
         if not (res.removed or res.deferred) and not held:  # held after all (a passing opener): say by whom
             target, parts, queueing, usable = await self.dm(holderscan.dm_state, self.ctl, name)
             snap = await self._holders_scan(target, parts, queueing, usable)
-            res = dataclasses.replace(res, report=holders.explain(snap, holders.find_holders(snap)))
+            res = replace(res, report=holders.explain(snap, holders.find_holders(snap)))
         return res
 
     async def _holders_scan(self, target: holders.BlockDev, parts: list[holders.BlockDev], queueing: bool,

@@ -15,11 +15,9 @@ from pymultipathd import store
 from pymultipathd.control import format as fmt
 from pymultipathd.control.grammar import Command
 from pymultipathd.control.server import CommandFailed
-from pymultipathd.daemon import plan
-from pymultipathd.daemon.state import DaemonState, MapState, PathState
-from pymultipathd.dm import maps as dmmaps
+from pymultipathd.daemon.core import CommandError
 from pymultipathd.dm.errors import DMError
-from pymultipathd.paths import checkers
+from pymultipathd.policy.state import DaemonState, MapState, PathState
 
 if TYPE_CHECKING:
     from pymultipathd.daemon.main import Daemon
@@ -39,7 +37,10 @@ async def dispatch(daemon: Daemon, cmd: Command) -> str:
     handler = HANDLERS.get(cmd.keywords)
     if handler is None:
         raise CommandFailed(f"{cmd.name}: not supported by pymultipathd")
-    return await handler(daemon, cmd)
+    try:
+        return await handler(daemon, cmd)
+    except CommandError as err:
+        raise CommandFailed(str(err)) from None
 
 
 def _map(state: DaemonState, cmd: Command) -> MapState:
@@ -211,18 +212,7 @@ async def del_path(d: Daemon, cmd: Command) -> str:
 @handles("fail", "path")
 @handles("reinstate", "path")
 async def fail_or_reinstate_path(d: Daemon, cmd: Command) -> str:
-    p = _path(d.core.state, cmd)
-    m = d.core.state.maps.get(p.map or "")
-    if m is None:
-        raise CommandFailed(f"{p.dev} is not in a map")
-    word = "fail_path" if cmd.keywords[0] == "fail" else "reinstate_path"
-    if not await d.core._message(m, f"{word} {p.dev_t}", p):
-        raise CommandFailed(f"{m.name}: {word} {p.dev_t} refused by the kernel")
-    if word == "fail_path":
-        p.chk_state = checkers.DOWN
-    else:
-        p.next_check = asyncio.get_running_loop().time()  # the checker decides whether it stays up
-    await d.core.refresh_map(m)
+    await d.core.set_path(_path(d.core.state, cmd), up=cmd.keywords[0] == "reinstate")
     return ""
 
 
@@ -240,8 +230,7 @@ async def add_map(d: Daemon, cmd: Command) -> str:
     if wwid is None:
         raise CommandFailed("device not found")
     store.add_wwid(wwid)  # an explicit request: the wwids file makes the classifier claim its paths
-    await d.core.run_internal(d.core.reconcile({wwid}))
-    if d.core.state.map_of_wwid(wwid) is None:
+    if await d.core.add_map(wwid) is None:
         raise CommandFailed(f"{wwid}: no usable path for a map (see `show devices`)")
     return ""
 
@@ -249,12 +238,11 @@ async def add_map(d: Daemon, cmd: Command) -> str:
 async def _remove(d: Daemon, m: MapState) -> None:
     """Flush a map; if anything holds it, the reply lists every holder and how to release it."""
     try:
-        res = await d.core.flush_map(m.name)
+        res = await d.core.remove_map(m)
     except DMError as err:
         raise CommandFailed(str(err)) from None
     if not res.removed:
         raise CommandFailed(f"map or partition in use\n{res.report}")
-    d.core._forget_map(m)
 
 
 @handles("del", "map")
@@ -283,21 +271,14 @@ async def switch_group(d: Daemon, cmd: Command) -> str:
         group = int(cmd.params["group"])
     except ValueError:
         raise CommandFailed(f"invalid group {cmd.params['group']!r}") from None
-    if not m.table or not 1 <= group <= len(m.table.groups):
-        raise CommandFailed(f"{m.name} has no path group {group}")
-    if not await d.core._message(m, f"switch_group {group}"):
-        raise CommandFailed(f"{m.name}: switch_group refused by the kernel")
-    await d.core.refresh_map(m)
+    await d.core.switch_group(m, group)
     return ""
 
 
 @handles("suspend", "map")
 @handles("resume", "map")
 async def suspend_or_resume_map(d: Daemon, cmd: Command) -> str:
-    m = _map(d.core.state, cmd)
-    op = d.core.ctl.suspend if cmd.keywords[0] == "suspend" else d.core.ctl.resume
-    await d.core.dm(op, m.name)
-    await d.core.refresh_map(m)
+    await d.core.suspend(_map(d.core.state, cmd), on=cmd.keywords[0] == "suspend")
     return ""
 
 
@@ -306,66 +287,43 @@ async def suspend_or_resume_map(d: Daemon, cmd: Command) -> str:
 @handles("resize", "map")
 async def reload_map(d: Daemon, cmd: Command) -> str:
     """Rebuild the table from the paths as they are now (re-reading sizes: also the resize command)."""
-    m = _map(d.core.state, cmd)
-    paths = d.core.state.paths_of(m)
-    if not paths:
-        raise CommandFailed(f"{m.name} has no known paths")
-    for p in paths:
-        d.core.on_uevent("change", p.dev)
-    await d.core.settle()
-    r = d.core.resolver(m.wwid, m.vendor, m.product)
-    try:
-        table = plan.build_table(d.core.state.paths_of(m), r, queueing=d.core._queueing_for(m, r))
-    except ValueError as err:
-        raise CommandFailed(f"{m.name}: {err}") from None
-    await d.core.dm(dmmaps.reload_map, d.core.ctl, m.name, [table.line()])
-    m.reloads += 1
-    await d.core.refresh_map(m)
+    await d.core.reload(_map(d.core.state, cmd))
     return ""
 
 
 @handles("reset", "map", "stats")
-@handles("reset", "maps", "stats")
-async def reset_stats(d: Daemon, cmd: Command) -> str:
+async def reset_map_stats(d: Daemon, cmd: Command) -> str:
+    d.core.reset_stats([_map(d.core.state, cmd)])
     return ""
 
 
-async def _set_queueing(d: Daemon, maps: list[MapState], on: bool) -> None:
-    for m in maps:
-        if on:
-            m.queueing_disabled = False
-            r = d.core.resolver(m.wwid, m.vendor, m.product)
-            if plan.queue_if_no_path(r) and not await d.core._message(m, "queue_if_no_path"):
-                raise CommandFailed(f"{m.name}: queue_if_no_path refused by the kernel")
-        else:
-            m.queueing_disabled = True
-            m.retry_ticks = None
-            if not await d.core._message(m, "fail_if_no_path"):
-                raise CommandFailed(f"{m.name}: fail_if_no_path refused by the kernel")
-        await d.core.refresh_map(m)
+@handles("reset", "maps", "stats")
+async def reset_maps_stats(d: Daemon, cmd: Command) -> str:
+    d.core.reset_stats(list(d.core.state.maps.values()))
+    return ""
 
 
 @handles("disablequeueing", "map")
 async def disable_queueing(d: Daemon, cmd: Command) -> str:
-    await _set_queueing(d, [_map(d.core.state, cmd)], on=False)
+    await d.core.set_queueing([_map(d.core.state, cmd)], on=False)
     return ""
 
 
 @handles("restorequeueing", "map")
 async def restore_queueing(d: Daemon, cmd: Command) -> str:
-    await _set_queueing(d, [_map(d.core.state, cmd)], on=True)
+    await d.core.set_queueing([_map(d.core.state, cmd)], on=True)
     return ""
 
 
 @handles("disablequeueing", "maps")
 async def disable_queueing_all(d: Daemon, cmd: Command) -> str:
-    await _set_queueing(d, list(d.core.state.maps.values()), on=False)
+    await d.core.set_queueing(list(d.core.state.maps.values()), on=False)
     return ""
 
 
 @handles("restorequeueing", "maps")
 async def restore_queueing_all(d: Daemon, cmd: Command) -> str:
-    await _set_queueing(d, list(d.core.state.maps.values()), on=True)
+    await d.core.set_queueing(list(d.core.state.maps.values()), on=True)
     return ""
 
 

@@ -24,9 +24,8 @@ class _StderrFormatter(logging.Formatter):
         return f"{text} [{' '.join(tags)}]" if tags else text
 
 
-def under_journal() -> bool:
+def under_journal(stream: str) -> bool:
     """True when stderr is connected to the journal (systemd sets JOURNAL_STREAM to its dev:inode)."""
-    stream = os.environ.get("JOURNAL_STREAM", "")
     if not stream:
         return False
     try:
@@ -36,12 +35,13 @@ def under_journal() -> bool:
     return stream == f"{st.st_dev}:{st.st_ino}"
 
 
-def setup(verbosity: int = 2, timestamps: bool = True) -> None:
+def setup(verbosity: int = 2, timestamps: bool = True, journal_stream: str = "") -> None:
+    """`journal_stream`: the JOURNAL_STREAM the program's entry read."""
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(VERBOSITY.get(verbosity, logging.DEBUG))
     handler: logging.Handler
-    if under_journal():
+    if under_journal(journal_stream):
         try:
             from systemd.journal import JournalHandler
 
@@ -55,7 +55,6 @@ def setup(verbosity: int = 2, timestamps: bool = True) -> None:
     root.addHandler(handler)
 
 
-def fields(dev: str | None = None, map: str | None = None, wwid: str | None = None) -> dict[str, dict]:
-    """`extra=` for a log call: log.info("...", **fields(dev="sdb"))."""
-    extra = {k: v for k, v in (("DEVICE", dev), ("MAP", map), ("WWID", wwid)) if v}
-    return {"extra": extra}
+def fields(dev: str | None = None, map: str | None = None, wwid: str | None = None) -> dict[str, str]:
+    """`extra=` for a log call: log.info("...", extra=fields(dev="sdb"))."""
+    return {k: v for k, v in (("DEVICE", dev), ("MAP", map), ("WWID", wwid)) if v}

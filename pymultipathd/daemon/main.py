@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 
 from pymultipathd import locations
 from pymultipathd.config import ConfigError, load_config
@@ -20,12 +22,13 @@ from pymultipathd.daemon import handlers, logsetup
 from pymultipathd.daemon.core import Core, is_path_candidate
 from pymultipathd.daemon.linkwatch import LinkWatch
 from pymultipathd.daemon.logsetup import fields
-from pymultipathd.daemon.state import PathState
 from pymultipathd.daemon.udev_service import UdevService
 from pymultipathd.dm.errors import DMError
 from pymultipathd.dm.ioctl import Control
 from pymultipathd.listen import SocketInUse, bind_unix, holder
 from pymultipathd.paths import sysinfo
+from pymultipathd.policy.state import PathState
+from pymultipathd.record import record
 
 log = logging.getLogger("pymultipathd")
 TICK = 1.0  # checker scheduling granularity (seconds)
@@ -35,8 +38,30 @@ START_TICK = 10.0  # start-up progress report interval (seconds)
 START_EXTEND_USEC = 60_000_000  # start-up time asked of systemd per interval that made progress
 
 
-def _notify(text: str) -> None:
-    if not os.environ.get("NOTIFY_SOCKET"):
+@record(frozen=True)
+class Systemd:
+    """What systemd tells the daemon through its environment, read once at the entry (`run`)."""
+
+    notify_socket: str | None = None   # sd_notify's address (READY, STATUS, WATCHDOG, ...)
+    watchdog_usec: int = 0             # WatchdogSec, 0 without
+    listen_fds: int = 0                # sockets passed by socket activation, when meant for this process
+    journal_stream: str = ""           # stderr's dev:inode when it is the journal
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], pid: int) -> Systemd:
+        def number(var: str) -> int:
+            try:
+                return max(0, int(env.get(var) or 0))
+            except ValueError:
+                return 0
+        mine = env.get("LISTEN_PID") == str(pid)
+        return cls(notify_socket=env.get("NOTIFY_SOCKET") or None, watchdog_usec=number("WATCHDOG_USEC"),
+                   listen_fds=number("LISTEN_FDS") if mine else 0,
+                   journal_stream=env.get("JOURNAL_STREAM", ""))
+
+
+def notify(address: str | None, text: str) -> None:
+    if not address:
         return
     try:
         from systemd import daemon as sd
@@ -44,7 +69,7 @@ def _notify(text: str) -> None:
         sd.notify(text)
     except ImportError:  # without systemd-python: speak the protocol directly
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.sendto(text.encode(), locations.unix_address(os.environ["NOTIFY_SOCKET"]))
+            s.sendto(text.encode(), locations.unix_address(address))
 
 
 def _another_daemon(err: SocketInUse) -> bool:
@@ -57,22 +82,18 @@ def _another_daemon(err: SocketInUse) -> bool:
     return who is not None and who[1] == 0
 
 
-def _systemd_sockets() -> list[socket.socket]:
-    """Sockets passed by socket activation (LISTEN_FDS), if they are meant for us."""
-    if os.environ.get("LISTEN_PID") != str(os.getpid()):
-        return []
-    count = int(os.environ.get("LISTEN_FDS", "0"))
+def _systemd_sockets(count: int) -> list[socket.socket]:
+    """The sockets socket activation passed (fds 3, 4, ...)."""
     socks = [socket.socket(fileno=3 + i) for i in range(count)]
     for s in socks:
         s.setblocking(False)
-    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        os.environ.pop(var, None)
     return socks
 
 
 class Daemon:
-    def __init__(self, opts: argparse.Namespace) -> None:
+    def __init__(self, opts: argparse.Namespace, systemd: Systemd | None = None) -> None:
         self.opts = opts
+        self.systemd = systemd or Systemd()
         self.core: Core
         self.server: ControlServer | None = None
         self.udev_service: UdevService | None = None
@@ -82,6 +103,9 @@ class Daemon:
         self._tasks: list[asyncio.Task] = []
         self._progress = 0.0  # loop time of the checker loop's last completed round (the watchdog's proof)
         self._hup_pending = False  # SIGHUP during start-up: reconfigure once discovery is over
+
+    def _notify(self, text: str) -> None:
+        notify(self.systemd.notify_socket, text)
 
     def stop(self) -> None:
         self._stop.set()
@@ -129,7 +153,7 @@ class Daemon:
         os.makedirs(locations.run_dir(), exist_ok=True)
         self.core = Core(config, ctl)
 
-        socks = _systemd_sockets()
+        socks = _systemd_sockets(self.systemd.listen_fds)
         if socks:
             log.info("control: %d sockets from systemd", len(socks))
         else:
@@ -172,7 +196,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._hup_during_start)
-        _notify("STATUS=discovering paths and maps")
+        self._notify("STATUS=discovering paths and maps")
         progress = asyncio.ensure_future(self._start_progress())
         try:
             await self.core.discover()
@@ -196,7 +220,7 @@ class Daemon:
             self._tasks.append(asyncio.ensure_future(self._guard(watch.run(), "link watch")))
 
         st = self.core.state
-        _notify(f"READY=1\nSTATUS=up: {len(st.maps)} maps, {len(st.paths)} paths")
+        self._notify(f"READY=1\nSTATUS=up: {len(st.maps)} maps, {len(st.paths)} paths")
         log.info("ready: %d maps, %d paths", len(st.maps), len(st.paths))
         await self._stop.wait()
 
@@ -204,12 +228,14 @@ class Daemon:
         return 0
 
     async def _shutdown(self) -> None:
-        _notify("STOPPING=1")
+        self._notify("STOPPING=1")
         log.info("shutting down; maps stay in place")
         for t in self._tasks:
             t.cancel()
-        await self.server.close()
-        await self.udev_service.close()
+        if self.server is not None:
+            await self.server.close()
+        if self.udev_service is not None:
+            await self.udev_service.close()
         await self._release_queueing()
         await self.core.close()
 
@@ -222,11 +248,8 @@ class Daemon:
         exit unless queue_without_daemon or `forcequeueing daemon` asks otherwise (as upstream does). The
         next daemon turns queueing back on with a message, without reloading the map."""
         keep = self.queue_without_daemon or bool(self.core.config.resolve("queue_without_daemon"))
-        if keep:
-            return
-        for m in self.core.state.maps.values():
-            if m.table and m.table.features.queue_if_no_path:
-                await self.core._message(m, "fail_if_no_path")
+        if not keep:
+            await self.core.release_queueing()
 
     async def _guard(self, coro: object, what: str) -> None:
         try:
@@ -278,7 +301,7 @@ class Daemon:
                     if p.map and p.next_check <= now and p.dev not in checking:
                         t = asyncio.ensure_future(self._check_guarded(p))
                         checking[p.dev] = t
-                        t.add_done_callback(lambda _t, dev=p.dev: checking.pop(dev, None))
+                        t.add_done_callback(functools.partial(_done, checking, p.dev))
                 await self.core.policy_tick()
             except Exception:
                 log.exception("checker loop: this round failed; the next one runs as usual")
@@ -290,7 +313,7 @@ class Daemon:
             await self.core.check_and_apply(p)
         except Exception:
             log.exception("%s: checking the path (map %s) failed", p.dev, p.map,
-                          **fields(dev=p.dev, map=p.map))
+                          extra=fields(dev=p.dev, map=p.map))
 
     async def _start_progress(self) -> None:
         """While the first assembly runs, report it and ask systemd for more start-up time, but only while it
@@ -305,10 +328,10 @@ class Daemon:
             still = 0.0 if now != last else still + START_TICK
             last = now
             status = f"STATUS=assembling: {now[1]} maps, {now[0]} paths"
-            _notify(status if still > 0 else f"EXTEND_TIMEOUT_USEC={START_EXTEND_USEC}\n{status}")
+            self._notify(status if still > 0 else f"EXTEND_TIMEOUT_USEC={START_EXTEND_USEC}\n{status}")
 
     async def _watchdog(self) -> None:
-        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        usec = self.systemd.watchdog_usec
         if not usec:
             return
         loop = asyncio.get_running_loop()
@@ -317,7 +340,7 @@ class Daemon:
             # checker loop stuck on its own (a round waiting on a hung device-mapper call) stops the pings
             # too, so systemd restarts the daemon (maps stay in place) instead of leaving paths unchecked.
             if watchdog_due(loop.time(), self._progress, usec / 1e6):
-                _notify("WATCHDOG=1")
+                self._notify("WATCHDOG=1")
             await asyncio.sleep(usec / 4e6)
 
     def _portals(self) -> set[str]:
@@ -335,6 +358,10 @@ class Daemon:
         await self.core.fail_fast(devs, why)
 
 
+def _done(checking: dict[str, asyncio.Task], dev: str, _task: asyncio.Task) -> None:
+    checking.pop(dev, None)
+
+
 def watchdog_due(now: float, progress: float, watchdog_s: float) -> bool:
     """Ping only if the checker loop completed a round within half the watchdog period."""
     return now - progress <= watchdog_s / 2
@@ -349,13 +376,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def run(argv: list[str]) -> int:
+def run(argv: list[str], env: Mapping[str, str] | None = None) -> int:
+    """The daemon's entry: the environment is read here, once."""
+    env = dict(os.environ if env is None else env)
     opts = parse_args(argv)
-    logsetup.setup(opts.v, timestamps=not opts.s)
+    systemd = Systemd.from_env(env, os.getpid())
+    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):  # not inherited by what the daemon starts
+        os.environ.pop(var, None)
+    locations.install(locations.Locations.from_env(env))
+    logsetup.setup(opts.v, timestamps=not opts.s, journal_stream=systemd.journal_stream)
     if os.geteuid() != 0:
         print("pymultipathd: the daemon must run as root", file=sys.stderr)
         return 1
-    rc = asyncio.run(Daemon(opts).run())
+    rc = asyncio.run(Daemon(opts, systemd).run())
     # Leave now: the interpreter would join every worker thread at exit, and one stuck in the kernel (a
     # check or a partition read of a path that hangs) would keep the daemon from stopping at all. The maps
     # stay; everything worth saving was written before the loop ended.

@@ -14,12 +14,13 @@ import mmap
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from pymultipathd.paths import sgio
+from pymultipathd.policy.state import USABLE, PathCheck
+from pymultipathd.record import record
 
-UP, DOWN, GHOST, PENDING, TIMEOUT, SHAKY = "up", "down", "ghost", "pending", "timeout", "shaky"
-USABLE = frozenset({UP, GHOST})  # ghost: a standby path, usable for failover but not preferred
+UP, DOWN, GHOST = PathCheck.UP, PathCheck.DOWN, PathCheck.GHOST
+PENDING, TIMEOUT = PathCheck.PENDING, PathCheck.TIMEOUT
 
 # sense key / ASC-ASCQ values with a meaning for path state
 NOT_READY, UNIT_ATTENTION = sgio.NOT_READY, sgio.UNIT_ATTENTION
@@ -27,9 +28,9 @@ ALUA_STANDBY = ((0x04, 0x0B), (0x04, 0x0C))  # target port in standby / unavaila
 ALUA_TRANSITIONING = (0x04, 0x0A)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CheckResult:
-    state: str
+    state: PathCheck
     message: str = ""
     prio: int | None = None  # the path's priority, read after a check found it usable (if asked for)
 
@@ -99,6 +100,14 @@ CHECKERS: dict[str, Callable[[str, float], CheckResult]] = {
     "directio": directio,
     "none": none,
 }
+
+
+def check_now(devnode: str, checker: str, timeout: float) -> CheckResult:
+    """One check on this thread (`pymultipath -ll` without a daemon)."""
+    func = CHECKERS.get(checker)
+    if func is None:
+        return CheckResult(DOWN, f"unknown checker {checker!r}")
+    return _guarded(func, devnode, timeout)
 
 
 class CheckRunner:

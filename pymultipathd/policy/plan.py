@@ -6,23 +6,17 @@ kernel would act on, so a restart or a checker round never reloads a healthy map
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from pymultipathd.daemon.state import PathState
 from pymultipathd.dm import table as dmt
 from pymultipathd.paths.grouping import Member, best_group, group_members
-
-Resolve = Callable[[str], object]  # keyword -> value, already bound to the map's wwid/vendor/product
+from pymultipathd.policy.settings import Resolve, map_settings
+from pymultipathd.policy.state import PathCheck, PathState
 
 
 def queue_if_no_path(resolve: Resolve) -> bool:
     """no_path_retry decides queueing: queue or N -> queue (N intervals), fail -> fail at once."""
-    npr = resolve("no_path_retry")
-    if npr == "queue" or (isinstance(npr, int) and npr > 0):
-        return True
-    if npr == "fail":
-        return False
-    return "queue_if_no_path" in str(resolve("features")).split()
+    return map_settings(resolve).queue_if_no_path
 
 
 def features(resolve: Resolve, queueing: bool) -> dmt.Features:
@@ -51,7 +45,7 @@ def selector(resolve: Resolve) -> tuple[str, tuple[str, ...]]:
 
 
 def members(paths: Sequence[PathState]) -> list[Member]:
-    return [Member(dev_t=p.dev_t, prio=p.prio, usable=p.usable or p.chk_state == "undef",
+    return [Member(dev_t=p.dev_t, prio=p.prio, usable=p.usable or p.chk_state is PathCheck.UNDEF,
                    serial=p.serial, node_name=p.node_name, dev=p.dev) for p in paths]
 
 
@@ -82,7 +76,7 @@ def build_table(paths: Sequence[PathState], resolve: Resolve, *,
     )
 
 
-def _shape(t: dmt.MultipathTable) -> tuple:
+def _shape(t: dmt.MultipathTable) -> tuple[object, ...]:
     # What a reload would change: size, the set of devices per group in group order, selectors, features
     # and handler. queue_if_no_path is left out: a message switches it on a live map without a reload.
     return (

@@ -2,8 +2,8 @@ import json
 
 from pymultipathd.classify import PathFacts
 from pymultipathd.control import format as fmt
-from pymultipathd.daemon.state import DaemonState, MapState, PathState
 from pymultipathd.dm import table as dmt
+from pymultipathd.policy.state import DaemonState, MapState, PathState
 
 TABLE = "0 131072 multipath 1 queue_if_no_path 1 alua 2 1 service-time 0 1 1 8:0 1 service-time 0 1 1 8:16 1"
 STATUS = "2 0 0 0 2 1 A 0 1 2 8:0 A 0 0 1 E 0 1 2 8:16 F 1 0 1"

@@ -14,12 +14,12 @@ def test_close_during_a_batch_finishes_the_current_map_and_stops(caplog):
         made: list[str] = []
         first_started = asyncio.Event()
 
-        async def make(wwid: str, paths: list) -> None:
+        async def make(wwid: str, claimed: tuple) -> None:
             made.append(wwid)
             first_started.set()
             await asyncio.sleep(0.05)  # DM work in flight when the stop comes
 
-        core._reconcile_one = make
+        core._assemble = make
         core._batch_task = asyncio.ensure_future(core.reconcile(["3600a", "3600b", "3600c"]))
         await first_started.wait()
         await core.close()

@@ -9,9 +9,9 @@ import logging
 from pymultipathd.classify import PathFacts
 from pymultipathd.config import load
 from pymultipathd.daemon.core import Core
-from pymultipathd.daemon.state import MapState, PathState
 from pymultipathd.dm import maps as dmmaps
 from pymultipathd.dm.errors import DMError
+from pymultipathd.policy.state import MapState, PathState
 
 
 class _NoDM:

@@ -10,7 +10,7 @@ import types
 
 from pymultipathd.classify import PathFacts
 from pymultipathd.daemon import main
-from pymultipathd.daemon.state import PathState
+from pymultipathd.policy.state import PathState
 
 
 class FlakyCore:
@@ -101,10 +101,10 @@ def test_two_reconciles_of_one_wwid_make_one_map_and_release_nothing(tmp_path, m
     """Fault 3: start-up discovery and `add map` (or a batch) reconciled one WWID at once; both tried to
     create its map and the loser marked the WWID failed and released the paths of a map that existed."""
     from pymultipathd.config import load
-    from pymultipathd.daemon import plan
     from pymultipathd.daemon.core import Core
     from pymultipathd.dm import maps as dmmaps
     from pymultipathd.dm.errors import DMError
+    from pymultipathd.policy import plan
 
     monkeypatch.setenv("PYMULTIPATH_RUNDIR", str(tmp_path / "run"))
     monkeypatch.setenv("PYMULTIPATH_WWIDS", str(tmp_path / "wwids"))

@@ -2,8 +2,8 @@ import pytest
 
 from pymultipathd.classify import PathFacts
 from pymultipathd.config import parse_text
-from pymultipathd.daemon import plan
-from pymultipathd.daemon.state import PathState
+from pymultipathd.policy import plan
+from pymultipathd.policy.state import PathState
 
 
 def P(dev, minor, prio=1, chk="up", size=131072, node="t1"):

@@ -1,7 +1,7 @@
 """DaemonState.path_by_dev_t stays right however `paths` changes; set_paths keeps a map's classifier view."""
 
 from pymultipathd.classify import MapFacts, PathFacts
-from pymultipathd.daemon.state import DaemonState, MapState, PathState
+from pymultipathd.policy.state import DaemonState, MapState, PathState
 
 
 def _path(dev: str, dev_t: str) -> PathState:

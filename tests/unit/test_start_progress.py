@@ -23,13 +23,12 @@ def test_extends_the_start_timeout_only_while_maps_are_being_made(tmp_path, monk
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(addr)
     sock.setblocking(False)
-    monkeypatch.setenv("NOTIFY_SOCKET", addr)
     monkeypatch.setattr(main, "START_TICK", 0.01)
-    monkeypatch.setattr(main, "_notify", lambda text: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                        .sendto(text.encode(), addr))  # the protocol itself, without systemd-python
     core = SimpleNamespace(state=SimpleNamespace(paths={}, maps={}),
                            stats={"creates": 0, "reloads": 0})
-    daemon = SimpleNamespace(core=core)
+    # the protocol itself, without systemd-python
+    daemon = SimpleNamespace(core=core, _notify=lambda text: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                             .sendto(text.encode(), addr))
 
     async def scenario() -> list[list[str]]:
         task = asyncio.ensure_future(main.Daemon._start_progress(daemon))

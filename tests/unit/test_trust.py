@@ -317,10 +317,10 @@ def test_a_map_is_still_made_when_no_store_file_can_be_written(tmp_path, monkeyp
     unwritable (their directories are files); the map is created, named after its WWID."""
     from pymultipathd.classify import PathFacts
     from pymultipathd.config import load
-    from pymultipathd.daemon import plan
     from pymultipathd.daemon.core import Core
-    from pymultipathd.daemon.state import PathState
     from pymultipathd.dm import maps as dmmaps
+    from pymultipathd.policy.actions import CreateMap
+    from pymultipathd.policy.state import PathState
 
     (tmp_path / "etc").write_text("")
     (tmp_path / "run").write_text("")
@@ -340,11 +340,10 @@ def test_a_map_is_still_made_when_no_store_file_can_be_written(tmp_path, monkeyp
             return None
 
         core.dm, core.refresh_map = dm, refresh
-        monkeypatch.setattr(plan, "build_table", lambda *a, **k: object())
         p = PathState(dev="sdb", dev_t="8:16", facts=PathFacts(dev="sdb", wwid="3600a01"))
         core.state.paths["sdb"] = p
         core._bind_aliases(["3600a01"], {"3600a01": ("sdb",)})
-        await core._create("3600a01", [p])
+        await core._create(CreateMap("3600a01", ("sdb",), table=None))
         core.persist.record_wwids(core._created)
         assert set(core.persist.failing) == {"bindings", "failed_wwids", "wwids"}
         assert core.persist.unrecorded == {"3600a01"}

@@ -83,6 +83,17 @@ def test_map_path_and_daemon_commands(scsi_debug):
         wait_for(lambda: _state(n1, dev.devno) == "A", 30, f"{dev.dev} active after reinstate")
         assert failures() > before
 
+        # the counters of `show maps stats` count what happened above, and `reset map stats` zeroes them
+        def counters() -> list[int]:  # path faults, group switches, table loads
+            return [int(w) for w in d.cmd("show", "map", n1, "raw", "format", "%0 %1 %2").split()]
+
+        faults, switches, loads = counters()
+        assert faults >= 1 and switches >= 1 and loads >= 1, counters()
+        assert d.cmd("reset", "map", n1, "stats") == "ok\n"
+        assert counters() == [0, 0, 0]
+        assert d.cmd("reload", "map", n1) == "ok\n"
+        assert counters()[2] >= 1  # a reload is a table load (the re-read of its paths may load one too)
+
         # del path: the map is reloaded without it; add path: back in
         assert d.cmd("del", "path", dev.dev) == "ok\n"
         assert dev.devno not in run(["dmsetup", "table", n1])

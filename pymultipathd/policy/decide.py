@@ -1,0 +1,287 @@
+"""The daemon's decisions: step(state, event) -> actions.
+
+Upstream's meanings throughout. A path's checker verdict fails or reinstates it in its map; a healthy path is
+checked less and less often (up to max_polling_interval), any other one every polling_interval. After a path
+changed state the map's status is read again (Revisit) and then: queueing comes back once a path is usable
+(no_path_retry had stopped it), and the failback policy may switch to the best group. While a queueing map
+has no usable path, no_path_retry N counts checker intervals and then fails the queued I/O. A map that lost
+its last path is removed if nothing holds it (flush_on_last_del stops its queueing first).
+
+`state` records are updated in place (checker state, intervals, counters, deadlines); everything that
+touches the kernel, a file or the log comes back as an action for the daemon to carry out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pymultipathd.policy import actions as act
+from pymultipathd.policy import events as ev
+from pymultipathd.policy import plan
+from pymultipathd.policy.settings import FailbackMode, LastDel, MapSettings, Resolve, RetryMode, map_settings
+from pymultipathd.policy.state import DaemonState, MapState, PathCheck, PathState
+
+SettingsOf = Callable[[MapState], MapSettings]
+PENDING_RECHECK = 1.0  # seconds until a check that had no answer yet is looked at again
+
+
+def step(state: DaemonState, event: ev.Event, settings_of: SettingsOf) -> list[act.Action]:
+    """The actions for one event (see the module docstring). Unknown maps or paths give no actions: the
+    event raced with their removal."""
+    if isinstance(event, ev.PathChecked):
+        return path_checked(state, event, settings_of)
+    if isinstance(event, ev.MapRevisited):
+        m = state.maps.get(event.map)
+        if m is None:
+            return []
+        came_up = state.paths.get(event.came_up or "")
+        return map_revisited(state, m, settings_of(m), came_up, event.now)
+    if isinstance(event, ev.Tick):
+        out: list[act.Action] = []
+        for m in list(state.maps.values()):
+            out += tick(state, m, settings_of(m), event.now)
+        return out
+    if isinstance(event, ev.MapChanged):
+        m = state.maps.get(event.map)
+        return [] if m is None else map_changed(state, m, event.now)
+    if isinstance(event, ev.LinkTrouble):
+        return link_trouble(state, event)
+    raise TypeError(f"not an event the policy steps on: {event!r}")  # PathsSettled: see assemble()
+
+
+def dm_active(m: MapState, p: PathState) -> bool | None:
+    """Whether the kernel has `p` active in `m` (None: not in its status)."""
+    if m.status is None:
+        return None
+    for g in m.status.groups:
+        for s in g.paths:
+            if s.dev == p.dev_t:
+                return s.active
+    return None
+
+
+# --- path checks --------------------------------------------------------------------------------------
+
+def path_checked(state: DaemonState, e: ev.PathChecked, settings_of: SettingsOf) -> list[act.Action]:
+    p = state.paths.get(e.dev)
+    if p is None:
+        return []
+    m = state.maps.get(p.map or "")
+    s = settings_of(m) if m is not None else MapSettings()
+    if e.state is PathCheck.PENDING:
+        # no answer yet, or the check waits for a thread: it says nothing about the path
+        p.next_check = e.now + PENDING_RECHECK
+        return []
+    was_usable, first = p.usable, p.chk_state is PathCheck.UNDEF
+    p.chk_state, p.chk_msg = e.state, e.message
+    now_usable = p.usable
+    out: list[act.Action] = []
+    changed = now_usable != was_usable and not first
+    if m is not None:
+        active = dm_active(m, p)
+        if now_usable and active is False:
+            out += [act.ReinstatePath(m.name, p.dev),
+                    act.Log(act.Level.INFO, f"{p.dev}: path up, reinstated in {m.name}", m.name, p.dev)]
+            changed = True
+        elif not now_usable and active:
+            out += [act.FailPath(m.name, p.dev),
+                    act.Log(act.Level.WARNING, f"{p.dev}: path down ({e.message}), failed in {m.name}",
+                            m.name, p.dev)]
+            changed = True
+        if not now_usable and was_usable and not first:
+            count_fault(state, m, p)
+    if e.prio is not None and e.prio != p.prio:
+        # the array moved its ALUA states (or the path came back with another): failback decides anew
+        out.append(act.Log(act.Level.INFO, f"{p.dev}: priority {p.prio} -> {e.prio}", p.map, p.dev))
+        p.prio = e.prio
+        changed = True
+        if s.regroup_on_prio and p.wwid:
+            out.append(act.Regroup(p.wwid))  # the next plan groups by the new priority, reloads if needed
+    # healthy paths back off towards max_polling_interval; anything else is watched closely
+    p.interval = min(p.interval * 2, s.max_polling_interval) if (now_usable and was_usable) \
+        else s.polling_interval
+    p.next_check = e.now + p.interval
+    if m is not None:
+        if changed:
+            out.append(act.Revisit(m.name, p.dev if now_usable else None))
+        else:  # failback immediate also undoes a switch an administrator made while nothing changed
+            out += failback(state, m, s, e.now, steady=True)
+    return out
+
+
+def count_fault(state: DaemonState, m: MapState, p: PathState) -> None:
+    """A usable path of `m` became (or is being made) unusable: upstream's path and map failure counters."""
+    p.failures += 1
+    m.stats.path_faults += 1
+    if not any(q.usable for q in state.paths_of(m) if q is not p):
+        m.stats.map_failures += 1
+
+
+# --- a map after one of its paths changed ------------------------------------------------------------
+
+def map_revisited(state: DaemonState, m: MapState, s: MapSettings, came_up: PathState | None,
+                  now: float) -> list[act.Action]:
+    out: list[act.Action] = []
+    if any(p.usable for p in state.paths_of(m)) and not m.queueing_disabled and s.queue_if_no_path \
+            and m.table is not None and not m.queueing:
+        # no_path_retry had stopped queueing: resume it, and read the table again (a message raises no DM
+        # event), or the daemon would go on thinking the map fails I/O (and leave it queueing at exit)
+        out += [act.SetQueueing(m.name, True), act.Refresh(m.name)]
+    return out + failback(state, m, s, now, came_up=came_up)
+
+
+def failback(state: DaemonState, m: MapState, s: MapSettings, now: float, *, came_up: PathState | None = None,
+             due: bool = False, steady: bool = False) -> list[act.Action]:
+    """Return to the best path group: immediate whenever another group is in use; `failback N` N seconds
+    after a path came up (`due`: that time has come); followover only when a path came up as the first
+    usable one of its group (so a failover another host asked for is not undone); manual never. `steady`:
+    a check that changed nothing, which only immediate acts on."""
+    if not (m.table and m.status):
+        return []
+    mode = s.failback.mode
+    if steady and mode is not FailbackMode.IMMEDIATE:
+        return []
+    paths = state.paths_of(m)
+    target, current = plan.failback_target(paths, m.table), plan.current_group(m.status)
+    if not target or not current or target == current:
+        m.failback_due = None
+        return []
+    if mode is FailbackMode.DEFERRED and not due:
+        if came_up is not None and m.failback_due is None:
+            m.failback_due = now + s.failback.seconds
+            return [act.Log(act.Level.INFO, f"{m.name}: failback to group {target} in {s.failback.seconds} s",
+                            m.name)]
+        return []
+    if mode is FailbackMode.IMMEDIATE or due or (
+            mode is FailbackMode.FOLLOWOVER and came_up is not None
+            and plan.first_up_in_group(came_up, paths, m.table)):
+        return [act.Log(act.Level.INFO, f"{m.name}: failback from group {current} to group {target} "
+                                        f"(failback {s.failback})", m.name),
+                act.SwitchGroup(m.name, target), act.Refresh(m.name)]
+    return []
+
+
+# --- the clock ---------------------------------------------------------------------------------------
+
+def tick(state: DaemonState, m: MapState, s: MapSettings, now: float) -> list[act.Action]:
+    """failback N when its time has come; no_path_retry N while a queueing map has no usable path."""
+    out: list[act.Action] = []
+    if m.failback_due is not None and now >= m.failback_due:
+        m.failback_due = None
+        out += failback(state, m, s, now, due=True)
+    npr = s.no_path_retry
+    if not m.queueing or npr.mode is not RetryMode.COUNT or any(p.usable for p in state.paths_of(m)):
+        m.retry_ticks = None
+        m.retry_next = 0.0
+        return out
+    if now < m.retry_next:
+        return out
+    m.retry_next = now + s.polling_interval
+    m.retry_ticks = npr.count if m.retry_ticks is None else m.retry_ticks - 1
+    if m.retry_ticks <= 0:
+        m.retry_ticks = None
+        m.stats.queueing_timeouts += 1
+        out += [act.Log(act.Level.WARNING, f"{m.name}: no usable path for {npr.count} checker intervals; "
+                                           "failing queued I/O", m.name),
+                act.SetQueueing(m.name, False), act.Refresh(m.name)]
+    return out
+
+
+# --- the kernel and the network ------------------------------------------------------------------------
+
+def map_changed(state: DaemonState, m: MapState, now: float) -> list[act.Action]:
+    """The kernel failed paths on I/O errors: check those the daemon still thinks usable now."""
+    out: list[act.Action] = []
+    for p in state.paths_of(m):
+        if dm_active(m, p) is False and p.usable:
+            p.next_check = now
+            out.append(act.Log(act.Level.INFO, f"{p.dev}: failed by the kernel in {m.name}", m.name, p.dev))
+    return out
+
+
+def link_trouble(state: DaemonState, e: ev.LinkTrouble) -> list[act.Action]:
+    out: list[act.Action] = []
+    touched: list[str] = []
+    for dev in sorted(e.devs):
+        p = state.paths.get(dev)
+        if p is None or p.map is None:
+            continue
+        m = state.maps.get(p.map)
+        if m is not None and dm_active(m, p):
+            out += [act.FailPath(m.name, dev),
+                    act.Log(act.Level.WARNING, f"{dev}: {e.why}; failed in {m.name}", m.name, dev)]
+            if p.usable:
+                count_fault(state, m, p)
+        p.chk_state = PathCheck.DOWN
+        p.next_check = e.now
+        if p.map not in touched:
+            touched.append(p.map)
+    return out + [act.Refresh(name) for name in touched if name in state.maps]
+
+
+# --- assembly -----------------------------------------------------------------------------------------
+
+def queueing_for(m: MapState | None, s: MapSettings) -> bool:
+    """What a new or reloaded table of `m` says about queueing: off while an administrator (or
+    flush_on_last_del) turned it off, else as configured."""
+    if m is not None and m.queueing_disabled:
+        return False
+    return s.queue_if_no_path
+
+
+def assemble(state: DaemonState, e: ev.PathsSettled, resolve: Resolve) -> list[act.Action]:
+    """Bring the map of one WWID in line with the paths claimed for it: create it, reload it when its table
+    would change, switch only queueing by message, or remove it when its last path is gone. `resolve`:
+    the configuration bound to the WWID and its paths' vendor/product."""
+    s = map_settings(resolve)
+    m = state.map_of_wwid(e.wwid)
+    claimed = [state.paths[d] for d in e.claimed if d in state.paths]
+    if m is None:
+        if not claimed:
+            return []
+        try:
+            table = plan.build_table(claimed, resolve, queueing=queueing_for(None, s))
+        except ValueError as err:
+            return [act.Log(act.Level.ERROR, f"{e.wwid}: cannot build a map: {err}")]
+        return [act.CreateMap(e.wwid, tuple(p.dev for p in claimed), table)]
+    keep = {p.dev for p in claimed} | {d for d in m.paths if d in state.paths}
+    members = [state.paths[d] for d in sorted(keep)]
+    if not members:
+        return last_path_gone(m, s)
+    try:
+        wanted = plan.build_table(members, resolve, queueing=queueing_for(m, s))
+    except ValueError as err:
+        return [act.Log(act.Level.ERROR, f"{m.name}: cannot plan its table: {err}", m.name)]
+    out: list[act.Action] = []
+    if plan.needs_reload(m.table, wanted):
+        out += [act.ReloadMap(m.name, wanted),
+                act.Log(act.Level.INFO, f"{m.name}: reloaded with {len(members)} paths", m.name)]
+    elif m.table is not None and m.queueing != wanted.features.queue_if_no_path:
+        # only queueing differs (a restart after the old daemon stopped queueing): a message, no reload
+        out.append(act.SetQueueing(m.name, wanted.features.queue_if_no_path))
+    # members join the map when the kernel's table names them (the Refresh relinks): a refused reload
+    # leaves a new path out of the map, as it is
+    return out + [act.Refresh(m.name)]
+
+
+def last_path_gone(m: MapState, s: MapSettings) -> list[act.Action]:
+    """flush_on_last_del first stops queueing (always, or `unused` when nothing has the map open), then the
+    map is removed if nothing holds it; with deferred_remove one still in use goes when its last user
+    closes it."""
+    out: list[act.Action] = []
+    stop = s.flush_on_last_del is LastDel.ALWAYS or (s.flush_on_last_del is LastDel.UNUSED
+                                                      and m.open_count == 0)
+    if stop and m.queueing:
+        m.queueing_disabled = True
+        out += [act.Log(act.Level.WARNING, f"{m.name}: last path gone, queueing disabled (flush_on_last_del "
+                                           f"{s.flush_on_last_del.value})", m.name),
+                act.SetQueueing(m.name, False)]
+    return out + [act.RemoveMap(m.name, deferred=s.deferred_remove)]
+
+
+def created(state: DaemonState, m: MapState, devs: tuple[str, ...]) -> None:
+    """A CreateMap succeeded as `m`: it is known and holds its paths."""
+    state.maps[m.name] = m
+    for d in devs:
+        if d in state.paths:
+            state.paths[d].map = m.name

@@ -1,0 +1,122 @@
+"""The configuration a map's policy acts on, as typed values made once per map from the resolved keywords.
+
+Parsing the keyword words (failback "followover" or 10, no_path_retry "queue", "fail" or 5, ...) happens
+here and nowhere else, so the decisions compare enums, never strings.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+from pymultipathd.record import record
+
+# keyword -> value, already bound to one map's or path's wwid/vendor/product
+Resolve = Callable[[str], object]
+
+
+class FailbackMode(enum.Enum):
+    MANUAL = "manual"          # never by itself
+    IMMEDIATE = "immediate"    # whenever a better group is usable
+    FOLLOWOVER = "followover"  # only when the first path of a group comes back (a host's own switch stays)
+    DEFERRED = "deferred"      # `failback N`: N seconds after a path came back
+
+
+class RetryMode(enum.Enum):
+    FAIL = "fail"      # no usable path: fail I/O at once
+    QUEUE = "queue"    # queue it until a path comes back
+    COUNT = "count"    # queue for N checker intervals, then fail
+    UNSET = "unset"    # the features keyword's queue_if_no_path decides
+
+
+class LastDel(enum.Enum):
+    """flush_on_last_del: stop queueing when the map loses its last path."""
+
+    ALWAYS = "always"
+    NEVER = "never"
+    UNUSED = "unused"  # only when the map is not open
+
+
+@record(frozen=True)
+class Failback:
+    mode: FailbackMode = FailbackMode.MANUAL
+    seconds: int = 0
+
+    def __str__(self) -> str:
+        return str(self.seconds) if self.mode is FailbackMode.DEFERRED else self.mode.value
+
+
+@record(frozen=True)
+class NoPathRetry:
+    mode: RetryMode = RetryMode.UNSET
+    count: int = 0
+
+
+@record(frozen=True)
+class MapSettings:
+    failback: Failback = Failback()
+    no_path_retry: NoPathRetry = NoPathRetry()
+    queue_feature: bool = False       # features "1 queue_if_no_path" (counts only with no_path_retry unset)
+    polling_interval: float = 5.0
+    max_polling_interval: float = 20.0
+    checker_timeout: float = 30.0
+    flush_on_last_del: LastDel = LastDel.UNUSED
+    deferred_remove: bool = False
+    regroup_on_prio: bool = False     # path_grouping_policy group_by_prio: a priority change regroups
+
+    @property
+    def queue_if_no_path(self) -> bool:
+        """Whether a map with these settings queues I/O while no path is usable."""
+        npr = self.no_path_retry
+        if npr.mode in (RetryMode.QUEUE, RetryMode.COUNT):
+            return True
+        if npr.mode is RetryMode.FAIL:
+            return False
+        return self.queue_feature
+
+
+def failback(value: object) -> Failback:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Failback(FailbackMode.DEFERRED, value) if value > 0 else Failback()
+    try:
+        mode = FailbackMode(str(value))
+    except ValueError:
+        return Failback()
+    return Failback() if mode is FailbackMode.DEFERRED else Failback(mode)
+
+
+def no_path_retry(value: object) -> NoPathRetry:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return NoPathRetry(RetryMode.COUNT, value) if value > 0 else NoPathRetry(RetryMode.FAIL)
+    if value in ("queue", "fail"):
+        return NoPathRetry(RetryMode(value))
+    return NoPathRetry()
+
+
+def last_del(value: object) -> LastDel:
+    word = str(value)
+    if word in ("yes", "always"):
+        return LastDel.ALWAYS
+    if word in ("no", "never"):
+        return LastDel.NEVER
+    return LastDel.UNUSED
+
+
+def _number(value: object, default: float) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value:
+        return float(value)
+    return default
+
+
+def map_settings(resolve: Resolve) -> MapSettings:
+    return MapSettings(
+        failback=failback(resolve("failback")),
+        no_path_retry=no_path_retry(resolve("no_path_retry")),
+        queue_feature="queue_if_no_path" in str(resolve("features") or "").split(),
+        polling_interval=_number(resolve("polling_interval"), 5.0),
+        max_polling_interval=_number(resolve("max_polling_interval"), 20.0),
+        checker_timeout=_number(resolve("checker_timeout"), 30.0),
+        flush_on_last_del=last_del(resolve("flush_on_last_del")),
+        deferred_remove=bool(resolve("deferred_remove")),
+        regroup_on_prio=str(resolve("path_grouping_policy")) == "group_by_prio",
+    )

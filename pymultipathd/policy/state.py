@@ -1,0 +1,171 @@
+"""What the daemon knows of every path and map: plain records, changed only by the daemon's event loop.
+
+The policy reads and updates the fields that are its decisions' memory (checker state, intervals, retry
+counts, failback deadlines, counters); the daemon's shell fills in what it read from the kernel and sysfs.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from pymultipathd.classify import MapFacts, PathFacts
+from pymultipathd.dm.table import MultipathStatus, MultipathTable
+from pymultipathd.record import field, record
+
+
+class PathCheck(enum.StrEnum):
+    """A checker's verdict on a path (the values are upstream's words in logs and JSON)."""
+
+    UP = "up"
+    DOWN = "down"
+    GHOST = "ghost"        # a standby port: usable for failover, not preferred
+    PENDING = "pending"    # no answer yet (or the check has not started): changes nothing
+    TIMEOUT = "timeout"    # the check ran and the device did not answer within checker_timeout
+    SHAKY = "shaky"
+    UNDEF = "undef"        # never checked
+
+    @property
+    def usable(self) -> bool:
+        return self in USABLE
+
+
+USABLE = frozenset({PathCheck.UP, PathCheck.GHOST})
+
+
+@record
+class PathState:
+    dev: str
+    dev_t: str
+    facts: PathFacts
+    hcil: str = "#:#:#:#"
+    size: int = 0                 # sectors
+    node_name: str = ""
+    serial: str = ""
+    checker: str = "tur"
+    prio_name: str = "const"
+    prio: int = 0
+    chk_state: PathCheck = PathCheck.UNDEF
+    chk_msg: str = ""
+    dev_state: str = "running"    # SCSI device state from sysfs
+    interval: float = 5.0         # current checker interval (backs off while healthy)
+    next_check: float = 0.0       # loop time of the next check
+    map: str | None = None        # name of the map holding it
+    verdict: str = ""             # classifier decision and rule, for show paths / logs
+    failures: int = 0             # times a check found it unusable after it was usable (`%0`)
+
+    @property
+    def wwid(self) -> str | None:
+        return self.facts.wwid
+
+    @property
+    def usable(self) -> bool:
+        return self.chk_state in USABLE
+
+
+@record
+class MapStats:
+    """Upstream's per-map counters (`show maps stats`), zeroed by `reset map(s) stats`."""
+
+    path_faults: int = 0          # paths failed in the map (by a check or the link watch)
+    switch_grp: int = 0           # path group switches the daemon made
+    map_loads: int = 0            # tables loaded (create and reloads)
+    map_failures: int = 0         # times the map lost its last usable path
+    queueing_timeouts: int = 0    # times no_path_retry ran out and queued I/O was failed
+
+
+@record
+class MapState:
+    name: str
+    wwid: str
+    dm_dev: str = ""              # "dm-3"
+    dev_t: str = ""               # "253:3"
+    table: MultipathTable | None = None
+    status: MultipathStatus | None = None
+    event_nr: int = 0
+    open_count: int = 0
+    vendor: str = ""
+    product: str = ""
+    paths: list[str] = field(default_factory=list)  # dev names, in table order
+    queueing_disabled: bool = False   # `disablequeueing` or flush_on_last_del: off until restorequeueing
+    retry_ticks: int | None = None    # no_path_retry N: checker intervals left while all paths are down
+    retry_next: float = 0.0           # loop time at which retry_ticks counts down next
+    failback_due: float | None = None  # failback N: loop time at which to return to the best group
+    reloads: int = 0                  # table loads since the daemon started (adopted maps: 0)
+    suspended: bool = False
+    facts: MapFacts | None = None     # the classifier's view, rebuilt with `paths` (DaemonState.set_paths)
+    stats: MapStats = field(default_factory=MapStats)
+
+    @property
+    def uuid(self) -> str:
+        return "mpath-" + self.wwid
+
+    @property
+    def queueing(self) -> bool:
+        """The kernel queues I/O while no path is usable (as last read from its table)."""
+        return bool(self.table and self.table.features.queue_if_no_path)
+
+
+@record
+class DaemonState:
+    paths: dict[str, PathState] = field(default_factory=dict)     # by dev name
+    maps: dict[str, MapState] = field(default_factory=dict)       # by map name
+    started: float = 0.0
+    by_dev_t: dict[str, str] = field(default_factory=dict)        # path_by_dev_t's index
+
+    def map_of_wwid(self, wwid: str) -> MapState | None:
+        for m in self.maps.values():
+            if m.wwid == wwid:
+                return m
+        return None
+
+    def path_by_dev_t(self, dev_t: str) -> PathState | None:
+        # An index checked on use, rebuilt on a miss: `paths` is changed in many places, and a scan per
+        # lookup made every map refresh cost O(paths) (hundreds of maps, hundreds of paths).
+        p = self.paths.get(self.by_dev_t.get(dev_t, ""))
+        if p is not None and p.dev_t == dev_t:
+            return p
+        self.by_dev_t = {p.dev_t: p.dev for p in self.paths.values()}
+        return self.paths.get(self.by_dev_t.get(dev_t, ""))
+
+    def set_paths(self, m: MapState, devs: list[str]) -> None:
+        """The only way a map's member list changes, so its classifier view stays in step."""
+        m.paths = devs
+        m.facts = MapFacts(m.name, m.uuid, tuple(devs))
+
+    def relink(self, m: MapState) -> None:
+        """Tie the map to the known paths its live table names (paths not seen yet join when they appear)."""
+        devs = []
+        for d in (s.dev for g in (m.table.groups if m.table else ()) for s in g.paths):
+            p = self.path_by_dev_t(d)
+            if p is not None:
+                p.map = m.name
+                devs.append(p.dev)
+                if not m.vendor:
+                    m.vendor, m.product = p.facts.vendor or "", p.facts.product or ""
+        self.set_paths(m, devs)
+
+    def forget_map(self, m: MapState) -> list[PathState]:
+        """Drop a map that is gone; returns the paths it held (free again)."""
+        self.maps.pop(m.name, None)
+        freed = [p for p in self.paths.values() if p.map == m.name]
+        for p in freed:
+            p.map = None
+        return freed
+
+    def find_path(self, ident: str) -> PathState | None:
+        """A path by name ("sdb", "/dev/sdb") or by major:minor."""
+        name = ident.removeprefix("/dev/")
+        return self.paths.get(name) or self.path_by_dev_t(ident)
+
+    def find_map(self, ident: str) -> MapState | None:
+        """A map by name, WWID, uuid, dm-N or major:minor, as upstream accepts."""
+        ident = ident.removeprefix("/dev/mapper/").removeprefix("/dev/")
+        if ident in self.maps:
+            return self.maps[ident]
+        for m in self.maps.values():
+            if ident in (m.wwid, m.uuid, m.dm_dev, m.dev_t):
+                return m
+        return None
+
+    def paths_of(self, m: MapState) -> list[PathState]:
+        return [self.paths[d] for d in m.paths if d in self.paths]

@@ -1,0 +1,126 @@
+"""Reading the multipath topology from the kernel and sysfs into the records of pymultipathd.policy.state.
+
+Shared by the daemon (which runs these blocking reads on its device-mapper thread) and by `pymultipath -l/-ll`
+without a daemon, so the two cannot disagree on what a map or a path is.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pymultipathd import classify, locations
+from pymultipathd.config import Config
+from pymultipathd.dm import maps as dmmaps
+from pymultipathd.dm import table as dmt
+from pymultipathd.dm.errors import DMError
+from pymultipathd.dm.ioctl import Control, DeviceInfo
+from pymultipathd.dm.table import TargetLine
+from pymultipathd.paths import facts, prio, sysinfo
+from pymultipathd.policy.settings import Resolve
+from pymultipathd.policy.state import DaemonState, MapState, PathState
+from pymultipathd.record import record
+
+
+@record(frozen=True)
+class MapRead:
+    """One map as the kernel describes it: info, table lines and status lines (read in one go)."""
+
+    info: DeviceInfo
+    table: list[TargetLine]
+    status: list[TargetLine]
+
+
+def read_map(ctl: Control, name: str) -> MapRead:
+    """Blocking: the map's info, table and status (status without flushing queued I/O)."""
+    info, lines = ctl.table_and_info(name)
+    return MapRead(info, lines, ctl.status(name, noflush=True))
+
+
+def apply_read(m: MapState, read: MapRead) -> None:
+    """Fill `m` from what the kernel said. Raises TableError if it is not (or no longer) a multipath map."""
+    mp = [t for t in read.table if t.target == "multipath"]
+    if not mp:
+        raise dmt.TableError(f"{m.name}: not a multipath table")
+    m.table = dmt.parse_multipath_params(mp[0].params, mp[0].length)
+    st = [t for t in read.status if t.target == "multipath"]
+    m.status = dmt.parse_multipath_status(st[0].params) if st else None
+    info = read.info
+    m.dm_dev, m.dev_t = f"dm-{info.minor}", info.devno
+    m.event_nr, m.open_count, m.suspended = info.event_nr, info.open_count, info.suspended
+
+
+def multipath_maps(ctl: Control) -> tuple[list[tuple[MapState, MapRead]], list[tuple[str, Exception]]]:
+    """Blocking: every multipath map (uuid "mpath-...") with its reading, and the maps that could not be
+    read with why."""
+    found: list[tuple[MapState, MapRead]] = []
+    problems: list[tuple[str, Exception]] = []
+    for d in ctl.list_devices():
+        try:
+            uuid = d.uuid if d.uuid is not None else ctl.info(d.name).uuid
+            if not uuid.startswith(dmmaps.MPATH_UUID_PREFIX):
+                continue
+            m = MapState(name=d.name, wwid=uuid[len(dmmaps.MPATH_UUID_PREFIX):])
+            read = read_map(ctl, d.name)
+            apply_read(m, read)
+        except (DMError, dmt.TableError) as err:
+            problems.append((d.name, err))
+            continue
+        found.append((m, read))
+    return found, problems
+
+
+def path_state(f: classify.PathFacts, resolve: Resolve, old: PathState | None) -> PathState:
+    """A path's record from its facts: sysfs attributes, checker and prioritizer choice (and the priority
+    when the prioritizer is new). `old`: the record the daemon already has, kept and updated."""
+    same_device = old is not None and old.dev_t == f.dev_t
+    p = old or PathState(dev=f.dev, dev_t=f.dev_t, facts=f)
+    p.facts, p.dev_t = f, f.dev_t
+    if not same_device:  # fixed for a device's life: not re-read on each of its change events
+        p.hcil = sysinfo.hcil(f.dev)
+        p.node_name = sysinfo.target_node_name(f.dev)
+    p.size = sysinfo.size_sectors(f.dev)
+    p.serial = f.properties.get("ID_SCSI_SERIAL") or sysinfo.vpd_serial(f.dev)
+    p.dev_state = sysinfo.dev_state(f.dev)
+    checker = str(resolve("path_checker") or "tur")
+    if resolve("detect_checker") and sysinfo.access_state(f.dev):
+        checker = "tur"
+    p.checker = checker
+    name = prio.choose(str(resolve("prio") or "const"), bool(resolve("detect_prio")), f.dev)
+    if old is None or name != p.prio_name:  # otherwise the checker keeps it current
+        p.prio_name, p.prio = name, prio.priority(name, f.dev)
+    if old is None:
+        p.interval = float(resolve("polling_interval") or 5)  # type: ignore[arg-type]
+    return p
+
+
+def resolver(config: Config, wwid: str | None, vendor: str | None, product: str | None) -> Resolve:
+    """Keyword lookup bound to one map or path."""
+    def resolve(kw: str) -> object:
+        return config.resolve(kw, wwid=wwid, vendor=vendor, product=product)
+    return resolve
+
+
+def dev_of(dev_t: str) -> str | None:
+    """The block device name of major:minor, from sysfs (None if it is gone)."""
+    link = os.path.join(locations.sysfs(), "dev", "block", dev_t)
+    return os.path.basename(os.path.realpath(link)) if os.path.exists(link) else None
+
+
+def read_all(ctl: Control, config: Config) -> tuple[DaemonState, list[tuple[str, Exception]]]:
+    """Blocking: every multipath map and the paths its table names, as the CLI shows them without a daemon.
+    Checker states stay "undef": nothing here sends I/O to a path."""
+    state = DaemonState()
+    maps, problems = multipath_maps(ctl)
+    for m, _ in maps:
+        state.maps[m.name] = m
+        for dev_t in (s.dev for g in (m.table.groups if m.table else ()) for s in g.paths):
+            dev = dev_of(dev_t)
+            if dev is None or dev in state.paths:
+                continue
+            try:
+                f = facts.path_facts(dev, config)
+            except facts.FactsError:
+                continue
+            state.paths[dev] = path_state(f, resolver(config, f.wwid, f.vendor, f.product), None)
+        state.relink(m)
+    return state, problems
