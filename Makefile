@@ -48,6 +48,7 @@ check-fast: setup lint
 
 lint: setup
 	$(VENV)/bin/ruff check pymultipathd tests
+	$(VENV)/bin/mypy
 
 check-vm: setup
 	$(PY) -m tests.vm.harness test $(if $(T),-k "$(T)",--shell-check)
