@@ -178,3 +178,48 @@ def test_lost_uevents_make_the_daemon_look_at_every_disk_again(tmp_path, monkeyp
         asyncio.run(scenario())
     assert seen == [("remove", "sdb"), ("change", "sdc")]
     assert "uevents were lost (netlink receive buffer full); re-read all 1 disks" in caplog.text
+
+
+_STOP_DURING_DISCOVERY = r'''
+import asyncio, os, signal, sys, types
+from pymultipathd.daemon import core as core_mod, main
+
+class FakeControl:  # device mapper with no maps (the host kernel has none)
+    def list_devices(self): return []
+    def arm_poll(self): pass
+    def fileno(self): return os.open("/dev/null", os.O_RDONLY)
+
+async def discover(self):
+    # a start-up discovery that takes a while (hundreds of paths); a stop and a reload come meanwhile
+    os.kill(os.getpid(), signal.SIGHUP)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.sleep(0.3)
+    self.discovered = True
+
+main.Control = FakeControl
+core_mod.Core.discover = discover
+sys.exit(main.run(["-s", "--no-linkwatch"]))
+'''
+
+
+def test_a_stop_and_a_reload_during_start_up_discovery_end_it_cleanly(tmp_path):
+    """Fault 6: SIGTERM or SIGHUP during start-up discovery killed the daemon on the spot (the handlers came
+    after discovery), which could leave an empty DM device behind. Now discovery ends, the daemon says so
+    and exits 0; the SIGHUP waits for discovery to be over (and the stop comes first)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "conf").write_text("defaults {\n find_multipaths greedy\n}\n")
+    env = dict(os.environ, PYMULTIPATH_CONF=str(tmp_path / "conf"), PYMULTIPATH_CONFDIR=str(tmp_path / "d"),
+               PYMULTIPATH_RUNDIR=str(tmp_path / "run"), MULTIPATH_SOCKET_NAME=str(tmp_path / "ctl"),
+               PYMULTIPATH_SOCKET_PATH=str(tmp_path / "ctl2"),
+               PYMULTIPATH_HELPER_SOCKET=str(tmp_path / "helper" / "sock"),
+               PYMULTIPATH_WWIDS=str(tmp_path / "wwids"), PYMULTIPATH_BINDINGS=str(tmp_path / "bindings"))
+    for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "LISTEN_PID", "LISTEN_FDS", "JOURNAL_STREAM"):
+        env.pop(var, None)
+    res = subprocess.run([sys.executable, "-c", _STOP_DURING_DISCOVERY], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "SIGHUP during start-up: reconfiguring once discovery is over" in res.stderr
+    assert "stopped during start-up discovery; maps made so far stay in place" in res.stderr
