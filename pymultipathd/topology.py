@@ -47,6 +47,7 @@ def apply_read(m: MapState, read: MapRead) -> None:
     info = read.info
     m.dm_dev, m.dev_t = f"dm-{info.minor}", info.devno
     m.event_nr, m.open_count, m.suspended = info.event_nr, info.open_count, info.suspended
+    m.read_only = info.readonly
 
 
 def multipath_maps(ctl: Control) -> tuple[list[tuple[MapState, MapRead]], list[tuple[str, Exception]]]:

@@ -11,7 +11,10 @@ import json
 import time
 from collections.abc import Callable, Sequence
 
+from pymultipathd.policy.settings import FailbackMode, MapSettings
 from pymultipathd.policy.state import DaemonState, MapState, PathState
+
+SettingsOf = Callable[[MapState], MapSettings]
 
 CHK_WORDS = {"up": "ready", "down": "faulty", "ghost": "ghost", "shaky": "shaky", "pending": "i/o pending",
              "timeout": "i/o timeout", "undef": "undef"}
@@ -78,7 +81,20 @@ def _path_fields(state: DaemonState, now: float) -> dict[str, tuple[str, Callabl
     }
 
 
-def _map_fields(state: DaemonState) -> dict[str, tuple[str, Callable[[MapState], str]]]:
+def failback_text(m: MapState, settings_of: SettingsOf | None, now: float) -> str:
+    """As upstream: the mode's word, N for `failback N`, and "left/N" seconds while one is due."""
+    if settings_of is None:
+        return "-"
+    fb = settings_of(m).failback
+    if fb.mode is not FailbackMode.DEFERRED:
+        return fb.mode.value
+    if m.failback_due is None:
+        return str(fb.seconds)
+    return f"{max(0, round(m.failback_due - now))}/{fb.seconds}"
+
+
+def _map_fields(state: DaemonState, settings_of: SettingsOf | None = None,
+                now: float = 0.0) -> dict[str, tuple[str, Callable[[MapState], str]]]:
     return {
         "n": ("name", lambda m: m.name),
         "w": ("uuid", lambda m: m.wwid),
@@ -94,7 +110,9 @@ def _map_fields(state: DaemonState) -> dict[str, tuple[str, Callable[[MapState],
         "p": ("prod", lambda m: m.product),
         "2": ("map_loads", lambda m: str(m.stats.map_loads)),
         "o": ("open", lambda m: str(m.open_count)),
-        "F": ("failback", lambda m: "-"),
+        "F": ("failback", lambda m: failback_text(m, settings_of, now)),
+        "r": ("write_prot", lambda m: "ro" if m.read_only else "rw"),
+        "3": ("total_q_time", lambda m: str(int(m.queueing_time(now)))),
         "x": ("failures", lambda m: str(m.stats.map_failures)),
         "0": ("path_faults", lambda m: str(m.stats.path_faults)),
         "1": ("switch_grp", lambda m: str(m.stats.switch_grp)),
@@ -143,11 +161,14 @@ def show_paths(state: DaemonState, fmt: str | None = None, *, raw: bool = False,
 
 
 def show_maps(state: DaemonState, fmt: str | None = None, *, raw: bool = False,
-              only: Sequence[MapState] | None = None) -> str:
+              only: Sequence[MapState] | None = None, settings_of: SettingsOf | None = None,
+              now: float | None = None) -> str:
+    """`settings_of`: the maps' policy settings (for %F); `now`: the daemon's clock (loop time)."""
     maps = list(only) if only is not None else sorted(state.maps.values(), key=lambda m: m.name)
     if not maps:
         return ""
-    return _render(fmt or DEFAULT_MAP_FORMAT, _map_fields(state), maps, pretty=not raw)
+    now = time.monotonic() if now is None else now
+    return _render(fmt or DEFAULT_MAP_FORMAT, _map_fields(state, settings_of, now), maps, pretty=not raw)
 
 
 def queueing_word(m: MapState) -> str:
@@ -213,7 +234,8 @@ def topology_all(state: DaemonState) -> str:
     return "".join(topology(state, m) for m in sorted(state.maps.values(), key=lambda m: m.name))
 
 
-def map_json(state: DaemonState, m: MapState) -> dict:
+def map_json(state: DaemonState, m: MapState, settings_of: SettingsOf | None = None,
+             now: float = 0.0) -> dict[str, object]:
     groups = []
     for gi, (policy, prio, word, members) in enumerate(_group_rows(state, m), 1):
         groups.append({
@@ -226,20 +248,24 @@ def map_json(state: DaemonState, m: MapState) -> dict:
             } for p in members],
         })
     return {
-        "name": m.name, "uuid": m.wwid, "sysfs": m.dm_dev, "failback": "-", "queueing": queueing_word(m),
-        "paths": len(m.paths), "write_prot": "rw", "dm_st": "active", "features": features_text(m),
-        "hwhandler": hwhandler_text(m), "action": "", "path_faults": 0, "vend": m.vendor, "prod": m.product,
-        "rev": "", "switch_grp": 0, "map_loads": m.reloads, "total_q_time": 0, "q_timeouts": 0,
+        "name": m.name, "uuid": m.wwid, "sysfs": m.dm_dev, "failback": failback_text(m, settings_of, now),
+        "queueing": queueing_word(m), "paths": len(m.paths), "write_prot": "ro" if m.read_only else "rw",
+        "dm_st": "suspended" if m.suspended else "active", "features": features_text(m),
+        "hwhandler": hwhandler_text(m), "action": "", "path_faults": m.stats.path_faults, "vend": m.vendor,
+        "prod": m.product, "rev": "", "switch_grp": m.stats.switch_grp, "map_loads": m.stats.map_loads,
+        "total_q_time": int(m.queueing_time(now)), "q_timeouts": m.stats.queueing_timeouts,
         "path_groups": groups,
     }
 
 
-def maps_json(state: DaemonState, maps: Sequence[MapState] | None = None, *, single: bool = False) -> str:
+def maps_json(state: DaemonState, maps: Sequence[MapState] | None = None, *, single: bool = False,
+              settings_of: SettingsOf | None = None, now: float | None = None) -> str:
     maps = list(maps) if maps is not None else sorted(state.maps.values(), key=lambda m: m.name)
-    doc: dict = {"major_version": 0, "minor_version": 1}
+    now = time.monotonic() if now is None else now
+    doc: dict[str, object] = {"major_version": 0, "minor_version": 1}
     if single and maps:
-        doc["map"] = map_json(state, maps[0])
+        doc["map"] = map_json(state, maps[0], settings_of, now)
     else:
         doc["map_count"] = len(maps)
-        doc["maps"] = [map_json(state, m) for m in maps]
+        doc["maps"] = [map_json(state, m, settings_of, now) for m in maps]
     return json.dumps(doc, indent=3) + "\n"

@@ -715,8 +715,11 @@ class Core:
             await self._refresh_or_forget(m.name)
 
     def reset_stats(self, maps: list[MapState]) -> None:
+        now = asyncio.get_running_loop().time()
         for m in maps:
             m.stats = MapStats()
+            if m.queueing_since is not None:
+                m.queueing_since = now  # a spell going on counts from the reset
 
     async def add_map(self, wwid: str) -> MapState | None:
         """`add map`: assemble the map of `wwid` (the caller recorded it in the wwids file)."""

@@ -101,27 +101,27 @@ async def show_daemon(d: Daemon, cmd: Command) -> str:
 
 @handles("show", "maps")
 async def show_maps(d: Daemon, cmd: Command) -> str:
-    return fmt.show_maps(d.core.state)
+    return fmt.show_maps(d.core.state, settings_of=d.core.settings_of)
 
 
 @handles("show", "maps", "status")
 async def show_maps_status(d: Daemon, cmd: Command) -> str:
-    return fmt.show_maps(d.core.state, "%n %F %Q %N %t %o")
+    return fmt.show_maps(d.core.state, "%n %F %Q %N %t %o", settings_of=d.core.settings_of)
 
 
 @handles("show", "maps", "stats")
 async def show_maps_stats(d: Daemon, cmd: Command) -> str:
-    return fmt.show_maps(d.core.state, "%n %0 %1 %2 %x")
+    return fmt.show_maps(d.core.state, "%n %0 %1 %2 %3 %4", settings_of=d.core.settings_of)
 
 
 @handles("show", "maps", "format")
 async def show_maps_format(d: Daemon, cmd: Command) -> str:
-    return fmt.show_maps(d.core.state, cmd.params["format"])
+    return fmt.show_maps(d.core.state, cmd.params["format"], settings_of=d.core.settings_of)
 
 
 @handles("show", "maps", "raw", "format")
 async def show_maps_raw(d: Daemon, cmd: Command) -> str:
-    return fmt.show_maps(d.core.state, cmd.params["format"], raw=True)
+    return fmt.show_maps(d.core.state, cmd.params["format"], raw=True, settings_of=d.core.settings_of)
 
 
 @handles("show", "maps", "topology")
@@ -132,7 +132,7 @@ async def show_topology(d: Daemon, cmd: Command) -> str:
 
 @handles("show", "maps", "json")
 async def show_maps_json(d: Daemon, cmd: Command) -> str:
-    return fmt.maps_json(d.core.state)
+    return fmt.maps_json(d.core.state, settings_of=d.core.settings_of)
 
 
 @handles("show", "map", "topology")
@@ -142,17 +142,19 @@ async def show_map_topology(d: Daemon, cmd: Command) -> str:
 
 @handles("show", "map", "json")
 async def show_map_json(d: Daemon, cmd: Command) -> str:
-    return fmt.maps_json(d.core.state, [_map(d.core.state, cmd)], single=True)
+    return fmt.maps_json(d.core.state, [_map(d.core.state, cmd)], single=True, settings_of=d.core.settings_of)
 
 
 @handles("show", "map", "format")
 async def show_map_format(d: Daemon, cmd: Command) -> str:
-    return fmt.show_maps(d.core.state, cmd.params["format"], only=[_map(d.core.state, cmd)])
+    return fmt.show_maps(d.core.state, cmd.params["format"], only=[_map(d.core.state, cmd)],
+                         settings_of=d.core.settings_of)
 
 
 @handles("show", "map", "raw", "format")
 async def show_map_raw(d: Daemon, cmd: Command) -> str:
-    return fmt.show_maps(d.core.state, cmd.params["format"], raw=True, only=[_map(d.core.state, cmd)])
+    return fmt.show_maps(d.core.state, cmd.params["format"], raw=True, only=[_map(d.core.state, cmd)],
+                         settings_of=d.core.settings_of)
 
 
 @handles("show", "config")

@@ -169,8 +169,14 @@ def tick(state: DaemonState, m: MapState, s: MapSettings, now: float) -> list[ac
     if m.failback_due is not None and now >= m.failback_due:
         m.failback_due = None
         out += failback(state, m, s, now, due=True)
+    stalled = m.queueing and not any(p.usable for p in state.paths_of(m))
+    if stalled and m.queueing_since is None:
+        m.queueing_since = now
+    elif not stalled and m.queueing_since is not None:
+        m.stats.total_q_time += max(0.0, now - m.queueing_since)
+        m.queueing_since = None
     npr = s.no_path_retry
-    if not m.queueing or npr.mode is not RetryMode.COUNT or any(p.usable for p in state.paths_of(m)):
+    if not stalled or npr.mode is not RetryMode.COUNT:
         m.retry_ticks = None
         m.retry_next = 0.0
         return out

@@ -71,6 +71,7 @@ class MapStats:
     map_loads: int = 0            # tables loaded (create and reloads)
     map_failures: int = 0         # times the map lost its last usable path
     queueing_timeouts: int = 0    # times no_path_retry ran out and queued I/O was failed
+    total_q_time: float = 0.0     # seconds spent queueing I/O with no usable path (finished spells)
 
 
 @record
@@ -92,12 +93,20 @@ class MapState:
     failback_due: float | None = None  # failback N: loop time at which to return to the best group
     reloads: int = 0                  # table loads since the daemon started (adopted maps: 0)
     suspended: bool = False
+    read_only: bool = False
+    queueing_since: float | None = None  # loop time since which it queues with no usable path
     facts: MapFacts | None = None     # the classifier's view, rebuilt with `paths` (DaemonState.set_paths)
     stats: MapStats = field(default_factory=MapStats)
 
     @property
     def uuid(self) -> str:
         return "mpath-" + self.wwid
+
+    def queueing_time(self, now: float) -> float:
+        """Seconds spent queueing with no usable path since the counters were reset (the spell going on
+        included)."""
+        since = self.queueing_since
+        return self.stats.total_q_time + (max(0.0, now - since) if since is not None else 0.0)
 
     @property
     def queueing(self) -> bool:

@@ -195,3 +195,26 @@ def test_the_last_path_gone_is_decided_on_whether_the_map_is_open_now():
         await core.close()
     asyncio.run(go())
     assert ("mpatha", "fail_if_no_path") not in ctl.sent and not m.queueing_disabled
+
+
+def test_json_and_wildcards_report_the_real_values():
+    import json
+
+    from pymultipathd.control import format as fmt
+    from pymultipathd.policy.settings import Failback, FailbackMode, MapSettings
+
+    d = _daemon()
+    m = d.core.state.maps["mpatha"]
+    m.suspended, m.read_only, m.failback_due, m.queueing_since = True, True, 107.4, 90.0
+    m.stats.total_q_time = 5.0
+    settings = MapSettings(failback=Failback(FailbackMode.DEFERRED, 30))
+    doc = json.loads(fmt.maps_json(d.core.state, [m], single=True, settings_of=lambda _m: settings,
+                                   now=100.0))["map"]
+    assert {k: doc[k] for k in ("dm_st", "write_prot", "failback", "path_faults", "switch_grp", "map_loads",
+                                "total_q_time", "q_timeouts")} == {
+        "dm_st": "suspended", "write_prot": "ro", "failback": "7/30", "path_faults": 3, "switch_grp": 2,
+        "map_loads": 4, "total_q_time": 15, "q_timeouts": 1}
+    followover = MapSettings(failback=Failback(FailbackMode.FOLLOWOVER))
+    text = fmt.show_maps(d.core.state, "%F %r %3", raw=True, only=[m], settings_of=lambda _m: followover,
+                         now=100.0)
+    assert text.split() == ["followover", "ro", "15"]

@@ -444,3 +444,14 @@ def test_link_trouble_on_the_last_usable_path_counts_a_map_failure():
     bed.check("sdc", DOWN)
     bed.feed(ev.LinkTrouble(frozenset({"sdb"}), "link down", 1.0))
     assert (bed.m.stats.path_faults, bed.m.stats.map_failures) == (2, 1)
+
+
+def test_queueing_time_counts_spells_with_no_usable_path():
+    bed = Bed(MapSettings(no_path_retry=NoPathRetry(RetryMode.QUEUE)), queueing=True)
+    bed.feed(ev.Tick(0.0))
+    _all_down(bed)
+    bed.feed(ev.Tick(10.0))          # the spell starts when the tick sees it
+    assert bed.m.queueing_time(25.0) == 15.0
+    bed.check("sdb", UP, now=30.0)
+    bed.feed(ev.Tick(31.0))          # over
+    assert bed.m.stats.total_q_time == 21.0 and bed.m.queueing_time(100.0) == 21.0
