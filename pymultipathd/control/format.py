@@ -11,8 +11,9 @@ import json
 import time
 from collections.abc import Callable, Sequence
 
+from pymultipathd.classify import PathFacts
 from pymultipathd.policy.settings import FailbackMode, MapSettings
-from pymultipathd.policy.state import DaemonState, MapState, PathState
+from pymultipathd.policy.state import DaemonState, MapState, PathCheck, PathState
 
 SettingsOf = Callable[[MapState], MapSettings]
 
@@ -195,6 +196,14 @@ def hwhandler_text(m: MapState) -> str:
     return " ".join([str(len(words)), *words])
 
 
+def _gone(m: MapState, dev_t: str) -> PathState:
+    """A path the map's table names whose device the daemon does not know (the LUN was unmapped, the disk
+    deleted): shown as upstream does, since it is what tells an administrator where the map's holders
+    still send I/O."""
+    return PathState(dev="-", dev_t=dev_t, facts=PathFacts(dev="-", dev_t=dev_t), map=m.name,
+                     chk_state=PathCheck.DOWN, dev_state="unknown")
+
+
 def _group_rows(state: DaemonState, m: MapState) -> list[tuple[str, int, str, list[PathState]]]:
     """(policy, prio, status word, paths) per group, in table order."""
     if m.table is None:
@@ -203,7 +212,7 @@ def _group_rows(state: DaemonState, m: MapState) -> list[tuple[str, int, str, li
     rows = []
     for gi, g in enumerate(m.table.groups):
         st = m.status.groups[gi].state if m.status and gi < len(m.status.groups) else "E"
-        members = [by_dev_t[s.dev] for s in g.paths if s.dev in by_dev_t]
+        members = [by_dev_t.get(s.dev) or _gone(m, s.dev) for s in g.paths]
         usable = [p.prio for p in members if p.usable]
         prio = sum(usable) // len(usable) if usable else 0
         policy = " ".join([g.selector, str(len(g.selector_args)), *g.selector_args])
@@ -216,7 +225,8 @@ def topology(state: DaemonState, m: MapState) -> str:
     head = f"{m.name} ({m.wwid})" if m.name != m.wwid else m.name
     out = [f"{head} {m.dm_dev} {m.vendor},{m.product}"]
     size = human_size(m.table.size) if m.table else "0"
-    out.append(f"size={size} features='{features_text(m)}' hwhandler='{hwhandler_text(m)}' wp=rw")
+    out.append(f"size={size} features='{features_text(m)}' hwhandler='{hwhandler_text(m)}' "
+               f"wp={'ro' if m.read_only else 'rw'}")
     groups = _group_rows(state, m)
     for gi, (policy, prio, word, members) in enumerate(groups):
         last_group = gi == len(groups) - 1

@@ -218,3 +218,21 @@ def test_json_and_wildcards_report_the_real_values():
     text = fmt.show_maps(d.core.state, "%F %r %3", raw=True, only=[m], settings_of=lambda _m: followover,
                          now=100.0)
     assert text.split() == ["followover", "ro", "15"]
+
+
+def test_topology_shows_a_table_path_whose_device_is_gone():
+    """An unmapped LUN leaves its path in the map's table; -ll shows it, as upstream does, since that is
+    where the map's holders still send I/O."""
+    from pymultipathd.control import format as fmt
+    from pymultipathd.dm import table as dmt
+
+    core = _core_with_map(_Ctl())
+    m = core.state.maps["mpatha"]
+    m.status = dmt.MultipathStatus(groups=(
+        dmt.GroupStatus("A", (dmt.PathStatus("8:16", True, 0),)),
+        dmt.GroupStatus("E", (dmt.PathStatus("8:32", False, 3),))))
+    del core.state.paths["sdc"]  # 8:32's disk was deleted
+    core.state.set_paths(m, ["sdb"])
+    lines = fmt.topology(core.state, m).splitlines()
+    assert lines[-1] == "  `- #:#:#:# - 8:32 failed faulty unknown"
+    asyncio.run(core.close())
