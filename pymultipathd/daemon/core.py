@@ -131,11 +131,12 @@ class Core:
 
     def settings_of(self, m: MapState) -> MapSettings:
         """The map's policy settings, typed once per configuration."""
-        resolve = self.resolver(m.wwid, m.vendor, m.product)  # first: a new config empties the memos
+        if self._resolved_for is not self.config:
+            self.resolver(None, None, None)  # a new configuration: empty the memos first
         key = (m.wwid, m.vendor, m.product)
         s = self._settings.get(key)
-        if s is None:
-            s = self._settings[key] = map_settings(resolve)
+        if s is None:  # asked at every check of every path: the resolver only on a miss
+            s = self._settings[key] = map_settings(self.resolver(*key))
         return s
 
     def known(self) -> facts.Known:
@@ -569,8 +570,10 @@ class Core:
             return  # removed while checked (its name may belong to another device now): the result is stale
         p.dev_state = sysinfo.dev_state(p.dev)
         now = asyncio.get_running_loop().time()
-        event = ev.PathChecked(p.dev, PathCheck(res.state), now, res.message, res.prio)
-        await self.execute(decide.step(self.state, event, self.settings_of))
+        todo = decide.path_checked(self.state, ev.PathChecked(p.dev, res.state, now, res.message, res.prio),
+                                   self.settings_of)
+        if todo:  # a healthy path's check decides nothing
+            await self.execute(todo)
 
     async def policy_tick(self) -> None:
         """The clock's part of the policy (failback N, no_path_retry N); partition tables that could not be
@@ -585,7 +588,9 @@ class Core:
             await self._partition_maps(due)
         for m in list(self.state.maps.values()):
             try:  # one map's trouble must not stop the others' clocks
-                await self.execute(decide.tick(self.state, m, self.settings_of(m), now))
+                todo = decide.tick(self.state, m, self.settings_of(m), now)
+                if todo:  # most ticks of most maps decide nothing: no coroutine for them
+                    await self.execute(todo)
             except Exception:
                 log.exception("%s: the policy's tick failed", m.name, extra=fields(map=m.name))
 
