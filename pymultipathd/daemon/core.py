@@ -30,11 +30,13 @@ from pymultipathd.dm.errors import DMError, DMNoSuchDevice
 from pymultipathd.dm.ioctl import Control
 from pymultipathd.errors import PymultipathError
 from pymultipathd.paths import checkers, facts, holderscan, sysinfo
+from pymultipathd.paths import transport as path_transport
 from pymultipathd.policy import actions as act
 from pymultipathd.policy import decide, plan
 from pymultipathd.policy import events as ev
 from pymultipathd.policy.settings import MapSettings, Resolve, map_settings
 from pymultipathd.policy.state import DaemonState, MapState, MapStats, PathCheck, PathState
+from pymultipathd.policy.transport import transport
 from pymultipathd.record import replace
 
 log = logging.getLogger("pymultipathd")
@@ -49,6 +51,7 @@ PARTITION_RETRY = 5.0      # seconds before reading an unreadable partition tabl
 PARTITION_RETRY_MAX = 60.0  # ... up to this
 PARTITION_READ_TIMEOUT = 30.0  # seconds a partition-table read may take before it is tried again later
 HOLDERS_SCAN_TIMEOUT = 20.0    # seconds the daemon waits for the holders scan of a map it flushes
+TRANSPORT_TIMEOUT = 10.0       # seconds the sysfs writes of a map's transport settings may take
 
 
 class CommandError(PymultipathError):
@@ -342,7 +345,24 @@ class Core:
             vendor = first.facts.vendor or "" if first else ""
             product = first.facts.product or "" if first else ""
         resolve = self.resolver(wwid, vendor or None, product or None)
+        devs = sorted(set(claimed) | {d for d in (m.paths if m else ()) if d in self.state.paths})
+        if devs:  # before the map is made or reloaded: its I/O size limit comes from its paths
+            await self._set_transport(wwid, devs, resolve)
         await self.execute(decide.assemble(self.state, ev.PathsSettled(wwid, claimed), resolve))
+
+    async def _set_transport(self, wwid: str, devs: list[str], resolve: Resolve) -> None:
+        """fast_io_fail_tmo, dev_loss_tmo, eh_deadline and max_sectors_kb on the paths (sysfs writes, on a
+        map-io thread with a deadline: a write to a hung host's attributes must not hold assembly)."""
+        s = map_settings(resolve)
+        job = functools.partial(path_transport.apply_all, devs, transport(resolve), s.no_path_retry,
+                                s.polling_interval)
+        loop = asyncio.get_running_loop()
+        try:
+            problems = await asyncio.wait_for(loop.run_in_executor(self._io_thread, job), TRANSPORT_TIMEOUT)
+        except TimeoutError:
+            problems = [f"setting the transport timeouts did not finish within {TRANSPORT_TIMEOUT:g} s"]
+        for problem in problems:
+            log.warning("%s", problem, extra=fields(wwid=wwid))
 
     async def _partition_maps(self, names: list[str]) -> None:
         """Partition maps of these maps. A table that cannot be read now (EIO: the kernel failed the map's

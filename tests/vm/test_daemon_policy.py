@@ -176,3 +176,34 @@ def test_last_path_gone_removes_unused_map_keeps_held_one_and_defers_if_asked(is
                 f.close()
         wait_for(lambda: names[2] not in dm.multipath_maps(), 30, "the deferred map gone once closed")
         assert names[1] in dm.multipath_maps(), "without deferred_remove the map stays until flushed"
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _chain(dev: str, prefix: str) -> str:
+    """The session<N> or host<N> directory name in a path's device chain."""
+    parts = os.path.realpath(f"/sys/block/{dev}/device").split("/")
+    return next(p for p in parts if p.startswith(prefix) and p[len(prefix):].isdigit())
+
+
+def test_transport_timeouts_and_io_size_reach_sysfs(iscsi_bed):
+    """fast_io_fail_tmo is each iSCSI session's recovery_tmo, eh_deadline each SCSI host's, max_sectors_kb
+    each path's and so the map's: read back from sysfs, the kernel's own view."""
+    bed = iscsi_bed()
+    paths = bed.paths(0)
+    def recovery_tmo(dev: str) -> str:
+        return _read(f"/sys/class/iscsi_session/{_chain(dev, 'session')}/recovery_tmo")
+
+    assert {recovery_tmo(p.dev) for p in paths} != {"7"}  # the bed's own value differs
+    conf = config("greedy") + "overrides {\n\tfast_io_fail_tmo 7\n\teh_deadline 13\n\tmax_sectors_kb 64\n}\n"
+    with Pympd(conf) as d:
+        name = d.wait_map(paths[0].wwid)
+        for p in paths:
+            assert recovery_tmo(p.dev) == "7"
+            assert _read(f"/sys/class/scsi_host/{_chain(p.dev, 'host')}/eh_deadline") == "13"
+            assert _read(f"/sys/block/{p.dev}/queue/max_sectors_kb") == "64"
+        dm_dev = os.path.basename(os.path.realpath(f"/dev/mapper/{name}"))
+        assert int(_read(f"/sys/block/{dm_dev}/queue/max_sectors_kb")) <= 64
