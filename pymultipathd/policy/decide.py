@@ -250,7 +250,10 @@ def assemble(state: DaemonState, e: ev.PathsSettled, resolve: Resolve) -> list[a
         except ValueError as err:
             return [act.Log(act.Level.ERROR, f"{e.wwid}: cannot build a map: {err}")]
         return [act.CreateMap(e.wwid, tuple(p.dev for p in claimed), table)]
-    keep = {p.dev for p in claimed} | {d for d in m.paths if d in state.paths}
+    # a member whose WWID changed (the array mapped another LUN behind its H:C:T:L) leaves the map: it
+    # would serve another LUN's data under this one's name
+    kept = {d for d in m.paths if d in state.paths and state.paths[d].wwid == m.wwid}
+    keep = {p.dev for p in claimed} | kept
     members = [state.paths[d] for d in sorted(keep)]
     if not members:
         return last_path_gone(m, s)

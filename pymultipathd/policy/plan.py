@@ -49,6 +49,16 @@ def members(paths: Sequence[PathState]) -> list[Member]:
                    serial=p.serial, node_name=p.node_name, dev=p.dev) for p in paths]
 
 
+def repeat_count(resolve: Resolve, feats: dmt.Features, prio: int) -> int:
+    """I/Os (bio-based maps: rr_min_io) or requests (rr_min_io_rq) a path takes before the selector moves
+    on; rr_weight priorities multiplies it by the path's priority, as upstream does."""
+    base = resolve("rr_min_io" if feats.queue_mode == "bio" else "rr_min_io_rq")
+    count = base if isinstance(base, int) and not isinstance(base, bool) and base > 0 else 1
+    if resolve("rr_weight") == "priorities" and prio > 0:
+        count *= prio
+    return count
+
+
 def build_table(paths: Sequence[PathState], resolve: Resolve, *,
                 queueing: bool | None = None) -> dmt.MultipathTable:
     """The table for these paths. Raises ValueError if there are none or their sizes disagree."""
@@ -60,16 +70,16 @@ def build_table(paths: Sequence[PathState], resolve: Resolve, *,
         raise ValueError(f"paths disagree on size (sectors: {detail})")
     groups = group_members(members(paths), str(resolve("path_grouping_policy")))
     sel, sel_args = selector(resolve)
-    repeat = str(resolve("rr_min_io_rq") or 1)
+    feats = features(resolve, queue_if_no_path(resolve) if queueing is None else queueing)
     hwh, hwh_args = hwhandler(resolve)
     return dmt.MultipathTable(
         size=sizes.pop(),
         groups=tuple(
-            dmt.PathGroup(paths=tuple(dmt.PathSpec(m.dev_t, (repeat,)) for m in g), selector=sel,
-                          selector_args=sel_args)
+            dmt.PathGroup(paths=tuple(dmt.PathSpec(m.dev_t, (str(repeat_count(resolve, feats, m.prio)),))
+                                      for m in g), selector=sel, selector_args=sel_args)
             for g in groups
         ),
-        features=features(resolve, queue_if_no_path(resolve) if queueing is None else queueing),
+        features=feats,
         hwhandler=hwh,
         hwhandler_args=hwh_args,
         initial_group=1,
@@ -81,7 +91,9 @@ def _shape(t: dmt.MultipathTable) -> tuple[object, ...]:
     # and handler. queue_if_no_path is left out: a message switches it on a live map without a reload.
     return (
         t.size,
-        tuple((g.selector, g.selector_args, frozenset(p.dev for p in g.paths)) for g in t.groups),
+        # a path's first argument is its repeat count (service-time prints a throughput after it)
+        tuple((g.selector, g.selector_args, frozenset((p.dev, p.args[:1]) for p in g.paths))
+              for g in t.groups),
         t.features.queue_mode, t.features.pg_init_retries, t.features.other, t.hwhandler,
     )
 

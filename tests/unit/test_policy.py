@@ -455,3 +455,32 @@ def test_queueing_time_counts_spells_with_no_usable_path():
     bed.check("sdb", UP, now=30.0)
     bed.feed(ev.Tick(31.0))          # over
     assert bed.m.stats.total_q_time == 21.0 and bed.m.queueing_time(100.0) == 21.0
+
+
+def test_a_path_whose_wwid_changed_leaves_its_map():
+    """The array mapped another LUN at the path's address: the map is reloaded without it."""
+    bed = Bed()
+    old = bed.p("sdc")
+    bed.state.paths["sdc"] = replace(old, facts=replace(old.facts, wwid="36001405ffff"))
+    out = decide.assemble(bed.state, ev.PathsSettled(WWID, ("sdb",)),
+                          _conf_resolver("defaults {\n path_grouping_policy failover\n}\n"))
+    assert kinds(out) == ["ReloadMap", "Refresh"] and "8:32" not in out[0].table.line()
+
+
+@pytest.mark.parametrize(("conf", "prio", "repeat"), [
+    ("", 50, "1"),                                              # rr_min_io_rq's default
+    ("rr_min_io_rq 3", 50, "3"),
+    ("rr_min_io_rq 3\n rr_weight priorities", 50, "150"),       # times the path's priority
+    ('rr_min_io 20\n features "2 queue_mode bio"', 50, "20"),   # bio-based: rr_min_io
+])
+def test_repeat_count_follows_rr_keywords(conf, prio, repeat):
+    from pymultipathd.policy import plan
+
+    p = PathState(dev="sdb", dev_t="8:16", size=2048, prio=prio, chk_state=UP,
+                  facts=PathFacts(dev="sdb", dev_t="8:16", wwid=WWID))
+    t = plan.build_table([p], _conf_resolver("defaults {\n " + conf + "\n}\n"))
+    assert t.groups[0].paths[0].args == (repeat,)
+    live = replace(t, groups=(replace(t.groups[0], paths=(dmt.PathSpec("8:16", (repeat, "1")),)),))
+    assert plan.needs_reload(live, t) is False  # the kernel prints service-time's throughput after it
+    other = replace(t, groups=(replace(t.groups[0], paths=(dmt.PathSpec("8:16", ("7", "1")),)),))
+    assert plan.needs_reload(other, t) is True
