@@ -94,6 +94,8 @@ class Daemon:
     def __init__(self, opts: argparse.Namespace, systemd: Systemd | None = None) -> None:
         self.opts = opts
         self.systemd = systemd or Systemd()
+        # -n (upstream's "ignore new devices"): the classifier's strict mode, as `pymultipath -i` is greedy
+        self.find_multipaths = "strict" if getattr(opts, "ignore_new", False) else None
         self.core: Core
         self.server: ControlServer | None = None
         self.udev_service: UdevService | None = None
@@ -117,7 +119,7 @@ class Daemon:
         """Reload the configuration; on error keep the old one and return the reason."""
         try:
             signature = sources_signature()
-            config = load_config()
+            config = load_config(find_multipaths=self.find_multipaths)
         except ConfigError as err:
             log.error("reconfigure failed, keeping the previous configuration:\n%s", err)
             return f"configuration error, previous configuration kept:\n{err}"
@@ -139,7 +141,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         try:
             self.config_signature = sources_signature()
-            config = load_config()
+            config = load_config(find_multipaths=self.find_multipaths)
         except ConfigError as err:
             log.error("cannot start: configuration error:\n%s", err)
             return 1
@@ -152,6 +154,7 @@ class Daemon:
             return 1
         os.makedirs(locations.run_dir(), exist_ok=True)
         self.core = Core(config, ctl)
+        self.core.persist.bindings_read_only = self.opts.bindings_read_only
 
         socks = _systemd_sockets(self.systemd.listen_fds)
         if socks:
@@ -372,6 +375,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("-d", action="store_true", help="stay in the foreground (the default; kept for upstream)")
     ap.add_argument("-v", type=int, default=2, metavar="N", help="verbosity 0..4")
     ap.add_argument("-s", action="store_true", help="no timestamps on stderr")
+    ap.add_argument("-B", dest="bindings_read_only", action="store_true",
+                    help="read-only bindings file: existing aliases are used, a new map is named after its "
+                         "WWID")
+    ap.add_argument("-n", dest="ignore_new", action="store_true",
+                    help="deprecated: make maps only for WWIDs in the wwids file (find_multipaths strict)")
+    ap.add_argument("-w", dest="event_threads", action="store_true",
+                    help="accepted for upstream's units; no effect (device-mapper events are always polled)")
     ap.add_argument("--no-linkwatch", action="store_true", help="do not watch network links (rtnetlink)")
     return ap.parse_args(argv)
 
@@ -385,6 +395,10 @@ def run(argv: list[str], env: Mapping[str, str] | None = None) -> int:
         os.environ.pop(var, None)
     locations.install(locations.Locations.from_env(env))
     logsetup.setup(opts.v, timestamps=not opts.s, journal_stream=systemd.journal_stream)
+    if opts.ignore_new:
+        log.warning("-n is deprecated: use find_multipaths strict in multipath.conf (applied now)")
+    if opts.event_threads:
+        log.warning("-w has no effect: pymultipathd always polls device-mapper events")
     if os.geteuid() != 0:
         print("pymultipathd: the daemon must run as root", file=sys.stderr)
         return 1

@@ -21,7 +21,8 @@ RETRY = 30.0  # seconds between attempts to record WWIDs the wwids file would no
 
 
 class Persist:
-    def __init__(self) -> None:
+    def __init__(self, bindings_read_only: bool = False) -> None:
+        self.bindings_read_only = bindings_read_only  # `pymultipathd -B`: use bindings, never add one
         self.failing: dict[str, str] = {}  # kind of write -> the error it last met (for `show status`)
         self.unrecorded: set[str] = set()  # WWIDs of maps made while the wwids file could not be written
         self._next_retry = 0.0
@@ -43,6 +44,8 @@ class Persist:
         """Friendly names of these WWIDs, bound in the bindings file where it can be written; a WWID left
         out of the result is named after itself."""
         wwids = list(wwids)
+        if self.bindings_read_only:
+            return self._bound(wwids)
         try:
             found = store.aliases_for(wwids, prefix, reserved=reserved)
         except store.StoreError as err:
