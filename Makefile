@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PREFIX ?= /usr/local
 DESTDIR ?=
 # Debian packages the host needs: systemd-python builds against libsystemd; the VM tier needs QEMU and mmdebstrap.
-HOST_DEBS := libsystemd-dev pkg-config gcc qemu-system-x86 qemu-utils mmdebstrap e2fsprogs
+HOST_DEBS := libsystemd-dev pkg-config gcc qemu-system-x86 qemu-utils mmdebstrap e2fsprogs man-db groff-base
 
 # The compiled front udev runs per disk event (udev/pymultipath-udev.c); it execs PREFIX/bin/pymultipath when
 # no daemon answers, so it is rebuilt for every install (PREFIX may differ). Debian's gcc pulls in libc6-dev.
@@ -90,6 +90,7 @@ install:
 	for f in udev/*.rules; do [ -e "$$f" ] && sed -e "s|/usr/local/libexec/pymultipath-udev|$$front|g" \
 		-e 's|/usr/local/bin/pymultipath|$(PREFIX)/bin/pymultipath|g' \
 		"$$f" > "$(DESTDIR)/lib/udev/rules.d/$$(basename $$f)"; done; true
+	$(PYTHON) -m pymultipathd.cli.manpages "$(DESTDIR)$(PREFIX)/share/man" >/dev/null
 	install -d "$(DESTDIR)$(PREFIX)/share/doc/pymultipathd"
 	install -m 0644 conf/multipath.conf "$(DESTDIR)$(PREFIX)/share/doc/pymultipathd/multipath.conf.example"
 	install -m 0644 README.md docs/*.md "$(DESTDIR)$(PREFIX)/share/doc/pymultipathd/"

@@ -371,6 +371,11 @@ def watchdog_due(now: float, progress: float, watchdog_s: float) -> bool:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The daemon's options (also the source of its man page, pymultipathd.cli.manpages)."""
     ap = argparse.ArgumentParser(prog="pymultipathd", description="device-mapper multipath daemon")
     ap.add_argument("-d", action="store_true", help="stay in the foreground (the default; kept for upstream)")
     ap.add_argument("-v", type=int, default=2, metavar="N", help="verbosity 0..4")
@@ -383,7 +388,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("-w", dest="event_threads", action="store_true",
                     help="accepted for upstream's units; no effect (device-mapper events are always polled)")
     ap.add_argument("--no-linkwatch", action="store_true", help="do not watch network links (rtnetlink)")
-    return ap.parse_args(argv)
+    return ap
 
 
 def run(argv: list[str], env: Mapping[str, str] | None = None) -> int:
