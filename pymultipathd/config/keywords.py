@@ -1,4 +1,5 @@
-"""The one table of multipath.conf keywords: value type, built-in default, where each may appear, deprecation.
+"""The one table of multipath.conf keywords: value type, built-in default, where each may appear, deprecation,
+and where pymultipathd acts on each (or why it does not: such a keyword warns when a file sets it).
 
 Everything else (the loader, `pymultipath -t`, docs/configuration.md) is driven by this
 table, so a keyword is added in one place. Value types convert the text of a config file into a typed Python
@@ -243,6 +244,7 @@ class ReservationKey(ValueType):
 
 DEF, DEV, MP, OVR = "defaults", "device", "multipath", "overrides"
 BL, BLD = "blacklist", "blacklist_device"
+NO_EFFECT = "no effect in pymultipathd"
 
 # A built-in default is a value, None (unset: nothing printed, the caller decides), or a function of a
 # resolver (keyword -> value) for defaults derived from other keywords or from the program's locations.
@@ -260,10 +262,23 @@ class Keyword:
     deprecated: str | None = None  # warning text when used
     ignored: bool = False  # accepted (with the deprecation warning) but the value has no effect
     synonym_of: str | None = None  # stored under this canonical name
+    # Every keyword says one of two things (tests/unit/test_keyword_effects.py holds the table to it):
+    # `effect`: where pymultipathd acts on the value: files under pymultipathd/ and their functions, a
+    # config accessor that reads it for them ("Config.uid_attribute_for"), then "tests:" and the tests (under
+    # tests/) that prove it, if any; or `unsupported`: why it has no effect here. An administrator's use of
+    # an unsupported keyword is a load warning ("no effect in pymultipathd: <why>"), and `pymultipath -t`
+    # marks it. Synonyms share their target's; `ignored` deprecated keywords already say so in `deprecated`.
+    effect: str | None = None
+    unsupported: str | None = None
 
     @property
     def canonical(self) -> str:
         return self.synonym_of or self.name
+
+    def no_effect(self) -> str | None:
+        """The warning and `-t` comment text of an unsupported keyword ("no effect in pymultipathd: ..."),
+        or None if pymultipathd acts on it."""
+        return f"{NO_EFFECT}: {self.unsupported}" if self.unsupported else None
 
     def builtin(self, get: Callable[[str], object]) -> object:
         """The built-in default, with `get` resolving other keywords for derived defaults."""
@@ -282,14 +297,17 @@ def _dep(name: str, sections: str, why: str = "not supported; the value is ignor
 
 
 def _syn(name: str, target: str, sections: str, *, warn: bool = True) -> Keyword:
+    of = next(kw for kw in _TABLE if kw.name == target and BL not in kw.sections)
     return _k(
         name,
-        KEYWORD_TYPES[target],
+        of.type,
         None,
         sections,
         f"(Deprecated) old name of {target}." if warn else f"Another name of {target}.",
         deprecated=f"deprecated; use {target}" if warn else None,
         synonym_of=target,
+        effect=of.effect,
+        unsupported=of.unsupported,
     )
 
 
@@ -332,7 +350,16 @@ def _location(which: str) -> Callable[[Callable[[str], object]], object]:
     return default
 
 
-KEYWORD_TYPES: dict[str, ValueType] = {}
+# Where the effect of a keyword lives (see Keyword.effect); shared by keywords acted on in the same place.
+_SETTINGS = "policy/settings.py map_settings -> policy/decide.py"
+_PLAN = "policy/plan.py build_table"
+_SHAKY_WHY = "no path-error accounting yet: a failed path is reinstated as soon as its checker finds it up"
+_MARGINAL_WHY = "no marginal-path detection yet"
+_TRANSPORT = (
+    "policy/transport.py transport -> daemon/core.py Core._set_transport -> paths/transport.py apply_all"
+)
+_PR_WHY = "there is no mpathpersist, and no persistent-reservation key is registered"
+_RETRIGGER_WHY = "a path whose WWID udev did not give is not retriggered; its next uevent is waited for"
 
 _TABLE: list[Keyword] = [
     # ---- path classification (what `-u` and the daemon decide on)
@@ -345,6 +372,8 @@ _TABLE: list[Keyword] = [
         "(like greedy), on|yes (also WWIDs seen on two or more paths), greedy (every path that is not "
         "blacklisted), smart (like on, and a single new path waits find_multipaths_timeout for a second "
         "one).",
+        effect="Config.find_multipaths -> classify.py mode_of, for pymultipath -u and the daemon alike; "
+        "tests: unit/test_classify.py, unit/test_classify_agreement.py",
     ),
     _k(
         "find_multipaths_timeout",
@@ -353,6 +382,8 @@ _TABLE: list[Keyword] = [
         "D",
         "Seconds a lone new path waits in smart mode. N > 0: N seconds; -N: N seconds for hardware known to "
         "the hardware table or a devices entry, 1 second otherwise; 0: the built-in default (-10).",
+        effect="Config.find_multipaths_timeout -> classify.py wait_seconds; "
+        "tests: unit/test_classify.py, unit/test_udev_helper.py",
     ),
     _k(
         "force_wwids",
@@ -361,8 +392,16 @@ _TABLE: list[Keyword] = [
         "D",
         "(pymultipathd) yes: only WWIDs listed in the wwids file (or with an existing map) are multipathed, "
         "i.e. find_multipaths strict whatever find_multipaths says. no: find_multipaths decides.",
+        effect="Config.find_multipaths -> classify.py mode_of; tests: unit/test_classify.py",
     ),
-    _k("allow_usb_devices", YesNo(), False, "D", "Whether USB disks may be multipath paths."),
+    _k(
+        "allow_usb_devices",
+        YesNo(),
+        False,
+        "D",
+        "Whether USB disks may be multipath paths.",
+        effect="classify.py _exclusion; tests: unit/test_classify.py",
+    ),
     _k(
         "uid_attribute",
         Str(),
@@ -370,6 +409,8 @@ _TABLE: list[Keyword] = [
         "DVO",
         "The udev property that holds a path's WWID (ID_WWN for NVMe and ID_UID for DASD via the hardware "
         'table). Also the property whose presence activates the blacklist\'s "property missing" rule.',
+        effect="Config.uid_attribute_for -> paths/facts.py _uid_attribute (the WWID), blacklist.py _property "
+        "(property missing); cli/wwids_cmd.py; tests: unit/test_facts.py, unit/test_blacklist.py",
     ),
     _k(
         "uid_attrs",
@@ -377,6 +418,8 @@ _TABLE: list[Keyword] = [
         None,
         "D",
         'Per device-name prefix WWID properties, e.g. "sd:ID_SERIAL nvme:ID_WWN"; beats uid_attribute.',
+        effect="Config.uid_attribute_for -> paths/facts.py _uid_attribute, blacklist.py _property; "
+        "tests: unit/test_keyword_effects.py",
     ),
     # ---- map naming
     _k(
@@ -385,23 +428,42 @@ _TABLE: list[Keyword] = [
         False,
         "DVOM",
         "yes: name maps <alias_prefix><letters> from the bindings file; no: name them by WWID.",
+        effect="daemon/core.py Core._friendly_prefix; "
+        "tests: unit/test_keyword_effects.py, vm/test_trust_vm.py",
     ),
-    _k("alias_prefix", Word(), "mpath", "DVO", "Prefix of user-friendly names."),
+    _k(
+        "alias_prefix",
+        Word(),
+        "mpath",
+        "DVO",
+        "Prefix of user-friendly names.",
+        effect="daemon/core.py Core._friendly_prefix; tests: unit/test_keyword_effects.py",
+    ),
     _k(
         "partition_delimiter",
         Str(),
         None,
         "D",
         'Text between a map name and a partition number; unset: "p" if the name ends in a digit.',
+        unsupported="partition maps are always named like mpatha-part1",
     ),
     # ---- the checker loop
-    _k("polling_interval", Int(lo=1), 5, "D", "Seconds between path checks of a healthy path at first."),
+    _k(
+        "polling_interval",
+        Int(lo=1),
+        5,
+        "D",
+        "Seconds between path checks of a healthy path at first.",
+        effect=f"{_SETTINGS}; topology.py path_state; "
+        "tests: unit/test_keyword_effects.py, unit/test_policy.py",
+    ),
     _k(
         "max_polling_interval",
         Int(lo=1),
         lambda get: 4 * int(get("polling_interval")),  # type: ignore[call-overload]
         "D",
         "Longest interval between checks of a healthy path (default 4 * polling_interval).",
+        effect=f"{_SETTINGS}; tests: unit/test_keyword_effects.py, vm/test_daemon_policy.py",
     ),
     _k(
         "path_checker",
@@ -409,24 +471,51 @@ _TABLE: list[Keyword] = [
         "tur",
         "DVO",
         "How a path's state is tested: tur, directio, readsector0, none (and hardware specific ones).",
+        effect="topology.py path_state -> paths/checkers.py (tur, directio, readsector0 and none exist; "
+        "a path given another checker is found down); tests: unit/test_keyword_effects.py",
     ),
     _k(
         "checker_timeout",
         Int(lo=1),
         None,
         "D",
-        "Timeout of checker commands in seconds (unset: the device's SCSI timeout).",
+        "Timeout of checker commands in seconds (unset: 30).",
+        effect="policy/settings.py map_settings -> daemon/core.py Core.check_and_apply "
+        "(each check's deadline); "
+        "tests: unit/test_keyword_effects.py",
     ),
-    _k("detect_checker", YesNo(), True, "DVO", "Use tur on ALUA devices whatever path_checker says."),
+    _k(
+        "detect_checker",
+        YesNo(),
+        True,
+        "DVO",
+        "Use tur on ALUA devices whatever path_checker says.",
+        effect="topology.py path_state; tests: unit/test_keyword_effects.py",
+    ),
     _k(
         "log_checker_err",
         Choice("always", "once"),
         "always",
         "D",
         "Log every checker error or only the first.",
+        unsupported="a path's checker error is logged when the path's state changes, not at every check",
     ),
-    _k("force_sync", YesNo(), False, "D", "Run checkers one at a time."),
-    _k("strict_timing", YesNo(), False, "D", "Start each checker round exactly one second after the last."),
+    _k(
+        "force_sync",
+        YesNo(),
+        False,
+        "D",
+        "Run checkers one at a time.",
+        unsupported="checks always run on a bounded pool of checker threads, several at a time",
+    ),
+    _k(
+        "strict_timing",
+        YesNo(),
+        False,
+        "D",
+        "Start each checker round exactly one second after the last.",
+        unsupported="the checker loop wakes about every second and checks the paths that are due",
+    ),
     # ---- map table
     _k(
         "path_grouping_policy",
@@ -434,6 +523,8 @@ _TABLE: list[Keyword] = [
         "failover",
         "DVOM",
         "How paths are grouped: failover, multibus, group_by_serial, group_by_prio, group_by_node_name.",
+        effect=f"{_PLAN} -> paths/grouping.py; policy/settings.py map_settings (group_by_prio regroups on a "
+        "priority change); tests: unit/test_daemon_plan.py, unit/test_grouping.py",
     ),
     _k(
         "path_selector",
@@ -441,18 +532,58 @@ _TABLE: list[Keyword] = [
         "service-time 0",
         "DVOM",
         'Kernel path selector of each group: "service-time 0", "round-robin 0", "queue-length 0", ...',
+        effect="policy/plan.py selector; tests: unit/test_daemon_plan.py",
     ),
-    _k("prio", _PRIOS, "const", "DVOM", "Prioritizer giving each path a priority."),
-    _k("prio_args", Str(), None, "DVOM", "Arguments of the prioritizer."),
-    _k("detect_prio", YesNo(), True, "DVO", "Use the sysfs or alua prioritizer on ALUA devices."),
-    _k("features", Features(), "0", "DVOM", 'Device-mapper features, e.g. "0" or "2 pg_init_retries 50".'),
-    _k("hardware_handler", HwHandler(), "0", "DV", 'Kernel hardware handler: "0" or "1 alua" etc.'),
+    _k(
+        "prio",
+        _PRIOS,
+        "const",
+        "DVOM",
+        "Prioritizer giving each path a priority.",
+        effect="topology.py path_state -> paths/prio.py choose (const, sysfs and alua exist; any other acts "
+        "as const); tests: unit/test_keyword_effects.py",
+    ),
+    _k(
+        "prio_args",
+        Str(),
+        None,
+        "DVOM",
+        "Arguments of the prioritizer.",
+        unsupported="the prioritizers there are (const, sysfs, alua) take no arguments",
+    ),
+    _k(
+        "detect_prio",
+        YesNo(),
+        True,
+        "DVO",
+        "Use the sysfs or alua prioritizer on ALUA devices.",
+        effect="topology.py path_state -> paths/prio.py choose; "
+        "tests: unit/test_keyword_effects.py, vm/test_daemon_policy.py",
+    ),
+    _k(
+        "features",
+        Features(),
+        "0",
+        "DVOM",
+        'Device-mapper features, e.g. "0" or "2 pg_init_retries 50".',
+        effect="policy/plan.py features; policy/settings.py map_settings (queue_if_no_path); "
+        "tests: unit/test_daemon_plan.py",
+    ),
+    _k(
+        "hardware_handler",
+        HwHandler(),
+        "0",
+        "DV",
+        'Kernel hardware handler: "0" or "1 alua" etc.',
+        effect="policy/plan.py hwhandler; tests: unit/test_daemon_plan.py",
+    ),
     _k(
         "retain_attached_hw_handler",
         YesNo(),
         True,
         "DVO",
         "Keep a hardware handler the kernel already attached (always the case on Linux >= 4.3).",
+        unsupported="Linux >= 4.3 always keeps a hardware handler it attached; nothing here asks otherwise",
     ),
     _k(
         "failback",
@@ -460,6 +591,8 @@ _TABLE: list[Keyword] = [
         "manual",
         "DVOM",
         "Return to the best path group: manual, immediate, followover, or after N seconds.",
+        effect=f"{_SETTINGS} failback; "
+        "tests: unit/test_keyword_effects.py, unit/test_policy.py, vm/test_daemon_policy.py",
     ),
     _k(
         "rr_weight",
@@ -467,17 +600,42 @@ _TABLE: list[Keyword] = [
         "uniform",
         "DVOM",
         "Weigh paths by priority (round-robin).",
+        effect="policy/plan.py repeat_count (the repeat count times the path's priority); "
+        "tests: unit/test_policy.py",
     ),
-    _k("rr_min_io", Int(lo=1), 1000, "DVOM", "I/Os per path before switching (bio-based maps)."),
-    _k("rr_min_io_rq", Int(lo=1), 1, "DVOM", "Requests per path before switching (request-based maps)."),
+    _k(
+        "rr_min_io",
+        Int(lo=1),
+        1000,
+        "DVOM",
+        "I/Os per path before switching (bio-based maps).",
+        effect="policy/plan.py repeat_count (the repeat count of bio-based maps); tests: unit/test_policy.py",
+    ),
+    _k(
+        "rr_min_io_rq",
+        Int(lo=1),
+        1,
+        "DVOM",
+        "Requests per path before switching (request-based maps).",
+        effect=f"{_PLAN}; tests: unit/test_daemon_plan.py",
+    ),
     _k(
         "no_path_retry",
         WordOrInt("fail", "queue", lo=1, zero="fail"),
         "fail",
         "DVOM",
         "With no usable path: fail I/O at once, queue it forever, or queue for N checker intervals.",
+        effect=f"{_SETTINGS}, policy/plan.py queue_if_no_path; "
+        "tests: unit/test_policy.py, unit/test_daemon_plan.py, vm/test_daemon.py",
     ),
-    _k("queue_without_daemon", YesNo(), False, "D", "Keep queueing I/O after the daemon stopped."),
+    _k(
+        "queue_without_daemon",
+        YesNo(),
+        False,
+        "D",
+        "Keep queueing I/O after the daemon stopped.",
+        effect="daemon/main.py Daemon._release_queueing",
+    ),
     _k(
         "flush_on_last_del",
         _FLUSH,
@@ -485,15 +643,57 @@ _TABLE: list[Keyword] = [
         "DVOM",
         "Stop queueing when the last path is deleted: always (yes), never (no), or unused (only if the map "
         "is not open).",
+        effect=f"{_SETTINGS}; tests: unit/test_keyword_effects.py, unit/test_policy.py",
     ),
-    _k("deferred_remove", YesNo(), False, "DVOM", "Remove a map deferred (when its last user closes it)."),
-    _k("skip_kpartx", YesNo(), False, "DVOM", "Do not create partition maps."),
-    _k("max_sectors_kb", Int(lo=1), None, "DVOM", "max_sectors_kb of paths and map (unset: kernel's)."),
     _k(
-        "ghost_delay", _SHAKY, 0, "DVOM", "Seconds to wait for an active path on a map with only ghost paths."
+        "deferred_remove",
+        YesNo(),
+        False,
+        "DVOM",
+        "Remove a map deferred (when its last user closes it).",
+        effect=f"{_SETTINGS} -> daemon/core.py Core._remove_last; "
+        "tests: unit/test_keyword_effects.py, vm/test_daemon_policy.py",
     ),
-    _k("reservation_key", ReservationKey(), None, "DM", "Persistent reservation key used by mpathpersist."),
-    _k("all_tg_pt", YesNo(), False, "DVO", "Register reservation keys on all target ports."),
+    _k(
+        "skip_kpartx",
+        YesNo(),
+        False,
+        "DVOM",
+        "Do not create partition maps.",
+        effect="daemon/core.py Core._create",
+    ),
+    _k(
+        "max_sectors_kb",
+        Int(lo=1),
+        None,
+        "DVOM",
+        "max_sectors_kb of paths and map (unset: kernel's).",
+        effect=f"{_TRANSPORT}; tests: unit/test_transport.py, vm/test_daemon_policy.py",
+    ),
+    _k(
+        "ghost_delay",
+        _SHAKY,
+        0,
+        "DVOM",
+        "Seconds to wait for an active path on a map with only ghost paths.",
+        unsupported="a map whose paths are all ghosts (standby) is made at once",
+    ),
+    _k(
+        "reservation_key",
+        ReservationKey(),
+        None,
+        "DM",
+        "Persistent reservation key used by mpathpersist.",
+        unsupported=_PR_WHY,
+    ),
+    _k(
+        "all_tg_pt",
+        YesNo(),
+        False,
+        "DVO",
+        "Register reservation keys on all target ports.",
+        unsupported=_PR_WHY,
+    ),
     # ---- transport
     _k(
         "fast_io_fail_tmo",
@@ -501,6 +701,7 @@ _TABLE: list[Keyword] = [
         5,
         "DVO",
         "Seconds the SCSI transport waits before failing I/O on a lost remote port (off: never).",
+        effect=f"{_TRANSPORT}; tests: unit/test_transport.py, vm/test_daemon_policy.py",
     ),
     _k(
         "dev_loss_tmo",
@@ -508,21 +709,72 @@ _TABLE: list[Keyword] = [
         None,
         "DVO",
         "Seconds before a lost remote port's devices are removed (unset: the transport's own).",
+        effect=f"{_TRANSPORT}; tests: unit/test_transport.py",
     ),
-    _k("eh_deadline", WordOrInt("off", lo=0), None, "DVO", "SCSI error handler deadline in seconds."),
-    # ---- shaky paths (accepted and shown; the daemon may not implement them all yet)
-    _k("san_path_err_threshold", _SHAKY, 0, "DVOM", "Failures after which a path is held back."),
-    _k("san_path_err_forget_rate", _SHAKY, 0, "DVOM", "Checks after which one failure is forgotten."),
-    _k("san_path_err_recovery_time", _SHAKY, 0, "DVOM", "Seconds a shaky path is held back."),
-    _k("marginal_path_double_failed_time", _SHAKY, 0, "DVOM", "Marginal-path detection window (s)."),
-    _k("marginal_path_err_sample_time", _SHAKY, 0, "DVOM", "Marginal-path sampling time (s)."),
-    _k("marginal_path_err_rate_threshold", _SHAKY, 0, "DVOM", "Marginal-path error rate (1/1000)."),
+    _k(
+        "eh_deadline",
+        WordOrInt("off", lo=0),
+        None,
+        "DVO",
+        "SCSI error handler deadline in seconds.",
+        effect=f"{_TRANSPORT}; tests: unit/test_transport.py, vm/test_daemon_policy.py",
+    ),
+    # ---- shaky and marginal paths
+    _k(
+        "san_path_err_threshold",
+        _SHAKY,
+        0,
+        "DVOM",
+        "Failures after which a path is held back.",
+        unsupported=_SHAKY_WHY,
+    ),
+    _k(
+        "san_path_err_forget_rate",
+        _SHAKY,
+        0,
+        "DVOM",
+        "Checks after which one failure is forgotten.",
+        unsupported=_SHAKY_WHY,
+    ),
+    _k(
+        "san_path_err_recovery_time",
+        _SHAKY,
+        0,
+        "DVOM",
+        "Seconds a shaky path is held back.",
+        unsupported=_SHAKY_WHY,
+    ),
+    _k(
+        "marginal_path_double_failed_time",
+        _SHAKY,
+        0,
+        "DVOM",
+        "Marginal-path detection window (s).",
+        unsupported=_MARGINAL_WHY,
+    ),
+    _k(
+        "marginal_path_err_sample_time",
+        _SHAKY,
+        0,
+        "DVOM",
+        "Marginal-path sampling time (s).",
+        unsupported=_MARGINAL_WHY,
+    ),
+    _k(
+        "marginal_path_err_rate_threshold",
+        _SHAKY,
+        0,
+        "DVOM",
+        "Marginal-path error rate (1/1000).",
+        unsupported=_MARGINAL_WHY,
+    ),
     _k(
         "marginal_path_err_recheck_gap_time",
         _SHAKY,
         0,
         "DVOM",
         "Seconds before a marginal path is rechecked.",
+        unsupported=_MARGINAL_WHY,
     ),
     _k(
         "marginal_pathgroups",
@@ -530,24 +782,89 @@ _TABLE: list[Keyword] = [
         "off",
         "D",
         "Put marginal paths in a group of their own.",
+        unsupported="no marginal-path (or FPIN) detection yet, so no group of marginal paths",
     ),
     # ---- daemon and files
-    _k("verbosity", Int(0, 6), 2, "D", "Log verbosity, 0 (errors only) to 6."),
-    _k("reassign_maps", YesNo(), False, "D", "Remap existing device-mapper maps onto the multipath map."),
+    _k(
+        "verbosity",
+        Int(0, 6),
+        2,
+        "D",
+        "Log verbosity, 0 (errors only) to 6.",
+        unsupported="the daemon's log level is its -v option (pymultipathd -v N)",
+    ),
+    _k(
+        "reassign_maps",
+        YesNo(),
+        False,
+        "D",
+        "Remap existing device-mapper maps onto the multipath map.",
+        unsupported="device-mapper maps on the paths are never remapped",
+    ),
     _k(
         "max_fds",
         WordOrInt("max", lo=1),
         "max",
         "D",
         'Open file limit of the daemon; "max" = the system limit.',
+        unsupported="the daemon keeps the open-file limit it is started with (LimitNOFILE= of its unit)",
     ),
-    _k("uxsock_timeout", Int(lo=1), 4000, "D", "Client timeout of the control socket in milliseconds."),
-    _k("retrigger_tries", Int(lo=0), 3, "D", "Uevents retriggered to get a missing WWID."),
-    _k("retrigger_delay", Int(lo=0), 10, "D", "Seconds between those retriggers."),
-    _k("missing_uev_wait_timeout", Int(lo=0), 30, "D", "Seconds to wait for a new map's change uevent."),
-    _k("remove_retries", Int(lo=0), 0, "D", "Retries when removing a map that is in use."),
-    _k("recheck_wwid", YesNo(), False, "D", "Re-read the WWID of a restored path."),
-    _k("enable_foreign", Regex(), "NONE", "D", "Foreign multipath libraries to enable (regex)."),
+    _k(
+        "uxsock_timeout",
+        Int(lo=1),
+        4000,
+        "D",
+        "Client timeout of the control socket in milliseconds.",
+        unsupported="the client waits PYMULTIPATH_CLIENT_TIMEOUT seconds (default 60) for the daemon",
+    ),
+    _k(
+        "retrigger_tries",
+        Int(lo=0),
+        3,
+        "D",
+        "Uevents retriggered to get a missing WWID.",
+        unsupported=_RETRIGGER_WHY,
+    ),
+    _k(
+        "retrigger_delay",
+        Int(lo=0),
+        10,
+        "D",
+        "Seconds between those retriggers.",
+        unsupported=_RETRIGGER_WHY,
+    ),
+    _k(
+        "missing_uev_wait_timeout",
+        Int(lo=0),
+        30,
+        "D",
+        "Seconds to wait for a new map's change uevent.",
+        unsupported="the daemon does not wait for a new map's change uevent",
+    ),
+    _k(
+        "remove_retries",
+        Int(lo=0),
+        0,
+        "D",
+        "Retries when removing a map that is in use.",
+        unsupported="removing a busy map is tried a fixed 3 times",
+    ),
+    _k(
+        "recheck_wwid",
+        YesNo(),
+        False,
+        "D",
+        "Re-read the WWID of a restored path.",
+        unsupported="a path's WWID is read again on its uevents only, not when its checker finds it up",
+    ),
+    _k(
+        "enable_foreign",
+        Regex(),
+        "NONE",
+        "D",
+        "Foreign multipath libraries to enable (regex).",
+        unsupported="there are no foreign multipath libraries (native NVMe multipath is left to the kernel)",
+    ),
     _k(
         "wwids_file",
         Path(),
@@ -555,6 +872,7 @@ _TABLE: list[Keyword] = [
         "D",
         "(Deprecated upstream) Path of the wwids file.",
         deprecated="deprecated; use PYMULTIPATH_WWIDS",
+        unsupported="the wwids file is where PYMULTIPATH_WWIDS says (default /etc/multipath/wwids)",
     ),
     _k(
         "bindings_file",
@@ -563,6 +881,7 @@ _TABLE: list[Keyword] = [
         "D",
         "(Deprecated upstream) Path of the bindings file.",
         deprecated="deprecated; use PYMULTIPATH_BINDINGS",
+        unsupported="the bindings file is where PYMULTIPATH_BINDINGS says (default /etc/multipath/bindings)",
     ),
     _k(
         "prkeys_file",
@@ -571,32 +890,122 @@ _TABLE: list[Keyword] = [
         "D",
         "(Deprecated upstream) Path of the persistent reservation keys file.",
         deprecated="deprecated; the default location is used",
+        unsupported=_PR_WHY,
     ),
     # ---- device and multipath identification
-    _k("vendor", Regex(), None, "V", "(device, mandatory) Regex matched against the vendor."),
-    _k("product", Regex(), None, "V", "(device, mandatory) Regex matched against the product."),
-    _k("revision", Regex(), None, "V", "(device) Regex matched against the revision."),
-    _k("product_blacklist", Regex(), None, "V", "(device) Products of this vendor to blacklist (regex)."),
-    _k("vpd_vendor", Choice("hp3par"), None, "V", "(device) Vendor-specific VPD page to read."),
-    _k("wwid", Word(), None, "M", "(multipath, mandatory) The WWID, matched exactly."),
-    _k("alias", MapName(), None, "M", "(multipath) Name of the map."),
+    _k(
+        "vendor",
+        Regex(),
+        None,
+        "V",
+        "(device, mandatory) Regex matched against the vendor.",
+        effect="Config.resolve and Config.is_known_hardware match devices entries on it for every path and "
+        "map (daemon/core.py Core.resolver, topology.py resolver, classify.py wait_seconds); "
+        "tests: unit/test_config_resolve.py, unit/test_classify.py",
+    ),
+    _k(
+        "product",
+        Regex(),
+        None,
+        "V",
+        "(device, mandatory) Regex matched against the product.",
+        effect="Config.resolve and Config.is_known_hardware match devices entries on it for every path and "
+        "map (daemon/core.py Core.resolver, topology.py resolver, classify.py wait_seconds); "
+        "tests: unit/test_config_resolve.py, unit/test_classify.py",
+    ),
+    _k(
+        "revision",
+        Regex(),
+        None,
+        "V",
+        "(device) Regex matched against the revision.",
+        unsupported="a path's revision is not read yet, so an entry with a revision regex matches a device "
+        "only if the regex matches an empty revision",
+    ),
+    _k(
+        "product_blacklist",
+        Regex(),
+        None,
+        "V",
+        "(device) Products of this vendor to blacklist (regex).",
+        effect="blacklist.py effective_blacklist; tests: unit/test_blacklist.py",
+    ),
+    _k(
+        "vpd_vendor",
+        Choice("hp3par"),
+        None,
+        "V",
+        "(device) Vendor-specific VPD page to read.",
+        unsupported="vendor-specific VPD pages are not read",
+    ),
+    _k(
+        "wwid",
+        Word(),
+        None,
+        "M",
+        "(multipath, mandatory) The WWID, matched exactly.",
+        effect="Config.resolve (the entry's settings apply to that WWID's map); daemon/core.py "
+        "configured_alias; tests: unit/test_config_resolve.py, unit/test_core_resolver.py, "
+        "vm/test_daemon_policy.py",
+    ),
+    _k(
+        "alias",
+        MapName(),
+        None,
+        "M",
+        "(multipath) Name of the map.",
+        effect="daemon/core.py configured_alias -> Core.alias_for; tests: unit/test_keyword_effects.py",
+    ),
     # ---- blacklist and blacklist_exceptions
-    _k("devnode", Regex(invertible=True), None, "B", "Regex on the kernel device name (sda)."),
-    _k("wwid", Regex(invertible=True), None, "B", "Regex on the WWID."),
-    _k("property", Regex(invertible=True), None, "B", "Regex on udev property names."),
+    _k(
+        "devnode",
+        Regex(invertible=True),
+        None,
+        "B",
+        "Regex on the kernel device name (sda).",
+        effect="blacklist.py check; tests: unit/test_blacklist.py",
+    ),
+    _k(
+        "wwid",
+        Regex(invertible=True),
+        None,
+        "B",
+        "Regex on the WWID.",
+        effect="blacklist.py check; tests: unit/test_blacklist.py",
+    ),
+    _k(
+        "property",
+        Regex(invertible=True),
+        None,
+        "B",
+        "Regex on udev property names.",
+        effect="blacklist.py check; tests: unit/test_blacklist.py",
+    ),
     _k(
         "protocol",
         Regex(invertible=True),
         None,
         "B",
         'Regex on the transport, e.g. "scsi:iscsi", "nvme:tcp".',
+        effect="blacklist.py check; tests: unit/test_blacklist.py",
     ),
-    _k("vendor", Regex(invertible=True), None, "b", "(blacklist device) Regex on the vendor."),
-    _k("product", Regex(invertible=True), None, "b", "(blacklist device) Regex on the product."),
+    _k(
+        "vendor",
+        Regex(invertible=True),
+        None,
+        "b",
+        "(blacklist device) Regex on the vendor.",
+        effect="blacklist.py check; tests: unit/test_blacklist.py",
+    ),
+    _k(
+        "product",
+        Regex(invertible=True),
+        None,
+        "b",
+        "(blacklist device) Regex on the product.",
+        effect="blacklist.py check; tests: unit/test_blacklist.py",
+    ),
 ]
-
-for _kw in _TABLE:
-    KEYWORD_TYPES.setdefault(_kw.name, _kw.type)
 
 _TABLE += [
     # ---- deprecated keywords upstream still accepts (with a warning)

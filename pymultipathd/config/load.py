@@ -48,8 +48,10 @@ class _Builder:
             else:
                 self.warn(entry.line, entry.keyword, f"unknown keyword in {where}; ignored")
             return None
-        if kw.deprecated:
-            self.warn(entry.line, entry.keyword, kw.deprecated)
+        # one warning for a line: deprecated, or without effect here (then why), or both
+        said = [text for text in (kw.deprecated, kw.no_effect()) if text]
+        if said:
+            self.warn(entry.line, entry.keyword, "; ".join(said))
         if kw.ignored:
             return None
         try:

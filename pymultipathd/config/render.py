@@ -5,11 +5,17 @@ same effective configuration.
 and exceptions with the user's, the built-in hardware table followed by the user's devices entries, overrides
 and multipaths. -T: only what the files change: defaults that differ from the built-in value and the user's
 own entries.
+
+A keyword that has no effect in pymultipathd (keywords.Keyword.unsupported) carries a trailing comment
+"# no effect in pymultipathd: <why>". Its built-in value in the defaults section is printed commented out, so
+the output read back warns about exactly what the administrator's files set (the loader warns for every
+unsupported keyword a file sets); devices entries are printed whole, the hardware table's too, so that they
+read back as the same entries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from pymultipathd.blacklist import BUILTIN_EXCEPTIONS, builtin_blacklist
 from pymultipathd.config import hwtable, keywords
@@ -26,7 +32,11 @@ def format_value(value: object, vtype: keywords.ValueType) -> str:
     return quote(text)
 
 
-def _attr_lines(section: str, attrs: dict[str, object], indent: str) -> list[str]:
+def _attr_lines(
+    section: str, attrs: dict[str, object], indent: str, builtin: Collection[str] = ()
+) -> list[str]:
+    """`keyword value` lines; `builtin`: keywords whose value no file set (commented out if they have no
+    effect here)."""
     first = [k for k in _FIRST.get(section, ()) if k in attrs]
     order = first + [
         kw.name for kw in keywords.attributes(section) if kw.name in attrs and kw.name not in first
@@ -35,7 +45,14 @@ def _attr_lines(section: str, attrs: dict[str, object], indent: str) -> list[str
     for name in order:
         kw = keywords.lookup(section, name)
         assert kw is not None
-        lines.append(f"{indent}{name} {format_value(attrs[name], kw.type)}")
+        line = f"{name} {format_value(attrs[name], kw.type)}"
+        note = kw.no_effect()
+        if note is None:
+            lines.append(f"{indent}{line}")
+        elif name in builtin:
+            lines.append(f"{indent}# {line}  # {note}")
+        else:
+            lines.append(f"{indent}{line}  # {note}")
     return lines
 
 
@@ -88,7 +105,8 @@ def render(config: Config, *, changed_only: bool = False) -> str:
         if changed_only and (kw.name not in config.defaults or value == kw.builtin(config.default_value)):
             continue
         defaults[kw.name] = value
-    lines = ["defaults {", *_attr_lines("defaults", defaults, "\t"), "}"]
+    builtin = [name for name in defaults if name not in config.defaults]
+    lines = ["defaults {", *_attr_lines("defaults", defaults, "\t", builtin), "}"]
     if changed_only:
         lines += _blacklist("blacklist", config.blacklist)
         lines += _blacklist("blacklist_exceptions", config.blacklist_exceptions)

@@ -4,7 +4,7 @@ import pytest
 
 from pymultipathd.blacklist import check
 from pymultipathd.cli import pymultipath, show_config
-from pymultipathd.config import keywords, load_config, parse_text
+from pymultipathd.config import hwtable, keywords, load_config, parse_text
 
 MAIN = """
 # an administrator's file
@@ -87,8 +87,13 @@ def effective(cfg):
 
 
 def test_t_prints_everything_and_parses_back(files, capsys):
+    main, _ = files
     rc, out, err = run(["-t"], capsys)
-    assert rc == 0 and err == ""
+    # verbosity has no effect here (the daemon's -v sets the log level): the administrator is told so
+    assert rc == 0 and err == (f"pymultipath: warning: {main}:7: verbosity: no effect in pymultipathd: "
+                               f"{keywords.attribute('verbosity').unsupported}\n")
+    assert '\tverbosity 2  # no effect in pymultipathd: ' in out  # the file's own, marked
+    assert '\t# strict_timing "no"  # no effect in pymultipathd: ' in out  # a built-in one, commented out
     assert '\tfind_multipaths "smart"\n' in out
     assert "\tmax_polling_interval 40\n" in out  # derived default shown
     assert '\tpath_selector "service-time 0"\n' in out
@@ -99,7 +104,13 @@ def test_t_prints_everything_and_parses_back(files, capsys):
     assert '\t\tvendor "PURE"\n' in out  # built-in hardware table
     original = load_config()
     shown = parse_text(out, "shown.conf")
-    assert shown.warnings == []
+    # read back, it warns about what the administrator set, and about the unsupported keywords of the
+    # hardware table's entries, printed whole (they are written in a file now); a default nobody set is quiet
+    hardware = [(k, keywords.lookup("device", k).no_effect()) for e in hwtable.HWTABLE for k in e
+                if keywords.lookup("device", k).unsupported]
+    assert hardware  # else this test proves less than it says
+    assert sorted((w.keyword, w.text) for w in shown.warnings) == sorted(
+        [(w.keyword, w.text) for w in original.warnings] + hardware)
     assert effective(shown) == effective(original)
     rc, out2, _ = run(["-t"], capsys)
     assert out2 == out
