@@ -52,6 +52,8 @@ maps:
                     last resort for a LUN gone for good: every I/O of MAP fails (queued writes are lost),
                     MAP goes once its holders let go; asks first (--yes in scripts)
   holders MAP       list what holds MAP open and the command that releases each holder
+  -C DEV            exit 0 if the multipath map DEV has a usable path, 1 if not (no I/O is sent)
+  -U                the same for the device of the udev event (MAJOR, MINOR), for udev rules
 
 offline and diagnostics:
   classify --facts FILE [--json] [--explain]   classify a JSON snapshot without touching the system
@@ -76,6 +78,8 @@ FLAGS = {
     "-ll": ("topology_cmd", False),
     "-f": ("flush_cmd", True),
     "-F": ("flush_cmd", False),
+    "-C": ("usable_cmd", True),
+    "-U": ("usable_cmd", False),
 }
 
 
@@ -164,6 +168,8 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         if rc is not None:
             return rc
         return _run(module, rest, env=env, find_multipaths=find_multipaths)
+    if flag == "-U":
+        return _run(module, rest, env=env)  # the udev event's MAJOR and MINOR
     return _run(module, rest)
 
 

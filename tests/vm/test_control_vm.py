@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
 
 from tests.vm import dm
 from tests.vm.pympd import CONF, Pympd, config
-from tests.vm.sysutil import CommandError, run, wait_for
+from tests.vm.sysutil import CommandError, run, wait_for, write_sysfs
 
 
 def _next_group(name: str) -> int:
@@ -93,6 +95,25 @@ def test_map_path_and_daemon_commands(scsi_debug):
         assert counters() == [0, 0, 0]
         assert d.cmd("reload", "map", n1) == "ok\n"
         assert counters()[2] >= 1  # a reload is a table load (the re-read of its paths may load one too)
+
+        # pymultipath -C / -U: a usable path or none (every path's SCSI device offline), without I/O
+        def usable(*args: str, env: dict[str, str] | None = None) -> int:
+            return subprocess.run(["pymultipath", *args], env=env, capture_output=True, timeout=60,
+                                  check=False).returncode
+
+        rdev = os.stat(f"/dev/mapper/{n1}").st_rdev
+        major, minor = str(os.major(rdev)), str(os.minor(rdev))
+        assert usable("-C", f"/dev/mapper/{n1}") == 0
+        assert usable("-U", env={**os.environ, "MAJOR": major, "MINOR": minor}) == 0
+        assert usable("-C", f"/dev/{p1[0].dev}") == 1  # a path, not a map
+        for p in p1:
+            write_sysfs(f"/sys/block/{p.dev}/device/state", "offline")
+        try:
+            wait_for(lambda: usable("-C", n1) == 1, 30, f"{n1} without a usable path")
+        finally:
+            for p in p1:
+                write_sysfs(f"/sys/block/{p.dev}/device/state", "running")
+        wait_for(lambda: usable("-C", f"{major}:{minor}") == 0, 60, f"{n1} usable again")
 
         # del path: the map is reloaded without it; add path: back in
         assert d.cmd("del", "path", dev.dev) == "ok\n"
