@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import mmap
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -115,7 +116,10 @@ class CheckRunner:
 
     def __init__(self, max_threads: int = 32) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="checker")
+        self._max_threads = max_threads
         self._inflight: dict[str, asyncio.Future[CheckResult]] = {}
+        # devnodes whose check outlived its timeout and still holds a thread in the kernel
+        self._stuck: set[str] = set()
 
     async def check(self, devnode: str, checker: str, timeout: float,
                     prio_name: str | None = None) -> CheckResult:
@@ -134,7 +138,13 @@ class CheckRunner:
             loop.call_soon_threadsafe(_set, started)
             return _guarded(func, devnode, timeout, prio_name)
 
-        fut = loop.run_in_executor(self._pool, job)
+        if len(self._stuck) * 2 < self._max_threads:
+            fut = loop.run_in_executor(self._pool, job)
+        else:
+            # Hung checks hold half the pool or more (a dead fabric): every other path's check gets a
+            # thread of its own, so healthy paths are still checked. One check in flight per path bounds
+            # these threads by the number of paths.
+            fut = _on_own_thread(loop, job)
         self._inflight[devnode] = fut
         try:
             # The clock starts when a thread takes the check. Checks of hung paths can hold every thread
@@ -147,6 +157,8 @@ class CheckRunner:
             # shield: on timeout the thread keeps running; we stop waiting but remember it is in flight
             return await asyncio.wait_for(asyncio.shield(fut), timeout + 1.0)
         except TimeoutError:
+            self._stuck.add(devnode)
+            fut.add_done_callback(lambda _f: self._stuck.discard(devnode))
             return CheckResult(TIMEOUT, f"{checker} did not answer within {timeout:g} s")
         finally:
             if fut.done():
@@ -155,6 +167,31 @@ class CheckRunner:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _on_own_thread(loop: asyncio.AbstractEventLoop,
+                   job: Callable[[], CheckResult]) -> asyncio.Future[CheckResult]:
+    fut: asyncio.Future[CheckResult] = loop.create_future()
+
+    def deliver(res: CheckResult | None, err: BaseException | None) -> None:
+        if fut.done():
+            return
+        if err is not None:
+            fut.set_exception(err)
+        else:
+            fut.set_result(res)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            res: CheckResult | None = job()
+            err: BaseException | None = None
+        except BaseException as e:  # handed to the waiting coroutine, as the pool would
+            res, err = None, e
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (the daemon is stopping)
+            loop.call_soon_threadsafe(deliver, res, err)
+
+    threading.Thread(target=run, name="checker-own", daemon=True).start()
+    return fut
 
 
 def _set(started: asyncio.Future[None]) -> None:

@@ -6,6 +6,7 @@ import ctypes
 import fcntl
 import os
 
+from pymultipathd import locations
 from pymultipathd.record import record
 
 SG_IO = 0x2285
@@ -98,9 +99,26 @@ def sg_io(fd: int, cdb: bytes, data_len: int = 0, timeout_ms: int = 30000) -> Sg
     )
 
 
+def generic_node(devnode: str) -> str:
+    """The disk's SCSI generic node (/dev/sgN next to /dev/sdX) if it has one, else `devnode`.
+
+    SG_IO on the disk's own node waits for a command uninterruptibly: on a path whose session is blocked
+    (a dead fabric, a long recovery_tmo) the checking thread sleeps in D state, and a process with such a
+    thread cannot exit, so the daemon could not stop until the fabric came back. Through the sg node the
+    same wait is killable. The name comes from the disk's sysfs directory, never from a device."""
+    name = os.path.basename(devnode)
+    try:
+        entries = sorted(os.listdir(os.path.join(locations.sysfs(), "block", name, "device", "scsi_generic")))
+    except OSError:
+        return devnode
+    sg = [e for e in entries if e.startswith("sg") and e[2:].isdigit()]
+    node = os.path.join(os.path.dirname(devnode), sg[0]) if sg else devnode
+    return node if os.path.exists(node) else devnode
+
+
 def open_path(devnode: str) -> int:
     # O_NONBLOCK: opening must not wait for a medium; the checker must never hang in open().
-    return os.open(devnode, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    return os.open(generic_node(devnode), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
 
 
 TEST_UNIT_READY = bytes(6)

@@ -141,3 +141,25 @@ def test_a_healthy_path_queued_behind_hung_checks_is_pending_never_timed_out(mon
     finally:
         release.set()
         runner.close()
+
+
+def test_healthy_paths_are_still_checked_while_hung_checks_hold_the_pool(monkeypatch):
+    """A dead fabric with more hung paths than checker threads: once hung checks hold half the pool, the
+    other paths' checks get threads of their own, so a healthy path is checked (and one that died meanwhile
+    is found) instead of being pending for as long as the fabric stays dead."""
+    release = threading.Event()
+    monkeypatch.setitem(checkers.CHECKERS, "hang", lambda dev, t: release.wait(30) and checkers.CheckResult(
+        checkers.DOWN, "hung"))
+    monkeypatch.setitem(checkers.CHECKERS, "fine", lambda dev, t: checkers.CheckResult(checkers.UP, "ok"))
+    runner = checkers.CheckRunner(max_threads=2)
+
+    async def scenario() -> list[str]:
+        hung = await asyncio.gather(*(runner.check(f"/dev/hung{i}", "hang", 0.2) for i in range(2)))
+        healthy = await asyncio.gather(*(runner.check(f"/dev/ok{i}", "fine", 0.2) for i in range(3)))
+        return [r.state for r in hung] + [r.state for r in healthy]
+
+    try:
+        assert asyncio.run(scenario()) == [checkers.TIMEOUT] * 2 + [checkers.UP] * 3
+    finally:
+        release.set()
+        runner.close()

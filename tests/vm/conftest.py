@@ -99,6 +99,7 @@ def leftovers() -> list[str]:
     found += [f"iSCSI session {os.path.basename(s)}" for s in iscsi.session_dirs()]
     found += [f"LIO {p}" for p in lio.leftovers()]
     found += [f"link {n}" for n in netpath.links_with_prefix(iscsi.LINK_PREFIX)]
+    found += [f"packets to {a} dropped" for a in netpath.dropped()]
     if scsidebug.loaded():
         found.append("scsi_debug module loaded")
     for unit in ("multipathd.service", "pymultipathd.service"):

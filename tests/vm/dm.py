@@ -52,7 +52,21 @@ def create(name: str, table: str) -> str:
 
 def status(name: str) -> MpathStatus:
     """Parse `dmsetup status` of a multipath target (counts drive the parse, so any selector works)."""
-    words = run(["dmsetup", "status", name]).split()
+    return _parse_status(name, run(["dmsetup", "status", name]).split())
+
+
+def statuses() -> dict[str, MpathStatus]:
+    """Every multipath map's status from one dmsetup call (name -> status)."""
+    out = run(["dmsetup", "status", "--target", "multipath"], check=False)
+    found = {}
+    for line in out.splitlines():
+        name, sep, rest = line.partition(": ")
+        if sep and "No devices" not in line:
+            found[name] = _parse_status(name, rest.split())
+    return found
+
+
+def _parse_status(name: str, words: list[str]) -> MpathStatus:
     if len(words) < 4 or words[2] != "multipath":
         raise ValueError(f"dmsetup status {name}: not a multipath target: {' '.join(words)!r}")
     it = iter(words[3:])

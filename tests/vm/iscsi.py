@@ -3,6 +3,7 @@
     bed = IscsiBed(luns=1); bed.setup()
     bed.paths(0)        -> [Path(portal 0), Path(portal 1)] of LUN 0, same WWID
     bed.cut(0); bed.restore(0)   network-level failure of portal 0 (link down/up via netlink)
+    bed.hang(0); bed.restore(0)  portal 0 stops answering (packets dropped), its session waits in recovery
     bed.teardown()      sessions logged out, node records deleted, target and links removed
 """
 
@@ -14,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from tests.vm import dm, lio, netpath
-from tests.vm.sysutil import read_sysfs, run, settle, udev_wwid, wait_for
+from tests.vm.sysutil import read_sysfs, run, settle, udev_wwid, wait_for, write_sysfs
 
 IQN = "iqn.2024-01.org.pymultipathd:bed"
 PORT = 3260
@@ -101,7 +102,7 @@ class IscsiBed:
                 _iscsiadm("-m", "node", "-T", IQN, "-p", p.target, "--login")
             wait_for(lambda: all(len(self._devs(p)) == self.luns for p in self.portals), 60,
                      f"{self.luns} SCSI disks behind each of {len(self.portals)} iSCSI sessions")
-            settle()
+            settle(120 + 2 * len(self.portals) * self.luns)  # udev takes about a second per disk under TCG
         except BaseException:
             self.teardown()
             raise
@@ -135,14 +136,34 @@ class IscsiBed:
         p = self.portals[portal]
         netpath.cut(p.ifname, p.address)
 
-    def restore(self, portal: int, timeout: float = 90) -> None:
-        """Bring the link back and wait until the session through it is logged in and its disks run again."""
+    def hang(self, portal: int, recovery_tmo: int = 600) -> None:
+        """A dead fabric with a patient initiator: the portal's packets are dropped (nothing changes on the
+        host's links or addresses, see netpath.drop) and its session waits `recovery_tmo` seconds in recovery
+        before it fails its disks. Meanwhile they are "blocked": every command to them, a checker's TUR
+        included, waits (libiscsi keeps resetting the timer of commands of a session in recovery), so their
+        own SCSI timeouts never end it. Noop-outs (2+2 s) only start that recovery a few seconds after the
+        cut. restore() undoes it."""
         p = self.portals[portal]
+        s = _session_for(p)
+        if not s:
+            raise LookupError(f"no iSCSI session through {p.target}")
+        write_sysfs(f"{s}/recovery_tmo", str(recovery_tmo))  # this session only, until logout
+        netpath.drop(p.address)
+
+    def restore(self, portal: int, timeout: float = 90) -> None:
+        """Bring the link back (or stop dropping its packets) and wait until the session through it is logged
+        in and its disks run again, with the bed's recovery timeout."""
+        p = self.portals[portal]
+        netpath.undrop(p.address)
         netpath.restore(p.ifname, p.address)
         wait_for(lambda: self.session_state(portal) == "LOGGED_IN", timeout,
                  f"iSCSI session through {p.target} to log in again")
         wait_for(lambda: all(read_sysfs(f"/sys/block/{d}/device/state") == "running"
                              for d in self._devs(p).values()), timeout, f"disks behind {p.target} to run")
+        s = _session_for(p)
+        tmo = NODE_SETTINGS["node.session.timeo.replacement_timeout"]
+        if s and read_sysfs(f"{s}/recovery_tmo") != tmo:  # hang() changed it
+            write_sysfs(f"{s}/recovery_tmo", tmo)
 
     def session_state(self, portal: int) -> str | None:
         s = _session_for(self.portals[portal])
@@ -156,7 +177,11 @@ class IscsiBed:
             dm.remove_holders(devs)
         except Exception as e:  # keep tearing down; report at the end
             errors.append(str(e))
-        for p in self.portals:  # a cut link would make logout wait for timeouts
+        for p in self.portals:  # a cut link or a hung portal would make logout wait for timeouts
+            try:
+                netpath.undrop(p.address)
+            except Exception as e:
+                errors.append(str(e))
             if p.ifname in netpath.links_with_prefix(LINK_PREFIX):
                 netpath.restore(p.ifname, p.address)
         _iscsiadm("-m", "node", "-T", IQN, "--logout", check=False)

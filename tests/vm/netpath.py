@@ -3,12 +3,17 @@
 A portal address lives on its own dummy interface. Cutting a path takes that link down *and* removes the
 address: a link going down alone keeps the local route of its address (measured: traffic to it still flows
 through loopback), while removing the address removes that route, so the path's packets are silently dropped
-in both directions, like a pulled cable.
+in both directions, like a pulled cable. The host sees that cut, though (the daemon's link watch fails the
+paths at once); drop() cuts a portal further away, where the host sees nothing.
 """
 
 from __future__ import annotations
 
+import json
+
 from pyroute2 import IPRoute
+
+from tests.vm.sysutil import run
 
 
 def _index(ipr: IPRoute, ifname: str) -> int:
@@ -63,3 +68,44 @@ def links_with_prefix(prefix: str) -> list[str]:
     with IPRoute() as ipr:
         names = [link.get("ifname") for link in ipr.get_links()]
     return [n for n in names if n and n.startswith(prefix)]
+
+
+# A dead fabric beyond the host: packets to a portal vanish while its link and address stay as they are, so
+# nothing local changes (no netlink event for a link watch, no RST, no ICMP) and the initiator's connections
+# just stop answering. Traffic to an address of this host goes through the loopback device, so the drop is a
+# tc filter on lo's egress (tc is in iproute2; the image has no nftables or iptables).
+DROP_DEV = "lo"
+
+
+def _drop_filters(dev: str = DROP_DEV) -> dict[str, int]:
+    """address -> tc filter preference of each drop() in place."""
+    out = run(["tc", "-j", "filter", "show", "dev", dev, "egress"], check=False)
+    found = {}
+    for f in json.loads(out or "[]"):
+        addr = ((f.get("options") or {}).get("keys") or {}).get("dst_ip")
+        if addr and f.get("kind") == "flower":
+            found[addr] = f["pref"]
+    return found
+
+
+def drop(address: str, dev: str = DROP_DEV) -> None:
+    """Silently drop every packet sent to `address` until undrop()."""
+    if "clsact" not in run(["tc", "qdisc", "show", "dev", dev]):
+        run(["tc", "qdisc", "add", "dev", dev, "clsact"])
+    if address not in _drop_filters(dev):
+        run(["tc", "filter", "add", "dev", dev, "egress", "protocol", "ip", "flower", "dst_ip", address,
+             "action", "drop"])
+
+
+def undrop(address: str, dev: str = DROP_DEV) -> None:
+    filters = _drop_filters(dev)
+    if address in filters:
+        pref = str(filters.pop(address))
+        run(["tc", "filter", "del", "dev", dev, "egress", "protocol", "ip", "pref", pref])
+    if not filters and "clsact" in run(["tc", "qdisc", "show", "dev", dev], check=False):
+        run(["tc", "qdisc", "del", "dev", dev, "clsact"])
+
+
+def dropped(dev: str = DROP_DEV) -> list[str]:
+    """Addresses whose packets drop() discards now (a clean guest has none)."""
+    return sorted(_drop_filters(dev))
