@@ -91,9 +91,10 @@ def _shape(t: dmt.MultipathTable) -> tuple[object, ...]:
     # and handler. queue_if_no_path is left out: a message switches it on a live map without a reload.
     return (
         t.size,
-        # a path's first argument is its repeat count (service-time prints a throughput after it)
-        tuple((g.selector, g.selector_args, frozenset((p.dev, p.args[:1]) for p in g.paths))
-              for g in t.groups),
+        # Not the paths' repeat counts: the kernel's selectors clamp them (a count above 1 reads back as 1,
+        # historical-service-time prints 0), so comparing them reloaded such maps at every event; upstream
+        # does not compare them either. A new count reaches the map with its next reload.
+        tuple((g.selector, g.selector_args, frozenset(p.dev for p in g.paths)) for g in t.groups),
         t.features.queue_mode, t.features.pg_init_retries, t.features.other, t.hwhandler,
     )
 
