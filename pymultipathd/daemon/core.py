@@ -88,6 +88,10 @@ class Core:
         # reads through maps (partition tables, holders scans): a few, so one map hung on queued I/O leaves
         # the others
         self._io_thread = ThreadPoolExecutor(max_workers=4, thread_name_prefix="map-io")
+        # sysfs writes of transport settings: apart from the map-io threads, which reads through a queueing
+        # map can hold
+        self._sysfs_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sysfs")
+        self._sysfs_job: asyncio.Future[list[str]] | None = None
         self._pending: set[str] = set()
         self._batch_first: float | None = None
         self._batch_handle: asyncio.TimerHandle | None = None
@@ -347,20 +351,36 @@ class Core:
         resolve = self.resolver(wwid, vendor or None, product or None)
         devs = sorted(set(claimed) | {d for d in (m.paths if m else ()) if d in self.state.paths})
         if devs:  # before the map is made or reloaded: its I/O size limit comes from its paths
-            await self._set_transport(wwid, devs, resolve)
+            await self._set_transport(wwid, devs, resolve, m)
         await self.execute(decide.assemble(self.state, ev.PathsSettled(wwid, claimed), resolve))
 
-    async def _set_transport(self, wwid: str, devs: list[str], resolve: Resolve) -> None:
-        """fast_io_fail_tmo, dev_loss_tmo, eh_deadline and max_sectors_kb on the paths (sysfs writes, on a
-        map-io thread with a deadline: a write to a hung host's attributes must not hold assembly)."""
+    async def _set_transport(self, wwid: str, devs: list[str], resolve: Resolve, m: MapState | None) -> None:
+        """fast_io_fail_tmo, dev_loss_tmo, eh_deadline and max_sectors_kb on the paths. The configured
+        max_sectors_kb goes only to the paths of a map about to be made; a live map's paths keep (and its
+        new paths get) the map's own limit. The writes run on a thread of their own with a deadline, and
+        while one is stuck (a host in error handling) the next are skipped rather than waited for."""
+        if self._sysfs_job is not None and not self._sysfs_job.done():
+            log.warning("transport settings of %s skipped: an earlier write to sysfs has not returned", wwid,
+                        extra=fields(wwid=wwid))
+            return
         s = map_settings(resolve)
-        job = functools.partial(path_transport.apply_all, devs, transport(resolve), s.no_path_retry,
-                                s.polling_interval)
-        loop = asyncio.get_running_loop()
+        t = transport(resolve)
+        joining: list[str] = []
+        if m is not None:
+            t = replace(t, max_sectors_kb=None)
+            joining = [d for d in devs if d not in m.paths]
+
+        def job() -> list[str]:
+            problems = path_transport.apply_all(devs, t, s.no_path_retry, s.polling_interval)
+            if joining and m is not None and m.dm_dev:
+                problems += path_transport.match_map(joining, m.dm_dev)
+            return problems
+
+        self._sysfs_job = asyncio.get_running_loop().run_in_executor(self._sysfs_thread, job)
         try:
-            problems = await asyncio.wait_for(loop.run_in_executor(self._io_thread, job), TRANSPORT_TIMEOUT)
+            problems = await asyncio.wait_for(asyncio.shield(self._sysfs_job), TRANSPORT_TIMEOUT)
         except TimeoutError:
-            problems = [f"setting the transport timeouts did not finish within {TRANSPORT_TIMEOUT:g} s"]
+            problems = [f"setting the transport settings did not finish within {TRANSPORT_TIMEOUT:g} s"]
         for problem in problems:
             log.warning("%s", problem, extra=fields(wwid=wwid))
 
@@ -816,6 +836,7 @@ class Core:
         self.runner.close()
         self._dm_thread.shutdown(wait=False, cancel_futures=True)
         self._io_thread.shutdown(wait=False, cancel_futures=True)
+        self._sysfs_thread.shutdown(wait=False, cancel_futures=True)
 
 
 def _log_failure(task: asyncio.Task) -> None:

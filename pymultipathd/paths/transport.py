@@ -29,7 +29,9 @@ def _where(dev: str, attr: Attr) -> str | None:
     if attr is Attr.QUEUE_MAX_SECTORS_KB:
         return os.path.join(block_dir(dev), "queue", "max_sectors_kb")
     cls, name = attr.value.split("/")
-    for part in device_dir(block_dir(dev)).split(os.sep):
+    # nearest the device first: under NPIV the chain runs through the physical HBA's host to the virtual
+    # port's own host, which is the path's
+    for part in reversed(device_dir(block_dir(dev)).split(os.sep)):
         mine = {Attr.SESSION_RECOVERY_TMO: part.startswith("session") and part[7:].isdigit(),
                 Attr.RPORT_FAST_IO_FAIL_TMO: part.startswith("rport-"),
                 Attr.RPORT_DEV_LOSS_TMO: part.startswith("rport-"),
@@ -54,15 +56,40 @@ def apply(dev: str, values: list[tuple[Attr, str]]) -> list[str]:
     for attr, value in values:
         path = _where(dev, attr)
         if path is None:
-            problems.append(f"{dev}: no {attr.value.split('/')[0]} to set {attr.value.split('/')[1]} on")
+            if attr is not Attr.HOST_EH_DEADLINE:  # not a SCSI device: nothing to set, nothing wrong
+                problems.append(f"{dev}: no {attr.value.split('/')[0]} to set {attr.value.split('/')[1]} on")
             continue
         if _current(path) == value:
             continue
-        try:
-            with open(path, "w") as f:
-                f.write(value)
-        except OSError as err:
-            problems.append(f"{dev}: cannot set {path} to {value}: {err.strerror or err}")
+        if attr is Attr.RPORT_FAST_IO_FAIL_TMO and value.isdigit():
+            # the transport takes a fast_io_fail_tmo only below the port's dev_loss_tmo: raise that first
+            # (its own value follows)
+            dev_loss = os.path.join(os.path.dirname(path), "dev_loss_tmo")
+            current = _current(dev_loss)
+            if current is not None and current.isdigit() and int(value) >= int(current):
+                problems += _write(dev, dev_loss, str(int(value) + 1))
+        problems += _write(dev, path, value)
+    return problems
+
+
+def _write(dev: str, path: str, value: str) -> list[str]:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as err:
+        return [f"{dev}: cannot set {path} to {value}: {err.strerror or err}"]
+    return []
+
+
+def match_map(devs: list[str], dm_dev: str) -> list[str]:
+    """Blocking: give paths joining the live map `dm_dev` its max_sectors_kb (a path below the map's limit
+    would fail its large requests)."""
+    limit = _current(os.path.join(block_dir(dm_dev), "queue", "max_sectors_kb"))
+    if limit is None or not limit.isdigit():
+        return []
+    problems = []
+    for dev in devs:
+        problems += apply(dev, [(Attr.QUEUE_MAX_SECTORS_KB, limit)])
     return problems
 
 

@@ -5,10 +5,12 @@ dev_loss_tmo, eh_deadline and max_sectors_kb ask of each kind of path, with upst
   fails, so multipath can fail the path over); "off" and 0 cannot be set there; dev_loss_tmo means nothing.
 - FC: the remote port's fast_io_fail_tmo and dev_loss_tmo. dev_loss_tmo is raised to cover the time
   no_path_retry queues (N x polling_interval; "queue": the maximum), so the port's devices are not deleted
-  while I/O still waits for them; a fast_io_fail_tmo not below dev_loss_tmo is switched off.
+  while I/O still waits for them; a fast_io_fail_tmo not below dev_loss_tmo is switched off, and without
+  fast_io_fail_tmo dev_loss_tmo stops at 600 s, the most the transport accepts then.
 - SAS: dev_loss_tmo sets the end device's I_T_nexus_loss_timeout.
 - Every SCSI path: eh_deadline on its host; max_sectors_kb on its queue, before the map is made (a map's limit
-  comes from its paths when it is created, and a path with a larger one than its map fails large I/O).
+  comes from its paths when it is created). A live map's paths keep the map's limit: a path below it fails
+  the map's large requests, so a new member of a live map gets the map's value, not the configured one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pymultipathd.policy.settings import NoPathRetry, Resolve, RetryMode
 from pymultipathd.record import record
 
 MAX_DEV_LOSS_TMO = 0x7FFFFFFF  # the FC transport's largest dev_loss_tmo ("infinity")
+FC_DEV_LOSS_WITHOUT_FAST_IO_FAIL = 600  # the largest the FC transport takes while fast_io_fail_tmo is off
 OFF = "off"
 
 
@@ -82,13 +85,15 @@ def writes(t: Transport, kind: Kind, no_path_retry: NoPathRetry, polling_interva
         fast = t.fast_io_fail
         if dev_loss and isinstance(fast, int) and fast >= dev_loss:
             fast = OFF
+        if not isinstance(fast, int) and dev_loss > FC_DEV_LOSS_WITHOUT_FAST_IO_FAIL:
+            dev_loss = FC_DEV_LOSS_WITHOUT_FAST_IO_FAIL  # the FC transport refuses more
         if fast is not None:
             out.append((Attr.RPORT_FAST_IO_FAIL_TMO, str(fast)))
         if dev_loss:
             out.append((Attr.RPORT_DEV_LOSS_TMO, str(dev_loss)))
     elif kind is Kind.SAS and t.dev_loss:
         out.append((Attr.SAS_NEXUS_LOSS_TMO, str(t.dev_loss)))
-    if kind is not Kind.OTHER and t.eh_deadline is not None:
+    if t.eh_deadline is not None:  # every SCSI path (the adapter skips a device without a SCSI host)
         out.append((Attr.HOST_EH_DEADLINE, str(t.eh_deadline)))
     if t.max_sectors_kb is not None:
         out.append((Attr.QUEUE_MAX_SECTORS_KB, str(t.max_sectors_kb)))

@@ -45,7 +45,10 @@ def test_the_keywords_as_typed_values():
     # any SCSI host: eh_deadline; any path: max_sectors_kb
     (Transport(eh_deadline=OFF, max_sectors_kb=128), Kind.ISCSI, FAIL,
      [(Attr.HOST_EH_DEADLINE, "off"), (Attr.QUEUE_MAX_SECTORS_KB, "128")]),
-    (Transport(eh_deadline=10, max_sectors_kb=128), Kind.OTHER, FAIL, [(Attr.QUEUE_MAX_SECTORS_KB, "128")]),
+    (Transport(eh_deadline=10, max_sectors_kb=128), Kind.OTHER, FAIL,   # any SCSI host (SRP, virtio-scsi)
+     [(Attr.HOST_EH_DEADLINE, "10"), (Attr.QUEUE_MAX_SECTORS_KB, "128")]),
+    (Transport(fast_io_fail=OFF), Kind.FC, QUEUE,                      # 600 s at most without fast_io_fail
+     [(Attr.RPORT_FAST_IO_FAIL_TMO, "off"), (Attr.RPORT_DEV_LOSS_TMO, "600")]),
 ])
 def test_what_each_kind_of_path_gets(t, kind, npr, wanted):
     assert writes(t, kind, npr, 5.0) == wanted
@@ -76,3 +79,58 @@ def test_the_adapter_writes_only_what_differs_and_reports_what_it_cannot(tmp_pat
     (session / "recovery_tmo").mkdir()  # a write that fails
     problems = adapter.apply_all(["sdb"], Transport(fast_io_fail=9), FAIL, 5.0)
     assert len(problems) == 1 and "cannot set" in problems[0] and "recovery_tmo to 9" in problems[0]
+
+
+def _fc_tree(tmp_path, *, npiv: bool = False) -> Tree:
+    """A disk behind an FC remote port (under NPIV: a virtual port's host below the physical HBA's)."""
+    tree = Tree(tmp_path)
+    chain = "host5/vport-5:0-0/host6/rport-6:0-0/target6:0:0" if npiv else "host6/rport-6:0-0/target6:0:0"
+    real = tree.sys / "devices" / "pci0000:00" / chain / "6:0:0:1"
+    real.mkdir(parents=True)
+    base = tree.sys / "block" / "sdc"
+    (base / "queue").mkdir(parents=True)
+    (base / "queue" / "max_sectors_kb").write_text("512\n")
+    (base / "device").symlink_to(real)
+    for host in ("host5", "host6"):
+        (tree.sys / "class" / "scsi_host" / host).mkdir(parents=True)
+        (tree.sys / "class" / "scsi_host" / host / "eh_deadline").write_text("off\n")
+    rport = tree.sys / "class" / "fc_remote_ports" / "rport-6:0-0"
+    rport.mkdir(parents=True)
+    (rport / "dev_loss_tmo").write_text("30\n")
+    (rport / "fast_io_fail_tmo").write_text("5\n")
+    locations.install(locations.Locations.from_env(tree.env()))
+    return tree
+
+
+def test_eh_deadline_goes_to_the_paths_own_host_under_npiv(tmp_path):
+    tree = _fc_tree(tmp_path, npiv=True)
+    assert adapter.kind("sdc") is Kind.FC
+    assert adapter.apply_all(["sdc"], Transport(eh_deadline=10), FAIL, 5.0) == []
+    hosts = {h: (tree.sys / "class" / "scsi_host" / h / "eh_deadline").read_text().strip()
+             for h in ("host5", "host6")}
+    assert hosts == {"host5": "off", "host6": "10"}
+
+
+def test_a_fast_io_fail_tmo_above_the_ports_dev_loss_raises_it_first(tmp_path):
+    tree = _fc_tree(tmp_path)
+    rport = tree.sys / "class" / "fc_remote_ports" / "rport-6:0-0"
+    assert adapter.apply_all(["sdc"], Transport(fast_io_fail=40, dev_loss=60), FAIL, 5.0) == []
+    assert ((rport / "fast_io_fail_tmo").read_text(), (rport / "dev_loss_tmo").read_text()) == ("40", "60")
+
+
+def test_a_path_joining_a_live_map_gets_the_maps_limit(tmp_path):
+    tree = _fc_tree(tmp_path)
+    (tree.sys / "block" / "dm-2" / "queue").mkdir(parents=True)
+    (tree.sys / "block" / "dm-2" / "queue" / "max_sectors_kb").write_text("256\n")
+    assert adapter.match_map(["sdc"], "dm-2") == []
+    assert (tree.sys / "block" / "sdc" / "queue" / "max_sectors_kb").read_text() == "256"
+
+
+def test_a_device_without_a_scsi_host_skips_eh_deadline_quietly(tmp_path):
+    tree = Tree(tmp_path)
+    real = tree.sys / "devices" / "pci0000:00" / "virtio3"
+    real.mkdir(parents=True)
+    (tree.sys / "block" / "vdb").mkdir(parents=True)
+    (tree.sys / "block" / "vdb" / "device").symlink_to(real)
+    locations.install(locations.Locations.from_env(tree.env()))
+    assert adapter.apply_all(["vdb"], Transport(eh_deadline=10), FAIL, 5.0) == []
