@@ -1,6 +1,7 @@
 """`pymultipath -C DEV` and `-U`: does this multipath map have a usable path? (upstream's meanings)
 
-Exit 0 when the map has at least one path the kernel has active whose SCSI device is running, 1 when it has
+Exit 0 when the map has at least one path the kernel has active whose device runs (SCSI "running", NVMe
+"live"), 1 when it has
 none, or when DEV is not a multipath map; no I/O is sent. `-C` takes the map by /dev node, name, dm-N or
 major:minor; `-U` takes the device udev is handling, from the event's MAJOR and MINOR (udev rules use it to
 skip probing a map that would only queue I/O).
@@ -56,7 +57,8 @@ def usable(name: str) -> tuple[bool, str]:
     for g in m.status.groups:
         for p in g.paths:
             dev = topology.dev_of(p.dev)
-            if p.active and dev is not None and sysinfo.dev_state(dev) == "running":
+            # "running" for SCSI, "live" for an NVMe controller
+            if p.active and dev is not None and sysinfo.dev_state(dev) in ("running", "live"):
                 return True, f"{name}: {dev} ({p.dev}) is usable"
     return False, f"{name}: no usable path"
 

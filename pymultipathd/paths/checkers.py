@@ -14,7 +14,8 @@ import mmap
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from pymultipathd.paths import sgio
 from pymultipathd.policy.state import USABLE, PathCheck
@@ -22,6 +23,7 @@ from pymultipathd.record import record
 
 UP, DOWN, GHOST = PathCheck.UP, PathCheck.DOWN, PathCheck.GHOST
 PENDING, TIMEOUT = PathCheck.PENDING, PathCheck.TIMEOUT
+QUEUE_GRACE = 5.0  # seconds a check waits for a pool thread before it takes a thread of its own
 
 # sense key / ASC-ASCQ values with a meaning for path state
 NOT_READY, UNIT_ATTENTION = sgio.NOT_READY, sgio.UNIT_ATTENTION
@@ -120,6 +122,7 @@ class CheckRunner:
         self._inflight: dict[str, asyncio.Future[CheckResult]] = {}
         # devnodes whose check outlived its timeout and still holds a thread in the kernel
         self._stuck: set[str] = set()
+        self._started_at: dict[str, float] = {}  # loop time a thread took each in-flight check
 
     async def check(self, devnode: str, checker: str, timeout: float,
                     prio_name: str | None = None) -> CheckResult:
@@ -128,18 +131,26 @@ class CheckRunner:
         func = CHECKERS.get(checker)
         if func is None:
             return CheckResult(DOWN, f"unknown checker {checker!r}")
+        loop = asyncio.get_running_loop()
         running = self._inflight.get(devnode)
         if running is not None and not running.done():
+            # Started long ago and not back: stuck in the kernel, whether or not anyone still waits for it
+            # (its caller may have given up while it was queued).
+            since = self._started_at.get(devnode)
+            if since is not None and loop.time() - since > timeout:
+                self._mark_stuck(devnode, running)
             return CheckResult(PENDING, "previous check still running")
-        loop = asyncio.get_running_loop()
-        started = loop.create_future()
+        started: asyncio.Future[Any] = loop.create_future()
+        started.add_done_callback(lambda _f: self._started_at.__setitem__(devnode, loop.time()))
 
         def job() -> CheckResult:
             loop.call_soon_threadsafe(_set, started)
             return _guarded(func, devnode, timeout, prio_name)
 
+        queued: Future[Any] | None = None
         if len(self._stuck) * 2 < self._max_threads:
-            fut = loop.run_in_executor(self._pool, job)
+            queued = self._pool.submit(job)
+            fut: asyncio.Future[Any] = asyncio.wrap_future(queued, loop=loop)
         else:
             # Hung checks hold half the pool or more (a dead fabric): every other path's check gets a
             # thread of its own, so healthy paths are still checked. One check in flight per path bounds
@@ -147,22 +158,32 @@ class CheckRunner:
             fut = _on_own_thread(loop, job)
         self._inflight[devnode] = fut
         try:
-            # The clock starts when a thread takes the check. Checks of hung paths can hold every thread
-            # for their whole SCSI timeout (a dead fabric): a healthy path queued behind them is pending,
-            # never timed out, or the daemon would fail the paths that still work.
-            done, _ = await asyncio.wait({started, fut}, timeout=timeout + 1.0,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            # The clock starts when a thread takes the check: a check waiting for a thread is never timed
+            # out (the daemon would fail a path that works). One that waits too long for the pool (hung
+            # checks hold it) leaves the queue and runs on a thread of its own.
+            grace = min(timeout + 1.0, QUEUE_GRACE)
+            done, _ = await asyncio.wait({started, fut}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            if not done and queued is not None and queued.cancel():
+                fut = _on_own_thread(loop, job)
+                self._inflight[devnode] = fut
+                done, _ = await asyncio.wait({started, fut}, timeout=timeout + 1.0,
+                                             return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 return CheckResult(PENDING, "waiting for a checker thread (checks of hung paths hold them)")
             # shield: on timeout the thread keeps running; we stop waiting but remember it is in flight
             return await asyncio.wait_for(asyncio.shield(fut), timeout + 1.0)
         except TimeoutError:
-            self._stuck.add(devnode)
-            fut.add_done_callback(lambda _f: self._stuck.discard(devnode))
+            self._mark_stuck(devnode, fut)
             return CheckResult(TIMEOUT, f"{checker} did not answer within {timeout:g} s")
         finally:
             if fut.done():
                 self._inflight.pop(devnode, None)
+                self._started_at.pop(devnode, None)
+
+    def _mark_stuck(self, devnode: str, fut: asyncio.Future[Any]) -> None:
+        if devnode not in self._stuck:
+            self._stuck.add(devnode)
+            fut.add_done_callback(lambda _f: self._stuck.discard(devnode))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 
@@ -118,7 +119,16 @@ def generic_node(devnode: str) -> str:
 
 def open_path(devnode: str) -> int:
     # O_NONBLOCK: opening must not wait for a medium; the checker must never hang in open().
-    return os.open(generic_node(devnode), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    node = generic_node(devnode)
+    try:
+        return os.open(node, flags)
+    except OSError as err:
+        if node == devnode or err.errno != errno.EBUSY:
+            raise
+        # another program holds the sg node exclusively (O_EXCL, a maintenance tool): the disk's own node
+        # still answers, and a busy sg node says nothing about the path
+        return os.open(devnode, flags)
 
 
 TEST_UNIT_READY = bytes(6)

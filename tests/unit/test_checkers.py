@@ -137,7 +137,8 @@ def test_a_healthy_path_queued_behind_hung_checks_is_pending_never_timed_out(mon
         return [r.state for r in results] + [again.state]
 
     try:
-        assert asyncio.run(scenario()) == [checkers.TIMEOUT, checkers.TIMEOUT, checkers.PENDING, checkers.UP]
+        # the healthy check left the held pool's queue and ran on a thread of its own: checked, not timed out
+        assert asyncio.run(scenario()) == [checkers.TIMEOUT, checkers.TIMEOUT, checkers.UP, checkers.UP]
     finally:
         release.set()
         runner.close()
@@ -163,3 +164,33 @@ def test_healthy_paths_are_still_checked_while_hung_checks_hold_the_pool(monkeyp
     finally:
         release.set()
         runner.close()
+
+
+def test_checks_queued_in_the_same_round_as_hung_ones_are_still_checked(monkeypatch):
+    """The checker loop submits every due path at once: healthy paths queued behind hung ones leave the
+    queue after a grace and run on threads of their own, and a hung check whose caller gave up while it was
+    queued is still counted as stuck (its next check notices), so overflow mode follows."""
+    release = threading.Event()
+    monkeypatch.setitem(checkers.CHECKERS, "hang", lambda dev, t: release.wait(30) and checkers.CheckResult(
+        checkers.DOWN, "hung"))
+    monkeypatch.setitem(checkers.CHECKERS, "fine", lambda dev, t: checkers.CheckResult(checkers.UP, "ok"))
+    runner = checkers.CheckRunner(max_threads=2)
+
+    async def scenario() -> tuple[list[str], list[str], int]:
+        names = ["hung0", "ok0", "hung1", "ok1", "hung2", "ok2"]
+        first = await asyncio.gather(*(runner.check(f"/dev/{n}", "hang" if n.startswith("hung") else "fine",
+                                                    0.2) for n in names))
+        await asyncio.sleep(0.3)
+        again = await asyncio.gather(*(runner.check(f"/dev/{n}", "hang" if n.startswith("hung") else "fine",
+                                                    0.2) for n in names))
+        return [r.state for r in first], [r.state for r in again], len(runner._stuck)
+
+    try:
+        first, again, stuck = asyncio.run(scenario())
+    finally:
+        release.set()
+        runner.close()
+    assert [s for n, s in zip(["h", "o"] * 3, first, strict=True) if n == "o"] == [checkers.UP] * 3
+    assert checkers.TIMEOUT not in [s for n, s in zip(["h", "o"] * 3, first, strict=True) if n == "o"]
+    assert [s for n, s in zip(["h", "o"] * 3, again, strict=True) if n == "o"] == [checkers.UP] * 3
+    assert stuck == 3  # every hung check counted, also one that started after its caller gave up

@@ -107,12 +107,12 @@ def test_map_path_and_daemon_commands(scsi_debug):
         assert usable("-U", env={**os.environ, "MAJOR": major, "MINOR": minor}) == 0
         assert usable("-C", f"/dev/{p1[0].dev}") == 1  # a path, not a map
         for p in p1:
-            write_sysfs(f"/sys/block/{p.dev}/device/state", "offline")
+            write_sysfs(f"/sys/block/{p.dev}/device/state", "offline\n")
         try:
             wait_for(lambda: usable("-C", n1) == 1, 30, f"{n1} without a usable path")
         finally:
             for p in p1:
-                write_sysfs(f"/sys/block/{p.dev}/device/state", "running")
+                write_sysfs(f"/sys/block/{p.dev}/device/state", "running\n")
         wait_for(lambda: usable("-C", f"{major}:{minor}") == 0, 60, f"{n1} usable again")
 
         # del path: the map is reloaded without it; add path: back in
