@@ -177,7 +177,15 @@ def test_read_only_etc_and_a_squatted_control_socket_do_not_stop_map_assembly(sc
     sd = scsi_debug(luns=3, paths=2)
     wwids = sorted(w for w in sd.by_wwid() if w)
     assert len(wwids) == 3
-    _write_mbr(sd.paths[0].node, 2048, 8192)  # scsi_debug's LUNs share one store: every LUN has it
+    # scsi_debug's LUNs share one store: every LUN has it. Through a path that takes writes: scsi_debug
+    # keeps one of its ports in ALUA standby, and which disk name lands there depends on probe order.
+    for i, p in enumerate(sd.paths):
+        try:
+            _write_mbr(p.node, 2048, 8192)
+            break
+        except OSError:
+            if i == len(sd.paths) - 1:
+                raise
     os.makedirs("/etc/multipath", exist_ok=True)
     since = int(time.time()) - 1
     d = Pympd(config("greedy", user_friendly_names="yes"))
