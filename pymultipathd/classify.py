@@ -208,6 +208,12 @@ _excluded_memo: dict[int, tuple[PathFacts, Config, Step | None]] = {}
 _EXCLUDED_MEMO_MAX = 8192
 
 
+def blacklisted(path: PathFacts, config: Config) -> bool:
+    """Excluded by the blacklist (or not a whole disk): not a path at all, as upstream's daemon sees it."""
+    step = _excluded(path, config)
+    return step is not None and step.rule.startswith(("blacklisted", "not_a_disk"))
+
+
 def _excluded(path: PathFacts, config: Config) -> Step | None:
     """The exclusions that do not depend on the mode or other paths (rules not_a_disk .. no_wwid)."""
     hit = _excluded_memo.get(id(path))

@@ -155,7 +155,7 @@ def _render(fmt: str, fields: dict, items: Sequence, pretty: bool) -> str:
 def show_paths(state: DaemonState, fmt: str | None = None, *, raw: bool = False, now: float | None = None,
                only: Sequence[PathState] | None = None) -> str:
     now = time.monotonic() if now is None else now
-    paths = list(only) if only is not None else sorted(state.paths.values(), key=lambda p: (p.hcil, p.dev))
+    paths = list(only) if only is not None else sorted(state.listed_paths(), key=lambda p: (p.hcil, p.dev))
     if not paths:
         return ""
     return _render(fmt or DEFAULT_PATH_FORMAT, _path_fields(state, now), paths, pretty=not raw)

@@ -170,7 +170,9 @@ class Core:
         )
 
     def _path_from_facts(self, f: classify.PathFacts, old: PathState | None) -> PathState:
-        return topology.path_state(f, self.resolver(f.wwid, f.vendor, f.product), old)
+        p = topology.path_state(f, self.resolver(f.wwid, f.vendor, f.product), old)
+        p.blacklisted = classify.blacklisted(f, self.config)
+        return p
 
     # --- discovery ----------------------------------------------------------------------------------
 

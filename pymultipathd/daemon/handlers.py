@@ -83,11 +83,11 @@ async def show_path(d: Daemon, cmd: Command) -> str:
 @handles("show", "status")
 async def show_status(d: Daemon, cmd: Command) -> str:
     counts: dict[str, int] = {}
-    for p in d.core.state.paths.values():
+    for p in d.core.state.listed_paths():
         word = fmt.CHK_WORDS.get(p.chk_state, p.chk_state)
         counts[word] = counts.get(word, 0) + 1
     lines = ["path checker states:"] + [f"{k:<20}{v}" for k, v in sorted(counts.items())]
-    lines += ["", f"paths: {len(d.core.state.paths)}", f"maps: {len(d.core.state.maps)}",
+    lines += ["", f"paths: {len(d.core.state.listed_paths())}", f"maps: {len(d.core.state.maps)}",
               f"busy: {d.core.busy}", f"uevents: {d.core.stats['uevents']}",
               f"batches: {d.core.stats['batches']}", f"map creates: {d.core.stats['creates']}",
               f"map reloads: {d.core.stats['reloads']}"]

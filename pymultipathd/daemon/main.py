@@ -223,8 +223,9 @@ class Daemon:
             self._tasks.append(asyncio.ensure_future(self._guard(watch.run(), "link watch")))
 
         st = self.core.state
-        self._notify(f"READY=1\nSTATUS=up: {len(st.maps)} maps, {len(st.paths)} paths")
-        log.info("ready: %d maps, %d paths", len(st.maps), len(st.paths))
+        paths = len(st.listed_paths())
+        self._notify(f"READY=1\nSTATUS=up: {len(st.maps)} maps, {paths} paths")
+        log.info("ready: %d maps, %d paths", len(st.maps), paths)
         await self._stop.wait()
 
         await self._shutdown()

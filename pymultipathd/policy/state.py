@@ -52,6 +52,7 @@ class PathState:
     map: str | None = None        # name of the map holding it
     verdict: str = ""             # classifier decision and rule, for show paths / logs
     failures: int = 0             # times a check found it unusable after it was usable (`%0`)
+    blacklisted: bool = False     # known for `show devices`, but not a path (`show paths` leaves it out)
 
     @property
     def wwid(self) -> str | None:
@@ -175,6 +176,10 @@ class DaemonState:
             if ident in (m.wwid, m.uuid, m.dm_dev, m.dev_t):
                 return m
         return None
+
+    def listed_paths(self) -> list[PathState]:
+        """The paths as upstream's daemon lists them: every disk but the blacklisted ones."""
+        return [p for p in self.paths.values() if not p.blacklisted]
 
     def paths_of(self, m: MapState) -> list[PathState]:
         return [self.paths[d] for d in m.paths if d in self.paths]

@@ -236,3 +236,20 @@ def test_topology_shows_a_table_path_whose_device_is_gone():
     lines = fmt.topology(core.state, m).splitlines()
     assert lines[-1] == "  `- #:#:#:# - 8:32 failed faulty unknown"
     asyncio.run(core.close())
+
+
+def test_show_paths_leaves_out_a_blacklisted_disk_that_show_devices_lists():
+    from pymultipathd.classify import PathFacts
+    from pymultipathd.control import format as fmt
+    from pymultipathd.policy.state import PathState
+
+    d = _daemon()
+    st = d.core.state
+    st.paths["vda"] = PathState(dev="vda", dev_t="254:0", facts=PathFacts(dev="vda", dev_t="254:0"),
+                                blacklisted=True, verdict="no (blacklisted:devnode)")
+    st.paths["sdb"] = PathState(dev="sdb", dev_t="8:16", facts=PathFacts(dev="sdb", dev_t="8:16"))
+    assert fmt.show_paths(st, "%d", raw=True).split() == ["sdb"]
+    assert "vda no (blacklisted:devnode)" in _run(d, "show devices")
+    d2 = _daemon()
+    d2.core.state.paths.update(st.paths)
+    assert "paths: 1" in _run(d2, "show status")
