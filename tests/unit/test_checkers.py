@@ -111,20 +111,20 @@ def test_priority_is_read_with_a_usable_check_only(tmp_path):
     assert asyncio.run(CheckRunner().check(str(f), "none", 1.0)).prio is None  # not asked for
 
 
-def test_a_healthy_path_queued_behind_hung_checks_is_pending_never_timed_out(monkeypatch):
-    """A dead fabric: checks of hung paths hold every checker thread for their whole timeout. A healthy
-    path's check still waiting for a thread must not be reported as a timeout: the daemon would fail a path
-    that works (40 healthy paths were failed this way in the VM, issue 17)."""
-    import asyncio
-    import threading
-
-    from pymultipathd.paths import checkers
-
+def _dead_fabric(monkeypatch) -> tuple[threading.Event, CheckRunner]:
+    """Checkers "hang" (until the event is set) and "fine", and a runner of two threads."""
     release = threading.Event()
     monkeypatch.setitem(checkers.CHECKERS, "hang", lambda dev, t: release.wait(30) and checkers.CheckResult(
         checkers.DOWN, "hung"))
     monkeypatch.setitem(checkers.CHECKERS, "fine", lambda dev, t: checkers.CheckResult(checkers.UP, "ok"))
-    runner = checkers.CheckRunner(max_threads=2)
+    return release, checkers.CheckRunner(max_threads=2)
+
+
+def test_a_healthy_path_queued_behind_hung_checks_is_pending_never_timed_out(monkeypatch):
+    """A dead fabric: checks of hung paths hold every checker thread for their whole timeout. A healthy
+    path's check still waiting for a thread must not be reported as a timeout: the daemon would fail a path
+    that works (40 healthy paths were failed this way in the VM, issue 17)."""
+    release, runner = _dead_fabric(monkeypatch)
 
     async def scenario() -> list[str]:
         hung = [runner.check(f"/dev/hung{i}", "hang", 0.3) for i in range(2)]
@@ -148,11 +148,7 @@ def test_healthy_paths_are_still_checked_while_hung_checks_hold_the_pool(monkeyp
     """A dead fabric with more hung paths than checker threads: once hung checks hold half the pool, the
     other paths' checks get threads of their own, so a healthy path is checked (and one that died meanwhile
     is found) instead of being pending for as long as the fabric stays dead."""
-    release = threading.Event()
-    monkeypatch.setitem(checkers.CHECKERS, "hang", lambda dev, t: release.wait(30) and checkers.CheckResult(
-        checkers.DOWN, "hung"))
-    monkeypatch.setitem(checkers.CHECKERS, "fine", lambda dev, t: checkers.CheckResult(checkers.UP, "ok"))
-    runner = checkers.CheckRunner(max_threads=2)
+    release, runner = _dead_fabric(monkeypatch)
 
     async def scenario() -> list[str]:
         hung = await asyncio.gather(*(runner.check(f"/dev/hung{i}", "hang", 0.2) for i in range(2)))
@@ -170,11 +166,7 @@ def test_checks_queued_in_the_same_round_as_hung_ones_are_still_checked(monkeypa
     """The checker loop submits every due path at once: healthy paths queued behind hung ones leave the
     queue after a grace and run on threads of their own, and a hung check whose caller gave up while it was
     queued is still counted as stuck (its next check notices), so overflow mode follows."""
-    release = threading.Event()
-    monkeypatch.setitem(checkers.CHECKERS, "hang", lambda dev, t: release.wait(30) and checkers.CheckResult(
-        checkers.DOWN, "hung"))
-    monkeypatch.setitem(checkers.CHECKERS, "fine", lambda dev, t: checkers.CheckResult(checkers.UP, "ok"))
-    runner = checkers.CheckRunner(max_threads=2)
+    release, runner = _dead_fabric(monkeypatch)
 
     async def scenario() -> tuple[list[str], list[str], int]:
         names = ["hung0", "ok0", "hung1", "ok1", "hung2", "ok2"]
