@@ -91,7 +91,7 @@ class Core:
         # sysfs writes of transport settings: apart from the map-io threads, which reads through a queueing
         # map can hold
         self._sysfs_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sysfs")
-        self._sysfs_job: asyncio.Future[list[str]] | None = None
+        self._sysfs_job: asyncio.Future[list[tuple[str, str]]] | None = None
         self._pending: set[str] = set()
         self._batch_first: float | None = None
         self._batch_handle: asyncio.TimerHandle | None = None
@@ -315,12 +315,16 @@ class Core:
         for dev, v in verdicts.items():
             if dev in self.state.paths:
                 self.state.paths[dev].verdict = f"{v.decision} ({v.rule})"
+        mine = {w: tuple(d for d in claimed.get(w, ()) if d in self.state.paths) for w in wwids}
+        # Before maps are made or reloaded (a map's I/O size limit comes from its paths): one job for the
+        # whole batch, since a hand-off to a thread per map cost a storm more than the writes themselves.
+        await self._set_transport([(w, mine[w]) for w in wwids])
         for i, wwid in enumerate(wwids):
             if self._closing:
                 log.info("stopping: %d WWIDs of this batch left to the next start", len(wwids) - i)
                 break
             try:
-                await self._assemble(wwid, tuple(d for d in claimed.get(wwid, ()) if d in self.state.paths))
+                await self._assemble(wwid, mine[wwid])
             except Exception:  # one bad WWID must not stop the others
                 log.exception("%s: assembling the map failed", wwid, extra=fields(wwid=wwid))
         self._aliases = {}
@@ -340,6 +344,11 @@ class Core:
             # open now, not at its last read (a mount raises no device-mapper event)
             if not await self._refresh_or_forget(m.name):
                 return
+        resolve = self._map_resolver(wwid, claimed, m)
+        await self.execute(decide.assemble(self.state, ev.PathsSettled(wwid, claimed), resolve))
+
+    def _map_resolver(self, wwid: str, claimed: tuple[str, ...], m: MapState | None) -> Resolve:
+        """The configuration of the map of `wwid`: by the map's vendor and product, or its paths'."""
         first = self.state.paths[claimed[0]] if claimed else None
         if m is not None:
             vendor, product = m.vendor, m.product
@@ -350,41 +359,50 @@ class Core:
         else:
             vendor = first.facts.vendor or "" if first else ""
             product = first.facts.product or "" if first else ""
-        resolve = self.resolver(wwid, vendor or None, product or None)
-        devs = sorted(set(claimed) | {d for d in (m.paths if m else ()) if d in self.state.paths})
-        if devs:  # before the map is made or reloaded: its I/O size limit comes from its paths
-            await self._set_transport(wwid, devs, resolve, m)
-        await self.execute(decide.assemble(self.state, ev.PathsSettled(wwid, claimed), resolve))
+        return self.resolver(wwid, vendor or None, product or None)
 
-    async def _set_transport(self, wwid: str, devs: list[str], resolve: Resolve, m: MapState | None) -> None:
-        """fast_io_fail_tmo, dev_loss_tmo, eh_deadline and max_sectors_kb on the paths. The configured
-        max_sectors_kb goes only to the paths of a map about to be made; a live map's paths keep (and its
-        new paths get) the map's own limit. The writes run on a thread of their own with a deadline, and
-        while one is stuck (a host in error handling) the next are skipped rather than waited for."""
-        if self._sysfs_job is not None and not self._sysfs_job.done():
-            log.warning("transport settings of %s skipped: an earlier write to sysfs has not returned", wwid,
-                        extra=fields(wwid=wwid))
+    async def _set_transport(self, batch: list[tuple[str, tuple[str, ...]]]) -> None:
+        """fast_io_fail_tmo, dev_loss_tmo, eh_deadline and max_sectors_kb on the paths of these WWIDs
+        (claimed paths, and the paths their maps have). The configured max_sectors_kb goes only to the paths
+        of a map about to be made; a live map's paths keep (and its new paths get) the map's own limit. The
+        writes run on a thread of their own with a deadline, and while one is stuck (a host in error
+        handling) the next are skipped rather than waited for."""
+        work = []
+        for wwid, claimed in batch:
+            m = self.state.map_of_wwid(wwid)
+            devs = sorted(set(claimed) | {d for d in (m.paths if m else ()) if d in self.state.paths})
+            if not devs:
+                continue
+            resolve = self._map_resolver(wwid, claimed, m)
+            s, t = map_settings(resolve), transport(resolve)
+            joining = [d for d in devs if d not in m.paths] if m is not None else []
+            if m is not None:
+                t = replace(t, max_sectors_kb=None)
+            work.append((wwid, devs, t, s, joining, m.dm_dev if m is not None else ""))
+        if not work:
             return
-        s = map_settings(resolve)
-        t = transport(resolve)
-        joining: list[str] = []
-        if m is not None:
-            t = replace(t, max_sectors_kb=None)
-            joining = [d for d in devs if d not in m.paths]
+        if self._sysfs_job is not None and not self._sysfs_job.done():
+            log.warning("transport settings of %d maps skipped: an earlier write to sysfs has not returned",
+                        len(work))
+            return
 
-        def job() -> list[str]:
-            problems = path_transport.apply_all(devs, t, s.no_path_retry, s.polling_interval)
-            if joining and m is not None and m.dm_dev:
-                problems += path_transport.match_map(joining, m.dm_dev)
+        def job() -> list[tuple[str, str]]:
+            problems = []
+            for wwid, devs, t, s, joining, dm_dev in work:
+                found = path_transport.apply_all(devs, t, s.no_path_retry, s.polling_interval)
+                if joining and dm_dev:
+                    found += path_transport.match_map(joining, dm_dev)
+                problems += [(wwid, p) for p in found]
             return problems
 
         self._sysfs_job = asyncio.get_running_loop().run_in_executor(self._sysfs_thread, job)
+        deadline = TRANSPORT_TIMEOUT + 0.05 * sum(len(w[1]) for w in work)
         try:
-            problems = await asyncio.wait_for(asyncio.shield(self._sysfs_job), TRANSPORT_TIMEOUT)
+            problems = await asyncio.wait_for(asyncio.shield(self._sysfs_job), deadline)
         except TimeoutError:
-            problems = [f"setting the transport settings did not finish within {TRANSPORT_TIMEOUT:g} s"]
-        for problem in problems:
-            log.warning("%s", problem, extra=fields(wwid=wwid))
+            problems = [("", f"setting the transport settings did not finish within {deadline:.0f} s")]
+        for wwid, problem in problems:
+            log.warning("%s", problem, extra=fields(wwid=wwid or None))
 
     async def _partition_maps(self, names: list[str]) -> None:
         """Partition maps of these maps. A table that cannot be read now (EIO: the kernel failed the map's
