@@ -18,6 +18,7 @@ from pymultipathd.dm import maps as dmmaps
 from pymultipathd.errors import PymultipathError
 from pymultipathd.paths import sysinfo
 from pymultipathd.policy.state import MapState
+from pymultipathd.sysread import read_text
 
 PROG = "pymultipath"
 
@@ -33,11 +34,10 @@ def _map_name(arg: str) -> str | None:
         except OSError:
             name = os.path.basename(real)
     if name.count(":") == 1 and all(p.isdigit() for p in name.split(":")):
-        name = os.path.basename(os.path.realpath(os.path.join(locations.sysfs(), "dev", "block", name)))
-    base = os.path.join(locations.sysfs(), "block", name, "dm", "name")
-    if os.path.exists(base):
-        with open(base) as f:
-            return f.read().strip()
+        name = topology.dev_of(name) or name
+    dm_name = read_text(os.path.join(locations.sysfs(), "block", name, "dm", "name"))
+    if dm_name is not None:
+        return dm_name.strip()
     return arg if "/" not in arg and ":" not in arg else None
 
 
