@@ -70,15 +70,19 @@ def multipath_maps(ctl: Control) -> tuple[list[tuple[MapState, MapRead]], list[t
     return found, problems
 
 
-def path_state(f: classify.PathFacts, resolve: Resolve, old: PathState | None) -> PathState:
+def path_state(f: classify.PathFacts, resolve: Resolve, old: PathState | None, *,
+               read_prio: bool = True) -> PathState:
     """A path's record from its facts: sysfs attributes, checker and prioritizer choice (and the priority
-    when the prioritizer is new). `old`: the record the daemon already has, kept and updated."""
+    when the prioritizer is new). `old`: the record the daemon already has, kept and updated. Without
+    read_prio a new priority is only marked due: a prioritizer may send commands to the array, which the
+    daemon's event loop must not wait for."""
     same_device = old is not None and old.dev_t == f.dev_t
     p = old or PathState(dev=f.dev, dev_t=f.dev_t, facts=f)
     p.facts, p.dev_t = f, f.dev_t
     if not same_device:  # fixed for a device's life: not re-read on each of its change events
         p.hcil = sysinfo.hcil(f.dev)
         p.node_name = sysinfo.target_node_name(f.dev)
+        p.scsi_timeout = sysinfo.command_timeout(f.dev)
     p.size = sysinfo.size_sectors(f.dev)
     p.serial = f.properties.get("ID_SCSI_SERIAL") or sysinfo.vpd_serial(f.dev)
     p.dev_state = sysinfo.dev_state(f.dev)
@@ -87,11 +91,23 @@ def path_state(f: classify.PathFacts, resolve: Resolve, old: PathState | None) -
         checker = "tur"
     p.checker = checker
     name = prio.choose(str(resolve("prio") or "const"), bool(resolve("detect_prio")), f.dev)
-    if old is None or name != p.prio_name:  # otherwise the checker keeps it current
-        p.prio_name, p.prio = name, prio.priority(name, f.dev)
+    args = str(resolve("prio_args") or "") if name == resolve("prio") else ""
+    if old is None or (name, args) != (p.prio_name, p.prio_args):  # otherwise the checker keeps it current
+        p.prio_name, p.prio_args = name, args
+        if read_prio or name == "const":
+            p.prio, p.prio_due = prio.priority(name, f.dev, args, check_timeout(resolve, p)), False
+        else:
+            p.prio_due = True
     if old is None:
         p.interval = float(resolve("polling_interval") or 5)  # type: ignore[arg-type]
     return p
+
+
+def check_timeout(resolve: Resolve, p: PathState) -> float:
+    """Seconds a check or a prioritizer's command on this path may take: checker_timeout, else the device's
+    own SCSI command timeout (as upstream)."""
+    configured = resolve("checker_timeout")
+    return float(configured) if isinstance(configured, int) and configured > 0 else p.scsi_timeout
 
 
 def resolver(config: Config, wwid: str | None, vendor: str | None, product: str | None) -> Resolve:

@@ -471,8 +471,7 @@ _TABLE: list[Keyword] = [
         "tur",
         "DVO",
         "How a path's state is tested: tur, directio, readsector0, none (and hardware specific ones).",
-        effect="topology.py path_state -> paths/checkers.py (tur, directio, readsector0 and none exist; "
-        "a path given another checker is found down); tests: unit/test_keyword_effects.py",
+        effect="topology.py path_state -> paths/checkers.py; tests: unit/test_keyword_effects.py",
     ),
     _k(
         "checker_timeout",
@@ -540,16 +539,15 @@ _TABLE: list[Keyword] = [
         "const",
         "DVOM",
         "Prioritizer giving each path a priority.",
-        effect="topology.py path_state -> paths/prio.py choose (const, sysfs and alua exist; any other acts "
-        "as const); tests: unit/test_keyword_effects.py",
+        effect="topology.py path_state -> paths/prio.py choose; tests: unit/test_keyword_effects.py",
     ),
     _k(
         "prio_args",
         Str(),
         None,
         "DVOM",
-        "Arguments of the prioritizer.",
-        unsupported="the prioritizers there are (const, sysfs, alua) take no arguments",
+        "Arguments of the prioritizer (weightedpath, path_latency, datacore, iet, alua's exclusive_pref_bit).",
+        effect="topology.py path_state -> paths/prio.py priority; tests: unit/test_keyword_effects.py",
     ),
     _k(
         "detect_prio",

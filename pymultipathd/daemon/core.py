@@ -170,7 +170,7 @@ class Core:
         )
 
     def _path_from_facts(self, f: classify.PathFacts, old: PathState | None) -> PathState:
-        p = topology.path_state(f, self.resolver(f.wwid, f.vendor, f.product), old)
+        p = topology.path_state(f, self.resolver(f.wwid, f.vendor, f.product), old, read_prio=False)
         p.blacklisted = classify.blacklisted(f, self.config)
         return p
 
@@ -319,6 +319,8 @@ class Core:
         # Before maps are made or reloaded (a map's I/O size limit comes from its paths): one job for the
         # whole batch, since a hand-off to a thread per map cost a storm more than the writes themselves.
         await self._set_transport([(w, mine[w]) for w in wwids])
+        await self._read_priorities([self.state.paths[d] for w in wwids for d in mine[w]
+                                     if self.state.paths[d].prio_due])
         for i, wwid in enumerate(wwids):
             if self._closing:
                 log.info("stopping: %d WWIDs of this batch left to the next start", len(wwids) - i)
@@ -336,6 +338,24 @@ class Core:
         todo, self._partition_todo = self._partition_todo, []
         if todo and not self._closing:  # else the next start (or udev's kpartx) makes the partition maps
             await self._partition_maps(todo)
+
+    async def _read_priorities(self, due: list[PathState]) -> None:
+        """The priorities of new paths, before their maps are grouped: on the checker threads, all at once,
+        each bounded as a check is (a path that does not answer keeps priority 0 and stays due: its first
+        check reads it)."""
+        if not due:
+            return
+
+        async def read(p: PathState) -> None:
+            timeout = topology.check_timeout(self.resolver(p.wwid, p.facts.vendor, p.facts.product), p)
+            res = await self.runner.check(os.path.join("/dev", p.dev), "none", timeout, p.prio_name, p.prio_args)
+            if res.prio is not None and self.state.paths.get(p.dev) is p:
+                p.prio, p.prio_due = res.prio, False
+
+        results = await asyncio.gather(*(read(p) for p in due), return_exceptions=True)
+        for p, res in zip(due, results):
+            if isinstance(res, Exception):
+                log.warning("%s: reading the priority failed: %s", p.dev, res, extra=fields(dev=p.dev, map=p.map))
 
     async def _assemble(self, wwid: str, claimed: tuple[str, ...]) -> None:
         m = self.state.map_of_wwid(wwid)
@@ -625,10 +645,13 @@ class Core:
     async def check_and_apply(self, p: PathState) -> None:
         """Check one due path and act on the verdict (fail or reinstate it; revisit its map)."""
         s = self.settings_of(self.state.maps[p.map]) if p.map in self.state.maps else MapSettings()
-        res = await self.runner.check(os.path.join("/dev", p.dev), p.checker, s.checker_timeout, p.prio_name)
+        res = await self.runner.check(os.path.join("/dev", p.dev), p.checker, s.checker_timeout or p.scsi_timeout,
+                                      p.prio_name, p.prio_args)
         if self.state.paths.get(p.dev) is not p:
             return  # removed while checked (its name may belong to another device now): the result is stale
         p.dev_state = sysinfo.dev_state(p.dev)
+        if res.prio is not None:
+            p.prio_due = False
         now = asyncio.get_running_loop().time()
         todo = decide.path_checked(self.state, ev.PathChecked(p.dev, res.state, now, res.message, res.prio),
                                    self.settings_of)

@@ -125,7 +125,7 @@ class CheckRunner:
         self._started_at: dict[str, float] = {}  # loop time a thread took each in-flight check
 
     async def check(self, devnode: str, checker: str, timeout: float,
-                    prio_name: str | None = None) -> CheckResult:
+                    prio_name: str | None = None, prio_args: str = "") -> CheckResult:
         """Run `checker` on devnode; with prio_name, a usable path's priority is read in the same thread
         (an RTPG to the array can hang as a TUR can, so it never runs on the event loop)."""
         func = CHECKERS.get(checker)
@@ -145,7 +145,7 @@ class CheckRunner:
 
         def job() -> CheckResult:
             loop.call_soon_threadsafe(_set, started)
-            return _guarded(func, devnode, timeout, prio_name)
+            return _guarded(func, devnode, timeout, prio_name, prio_args)
 
         queued: Future[Any] | None = None
         if len(self._stuck) * 2 < self._max_threads:
@@ -221,7 +221,7 @@ def _set(started: asyncio.Future[None]) -> None:
 
 
 def _guarded(func: Callable[[str, float], CheckResult], devnode: str, timeout: float,
-             prio_name: str | None = None) -> CheckResult:
+             prio_name: str | None = None, prio_args: str = "") -> CheckResult:
     try:
         res = func(devnode, timeout)
     except OSError as err:
@@ -230,7 +230,8 @@ def _guarded(func: Callable[[str, float], CheckResult], devnode: str, timeout: f
         from pymultipathd.paths import prio  # the prioritizers need sysfs helpers the checkers do not
 
         try:
-            return CheckResult(res.state, res.message, prio.priority(prio_name, os.path.basename(devnode)))
+            return CheckResult(res.state, res.message, prio.priority(prio_name, os.path.basename(devnode),
+                                                                       prio_args, timeout))
         except OSError:
             pass  # keep the last known priority
     return res

@@ -9,6 +9,7 @@ more for a port group the array marks preferred.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from pymultipathd.paths import sgio, sysinfo
 from pymultipathd.sysread import read_bytes
@@ -56,15 +57,21 @@ def port_group(vpd83: bytes) -> int | None:
     return None
 
 
-def prio_const(dev: str) -> int:
+# A prioritizer: (disk name such as "sdb", prio_args as configured or "", seconds each command may take)
+# -> priority. It runs on a checker thread: it may block on the device, never longer than the timeout per
+# command.
+Prioritizer = Callable[[str, str, float], int]
+
+
+def prio_const(dev: str, args: str = "", timeout: float = 30.0) -> int:
     return 1
 
 
-def prio_sysfs(dev: str) -> int:
+def prio_sysfs(dev: str, args: str = "", timeout: float = 30.0) -> int:
     return alua_value(sysinfo.access_state(dev), sysinfo.preferred_path(dev))
 
 
-def prio_alua(dev: str) -> int:
+def prio_alua(dev: str, args: str = "", timeout: float = 30.0) -> int:
     group = port_group(read_bytes(os.path.join(sysinfo.block_dir(dev), "device", "vpd_pg83")))
     if group is None:
         return prio_sysfs(dev)
@@ -74,7 +81,8 @@ def prio_alua(dev: str) -> int:
         return 0
     try:
         for _ in range(3):  # the first command after the array changes its ALUA states gets a UNIT ATTENTION
-            res = sgio.sg_io(fd, sgio.report_target_port_groups(4096), data_len=4096, timeout_ms=10000)
+            res = sgio.sg_io(fd, sgio.report_target_port_groups(4096), data_len=4096,
+                             timeout_ms=int(timeout * 1000))
             if res.ok or res.sense_key != sgio.UNIT_ATTENTION:
                 break
     except OSError:
@@ -85,7 +93,7 @@ def prio_alua(dev: str) -> int:
     return alua_value(*found) if found else prio_sysfs(dev)
 
 
-PRIORITIZERS = {"const": prio_const, "sysfs": prio_sysfs, "alua": prio_alua}
+PRIORITIZERS: dict[str, Prioritizer] = {"const": prio_const, "sysfs": prio_sysfs, "alua": prio_alua}
 
 
 def choose(configured: str | None, detect_prio: bool, dev: str) -> str:
@@ -95,5 +103,5 @@ def choose(configured: str | None, detect_prio: bool, dev: str) -> str:
     return configured if configured in PRIORITIZERS else "const"
 
 
-def priority(name: str, dev: str) -> int:
-    return PRIORITIZERS.get(name, prio_const)(dev)
+def priority(name: str, dev: str, args: str = "", timeout: float = 30.0) -> int:
+    return PRIORITIZERS.get(name, prio_const)(dev, args, timeout)

@@ -14,7 +14,11 @@ SG_IO = 0x2285
 SG_DXFER_NONE = -1
 SG_DXFER_FROM_DEV = -3
 SG_INFO_OK_MASK = 0x1
-NOT_READY, UNIT_ATTENTION = 0x02, 0x06  # SCSI sense keys
+# SCSI sense keys
+NO_SENSE, RECOVERED_ERROR, NOT_READY, MEDIUM_ERROR, HARDWARE_ERROR = 0x00, 0x01, 0x02, 0x03, 0x04
+ILLEGAL_REQUEST, UNIT_ATTENTION, DATA_PROTECT, ABORTED_COMMAND = 0x05, 0x06, 0x07, 0x0B
+# SCSI status bytes
+GOOD, CHECK_CONDITION, BUSY, RESERVATION_CONFLICT = 0x00, 0x02, 0x08, 0x18
 
 # host_status values that mean the transport, not the LUN, failed
 DID_OK = 0x00
@@ -136,6 +140,12 @@ TEST_UNIT_READY = bytes(6)
 
 def read10(lba: int = 0, blocks: int = 1) -> bytes:
     return bytes([0x28, 0]) + lba.to_bytes(4, "big") + bytes([0]) + blocks.to_bytes(2, "big") + bytes([0])
+
+
+def inquiry(page: int | None = None, alloc_len: int = 255) -> bytes:
+    """INQUIRY: the standard data (page None) or vital product data page `page` (EVPD)."""
+    evpd, code = (0, 0) if page is None else (1, page)
+    return bytes([0x12, evpd, code]) + alloc_len.to_bytes(2, "big") + bytes([0])
 
 
 def report_target_port_groups(alloc_len: int = 4096) -> bytes:

@@ -54,6 +54,15 @@ def target_node_name(dev: str) -> str:
     return ""
 
 
+def command_timeout(dev: str, default: float = 30.0) -> float:
+    """The SCSI layer's command timeout of the device in seconds (device/timeout), `default` if none."""
+    try:
+        value = float(_read(os.path.join(block_dir(dev), "device", "timeout")) or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
 def access_state(dev: str) -> str:
     """The kernel's ALUA access state of the path, e.g. "active/optimized"; "" if it keeps none."""
     return _read(os.path.join(block_dir(dev), "device", "access_state"))

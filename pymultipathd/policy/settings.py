@@ -59,7 +59,7 @@ class MapSettings:
     queue_feature: bool = False       # features "1 queue_if_no_path" (counts only with no_path_retry unset)
     polling_interval: float = 5.0
     max_polling_interval: float = 20.0
-    checker_timeout: float = 30.0
+    checker_timeout: float | None = None  # seconds; None: each path's SCSI command timeout (sysfs)
     flush_on_last_del: LastDel = LastDel.UNUSED
     deferred_remove: bool = False
     regroup_on_prio: bool = False     # path_grouping_policy group_by_prio: a priority change regroups
@@ -115,7 +115,7 @@ def map_settings(resolve: Resolve) -> MapSettings:
         queue_feature="queue_if_no_path" in str(resolve("features") or "").split(),
         polling_interval=_number(resolve("polling_interval"), 5.0),
         max_polling_interval=_number(resolve("max_polling_interval"), 20.0),
-        checker_timeout=_number(resolve("checker_timeout"), 30.0),
+        checker_timeout=_number(resolve("checker_timeout"), 0.0) or None,
         flush_on_last_del=last_del(resolve("flush_on_last_del")),
         deferred_remove=bool(resolve("deferred_remove")),
         regroup_on_prio=str(resolve("path_grouping_policy")) == "group_by_prio",

@@ -416,7 +416,7 @@ def sysfs(monkeypatch):
                         ("vpd_serial", "s"), ("dev_state", "running")):
         monkeypatch.setattr(sysinfo, name, lambda dev, v=value: v)
     monkeypatch.setattr(sysinfo, "access_state", lambda dev: state["access"])
-    monkeypatch.setattr(prio, "priority", lambda name, dev: 1)
+    monkeypatch.setattr(prio, "priority", lambda name, dev, args="", timeout=30.0: 1)
     return topology, state
 
 
@@ -443,6 +443,18 @@ def test_prio_and_detect_prio(sysfs):
     state["access"] = ""
     assert _path(topology, "defaults {\n prio alua\n}\n").prio_name == "alua"
     assert _path(topology, "").prio_name == "const"
+
+
+def test_prio_args_reach_the_configured_prioritizer_only(sysfs):
+    topology, state = sysfs
+    state["access"] = ""
+    conf = 'defaults {\n prio %s\n prio_args "devname sdb 7"\n detect_prio no\n}\n'
+    p = _path(topology, conf % "weightedpath")
+    assert (p.prio_name, p.prio_args) == ("weightedpath", "devname sdb 7")
+    assert _path(topology, conf % "const").prio_args == "devname sdb 7"
+    state["access"] = "active/optimized"  # detect_prio picks sysfs: the arguments were not written for it
+    p = _path(topology, conf.replace(" detect_prio no\n", "") % "weightedpath")
+    assert (p.prio_name, p.prio_args) == ("sysfs", "")
 
 
 def test_polling_interval_is_a_new_paths_first_interval(sysfs):

@@ -1,0 +1,100 @@
+"""A new path's priority is read on a checker thread, never on the event loop, and checks and prioritizers
+take the device's own SCSI timeout unless checker_timeout is set."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from pymultipathd import topology
+from pymultipathd.classify import PathFacts
+from pymultipathd.config import load
+from pymultipathd.daemon.core import Core
+from pymultipathd.paths import checkers, prio, sysinfo
+from pymultipathd.policy.settings import map_settings
+
+FACTS = PathFacts(dev="sdb", dev_t="8:16", wwid="3600a", vendor="ACME", product="Box")
+
+
+def _sysinfo(monkeypatch, timeout: float = 45.0) -> None:
+    for name, value in (("hcil", "3:0:0:1"), ("target_node_name", "t"), ("size_sectors", 8),
+                        ("vpd_serial", "s"), ("dev_state", "running"), ("access_state", "")):
+        monkeypatch.setattr(sysinfo, name, lambda dev, v=value: v)
+    monkeypatch.setattr(sysinfo, "command_timeout", lambda dev: timeout)
+
+
+def test_the_daemon_reads_a_new_paths_priority_on_a_checker_thread(monkeypatch):
+    _sysinfo(monkeypatch)
+    calls: list[tuple[str, str, str, float]] = []
+
+    def fake_priority(name: str, dev: str, args: str = "", timeout: float = 30.0) -> int:
+        calls.append((threading.current_thread().name, name, args, timeout))
+        return 50
+
+    monkeypatch.setattr(prio, "priority", fake_priority)
+    core = Core(load.parse_text('defaults {\n prio alua\n prio_args "exclusive_pref_bit"\n}\n'), ctl=None)
+    try:
+        p = core._path_from_facts(FACTS, None)
+        assert calls == [] and p.prio_due and p.prio == 0  # nothing sent to the device on the loop
+        assert (p.prio_name, p.prio_args, p.scsi_timeout) == ("alua", "exclusive_pref_bit", 45.0)
+        core.state.paths[p.dev] = p
+
+        asyncio.run(core._read_priorities([p]))
+        assert p.prio == 50 and not p.prio_due
+        (thread, name, args, timeout), = calls
+        assert thread != threading.main_thread().name and thread.startswith("checker")
+        assert (name, args, timeout) == ("alua", "exclusive_pref_bit", 45.0)
+    finally:
+        core.runner.close()
+
+
+def test_a_priority_that_does_not_come_back_stays_due(monkeypatch):
+    _sysinfo(monkeypatch, timeout=0.2)
+    release = threading.Event()
+
+    def hung(name: str, dev: str, args: str = "", timeout: float = 30.0) -> int:
+        release.wait(10)
+        return 10
+
+    monkeypatch.setattr(prio, "priority", hung)
+    monkeypatch.setattr(checkers, "QUEUE_GRACE", 0.1)
+    core = Core(load.parse_text("defaults {\n prio alua\n}\n"), ctl=None)
+    try:
+        p = core._path_from_facts(FACTS, None)
+        core.state.paths[p.dev] = p
+        asyncio.run(core._read_priorities([p]))
+        assert p.prio_due and p.prio == 0
+    finally:
+        release.set()
+        core.runner.close()
+
+
+def test_the_cli_reads_the_priority_at_once(monkeypatch):
+    _sysinfo(monkeypatch)
+    monkeypatch.setattr(prio, "priority", lambda name, dev, args="", timeout=30.0: 10)
+    resolve = topology.resolver(load.parse_text("defaults {\n prio alua\n checker_timeout 7\n}\n"),
+                                FACTS.wwid, FACTS.vendor, FACTS.product)
+    p = topology.path_state(FACTS, resolve, None)
+    assert p.prio == 10 and not p.prio_due
+    assert topology.check_timeout(resolve, p) == 7.0
+
+
+def test_checks_take_the_devices_timeout_unless_checker_timeout_is_set(monkeypatch):
+    _sysinfo(monkeypatch, timeout=90.0)
+    resolve = topology.resolver(load.parse_text(""), FACTS.wwid, FACTS.vendor, FACTS.product)
+    p = topology.path_state(FACTS, resolve, None)
+    assert map_settings(resolve).checker_timeout is None
+    assert topology.check_timeout(resolve, p) == 90.0
+
+
+def test_command_timeout_reads_the_scsi_devices_timeout(tmp_path, monkeypatch):
+    from pymultipathd import locations
+
+    dev = tmp_path / "block" / "sdz" / "device"
+    dev.mkdir(parents=True)
+    monkeypatch.setattr(locations, "sysfs", lambda: str(tmp_path))
+    assert sysinfo.command_timeout("sdz") == 30.0  # no attribute: the SCSI layer's default
+    (dev / "timeout").write_text("60\n")
+    assert sysinfo.command_timeout("sdz") == 60.0
+    (dev / "timeout").write_text("junk\n")
+    assert sysinfo.command_timeout("sdz") == 30.0
