@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import mmap
 import os
+import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from pymultipathd.paths import sgio
+from pymultipathd.paths import sgio, vendor_checkers
 from pymultipathd.policy.state import USABLE, PathCheck
 from pymultipathd.record import record
 
@@ -25,10 +29,14 @@ UP, DOWN, GHOST = PathCheck.UP, PathCheck.DOWN, PathCheck.GHOST
 PENDING, TIMEOUT = PathCheck.PENDING, PathCheck.TIMEOUT
 QUEUE_GRACE = 5.0  # seconds a check waits for a pool thread before it takes a thread of its own
 
-# sense key / ASC-ASCQ values with a meaning for path state
+# TEST UNIT READY as upstream's tur reads it
 NOT_READY, UNIT_ATTENTION = sgio.NOT_READY, sgio.UNIT_ATTENTION
-ALUA_STANDBY = ((0x04, 0x0B), (0x04, 0x0C))  # target port in standby / unavailable state
-ALUA_TRANSITIONING = (0x04, 0x0A)
+ALUA_STANDBY = (0x04, 0x0B)  # NOT READY: logical unit not accessible, target port in standby state
+TUR_TRIES = 5  # sends of TEST UNIT READY at most, while the check's time lasts
+# host_status values that are the transport's last word on a TUR; after any other host error it is sent again
+TUR_FINAL_HOST = frozenset({sgio.DID_OK, sgio.DID_NO_CONNECT, sgio.DID_BAD_TARGET, sgio.DID_ABORT,
+                            sgio.DID_TRANSPORT_FAILFAST})
+BLKBSZGET = 0x80081270  # _IOR(0x12, 112, size_t): a block device's soft block size (the kernel writes an int)
 
 
 @record(frozen=True)
@@ -38,32 +46,47 @@ class CheckResult:
     prio: int | None = None  # the path's priority, read after a check found it usable (if asked for)
 
 
-def _scsi_state(res: sgio.SgResult, what: str) -> CheckResult:
+def _reservation_conflict(res: sgio.SgResult) -> bool:
+    return (res.status & 0x7E) == sgio.RESERVATION_CONFLICT
+
+
+def tur_retry(res: sgio.SgResult) -> bool:
+    """Is a TUR reply worth sending the command again for: a unit attention (they queue up after a reset or
+    a change on the array) or a passing host error. A transport timeout is not: the check's time is gone."""
+    if res.ok or _reservation_conflict(res) or res.host_status == sgio.DID_TIME_OUT:
+        return False
+    return res.host_status not in TUR_FINAL_HOST or res.sense_key == UNIT_ATTENTION
+
+
+def tur_verdict(res: sgio.SgResult) -> CheckResult:
+    """The path state a TEST UNIT READY reply shows (the last one, when it was sent more than once)."""
+    if _reservation_conflict(res):  # an array with a SCSI-3 reservation held by another initiator
+        return CheckResult(UP, "tur: reservation conflict (another initiator holds the LUN reserved), "
+                               "path up")
     if res.ok:
-        return CheckResult(UP, f"{what} ok")
-    key, code = res.sense_key, res.asc_ascq
-    if key == UNIT_ATTENTION:
-        return CheckResult(PENDING, f"{what}: unit attention, retry")
-    if key == NOT_READY and code in ALUA_STANDBY:
-        return CheckResult(GHOST, f"{what}: port in standby")
-    if key == NOT_READY and code == ALUA_TRANSITIONING:
-        return CheckResult(PENDING, f"{what}: ALUA state transitioning")
-    detail = f"status 0x{res.status:x} host 0x{res.host_status:x} driver 0x{res.driver_status:x}"
-    if key is not None:
-        detail += f" sense key 0x{key:x}"
-        if code:
-            detail += f" asc/ascq 0x{code[0]:02x}/0x{code[1]:02x}"
-    return CheckResult(DOWN, f"{what} failed: {detail}")
+        return CheckResult(UP, "tur ok")
+    if res.host_status == sgio.DID_TIME_OUT:
+        return CheckResult(TIMEOUT, f"tur timed out: {sgio.describe(res)}")
+    if res.sense_key == NOT_READY and res.asc_ascq == ALUA_STANDBY:
+        return CheckResult(GHOST, "tur: target port in ALUA standby state")
+    # the other ALUA states (unavailable, transitioning, offline) fail the path, as upstream's tur does
+    return CheckResult(DOWN, f"tur failed: {sgio.describe(res)}")
 
 
 def tur(devnode: str, timeout: float) -> CheckResult:
     fd = sgio.open_path(devnode)
     try:
-        for _ in range(3):  # unit attentions queue up after a reset; a few retries drain them
-            res = _scsi_state(sgio.sg_io(fd, sgio.TEST_UNIT_READY, timeout_ms=int(timeout * 1000)), "tur")
-            if res.state != PENDING or "unit attention" not in res.message:
-                return res
-        return res
+        deadline = time.monotonic() + timeout
+        for attempt in range(1, TUR_TRIES + 1):
+            try:
+                res = sgio.sg_io(fd, sgio.TEST_UNIT_READY, timeout_ms=int(timeout * 1000))
+            except OSError as err:
+                if err.errno == errno.ENOTTY:
+                    return CheckResult(DOWN, "tur: checker not supported by this device (no SG_IO on it)")
+                raise
+            if attempt == TUR_TRIES or time.monotonic() >= deadline or not tur_retry(res):
+                return tur_verdict(res)
+        raise AssertionError("unreachable: the last try returns")
     finally:
         os.close(fd)
 
@@ -71,21 +94,38 @@ def tur(devnode: str, timeout: float) -> CheckResult:
 def readsector0(devnode: str, timeout: float) -> CheckResult:
     fd = sgio.open_path(devnode)
     try:
-        res = sgio.sg_io(fd, sgio.read10(0, 1), data_len=4096, timeout_ms=int(timeout * 1000))
-        return _scsi_state(res, "readsector0")
+        res = vendor_checkers.read_sector0(fd, timeout)
     finally:
         os.close(fd)
+    if res is None:  # as upstream: the host, not the path, lacked memory for the transfer
+        return CheckResult(UP, "readsector0: no memory on this host for the read, path taken as up")
+    if res.ok:
+        return CheckResult(UP, "readsector0 ok")
+    return CheckResult(DOWN, f"readsector0 failed: {sgio.describe(res)}")
+
+
+def _direct_read_size(fd: int) -> int:
+    """One block of the device (its soft block size, at most a page); a page for what is no block device."""
+    try:
+        raw = fcntl.ioctl(fd, BLKBSZGET, bytes(8))
+    except OSError:
+        return 4096
+    size = int.from_bytes(raw[:4], sys.byteorder, signed=True)
+    return min(size, 4096) if size > 0 else 4096
 
 
 def directio(devnode: str, timeout: float) -> CheckResult:
     # O_DIRECT reads bypass the page cache, so they reach the device; mmap gives the aligned buffer it needs.
     fd = os.open(devnode, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
     try:
-        buf = mmap.mmap(-1, 4096)
+        size = _direct_read_size(fd)
+        buf = mmap.mmap(-1, size)
         try:
-            os.readv(fd, [buf])
+            got = os.readv(fd, [buf])
         finally:
             buf.close()
+        if got != size:  # an empty or shrunken LUN reads short: no block 0 to read is no usable path
+            return CheckResult(DOWN, f"directio read short: {got} of {size} bytes")
         return CheckResult(UP, "directio ok")
     except OSError as err:
         return CheckResult(DOWN, f"directio read failed: {err.strerror}")
@@ -102,7 +142,10 @@ CHECKERS: dict[str, Callable[[str, float], CheckResult]] = {
     "readsector0": readsector0,
     "directio": directio,
     "none": none,
+    **vendor_checkers.CHECKERS,  # emc_clariion, hp_sw, rdac, cciss_tur
 }
+# What a checker remembers of a path (emc_clariion keeps each path's array WWN) goes with the path.
+forget_path = vendor_checkers.forget_path
 
 
 def check_now(devnode: str, checker: str, timeout: float) -> CheckResult:

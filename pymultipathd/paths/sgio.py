@@ -151,3 +151,35 @@ def inquiry(page: int | None = None, alloc_len: int = 255) -> bytes:
 def report_target_port_groups(alloc_len: int = 4096) -> bytes:
     # MAINTENANCE IN / REPORT TARGET PORT GROUPS (service action 0x0a), for the ALUA prioritizer
     return bytes([0xA3, 0x0A, 0, 0, 0, 0]) + alloc_len.to_bytes(4, "big") + bytes([0, 0])
+
+
+# prioritizers
+
+
+def netapp_gva(page: int, alloc_len: int = 128) -> bytes:
+    """NetApp ONTAP's vendor-specific "get vendor attributes" command (opcode C0h): attribute page `page`
+    (41h names the host's iSCSI initiator kind). The bytes 01 0A 98 0A after the opcode are the fixed
+    signature ONTAP expects; the reply repeats 0A 98 0A 01 at offset 4."""
+    return bytes([0xC0, 0, 0x01, 0x0A, 0x98, 0x0A, page & 0xFF, alloc_len & 0xFF, 0, 0])
+
+
+# checkers
+
+# host_status values (<scsi/scsi.h>) the checkers tell apart
+DID_NO_CONNECT, DID_BUS_BUSY, DID_TIME_OUT, DID_BAD_TARGET, DID_ABORT = 0x01, 0x02, 0x03, 0x04, 0x05
+DID_ERROR, DID_SOFT_ERROR, DID_TRANSPORT_DISRUPTED, DID_TRANSPORT_FAILFAST = 0x07, 0x0B, 0x0E, 0x0F
+COMMAND_TERMINATED = 0x22  # an obsolete status byte that, like CHECK CONDITION, comes with sense data
+DRIVER_SENSE = 0x08        # driver_status flag: the reply carries sense data
+
+
+def describe(res: SgResult) -> str:
+    """A failed command's status, host and driver bytes and its sense key and ASC/ASCQ, for messages."""
+    text = f"status 0x{res.status:x} host 0x{res.host_status:x} driver 0x{res.driver_status:x}"
+    if res.host_status == DID_TIME_OUT:
+        text += " (timed out)"
+    key, code = res.sense_key, res.asc_ascq
+    if key is not None:
+        text += f" sense key 0x{key:x}"
+        if code:
+            text += f" asc/ascq 0x{code[0]:02x}/0x{code[1]:02x}"
+    return text

@@ -1,11 +1,23 @@
 import asyncio
 import ctypes
+import errno
 import threading
 
 import pytest
 
 from pymultipathd.paths import checkers, sgio
 from pymultipathd.paths.checkers import CheckResult, CheckRunner
+from tests.unit.fakesg import (
+    DID_NO_CONNECT,
+    DID_TIME_OUT,
+    DID_TRANSPORT_DISRUPTED,
+    FakeSg,
+    check_condition,
+    descriptor_sense,
+    fixed_sense,
+    good,
+    host_error,
+)
 
 
 def _res(ok=False, sense=b"", status=2):
@@ -34,10 +46,11 @@ def test_sg_io_hdr_layout_matches_x86_64_abi():
 @pytest.mark.parametrize(
     ("key", "asc", "ascq", "state"),
     [
-        (0x06, 0x29, 0x00, checkers.PENDING),   # unit attention (reset)
+        # as upstream's tur: only ALUA standby is ghost; the other ALUA states and the rest fail the path
+        (0x06, 0x29, 0x00, checkers.DOWN),      # unit attention (reset), when no retry is left
         (0x02, 0x04, 0x0B, checkers.GHOST),     # ALUA standby
-        (0x02, 0x04, 0x0C, checkers.GHOST),     # ALUA unavailable
-        (0x02, 0x04, 0x0A, checkers.PENDING),   # ALUA transitioning
+        (0x02, 0x04, 0x0C, checkers.DOWN),      # ALUA unavailable
+        (0x02, 0x04, 0x0A, checkers.DOWN),      # ALUA transitioning
         (0x02, 0x3A, 0x00, checkers.DOWN),      # medium not present
         (0x05, 0x25, 0x00, checkers.DOWN),      # LUN not supported
     ],
@@ -46,13 +59,100 @@ def test_sense_to_state(make, key, asc, ascq, state):
     res = _res(sense=make(key, asc, ascq))
     assert res.sense_key == key
     assert res.asc_ascq == (asc, ascq)
-    assert checkers._scsi_state(res, "tur").state == state
+    assert checkers.tur_verdict(res).state == state
+    assert checkers.tur_retry(res) == (key == 0x06)
 
 
 def test_ok_and_transport_failure():
-    assert checkers._scsi_state(_res(ok=True), "tur").state == checkers.UP
-    down = checkers._scsi_state(sgio.SgResult(False, 0, 0x0E, 0, b"", b""), "tur")
+    assert checkers.tur_verdict(_res(ok=True)) == CheckResult(checkers.UP, "tur ok")
+    disrupted = sgio.SgResult(False, 0, 0x0E, 0, b"", b"")
+    down = checkers.tur_verdict(disrupted)
     assert down.state == checkers.DOWN and "host 0xe" in down.message
+    assert checkers.tur_retry(disrupted)  # DID_TRANSPORT_DISRUPTED passes: asked again first
+    for final in (0x01, 0x04, 0x05, 0x0F):  # no connect, bad target, abort, transport failfast
+        assert not checkers.tur_retry(sgio.SgResult(False, 0, final, 0, b"", b""))
+
+
+def _in_turn(*answers):
+    """One answer, or several given in turn (the last one repeated)."""
+    if len(answers) == 1:
+        return answers[0]
+    left = list(answers)
+    return lambda cdb: left.pop(0) if len(left) > 1 else left[0]
+
+
+def _tur(monkeypatch, *answers, timeout=2.0):
+    fake = FakeSg().on(sgio.TEST_UNIT_READY, _in_turn(*answers)).install(monkeypatch)
+    return checkers.tur("/dev/sdx", timeout), fake
+
+
+def test_tur_reservation_conflict_is_up(monkeypatch):
+    res, _ = _tur(monkeypatch, sgio.SgResult(False, sgio.RESERVATION_CONFLICT, 0, 0, b"", b""))
+    assert res.state == checkers.UP and "reservation conflict" in res.message
+
+
+def test_tur_retries_unit_attentions_a_bounded_number_of_times(monkeypatch):
+    ua = check_condition(fixed_sense(sgio.UNIT_ATTENTION, 0x2A, 0x06))  # asymmetric access state changed
+    res, fake = _tur(monkeypatch, ua, ua, good())
+    assert res.state == checkers.UP and len(fake.calls) == 3
+    res, fake = _tur(monkeypatch, ua)
+    assert res.state == checkers.DOWN and "sense key 0x6" in res.message and len(fake.calls) == 5
+    assert fake.timeouts_ms == [2000] * 5
+    res, fake = _tur(monkeypatch, ua, timeout=0.0)  # the check's time is used up: no retry
+    assert res.state == checkers.DOWN and len(fake.calls) == 1
+
+
+def test_tur_retries_passing_host_errors_only(monkeypatch):
+    res, fake = _tur(monkeypatch, host_error(DID_TRANSPORT_DISRUPTED), good())
+    assert res.state == checkers.UP and len(fake.calls) == 2
+    res, fake = _tur(monkeypatch, host_error(DID_NO_CONNECT))
+    assert res.state == checkers.DOWN and "host 0x1" in res.message and len(fake.calls) == 1
+
+
+def test_tur_transport_timeout_is_timeout(monkeypatch):
+    res, fake = _tur(monkeypatch, host_error(DID_TIME_OUT))
+    assert res.state == checkers.TIMEOUT and "timed out" in res.message and len(fake.calls) == 1
+
+
+def test_tur_standby_port_is_ghost(monkeypatch):
+    res, _ = _tur(monkeypatch, check_condition(descriptor_sense(sgio.NOT_READY, 0x04, 0x0B)))
+    assert res.state == checkers.GHOST and "standby" in res.message
+
+
+def test_tur_without_sg_io_is_unsupported(monkeypatch):
+    res, _ = _tur(monkeypatch, OSError(errno.ENOTTY, "Inappropriate ioctl for device"))
+    assert res.state == checkers.DOWN and "not supported by this device" in res.message
+
+
+def _sector0(monkeypatch, *answers):
+    fake = FakeSg().on(b"\x28", _in_turn(*answers)).install(monkeypatch)
+    return checkers.readsector0("/dev/sdx", 1.5), fake
+
+
+def test_readsector0_states(monkeypatch):
+    res, fake = _sector0(monkeypatch, good(bytes(512)))
+    assert res == CheckResult(checkers.UP, "readsector0 ok")
+    assert fake.calls == [sgio.read10(0, 1)] and fake.timeouts_ms == [1500]
+    ua = check_condition(fixed_sense(sgio.UNIT_ATTENTION, 0x29, 0x00))
+    res, fake = _sector0(monkeypatch, ua, good(bytes(512)))
+    assert res.state == checkers.UP and len(fake.calls) == 2
+    res, fake = _sector0(monkeypatch, ua)
+    assert res.state == checkers.DOWN and len(fake.calls) == 3
+    # a read on a standby port fails: readsector0 has no ghost state (upstream's neither)
+    res, _ = _sector0(monkeypatch, check_condition(fixed_sense(sgio.NOT_READY, 0x04, 0x0B)))
+    assert res.state == checkers.DOWN and "asc/ascq 0x04/0x0b" in res.message
+
+
+def test_readsector0_without_host_memory_takes_the_path_as_up(monkeypatch):
+    res, _ = _sector0(monkeypatch, OSError(errno.ENOMEM, "Cannot allocate memory"))
+    assert res.state == checkers.UP
+
+
+def test_directio_short_read_is_down(tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    res = checkers.directio(str(empty), 1.0)
+    assert res.state == checkers.DOWN and "short" in res.message
 
 
 def test_cdbs():
