@@ -96,3 +96,49 @@ def iscsi_portal(dev: str) -> str | None:
             return _read(os.path.join(conn, "persistent_address")) or _read(os.path.join(conn, "address")) \
                 or None
     return None
+
+
+# prioritizers
+
+
+def dev_t(dev: str) -> str:
+    """The disk's "major:minor"; "" once it is gone."""
+    return _read(os.path.join(block_dir(dev), "dev"))
+
+
+UNIT_SERIAL_MAX = 127  # bytes upstream keeps of a unit serial number (its buffer holds 128 with the NUL)
+
+
+def unit_serial(dev: str) -> str:
+    """The unit serial number from the VPD page 80h the kernel keeps in sysfs (`device/vpd_pg80`), as
+    upstream stores it for a path (show paths %z): the page's serial field, blanks at either end removed,
+    cut at a NUL and at UNIT_SERIAL_MAX bytes. "" when there is no such page. Undecodable bytes are kept
+    (surrogateescape), so a regex sees what glibc would."""
+    from pymultipathd.sysread import read_bytes
+
+    raw = read_bytes(os.path.join(block_dir(dev), "device", "vpd_pg80"))
+    if len(raw) < 4 or raw[1] != 0x80:
+        return ""
+    length = min(int.from_bytes(raw[2:4], "big"), 128)  # upstream never takes more than 128 bytes
+    field = raw[4 : 4 + length].strip(b" ")
+    field = field.split(b"\0", 1)[0][:UNIT_SERIAL_MAX]
+    return field.decode("utf-8", "surrogateescape")
+
+
+def fc_port_names(dev: str) -> tuple[str | None, str | None, str | None] | None:
+    """(host WWNN, host WWPN, target WWPN) of a Fibre Channel path, from the fc_host of its SCSI host and
+    the fc_remote_port it goes through; an element is None when its attribute cannot be read. None for a
+    path that is not Fibre Channel (no rport in its device chain)."""
+    from pymultipathd.sysread import read_text
+
+    devpath = device_dir(block_dir(dev))
+    parts = devpath.split(os.sep)
+    rports = [p for p in parts if p.startswith("rport-")]
+    if not rports:
+        return None
+    host = os.path.basename(devpath).split(":", 1)[0]
+    classes = os.path.join(locations.sysfs(), "class")
+    host_dir = os.path.join(classes, "fc_host", f"host{host}")
+    rport_dir = os.path.join(classes, "fc_remote_ports", rports[-1])
+    return (read_text(os.path.join(host_dir, "node_name")), read_text(os.path.join(host_dir, "port_name")),
+            read_text(os.path.join(rport_dir, "port_name")))

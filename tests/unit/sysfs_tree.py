@@ -35,6 +35,12 @@ class Tree:
         env.update(extra)
         return env
 
+    def install(self, monkeypatch) -> Tree:
+        """Point the code under test at this tree for the rest of the test."""
+        for k, v in self.env().items():
+            monkeypatch.setenv(k, v)
+        return self
+
     def disk(self, name: str, dev_t: str, wwid: str | None = None, *, vendor: str = "LIO-ORG",
              model: str = "disk0", transport: str = "session3", initialized: bool = True,
              props: dict[str, str] | None = None) -> Path:

@@ -18,10 +18,7 @@ W2 = "36001405bbbb"
 
 @pytest.fixture
 def tree(tmp_path, monkeypatch):
-    t = Tree(tmp_path)
-    for k, v in t.env().items():
-        monkeypatch.setenv(k, v)
-    return t
+    return Tree(tmp_path).install(monkeypatch)
 
 
 def test_disk_facts(tree):
