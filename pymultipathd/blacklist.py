@@ -5,8 +5,11 @@ first criterion that excludes the device decides; within one criterion an except
 match. Regexes are POSIX ERE, unanchored and case sensitive; a leading "!" inverts one.
 
 Built-in entries (always present, below the user's): devnode blacklist `!^(sd[a-z]|dasd[a-z]|nvme[0-9])`,
-property exception `(SCSI_IDENT_|ID_WWN)`, and a device blacklist entry for each `product_blacklist` of the
-hardware table. A devices entry's own product_blacklist counts as a user blacklist entry.
+property exception `(SCSI_IDENT_|ID_WWN)`, and a device blacklist entry for each distinct vendor and
+`product_blacklist` of the hardware table. As upstream, those come from the table as merged with the user's
+devices entries (Config.hardware_table), after the user's blacklist device entries: a user entry that replaces
+a built-in one replaces its product_blacklist too. A product_blacklist that is not the built-in table's own
+(a user's devices entry set it) is reported as a user blacklist entry.
 
 The property criterion follows upstream exactly: udev property *names* are examined in sorted order and the
 first name that matches an exception (whitelisted) or a blacklist entry (excluded) decides. If none matches
@@ -24,7 +27,7 @@ from pymultipathd.record import record
 
 TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Mapping, Sequence
 
 BUILTIN_BLACKLIST = BlacklistSpec(devnode=("!^(sd[a-z]|dasd[a-z]|nvme[0-9])",))
 BUILTIN_EXCEPTIONS = BlacklistSpec(property=("(SCSI_IDENT_|ID_WWN)",))
@@ -50,23 +53,35 @@ def _literal(regex: str) -> str:
     return "\\" + regex if regex.startswith("!") else regex
 
 
-def _product_blacklist(entries: Iterable[dict[str, object]]) -> tuple[DeviceMatch, ...]:
-    return tuple(
-        DeviceMatch(_literal(str(e["vendor"])), _literal(str(e["product_blacklist"])))
-        for e in entries
-        if e.get("product_blacklist") is not None and e.get("vendor") is not None
-    )
+def _product_blacklist(entries: Sequence[dict[str, object]] | None = None) -> tuple[DeviceMatch, ...]:
+    """Blacklist device entries of a devices table's product_blacklist settings (default: the built-in
+    table's), each vendor and product once."""
+    return tuple(DeviceMatch(_literal(v), _literal(p)) for v, p in hwtable.product_blacklist(entries))
 
 
 def builtin_blacklist() -> BlacklistSpec:
-    """The built-in blacklist entries (shown by `pymultipath -t`)."""
-    return BlacklistSpec(devnode=BUILTIN_BLACKLIST.devnode, device=_product_blacklist(hwtable.HWTABLE))
+    """The built-in blacklist entries: the devnode rule, the built-in hardware table's product_blacklist."""
+    return BlacklistSpec(devnode=BUILTIN_BLACKLIST.devnode, device=_product_blacklist())
+
+
+def device_rules(config: Config) -> list[tuple[DeviceMatch, str]]:
+    """The blacklist device entries in the order they are tried, each with its source ("blacklist" or
+    "default"): the user's blacklist section, then the product_blacklist of every devices entry as upstream
+    merged them (setup_default_blist), each entry once. One equal to a built-in entry counts as built-in, so a
+    configuration printed by `pymultipath -t` and read back reports the same sources."""
+    builtin = set(_product_blacklist())
+    out: list[tuple[DeviceMatch, str]] = []
+    for entry in config.blacklist.device + _product_blacklist(config.all_devices()):
+        if all(entry != e for e, _ in out):
+            out.append((entry, "default" if entry in builtin else "blacklist"))
+    return out
 
 
 def effective_blacklist(config: Config) -> BlacklistSpec:
-    """User entries (including devices' product_blacklist) followed by the built-in ones."""
-    user = config.blacklist.merged(BlacklistSpec(device=_product_blacklist(config.devices)))
-    return user.merged(builtin_blacklist())
+    """User entries followed by the built-in ones; the device entries as device_rules lists them."""
+    spec = config.blacklist.merged(BlacklistSpec(devnode=BUILTIN_BLACKLIST.devnode))
+    return BlacklistSpec(spec.devnode, spec.wwid, spec.property, spec.protocol,
+                         tuple(e for e, _ in device_rules(config)))
 
 
 def effective_exceptions(config: Config) -> BlacklistSpec:
@@ -130,7 +145,7 @@ def check(
         if verdict is not None and verdict.excluded:
             return verdict
     bl, ex = config.blacklist, config.blacklist_exceptions
-    builtin = builtin_blacklist()
+    builtin = BUILTIN_BLACKLIST
     simple = (
         ("devnode", devnode, bl.devnode, builtin.devnode, ex.devnode),
         ("protocol", protocol, bl.protocol, builtin.protocol, ex.protocol),
@@ -142,9 +157,7 @@ def check(
                 continue
             if any(_device_matches(e, vendor, product) for e in ex.device):
                 continue
-            user_devices = bl.device + _product_blacklist(config.devices)
-            for entry, source in _sourced(user_devices, builtin.device, "blacklist"):
-                assert isinstance(entry, DeviceMatch)
+            for entry, source in device_rules(config):
                 if _device_matches(entry, vendor, product):
                     return BlacklistVerdict(True, "device", source, _device_text(entry))
             continue

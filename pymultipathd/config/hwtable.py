@@ -1,83 +1,74 @@
-"""A small built-in hardware table: settings for a few common arrays, below the user's devices entries.
+"""The built-in hardware table: multipath-tools 0.9.4's 123 device entries, kept as data in hwtable.conf (next
+to this module, multipath.conf syntax, upstream's `multipath -t` devices section verbatim).
 
-Upstream ships more than 100 entries; this one covers only:
-  - NVMe (any vendor string "NVME"): WWID from ID_WWN, no path checker (the kernel reports path state);
-  - IBM S/390 DASD: WWID from ID_UID, multibus, directio checker, queueing;
-  - LIO-ORG (Linux LIO iSCSI/FC targets, used by the test VM): ALUA, group_by_prio, immediate failback;
-  - NETAPP LUN (ONTAP FAS/AFF): ALUA-less ontap prioritizer, queueing, pg_init retries;
-  - DGC (Dell EMC CLARiiON/VNX/Unity): emc handler, checker and prioritizer; "LUNZ" placeholders blacklisted;
-  - IBM 2145 (SVC/Storwize/FlashSystem): ALUA, group_by_prio, queueing;
-  - PURE FlashArray: ALUA, group_by_prio, short fast_io_fail_tmo.
-Every other array uses the defaults section (or the administrator's devices entries). Values follow upstream's
-table for these products; `pymultipath -t` prints them. Entries use the keyword table's typed values.
+It is read with the project's own parser and keyword table (load.parse_builtin_table) the first time a device
+lookup needs it, once per process: `pymultipath -u` runs on every disk event, and a run that never looks up a
+vendor/product pays nothing. The entries are the keyword table's typed values, like a user's devices entries.
+How they are matched and merged with the user's is Config.hardware_table's and Config.resolve's business
+(model.py); docs/configuration.md, "Built-in hardware table", tells where the data came from and how to
+regenerate and compare it.
 """
 
 from __future__ import annotations
 
-HWTABLE: tuple[dict[str, object], ...] = (
-    {
-        "vendor": "NVME",
-        "product": ".*",
-        "uid_attribute": "ID_WWN",
-        "path_checker": "none",
-        "retain_attached_hw_handler": False,
-    },
-    {
-        "vendor": "IBM",
-        "product": "S/390",
-        "uid_attribute": "ID_UID",
-        "path_grouping_policy": "multibus",
-        "path_checker": "directio",
-        "no_path_retry": "queue",
-    },
-    {
-        "vendor": "LIO-ORG",
-        "product": ".*",
-        "hardware_handler": "1 alua",
-        "path_grouping_policy": "group_by_prio",
-        "prio": "alua",
-        "failback": "immediate",
-        "no_path_retry": 12,
-    },
-    {
-        "vendor": "NETAPP",
-        "product": "LUN",
-        "features": "2 pg_init_retries 50",
-        "path_grouping_policy": "group_by_prio",
-        "prio": "ontap",
-        "failback": "immediate",
-        "no_path_retry": "queue",
-        "flush_on_last_del": "always",
-        "dev_loss_tmo": "infinity",
-        "user_friendly_names": False,
-    },
-    {
-        "vendor": "DGC",
-        "product": ".*",
-        "product_blacklist": "LUNZ",
-        "hardware_handler": "1 emc",
-        "path_grouping_policy": "group_by_prio",
-        "path_checker": "emc_clariion",
-        "prio": "emc",
-        "failback": "immediate",
-        "no_path_retry": 60,
-    },
-    {
-        "vendor": "IBM",
-        "product": "^2145",
-        "path_grouping_policy": "group_by_prio",
-        "prio": "alua",
-        "failback": "immediate",
-        "no_path_retry": "queue",
-    },
-    {
-        "vendor": "PURE",
-        "product": "FlashArray",
-        "hardware_handler": "1 alua",
-        "path_grouping_policy": "group_by_prio",
-        "prio": "alua",
-        "failback": "immediate",
-        "fast_io_fail_tmo": 10,
-        "max_sectors_kb": 4096,
-    },
-)
+import os
+
+from pymultipathd.config.ere import search
+
+TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hwtable.conf")
+
+# characters with a meaning in a POSIX ERE; a pattern without any is a plain string
+_ERE_SPECIAL = frozenset("\\.[]()*+?{}|^$")
+
+_entries: tuple[dict[str, object], ...] | None = None
+_product_blacklist: tuple[tuple[str, str], ...] | None = None
+
+
+def entries() -> tuple[dict[str, object], ...]:
+    """The table's entries in upstream's order (parsed on the first call; ConfigError if the file is bad)."""
+    global _entries
+    if _entries is None:
+        from pymultipathd.config.load import parse_builtin_table  # the loader only when a lookup needs it
+
+        with open(FILE, encoding="utf-8") as f:
+            _entries = parse_builtin_table(f.read(), FILE)
+    return _entries
+
+
+def product_blacklist(table: Sequence[dict[str, object]] | None = None) -> tuple[tuple[str, str], ...]:
+    """(vendor, product_blacklist) of every entry that has one, in table order, each pair once: upstream
+    adds one blacklist device entry per distinct pair (setup_default_blist). Default: the built-in table."""
+    global _product_blacklist
+    if table is None and _product_blacklist is not None:
+        return _product_blacklist
+    out: list[tuple[str, str]] = []
+    for e in entries() if table is None else table:
+        bl, vendor = e.get("product_blacklist"), e.get("vendor")
+        if bl is not None and vendor is not None:
+            item = (str(vendor), str(bl))
+            if item not in out:
+                out.append(item)
+    if table is None:
+        _product_blacklist = tuple(out)
+    return tuple(out)
+
+
+def matches(pattern: str, text: str) -> bool:
+    """A vendor/product/revision regex against a device's string: POSIX ERE, unanchored.
+
+    Most of the table's vendor patterns are plain strings ("NETAPP", "3PARdata"); for those an unanchored
+    match is a substring test, and a lookup does not compile a hundred patterns through glibc."""
+    if _ERE_SPECIAL.isdisjoint(pattern):
+        return pattern in text
+    return search(pattern, text)
+
+
+def __getattr__(name: str) -> object:
+    # HWTABLE, the old constant: the entries, parsed when first asked for
+    if name == "HWTABLE":
+        return entries()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

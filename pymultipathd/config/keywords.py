@@ -332,7 +332,6 @@ _PRIOS = Choice(
     "ana",
     "datacore",
     "iet",
-    "none",
 )
 _SHAKY = WordOrInt("no", lo=1, zero="no", off_as_zero=True)
 
@@ -478,7 +477,8 @@ _TABLE: list[Keyword] = [
         Int(lo=1),
         None,
         "D",
-        "Timeout of checker commands in seconds (unset: 30).",
+        "Timeout of checker commands in seconds (unset: the device's SCSI timeout, "
+        "/sys/block/DEV/device/timeout).",
         effect="policy/settings.py map_settings -> daemon/core.py Core.check_and_apply "
         "(each check's deadline); "
         "tests: unit/test_keyword_effects.py",
@@ -546,7 +546,8 @@ _TABLE: list[Keyword] = [
         Str(),
         None,
         "DVOM",
-        "Arguments of the prioritizer (weightedpath, path_latency, datacore, iet, alua's exclusive_pref_bit).",
+        "Arguments of the prioritizer (weightedpath, path_latency, datacore, iet, "
+        "alua's exclusive_pref_bit).",
         effect="topology.py path_state -> paths/prio.py priority; tests: unit/test_keyword_effects.py",
     ),
     _k(

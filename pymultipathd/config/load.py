@@ -12,6 +12,7 @@ import os
 
 from pymultipathd import locations
 from pymultipathd.config import keywords
+from pymultipathd.config.ere import search
 from pymultipathd.config.model import BlacklistSpec, Config, ConfigError, DeviceMatch, Message
 from pymultipathd.config.parser import Entry, Section, parse
 
@@ -21,9 +22,21 @@ if TYPE_CHECKING:
 
 TOP_SECTIONS = ("defaults", "blacklist", "blacklist_exceptions", "devices", "multipaths", "overrides")
 
+# The vendor string of every NVMe namespace (upstream's, and paths/facts.py's).
+NVME_VENDOR = "NVME"
+
+
+def nvme_only(vendor: str) -> bool:
+    """Does a devices entry with this vendor regex apply to NVMe namespaces only? It must match their vendor
+    "NVME" and name it ("NVME", "^NVM[eE]$"): patterns such as ".*" or "^N" match NVMe and SCSI vendors
+    alike, so their entries count as applying to SCSI devices."""
+    return "NVM" in vendor.upper() and search(vendor, NVME_VENDOR)
+
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, *, builtin: bool = False) -> None:
+        # builtin: reading the built-in hardware table (parse_builtin_table), not an administrator's file
+        self.builtin = builtin
         self.config = Config()
         self.errors: list[Message] = []
         self.file = ""
@@ -48,19 +61,27 @@ class _Builder:
             else:
                 self.warn(entry.line, entry.keyword, f"unknown keyword in {where}; ignored")
             return None
-        # one warning for a line: deprecated, or without effect here (then why), or both
-        said = [text for text in (kw.deprecated, kw.no_effect()) if text]
+        # One warning for a line: deprecated, or without effect here (then why), or both. The built-in table
+        # is upstream's data, not anyone's choice, so a setting that has no effect here is kept unremarked.
+        said = [text for text in (kw.deprecated, None if self.builtin else kw.no_effect()) if text]
         if said:
             self.warn(entry.line, entry.keyword, "; ".join(said))
         if kw.ignored:
             return None
+        if self.builtin and isinstance(kw.type, keywords.Regex):
+            # Not compiled here: compiling the table's ~280 patterns through glibc would cost every udev
+            # event milliseconds, for patterns most lookups never reach (hwtable.matches); that each one
+            # compiles is proven by tests/unit/test_hwtable.py.
+            return kw.canonical, entry.value
         try:
             return kw.canonical, kw.type.parse(entry.value)
         except ValueError as exc:
             self.error(entry.line, entry.keyword, f"invalid value {entry.value!r}: {exc}")
             return None
 
-    def attrs(self, section: str, node: Section, where: str, into: dict[str, object]) -> None:
+    def attrs(self, section: str, node: Section, where: str, into: dict[str, object],
+              lines: dict[str, Entry] | None = None) -> None:
+        """The typed attributes of `node` into `into`; `lines`: the line that set each."""
         for item in node.items:
             if isinstance(item, Section):
                 self.warn(item.line, item.name, f"unknown subsection in {where}; ignored")
@@ -68,13 +89,25 @@ class _Builder:
             got = self.value(section, item, where)
             if got is not None:
                 into[got[0]] = got[1]
+                if lines is not None:
+                    lines[got[0]] = item
                 if got[0] == "force_wwids":
                     self.force_wwids_at = (self.file, item.line)
+                if section == "defaults" and got == ("prio", "ana"):
+                    self.prio_ana(item, "the defaults section")
+
+    def prio_ana(self, item: Entry, where: str) -> None:
+        """`prio ana` where SCSI paths get it: ana reads the ANA state of an NVMe namespace (an NVMe log
+        page), so for a SCSI path it is meaningless and gives no priority; alua or sysfs is what was meant."""
+        if not self.builtin:
+            self.warn(item.line, item.keyword,
+                      f"ana is the NVMe prioritizer (an NVMe namespace's ANA state): a SCSI path that takes "
+                      f"it from {where} gets no priority; for SCSI use alua or sysfs")
 
     def list_of(
         self, node: Section, sub: str, section: str, where: str
-    ) -> list[tuple[int, dict[str, object]]]:
-        """Subsections `sub { }` of a devices/multipaths section as (line, attributes)."""
+    ) -> list[tuple[int, dict[str, object], dict[str, Entry]]]:
+        """Subsections `sub { }` of a devices/multipaths section as (line, attributes, the line of each)."""
         out = []
         for item in node.items:
             if isinstance(item, Entry) or item.name != sub:
@@ -82,8 +115,9 @@ class _Builder:
                 self.warn(item.line, name, f"only '{sub}' subsections are allowed in {where}; ignored")
                 continue
             attrs: dict[str, object] = {}
-            self.attrs(section, item, f"{where} {sub}", attrs)
-            out.append((item.line, attrs))
+            lines: dict[str, Entry] = {}
+            self.attrs(section, item, f"{where} {sub}", attrs, lines)
+            out.append((item.line, attrs, lines))
         return out
 
     def blacklist_section(self, node: Section) -> None:
@@ -126,16 +160,20 @@ class _Builder:
                     got = self.value("overrides", item, "overrides")
                     if got is not None:
                         cfg.overrides[got[0]] = got[1]
+                        if got == ("prio", "ana"):
+                            self.prio_ana(item, "the overrides section")
             elif node.name in ("blacklist", "blacklist_exceptions"):
                 self.blacklist_section(node)
             elif node.name == "devices":
-                for line, attrs in self.list_of(node, "device", "device", "devices"):
+                for line, attrs, lines in self.list_of(node, "device", "device", "devices"):
                     if "vendor" not in attrs or "product" not in attrs:
                         self.warn(line, "device", "device entry needs both vendor and product; ignored")
                         continue
+                    if attrs.get("prio") == "ana" and not nvme_only(str(attrs["vendor"])):
+                        self.prio_ana(lines["prio"], f'the devices entry of vendor "{attrs["vendor"]}"')
                     cfg.devices.append(attrs)
             elif node.name == "multipaths":
-                for line, attrs in self.list_of(node, "multipath", "multipath", "multipaths"):
+                for line, attrs, _ in self.list_of(node, "multipath", "multipath", "multipaths"):
                     if "wwid" not in attrs:
                         self.warn(line, "multipath", "multipath entry without wwid; ignored")
                         continue
@@ -183,6 +221,28 @@ def parse_files(sources: Iterable[tuple[str, str]]) -> Config:
 def parse_text(text: str, filename: str = "<string>") -> Config:
     """A Config from one file's text (no conf.d)."""
     return parse_files([(filename, text)])
+
+
+def parse_builtin_table(text: str, filename: str) -> tuple[dict[str, object], ...]:
+    """The entries of the built-in hardware table's file (config/hwtable.conf: one devices section).
+
+    Read like an administrator's devices section, the same keyword table typing the values, with two
+    differences: a keyword pymultipathd does not act on is not warned about (the table is upstream's data),
+    and anything else that would be a warning in a user's file (unknown or misplaced keyword, deprecated
+    name, incomplete entry, another section) is an error, raised as ConfigError naming file:line."""
+    items, warnings = parse(text, filename)
+    builder = _Builder(builtin=True)
+    builder.file = filename
+    for node in items:
+        if not isinstance(node, Section) or node.name != "devices":
+            name = node.keyword if isinstance(node, Entry) else node.name
+            builder.error(node.line, name, "the built-in hardware table holds one devices section only")
+    builder.add_tree(filename, items)
+    config = builder.finish()  # raises the errors
+    problems = warnings + config.warnings
+    if problems:
+        raise ConfigError(problems)
+    return tuple(config.devices)
 
 
 def _read(path: str) -> str:

@@ -6,9 +6,12 @@ No pydantic here: the `-u` udev helper imports this on every disk event.
 from __future__ import annotations
 
 from pymultipathd.config import hwtable, keywords
-from pymultipathd.config.ere import search
 from pymultipathd.errors import PymultipathError
 from pymultipathd.record import field, record
+
+TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 @record(frozen=True)
@@ -69,9 +72,45 @@ def device_entry_matches(entry: dict[str, object], vendor: str, product: str, re
     """A devices-section entry applies to a device if its vendor, product (and revision) regexes match."""
     for key, text in (("vendor", vendor), ("product", product), ("revision", revision)):
         pattern = entry.get(key)
-        if pattern is not None and not search(str(pattern), text):
+        if pattern is not None and not hwtable.matches(str(pattern), text):
             return False
     return True
+
+
+def _identity(entry: dict[str, object]) -> tuple[object, object, object]:
+    return entry.get("vendor"), entry.get("product"), entry.get("revision")
+
+
+def factorize(builtin: Sequence[dict[str, object]], user: Sequence[dict[str, object]],
+              ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """The hardware table upstream builds (factorize_hwtable, multipath-tools 0.9.4): (built-in part, user
+    part). An entry with the very same vendor, product and revision strings as a later user entry is
+    removed, its settings merged into that later entry where the later one sets nothing. So the last user
+    entry of such a group holds the settings of all of them, later ones winning, at its own place: at the
+    end, where it also beats the built-in entries after the removed one. Upstream does this after the main
+    file and after each conf.d file; done once over all the files' entries in order, it gives the same."""
+    last = {_identity(e): i for i, e in enumerate(user)}
+    if not last:
+        return list(builtin), []
+    groups: dict[tuple[object, object, object], dict[str, object]] = {}
+    for e in [*builtin, *user]:
+        key = _identity(e)
+        if key in last:
+            groups.setdefault(key, {}).update(e)
+    return ([e for e in builtin if _identity(e) not in last],
+            [groups[_identity(e)] for i, e in enumerate(user) if last[_identity(e)] == i])
+
+
+class _Hardware:
+    """A Config's merged devices entries (Config.hardware_table) and the entries matching each device."""
+
+    __slots__ = ("key", "builtin", "user", "matches")
+
+    def __init__(self, key: tuple[object, ...], builtin: list[dict[str, object]],
+                 user: list[dict[str, object]]) -> None:
+        self.key = key  # the user's entries it was built from
+        self.builtin, self.user = builtin, user
+        self.matches: dict[tuple[str, str, str], tuple[dict[str, object], ...]] = {}
 
 
 @record
@@ -121,7 +160,7 @@ class Config:
         """True if a devices entry (the user's or the built-in hardware table's) matches the device."""
         if vendor is None or product is None:
             return False
-        return any(device_entry_matches(e, vendor, product, "") for e in self.all_devices())
+        return bool(self.matching_devices(vendor, product, ""))
 
     def uid_attribute_for(
         self, devnode: str, *, vendor: str | None = None, product: str | None = None
@@ -141,9 +180,38 @@ class Config:
 
     # ---------------------------------------------------------------------------------------- resolution
 
+    def _hardware(self) -> _Hardware:
+        # built on first use, again when the user's entries changed since (a record's fields are public)
+        key = tuple(tuple(e.items()) for e in self.devices)
+        cached = self.__dict__.get("_hardware_cache")
+        if not isinstance(cached, _Hardware) or cached.key != key:
+            cached = _Hardware(key, *factorize(hwtable.entries(), self.devices))
+            self.__dict__["_hardware_cache"] = cached  # not a field: equality and repr ignore it
+        return cached
+
+    def hardware_table(self) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+        """The devices entries as upstream holds them: (built-in part, user part), see factorize. The
+        built-in table is parsed on the first call (of any Config)."""
+        hw = self._hardware()
+        return hw.builtin, hw.user
+
     def all_devices(self) -> list[dict[str, object]]:
-        """Built-in hardware table followed by the user's entries (later entries take precedence)."""
-        return [*hwtable.HWTABLE, *self.devices]
+        """Every devices entry, the built-in table's then the user's, merged as upstream merges them; a
+        later entry takes precedence over an earlier one."""
+        builtin, user = self.hardware_table()
+        return [*builtin, *user]
+
+    def matching_devices(self, vendor: str, product: str, revision: str) -> tuple[dict[str, object], ...]:
+        """Every entry of all_devices whose vendor, product and revision regexes match, LAST first: for each
+        attribute the first of these that sets it decides (upstream's find_hwe and propsel). Kept per
+        device strings, since a path asks for many attributes."""
+        hw = self._hardware()
+        found = hw.matches.get((vendor, product, revision))
+        if found is None:
+            found = tuple(e for e in reversed([*hw.builtin, *hw.user])
+                          if device_entry_matches(e, vendor, product, revision))
+            hw.matches[(vendor, product, revision)] = found
+        return found
 
     def default_value(self, keyword: str) -> object:
         """The defaults-section value: set in the files, else the built-in default."""
@@ -163,10 +231,11 @@ class Config:
     ) -> object:
         """Value of an attribute for one map/path with upstream's precedence.
 
-        multipaths entry (exact wwid; later entries win) > overrides > matching devices entries (the user's,
-        later first, then the built-in hardware table) > defaults > built-in default. A devices entry is only
-        considered when vendor and product are known; an entry with a revision regex needs the revision.
-        Raises KeyError for an unknown keyword.
+        multipaths entry (exact wwid; later entries win) > overrides > matching devices entries (ALL that
+        match, merged: the last one that sets the attribute decides; the user's come after the built-in
+        table, see matching_devices) > defaults > built-in default. A devices entry is only considered when
+        vendor and product are known; an entry with a revision regex needs the revision. Raises KeyError for
+        an unknown keyword.
         """
         name = keywords.attribute(keyword).name
         if wwid is not None:
@@ -176,7 +245,7 @@ class Config:
         if name in self.overrides:
             return self.overrides[name]
         if vendor is not None and product is not None and keywords.lookup("device", name):
-            for entry in reversed(self.all_devices()):
-                if name in entry and device_entry_matches(entry, vendor, product, revision or ""):
+            for entry in self.matching_devices(vendor, product, revision or ""):
+                if name in entry:
                     return entry[name]
         return self.default_value(name)

@@ -2,9 +2,11 @@
 same effective configuration.
 
 -t: every defaults keyword with its effective value (unset ones are left out), the built-in blacklist entries
-and exceptions with the user's, the built-in hardware table followed by the user's devices entries, overrides
-and multipaths. -T: only what the files change: defaults that differ from the built-in value and the user's
-own entries.
+and exceptions with the user's, the hardware table as upstream prints it (the built-in entries, then the
+user's, an entry the user re-declared merged into the user's: Config.hardware_table), overrides and
+multipaths. With no configuration files its blacklist device entries and devices section are upstream's
+`multipath -t` ones (tests/unit/test_hwtable.py compares them). -T: only what the files change: defaults
+that differ from the built-in value and the user's own entries.
 
 A keyword that has no effect in pymultipathd (keywords.Keyword.unsupported) carries a trailing comment
 "# no effect in pymultipathd: <why>". Its built-in value in the defaults section is printed commented out, so
@@ -17,8 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from pymultipathd.blacklist import BUILTIN_EXCEPTIONS, builtin_blacklist
-from pymultipathd.config import hwtable, keywords
+from pymultipathd.blacklist import BUILTIN_BLACKLIST, BUILTIN_EXCEPTIONS, device_rules
+from pymultipathd.config import keywords
 from pymultipathd.config.model import BlacklistSpec, Config, DeviceMatch
 from pymultipathd.config.parser import quote
 
@@ -56,17 +58,12 @@ def _attr_lines(
     return lines
 
 
-def _dedupe(items: Iterable[object], keep_last: bool = False) -> list:
-    """Drop repeated entries. Keeping the last copy never changes what a later-wins lookup returns."""
-    seq = list(items)
-    if keep_last:
-        seq.reverse()
+def _dedupe(items: Iterable[object]) -> list:
+    """Drop repeated entries (a rule given twice matches as once)."""
     out: list = []
-    for item in seq:
+    for item in items:
         if item not in out:
             out.append(item)
-    if keep_last:
-        out.reverse()
     return out
 
 
@@ -112,9 +109,14 @@ def render(config: Config, *, changed_only: bool = False) -> str:
         lines += _blacklist("blacklist_exceptions", config.blacklist_exceptions)
         devices = list(config.devices)
     else:
-        lines += _blacklist("blacklist", config.blacklist.merged(builtin_blacklist()))
+        # upstream's order: the user's entries, then the built-in devnode rule and the product_blacklist of
+        # every devices entry
+        spec = config.blacklist.merged(BUILTIN_BLACKLIST)
+        spec = BlacklistSpec(spec.devnode, spec.wwid, spec.property, spec.protocol,
+                             tuple(e for e, _ in device_rules(config)))
+        lines += _blacklist("blacklist", spec)
         lines += _blacklist("blacklist_exceptions", config.blacklist_exceptions.merged(BUILTIN_EXCEPTIONS))
-        devices = _dedupe([*hwtable.HWTABLE, *config.devices], keep_last=True)
+        devices = config.all_devices()
     lines += _entries("devices", "device", devices)
     lines += ["overrides {", *_attr_lines("overrides", config.overrides, "\t"), "}"]
     lines += _entries("multipaths", "multipath", config.multipaths)
@@ -128,21 +130,29 @@ _CRITERIA_TITLES = (("devnode", "device node rules"), ("wwid", "wwid rules"),
 
 def render_blacklists(config: Config) -> str:
     """`show blacklist`: every rule of each criterion with where it came from, blacklist then exceptions."""
-    from pymultipathd.blacklist import BUILTIN_BLACKLIST, BUILTIN_EXCEPTIONS
 
     def rows(user: BlacklistSpec, builtin: BlacklistSpec, crit: str) -> list[str]:
         out = []
         for origin, spec in (("config file rule", user), ("default rule", builtin)):
             for entry in getattr(spec, crit):
-                if isinstance(entry, DeviceMatch):
-                    entry = f"vendor={entry.vendor or '*'} product={entry.product or '*'}"
                 out.append(f"        ({origin}) {entry}")
         return out or ["        <empty>"]
 
+    def device_rows(rules: list[tuple[DeviceMatch, str]]) -> list[str]:
+        origin = {"blacklist": "config file rule", "default": "default rule"}
+        return [f"        ({origin[source]}) vendor={e.vendor or '*'} product={e.product or '*'}"
+                for e, source in rules] or ["        <empty>"]
+
+    exceptions = [(e, "blacklist") for e in config.blacklist_exceptions.device]
     lines = []
     for crit, title in _CRITERIA_TITLES:
         lines.append(f"{title}:")
         lines.append("- blacklist:")
+        if crit == "device":  # the user's, then the hardware table's product_blacklist (blacklist.py)
+            lines += device_rows(device_rules(config))
+            lines.append("- exceptions:")
+            lines += device_rows(exceptions)
+            continue
         lines += rows(config.blacklist, BUILTIN_BLACKLIST, crit)
         lines.append("- exceptions:")
         lines += rows(config.blacklist_exceptions, BUILTIN_EXCEPTIONS, crit)

@@ -186,7 +186,7 @@ blacklist_exceptions {
         ),
         (
             {"devnode": "sda", "vendor": "DGC", "product": "LUNZ"},
-            verdict(True, "device", "default", "DGC:LUNZ"),
+            verdict(True, "device", "default", "^DGC:LUNZ"),
         ),
         ({"devnode": "sda", "vendor": "DGC", "product": "VRAID"}, OK),
         ({"devnode": "sda", "vendor": "ACME"}, OK),  # device criterion needs vendor and product
