@@ -78,16 +78,22 @@ def tool_page() -> str:
     from pymultipathd.cli import pymultipath
 
     lines = _head("pymultipath", 8, "classify paths and manage multipath maps")
-    lines += [".SH SYNOPSIS", ".B pymultipath", "[\\fB\\-\\-config\\fR \\fIFILE\\fR] "
-              "[\\fB\\-\\-config\\-dir\\fR \\fIDIR\\fR] \\fIACTION\\fR"]
+    globals_ = "[\\fB\\-\\-config\\fR \\fIFILE\\fR] [\\fB\\-\\-config\\-dir\\fR \\fIDIR\\fR]"
+    lines += [".SH SYNOPSIS", ".B pymultipath", globals_ + " [\\fB\\-v\\fR \\fIN\\fR] [\\fB\\-d\\fR] "
+              "[\\fB\\-r\\fR] [\\fB\\-q\\fR] [\\fB\\-p\\fR \\fIPOLICY\\fR] [\\fB\\-b\\fR \\fIFILE\\fR] "
+              "[\\fB\\-B\\fR] [\\fIDEV\\fR|\\fIWWID\\fR|\\fIMAP\\fR ...]", ".br", ".B pymultipath",
+              globals_ + " \\fIACTION\\fR"]
     lines += [".SH DESCRIPTION"]
     lines += _para("pymultipath is the udev helper that decides whether a disk is a multipath path (the same "
                    "classifier as the daemon's), and the administrator's tool for the configuration, the "
-                   "wwids file and the maps.")
+                   "wwids file and the maps. Without an action it makes the maps of the given devices (or of "
+                   "every device) as the daemon would; with pymultipathd running it asks the daemon instead, "
+                   "which stays the one writer of its maps.")
     lines += [".SH ACTIONS"]
-    lines += _block(pymultipath.USAGE.split("\n", 2)[2])
+    lines += _block(pymultipath.USAGE.split("\n\n", 1)[1])
     lines += [".SH EXIT STATUS", "0 on success; 1 when the action failed (or, for \\-c, the device is not a "
-              "path); 2 for a usage error."]
+              "path; or, for making maps, the command line makes no sense, as upstream); 2 for a usage error "
+              "of another action."]
     lines += [".SH SEE ALSO", ".BR pymultipathd (8),", ".BR pymultipath.conf (5)"]
     return "\n".join(lines) + "\n"
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import sys
 
-CHECK_TIMEOUT = 10.0  # seconds per path for -ll without a daemon
-
 
 def _from_daemon(map_name: str | None) -> str | None:
     from pymultipathd.control import client
@@ -29,7 +27,8 @@ def _offline(check: bool, map_name: str | None) -> str:
     from pymultipathd.dm.ioctl import Control
     from pymultipathd.paths import checkers
 
-    state, problems = topology.read_all(Control(), load_config())
+    config = load_config()
+    state, problems = topology.read_all(Control(), config)
     for name, err in problems:
         print(f"pymultipath: {name}: {err}", file=sys.stderr)
     maps = [m for m in state.maps.values() if map_name in (None, m.name, m.wwid, m.dm_dev)]
@@ -37,7 +36,10 @@ def _offline(check: bool, map_name: str | None) -> str:
         wanted = {d for m in maps for d in m.paths}
         for p in state.paths.values():
             if p.dev in wanted:
-                res = checkers.check_now(os.path.join("/dev", p.dev), p.checker, CHECK_TIMEOUT)
+                # each path's own deadline (checker_timeout, else its SCSI timeout), as the daemon's
+                timeout = topology.check_timeout(topology.resolver(config, p.wwid, p.facts.vendor,
+                                                                   p.facts.product), p)
+                res = checkers.check_now(os.path.join("/dev", p.dev), p.checker, timeout)
                 p.chk_state = res.state
     return "".join(fmt.topology(state, m) for m in sorted(maps, key=lambda m: m.name))
 

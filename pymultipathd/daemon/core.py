@@ -16,11 +16,11 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from pymultipathd import classify, flush, holders, locations, topology
+from pymultipathd import classify, flush, holders, locations, mapmaker, topology
 from pymultipathd.config import Config
 from pymultipathd.daemon.logsetup import fields
 from pymultipathd.daemon.persist import Persist
@@ -29,14 +29,13 @@ from pymultipathd.dm import table as dmt
 from pymultipathd.dm.errors import DMError, DMNoSuchDevice
 from pymultipathd.dm.ioctl import Control
 from pymultipathd.errors import PymultipathError
+from pymultipathd.mapmaker import is_path_candidate  # daemon/main.py imports it from here
 from pymultipathd.paths import checkers, facts, holderscan, sysinfo
-from pymultipathd.paths import transport as path_transport
 from pymultipathd.policy import actions as act
 from pymultipathd.policy import decide, plan
 from pymultipathd.policy import events as ev
 from pymultipathd.policy.settings import MapSettings, Resolve, map_settings
 from pymultipathd.policy.state import DaemonState, MapState, MapStats, PathCheck, PathState
-from pymultipathd.policy.transport import transport
 from pymultipathd.record import replace
 
 log = logging.getLogger("pymultipathd")
@@ -44,7 +43,6 @@ T = TypeVar("T")
 
 BATCH_QUIET = 0.2     # a uevent batch closes after this much silence ...
 BATCH_MAX = 1.0       # ... or this long after its first event, whichever comes first
-PATH_PREFIXES = ("sd", "dasd", "nvme", "vd")
 STOP_WAIT = 10.0      # seconds a stop waits for the map a batch is making (a hung device may hold it)
 RESOLVE_MEMO_MAX = 8192  # bound objects resolved per configuration (paths come and go over months)
 PARTITION_RETRY = 5.0      # seconds before reading an unreadable partition table again, doubling ...
@@ -56,18 +54,6 @@ TRANSPORT_TIMEOUT = 10.0       # seconds the sysfs writes of a map's transport s
 
 class CommandError(PymultipathError):
     """A control command the daemon could not carry out; the text is the reason given to the client."""
-
-
-def is_path_candidate(dev: str) -> bool:
-    # Only whole disks can be paths; the classifier decides the rest (blacklist included).
-    return dev.startswith(PATH_PREFIXES) and not dev.startswith("dm-")
-
-
-def udev_claimed(properties: Mapping[str, str]) -> bool:
-    """What the udev rules left on a path they claimed for multipath (a smart-mode wait has no
-    mpath_member, so it does not count)."""
-    claimed = properties.get("DM_MULTIPATH_DEVICE_PATH") == "1"
-    return claimed and properties.get("ID_FS_TYPE") == "mpath_member"
 
 
 def configured_alias(config: Config, wwid: str) -> str | None:
@@ -229,6 +215,7 @@ class Core:
         if action == "remove":
             if old is not None:
                 del self.state.paths[dev]
+                checkers.forget_path(os.path.join("/dev", dev))
                 if old.wwid:
                     self._queue(old.wwid)
                 log.info("%s: path removed", dev, extra=fields(dev=dev, map=old.map))
@@ -348,14 +335,16 @@ class Core:
 
         async def read(p: PathState) -> None:
             timeout = topology.check_timeout(self.resolver(p.wwid, p.facts.vendor, p.facts.product), p)
-            res = await self.runner.check(os.path.join("/dev", p.dev), "none", timeout, p.prio_name, p.prio_args)
+            res = await self.runner.check(os.path.join("/dev", p.dev), "none", timeout,
+                                          p.prio_name, p.prio_args)
             if res.prio is not None and self.state.paths.get(p.dev) is p:
                 p.prio, p.prio_due = res.prio, False
 
         results = await asyncio.gather(*(read(p) for p in due), return_exceptions=True)
-        for p, res in zip(due, results):
+        for p, res in zip(due, results, strict=True):
             if isinstance(res, Exception):
-                log.warning("%s: reading the priority failed: %s", p.dev, res, extra=fields(dev=p.dev, map=p.map))
+                log.warning("%s: reading the priority failed: %s", p.dev, res,
+                            extra=fields(dev=p.dev, map=p.map))
 
     async def _assemble(self, wwid: str, claimed: tuple[str, ...]) -> None:
         m = self.state.map_of_wwid(wwid)
@@ -369,17 +358,8 @@ class Core:
 
     def _map_resolver(self, wwid: str, claimed: tuple[str, ...], m: MapState | None) -> Resolve:
         """The configuration of the map of `wwid`: by the map's vendor and product, or its paths'."""
-        first = self.state.paths[claimed[0]] if claimed else None
-        if m is not None:
-            vendor, product = m.vendor, m.product
-            if not vendor:
-                members = self.state.paths_of(m) or ([first] if first else [])
-                vendor = members[0].facts.vendor or "" if members else ""
-                product = members[0].facts.product or "" if members else ""
-        else:
-            vendor = first.facts.vendor or "" if first else ""
-            product = first.facts.product or "" if first else ""
-        return self.resolver(wwid, vendor or None, product or None)
+        vendor, product = mapmaker.map_identity(self.state, claimed, m)
+        return self.resolver(wwid, vendor, product)
 
     async def _set_transport(self, batch: list[tuple[str, tuple[str, ...]]]) -> None:
         """fast_io_fail_tmo, dev_loss_tmo, eh_deadline and max_sectors_kb on the paths of these WWIDs
@@ -389,16 +369,10 @@ class Core:
         handling) the next are skipped rather than waited for."""
         work = []
         for wwid, claimed in batch:
-            m = self.state.map_of_wwid(wwid)
-            devs = sorted(set(claimed) | {d for d in (m.paths if m else ()) if d in self.state.paths})
-            if not devs:
-                continue
-            resolve = self._map_resolver(wwid, claimed, m)
-            s, t = map_settings(resolve), transport(resolve)
-            joining = [d for d in devs if d not in m.paths] if m is not None else []
-            if m is not None:
-                t = replace(t, max_sectors_kb=None)
-            work.append((wwid, devs, t, s, joining, m.dm_dev if m is not None else ""))
+            item = mapmaker.transport_work(self.state, wwid, claimed, functools.partial(
+                self._map_resolver, wwid, claimed, self.state.map_of_wwid(wwid)))
+            if item is not None:
+                work.append(item)
         if not work:
             return
         if self._sysfs_job is not None and not self._sysfs_job.done():
@@ -406,17 +380,9 @@ class Core:
                         len(work))
             return
 
-        def job() -> list[tuple[str, str]]:
-            problems = []
-            for wwid, devs, t, s, joining, dm_dev in work:
-                found = path_transport.apply_all(devs, t, s.no_path_retry, s.polling_interval)
-                if joining and dm_dev:
-                    found += path_transport.match_map(joining, dm_dev)
-                problems += [(wwid, p) for p in found]
-            return problems
-
-        self._sysfs_job = asyncio.get_running_loop().run_in_executor(self._sysfs_thread, job)
-        deadline = TRANSPORT_TIMEOUT + 0.05 * sum(len(w[1]) for w in work)
+        self._sysfs_job = asyncio.get_running_loop().run_in_executor(
+            self._sysfs_thread, mapmaker.apply_transport, work)
+        deadline = TRANSPORT_TIMEOUT + 0.05 * sum(len(w.devs) for w in work)
         try:
             problems = await asyncio.wait_for(asyncio.shield(self._sysfs_job), deadline)
         except TimeoutError:
@@ -539,9 +505,8 @@ class Core:
                  " ".join(p.dev for p in paths), extra=fields(map=name, wwid=wwid))
         if not r("skip_kpartx"):
             self._partition_todo.append(name)
-        for p in paths:  # udev reruns `pymultipath -u`, which now sees the map and claims the path
-            if not udev_claimed(p.facts.properties):
-                sysinfo.trigger_uevent(p.dev, "change")
+        for dev in mapmaker.unclaimed(paths):  # udev reruns `pymultipath -u`, which now sees the map
+            sysinfo.trigger_uevent(dev, "change")
 
     async def _remove_last(self, a: act.RemoveMap) -> None:
         """The policy's RemoveMap (the map's last path is gone): flush it, say who holds it if it stays."""
@@ -645,8 +610,9 @@ class Core:
     async def check_and_apply(self, p: PathState) -> None:
         """Check one due path and act on the verdict (fail or reinstate it; revisit its map)."""
         s = self.settings_of(self.state.maps[p.map]) if p.map in self.state.maps else MapSettings()
-        res = await self.runner.check(os.path.join("/dev", p.dev), p.checker, s.checker_timeout or p.scsi_timeout,
-                                      p.prio_name, p.prio_args)
+        timeout = s.checker_timeout or p.scsi_timeout
+        dev = os.path.join("/dev", p.dev)
+        res = await self.runner.check(dev, p.checker, timeout, p.prio_name, p.prio_args)
         if self.state.paths.get(p.dev) is not p:
             return  # removed while checked (its name may belong to another device now): the result is stale
         p.dev_state = sysinfo.dev_state(p.dev)

@@ -44,7 +44,7 @@ class PathState:
     checker: str = "tur"
     prio_name: str = "const"
     prio_args: str = ""           # the prioritizer's arguments (prio_args), "" when none
-    prio_due: bool = False        # prioritizer chosen, priority not read yet (the daemon reads it off the loop)
+    prio_due: bool = False        # priority not read yet (the daemon reads it off the loop)
     scsi_timeout: float = 30.0    # the device's SCSI command timeout: checks take it without checker_timeout
     prio: int = 0
     chk_state: PathCheck = PathCheck.UNDEF

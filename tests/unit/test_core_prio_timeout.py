@@ -98,3 +98,26 @@ def test_command_timeout_reads_the_scsi_devices_timeout(tmp_path, monkeypatch):
     assert sysinfo.command_timeout("sdz") == 60.0
     (dev / "timeout").write_text("junk\n")
     assert sysinfo.command_timeout("sdz") == 30.0
+
+
+def test_a_removed_path_is_forgotten_by_the_checkers(monkeypatch):
+    """emc_clariion remembers each path's LUN WWN; a device removed and added again under the same name
+    (another LUN, perhaps) must not be judged against the old one, nor the table grow with every path."""
+    from pymultipathd.paths import vendor_checkers
+
+    _sysinfo(monkeypatch)
+    memory = vendor_checkers.ClariionMemory()
+    monkeypatch.setattr(vendor_checkers, "CLARIION_MEMORY", memory)
+    memory.remembered_wwn("/dev/sdb", (1, 2), b"wwn-1")
+    core = Core(load.parse_text("defaults {\n path_checker emc_clariion\n}\n"), ctl=None)
+    try:
+        core.state.paths["sdb"] = core._path_from_facts(FACTS, None)
+        monkeypatch.setattr("pymultipathd.daemon.core.is_path_candidate", lambda dev: True)
+
+        async def remove() -> None:
+            core.on_uevent("remove", "sdb")
+
+        asyncio.run(remove())
+        assert "sdb" not in core.state.paths and len(memory) == 0
+    finally:
+        core.runner.close()

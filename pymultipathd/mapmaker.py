@@ -1,0 +1,169 @@
+"""Map making shared by the daemon and `pymultipath` without a daemon: which disks can be paths, which
+configuration a map is made with, the transport settings of its paths, and the blocking device-mapper steps
+of creating and reloading a map.
+
+The decision of what to create or reload is the policy's (pymultipathd.policy.decide.assemble, over
+plan.build_table); this module carries decisions out. The daemon runs these functions on its own threads
+(daemon/core.py); the command line calls them directly and bounds each wait that could hang on a device
+(`bounded`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+from pymultipathd import topology
+from pymultipathd.dm import maps as dmmaps
+from pymultipathd.dm.ioctl import Control, DeviceInfo
+from pymultipathd.dm.table import MultipathTable
+from pymultipathd.paths import sysinfo
+from pymultipathd.paths import transport as path_transport
+from pymultipathd.policy.settings import NoPathRetry, Resolve, map_settings
+from pymultipathd.policy.state import DaemonState, MapState, PathState
+from pymultipathd.policy.transport import Transport, transport
+from pymultipathd.record import record, replace
+
+T = TypeVar("T")
+
+PATH_PREFIXES = ("sd", "dasd", "nvme", "vd")
+
+
+def is_path_candidate(dev: str) -> bool:
+    # Only whole disks can be paths; the classifier decides the rest (blacklist included).
+    return dev.startswith(PATH_PREFIXES) and not dev.startswith("dm-")
+
+
+def udev_claimed(properties: Mapping[str, str]) -> bool:
+    """What the udev rules left on a path they claimed for multipath (a smart-mode wait has no
+    mpath_member, so it does not count)."""
+    claimed = properties.get("DM_MULTIPATH_DEVICE_PATH") == "1"
+    return claimed and properties.get("ID_FS_TYPE") == "mpath_member"
+
+
+def unclaimed(paths: Sequence[PathState]) -> list[str]:
+    """The paths of a new map that need a "change" uevent: udev reruns `pymultipath -u`, which now sees
+    the map and claims them. A path udev claimed already would be classified the same again (upstream
+    sends none either), and under a storm of hundreds of disks that second pass doubled udev's work."""
+    return [p.dev for p in paths if not udev_claimed(p.facts.properties)]
+
+
+def map_identity(state: DaemonState, claimed: Sequence[str],
+                 m: MapState | None) -> tuple[str | None, str | None]:
+    """The vendor and product the configuration of a WWID's map is resolved by: the map's own, else those
+    of its paths (its members, or the first claimed path of a map to be made)."""
+    first = state.paths[claimed[0]] if claimed else None
+    if m is not None:
+        vendor, product = m.vendor, m.product
+        if not vendor:
+            members = state.paths_of(m) or ([first] if first else [])
+            vendor = members[0].facts.vendor or "" if members else ""
+            product = members[0].facts.product or "" if members else ""
+    else:
+        vendor = first.facts.vendor or "" if first else ""
+        product = first.facts.product or "" if first else ""
+    return vendor or None, product or None
+
+
+# --- transport settings of the paths ------------------------------------------------------------------
+
+@record(frozen=True)
+class TransportWork:
+    """The sysfs values for the paths of one WWID (see pymultipathd.policy.transport)."""
+
+    wwid: str
+    devs: tuple[str, ...]
+    transport: Transport
+    no_path_retry: NoPathRetry
+    polling_interval: float
+    joining: tuple[str, ...]   # paths joining a live map: they get the map's own max_sectors_kb
+    dm_dev: str                # the live map's dm-N ("" for a map to be made)
+
+
+def transport_work(state: DaemonState, wwid: str, claimed: Sequence[str],
+                   resolve_of: Callable[[], Resolve]) -> TransportWork | None:
+    """The writes for the claimed paths of `wwid` and the paths its map has (None: no path). The
+    configured max_sectors_kb goes only to the paths of a map about to be made; a live map's paths keep (and
+    its new paths get) the map's own limit. `resolve_of` is asked only when there is work."""
+    m = state.map_of_wwid(wwid)
+    devs = sorted(set(claimed) | {d for d in (m.paths if m else ()) if d in state.paths})
+    if not devs:
+        return None
+    resolve = resolve_of()
+    s, t = map_settings(resolve), transport(resolve)
+    joining = [d for d in devs if d not in m.paths] if m is not None else []
+    if m is not None:
+        t = replace(t, max_sectors_kb=None)
+    return TransportWork(wwid, tuple(devs), t, s.no_path_retry, s.polling_interval, tuple(joining),
+                         m.dm_dev if m is not None else "")
+
+
+def apply_transport(work: Sequence[TransportWork]) -> list[tuple[str, str]]:
+    """Blocking (sysfs writes, which a SCSI host in error handling can hold): (wwid, problem) for each value
+    a path refused."""
+    problems = []
+    for w in work:
+        found = path_transport.apply_all(list(w.devs), w.transport, w.no_path_retry, w.polling_interval)
+        if w.joining and w.dm_dev:
+            found += path_transport.match_map(list(w.joining), w.dm_dev)
+        problems += [(w.wwid, p) for p in found]
+    return problems
+
+
+# --- device mapper ----------------------------------------------------------------------------------
+
+def create(ctl: Control, name: str, wwid: str, table: MultipathTable) -> DeviceInfo:
+    """Create the map of `wwid` as `name` (uuid mpath-<wwid>); a failed load removes the empty device."""
+    return dmmaps.create_multipath(ctl, name, wwid, table)
+
+
+def reload(ctl: Control, name: str, table: MultipathTable) -> DeviceInfo:
+    """Load a new table into a live map and resume it without flushing queued I/O."""
+    return dmmaps.reload_map(ctl, name, [table.line()])
+
+
+def set_queueing(ctl: Control, name: str, on: bool) -> None:
+    ctl.message(name, "queue_if_no_path" if on else "fail_if_no_path")
+
+
+def read_back(ctl: Control, m: MapState) -> MapState:
+    """`m` filled from the kernel's view of it (dm-N, table, status)."""
+    topology.apply_read(m, topology.read_map(ctl, m.name))
+    return m
+
+
+def partition_maps(ctl: Control, name: str, timeout: float) -> list[str]:
+    """Create or update the partition maps of map `name` from its partition table. TimeoutError if the table
+    could not be read within `timeout` seconds (a map with no usable path queues the read)."""
+    info = ctl.info(name)
+    table = bounded(lambda: dmmaps.read_partitions(info), timeout, f"read-partitions-{name}")
+    return dmmaps.add_partition_maps(ctl, name, parts=table.partitions)
+
+
+def announce(devs: Sequence[str], action: str) -> list[str]:
+    """Write `action` ("change" or "add") to each path's uevent; the devices that are gone."""
+    return [d for d in devs if not sysinfo.trigger_uevent(d, action)]
+
+
+def bounded(fn: Callable[[], T], timeout: float, name: str) -> T:
+    """fn() on a thread of its own, waited for at most `timeout` seconds: TimeoutError then (the call goes on
+    in the background and is abandoned at exit); its own exceptions are raised here. For a program without
+    an event loop whose work may block on a device (I/O through a queueing map, a sysfs write a SCSI host
+    holds)."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as err:  # handed to the waiting thread, which raises it
+            box["error"] = err
+
+    worker = threading.Thread(target=run, name=name, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise TimeoutError(f"{name}: no answer within {timeout:g} s")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]

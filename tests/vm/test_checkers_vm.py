@@ -1,0 +1,150 @@
+"""Checkers and prioritizers against real targets, judged by Debian's own multipath-tools 0.9.4.
+
+One map is made with dmsetup, one path per path group, so the group's priority that `-ll` prints is its
+path's priority. For each checker/prioritizer pair, Debian's `multipath -ll` and `pymultipath -ll` read the
+same /etc/multipath.conf (an overrides section, which beats the built-in table) and run the same checker and
+prioritizer once on every path: their verdicts (ready, ghost, faulty, ...) and priorities must be the same.
+
+The bed's states:
+  - LIO over iSCSI, with the LUN's target port group put in each ALUA access state through configfs
+    (active/optimized, active/non-optimized, standby, unavailable): the kernel's ALUA handler is attached,
+    so the sysfs prioritizer reads real access states, and the target answers TEST UNIT READY with NOT READY
+    and the standby or unavailable ASC in those states.
+  - scsi_debug with three hosts: its ALUA port group state follows the host number (0 optimized,
+    1 non-optimized, 2 standby, host number modulo 3), no ALUA handler attached; then one path set offline.
+Vendor checkers (rdac, emc_clariion, hp_sw) on targets without their vendor pages must fail alike too.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import subprocess
+
+import pytest
+
+from tests.vm.sysutil import SavedFiles, read_sysfs, run, settle, wait_for, write_sysfs
+
+CONF = "/etc/multipath.conf"
+# (path_checker, prio, extra overrides)
+PAIRS = [
+    ("tur", "alua", ""),
+    ("tur", "sysfs", ""),
+    ("readsector0", "const", ""),
+    ("directio", "alua", "\tprio_args exclusive_pref_bit\n"),
+    ("hp_sw", "hp_sw", ""),
+    ("rdac", "rdac", ""),
+    ("emc_clariion", "emc", ""),
+    ("tur", "weightedpath", '\tprio_args "hbtl [0-9]+:0:0:0 7"\n'),
+]
+ALUA_STATES = {"0": "active/optimized", "1": "active/non-optimized", "2": "standby", "3": "unavailable"}
+MAP = "pymp-chk"
+
+
+def _conf(checker: str, prio: str, extra: str) -> str:
+    return ("defaults {\n\tuser_friendly_names no\n}\nblacklist {\n\tdevnode \"^vd[a-z]\"\n}\n"
+            f"overrides {{\n\tpath_checker {checker}\n\tprio {prio}\n\tdetect_prio no\n"
+            f"\tdetect_checker no\n{extra}}}\n")
+
+
+def _one_group_per_path(sectors: int, devnos: list[str]) -> str:
+    groups = " ".join(f"round-robin 0 1 1 {d} 1" for d in devnos)
+    return f"0 {sectors} multipath 0 0 {len(devnos)} 1 {groups}"
+
+
+def parse_ll(text: str) -> dict[str, tuple[str, int | None]]:
+    """dev -> (checker word, priority of its group) from `multipath -ll` style output."""
+    found: dict[str, tuple[str, int | None]] = {}
+    prio: int | None = None
+    for line in text.splitlines():
+        g = re.search(r"policy=.* prio=(-?\d+)", line)
+        if g:
+            prio = int(g.group(1))
+            continue
+        p = re.search(r"[|`]- (\d+:\d+:\d+:\d+) (\S+) +\d+:\d+ +(.*)$", line)
+        if p:
+            words = p.group(3).split()
+            found[p.group(2)] = (" ".join(words[1:-1]), prio)  # between the dm state and the device state
+    return found
+
+
+def _both(devs: list[str]) -> tuple[dict, dict, str]:
+    ours = run(["pymultipath", "-ll", MAP], check=False, timeout=120)
+    theirs = subprocess.run(["multipath", "-ll", MAP], capture_output=True, text=True, timeout=120).stdout
+    return parse_ll(ours), parse_ll(theirs), f"--- pymultipath -ll\n{ours}--- multipath -ll\n{theirs}"
+
+
+def _compare(devs: list[str], label: str) -> list[str]:
+    problems = []
+    for checker, prio, extra in PAIRS:
+        with open(CONF, "w") as f:
+            f.write(_conf(checker, prio, extra))
+        ours, theirs, shown = _both(devs)
+        if set(theirs) != set(devs):
+            problems.append(f"{label} {checker}/{prio}: upstream listed {sorted(theirs)}, "
+                            f"not {devs}\n{shown}")
+            continue
+        for dev in devs:
+            if ours.get(dev) != theirs[dev]:
+                problems.append(f"{label} {checker}/{prio} {dev}: ours {ours.get(dev)} upstream {theirs[dev]}"
+                                f"\n{shown}")
+    return problems
+
+
+def _tur(dev: str) -> None:
+    subprocess.run(["sg_turs", f"/dev/{dev}"], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def saved_conf():
+    saved = SavedFiles((CONF,))
+    yield
+    saved.restore()
+
+
+def test_lio_alua_states_checked_and_prioritized_as_upstream(iscsi_bed, saved_conf):
+    bed = iscsi_bed(luns=1)
+    paths = bed.paths(0)
+    devs = [p.dev for p in paths]
+    gp = glob.glob("/sys/kernel/config/target/core/*/lun0/alua/default_tg_pt_gp")[0]
+    subprocess.run(["dmsetup", "create", MAP, "--table",
+                    _one_group_per_path(bed.size_sectors(), [p.devno for p in paths])], check=True)
+    problems = []
+    try:
+        settle()
+        for code, state in ALUA_STATES.items():
+            write_sysfs(f"{gp}/alua_access_state", code)
+            for dev in devs:  # the unit attention that announces the change, then the handler's update
+                _tur(dev)
+            wait_for(lambda s=state: all(read_sysfs(f"/sys/block/{d}/device/access_state") == s
+                                         for d in devs),
+                     60, f"the kernel's ALUA handler to see {state}")
+            problems += _compare(devs, f"LIO {state}:")
+    finally:
+        write_sysfs(f"{gp}/alua_access_state", "0")
+        run(["dmsetup", "remove", MAP], check=False)
+    assert not problems, "\n\n".join(problems)
+
+
+def test_scsi_debug_port_groups_and_an_offline_path_as_upstream(scsi_debug, saved_conf):
+    sd = scsi_debug(luns=1, paths=3)
+    devs = [p.dev for p in sd.paths]
+    states = {p.dev: int(p.hctl.split(":")[0]) % 3 for p in sd.paths}
+    assert sorted(states.values()) == [0, 1, 2], f"three hosts in a row give each ALUA state once: {states}"
+    sectors = int(read_sysfs(f"/sys/block/{devs[0]}/size"))
+    subprocess.run(["dmsetup", "create", MAP, "--table",
+                    _one_group_per_path(sectors, [p.devno for p in sd.paths])], check=True)
+    problems = []
+    try:
+        settle()
+        problems += _compare(devs, "scsi_debug:")
+        standby = next(p for p in sd.paths if states[p.dev] == 2)
+        sd.offline(standby)
+        problems += _compare(devs, "scsi_debug with one path offline:")
+        with open(CONF, "w") as f:  # and the verdict ours reports for the offline path is "down"
+            f.write(_conf("tur", "const", ""))
+        assert parse_ll(run(["pymultipath", "-ll", MAP], timeout=120))[standby.dev][0] == "faulty"
+        sd.online(standby)
+    finally:
+        run(["dmsetup", "remove", MAP], check=False)
+    assert not problems, "\n\n".join(problems)
