@@ -23,6 +23,8 @@ import enum
 import functools
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from pymultipathd import classify, locations, mapmaker, store, topology
@@ -34,13 +36,13 @@ from pymultipathd.dm.errors import DMError
 from pymultipathd.dm.ioctl import Control
 from pymultipathd.dm.table import MultipathTable, TableError, parse_multipath_params
 from pymultipathd.errors import PymultipathError
-from pymultipathd.paths import facts, prio
+from pymultipathd.paths import checkers, facts, prio
 from pymultipathd.paths.grouping import POLICIES
 from pymultipathd.policy import actions as act
 from pymultipathd.policy import decide
 from pymultipathd.policy import events as ev
 from pymultipathd.policy.settings import Resolve, map_settings
-from pymultipathd.policy.state import DaemonState, MapState
+from pymultipathd.policy.state import DaemonState, MapState, PathState
 from pymultipathd.record import field, record, replace
 
 PROG = "pymultipath"
@@ -693,16 +695,41 @@ def gather(ctl: Control, config: Config) -> Snapshot:
     return Snapshot(state, world, bindings, problems)
 
 
-def read_priorities(state: DaemonState, sc: Scope, config: Config) -> None:
-    """The priorities of the claimed paths, before they are grouped (a prioritizer may send commands to the
-    array; each is bounded by the path's checker_timeout, else its SCSI timeout)."""
-    for devs in sc.claimed.values():
-        for d in devs:
-            p = state.paths[d]
-            if p.prio_due:
-                r = topology.resolver(config, p.wwid, p.facts.vendor, p.facts.product)
-                p.prio = prio.priority(p.prio_name, p.dev, p.prio_args, topology.check_timeout(r, p))
-                p.prio_due = False
+def read_priorities(state: DaemonState, sc: Scope, config: Config) -> list[str]:
+    """The priorities of the claimed paths, before they are grouped. A prioritizer sends commands to the
+    array, each bounded by the path's checker_timeout (else its SCSI timeout), but a command to a blocked
+    session waits without its timer running: every path is read at once on a thread of its own, and the
+    command waits for them PRIO_TIMEOUTS timeouts at most. A path not read is grouped with priority 0 and
+    named in the returned problems."""
+    due = [state.paths[d] for devs in sc.claimed.values() for d in devs if state.paths[d].prio_due]
+    got: dict[str, int] = {}
+    failed: dict[str, str] = {}
+
+    def read(p: PathState, timeout: float) -> None:
+        try:
+            got[p.dev] = prio.priority(p.prio_name, p.dev, p.prio_args, timeout)
+        except Exception as err:  # one path's failure is reported, the others are still grouped
+            failed[p.dev] = str(err) or type(err).__name__
+
+    start = time.monotonic()
+    workers = []
+    for p in due:
+        resolve = topology.resolver(config, p.wwid, p.facts.vendor, p.facts.product)
+        timeout = topology.check_timeout(resolve, p)
+        worker = threading.Thread(target=read, args=(p, timeout), name=f"prio-{p.dev}", daemon=True)
+        worker.start()
+        workers.append((p, worker, checkers.PRIO_TIMEOUTS * timeout + 1.0))
+    problems = []
+    for p, worker, budget in workers:
+        worker.join(max(0.0, start + budget - time.monotonic()))
+        if p.dev in got:
+            p.prio, p.prio_due = got[p.dev], False
+        elif p.dev in failed:
+            problems.append(f"{p.dev}: priority ({p.prio_name}) not read: {failed[p.dev]}")
+        else:
+            problems.append(f"{p.dev}: priority ({p.prio_name}) not read within {budget - 1.0:g} s; "
+                            f"grouped with priority {p.prio}")
+    return problems
 
 
 def identify(arg: str) -> str:
@@ -965,7 +992,8 @@ def main(argv: list[str], *, find_multipaths: str | None = None) -> int:
     sc = scope(state, snap.world, config, named)
     delegating = running and not opts.dry_run
     if not (delegating and opts.force_reload):
-        read_priorities(state, sc, config)
+        for problem in read_priorities(state, sc, config):
+            sh.warn(problem)
     plans = plan_all(state, sc, config, opts, daemon_running=running)
     new = [(p.wwid, topology.resolver(config, p.wwid, p.vendor or None, p.product or None))
            for p in plans if p.action is Action.CREATE]

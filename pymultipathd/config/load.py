@@ -96,10 +96,18 @@ class _Builder:
                 if section == "defaults" and got == ("prio", "ana"):
                     self.prio_ana(item, "the defaults section")
 
-    def prio_ana(self, item: Entry, where: str) -> None:
-        """`prio ana` where SCSI paths get it: ana reads the ANA state of an NVMe namespace (an NVMe log
-        page), so for a SCSI path it is meaningless and gives no priority; alua or sysfs is what was meant."""
-        if not self.builtin:
+    def prio_ana(self, item: Entry, where: str, nvme: bool = False) -> None:
+        """`prio ana` is refused out loud. For a SCSI path it is meaningless (ana reads an NVMe namespace's
+        ANA log page; alua or sysfs is what was meant); for an NVMe path pymultipathd does not read that
+        log page, so the path gets priority -1 (undefined) rather than a made-up one."""
+        if self.builtin:
+            return
+        if nvme:
+            self.warn(item.line, item.keyword,
+                      f"ana ({where}): pymultipathd does not read NVMe ANA log pages, so these paths get "
+                      f"priority -1 (undefined) and group_by_prio puts them in one group; native NVMe "
+                      f"multipath (nvme_core.multipath=Y) follows ANA itself")
+        else:
             self.warn(item.line, item.keyword,
                       f"ana is the NVMe prioritizer (an NVMe namespace's ANA state): a SCSI path that takes "
                       f"it from {where} gets no priority; for SCSI use alua or sysfs")
@@ -169,8 +177,9 @@ class _Builder:
                     if "vendor" not in attrs or "product" not in attrs:
                         self.warn(line, "device", "device entry needs both vendor and product; ignored")
                         continue
-                    if attrs.get("prio") == "ana" and not nvme_only(str(attrs["vendor"])):
-                        self.prio_ana(lines["prio"], f'the devices entry of vendor "{attrs["vendor"]}"')
+                    if attrs.get("prio") == "ana":
+                        self.prio_ana(lines["prio"], f'the devices entry of vendor "{attrs["vendor"]}"',
+                                      nvme=nvme_only(str(attrs["vendor"])))
                     cfg.devices.append(attrs)
             elif node.name == "multipaths":
                 for line, attrs, _ in self.list_of(node, "multipath", "multipath", "multipaths"):

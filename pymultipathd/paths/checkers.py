@@ -28,6 +28,9 @@ from pymultipathd.record import record
 UP, DOWN, GHOST = PathCheck.UP, PathCheck.DOWN, PathCheck.GHOST
 PENDING, TIMEOUT = PathCheck.PENDING, PathCheck.TIMEOUT
 QUEUE_GRACE = 5.0  # seconds a check waits for a pool thread before it takes a thread of its own
+# A prioritizer may send several commands, each bounded by the check's timeout (alua up to 3, hp_sw up to
+# 4, path_latency io_num): after the checker's verdict, the priority gets this many timeouts of its own.
+PRIO_TIMEOUTS = 4
 
 # TEST UNIT READY as upstream's tur reads it
 NOT_READY, UNIT_ATTENTION = sgio.NOT_READY, sgio.UNIT_ATTENTION
@@ -170,7 +173,9 @@ class CheckRunner:
     async def check(self, devnode: str, checker: str, timeout: float,
                     prio_name: str | None = None, prio_args: str = "") -> CheckResult:
         """Run `checker` on devnode; with prio_name, a usable path's priority is read in the same thread
-        (an RTPG to the array can hang as a TUR can, so it never runs on the event loop)."""
+        (an RTPG to the array can hang as a TUR can, so it never runs on the event loop). The checker's
+        verdict stands on its own, as upstream's: a prioritizer that is slow or does not come back leaves the
+        priority unknown (prio None, the last one kept) and never turns a good check into a timeout."""
         func = CHECKERS.get(checker)
         if func is None:
             return CheckResult(DOWN, f"unknown checker {checker!r}")
@@ -185,10 +190,15 @@ class CheckRunner:
             return CheckResult(PENDING, "previous check still running")
         started: asyncio.Future[Any] = loop.create_future()
         started.add_done_callback(lambda _f: self._started_at.__setitem__(devnode, loop.time()))
+        checked: asyncio.Future[CheckResult] = loop.create_future()  # the checker's verdict, before the prio
+
+        def verdict(res: CheckResult) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (the daemon is stopping)
+                loop.call_soon_threadsafe(_set, checked, res)
 
         def job() -> CheckResult:
             loop.call_soon_threadsafe(_set, started)
-            return _guarded(func, devnode, timeout, prio_name, prio_args)
+            return _guarded(func, devnode, timeout, prio_name, prio_args, verdict)
 
         queued: Future[Any] | None = None
         if len(self._stuck) * 2 < self._max_threads:
@@ -213,11 +223,19 @@ class CheckRunner:
                                              return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 return CheckResult(PENDING, "waiting for a checker thread (checks of hung paths hold them)")
-            # shield: on timeout the thread keeps running; we stop waiting but remember it is in flight
-            return await asyncio.wait_for(asyncio.shield(fut), timeout + 1.0)
-        except TimeoutError:
-            self._mark_stuck(devnode, fut)
-            return CheckResult(TIMEOUT, f"{checker} did not answer within {timeout:g} s")
+            # On timeout the thread keeps running: we stop waiting but remember it is in flight.
+            done, _ = await asyncio.wait({checked, fut}, timeout=timeout + 1.0,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                self._mark_stuck(devnode, fut)
+                return CheckResult(TIMEOUT, f"{checker} did not answer within {timeout:g} s")
+            if not fut.done():  # the verdict is in; the prioritizer is still talking to the device
+                await asyncio.wait({fut}, timeout=PRIO_TIMEOUTS * timeout + 1.0)
+            if fut.done():
+                return fut.result()
+            res = checked.result()
+            return CheckResult(res.state, f"{res.message} (priority not read within "
+                               f"{PRIO_TIMEOUTS * timeout:g} s)".lstrip())
         finally:
             if fut.done():
                 self._inflight.pop(devnode, None)
@@ -258,17 +276,22 @@ def _on_own_thread(loop: asyncio.AbstractEventLoop,
     return fut
 
 
-def _set(started: asyncio.Future[None]) -> None:
-    if not started.done():
-        started.set_result(None)
+def _set(fut: asyncio.Future[Any], value: object = None) -> None:
+    if not fut.done():
+        fut.set_result(value)
 
 
 def _guarded(func: Callable[[str, float], CheckResult], devnode: str, timeout: float,
-             prio_name: str | None = None, prio_args: str = "") -> CheckResult:
+             prio_name: str | None = None, prio_args: str = "",
+             verdict: Callable[[CheckResult], None] | None = None) -> CheckResult:
+    """The check, then (usable paths, with prio_name) the priority; `verdict` hears the check's result
+    before the priority is read."""
     try:
         res = func(devnode, timeout)
     except OSError as err:
-        return CheckResult(DOWN, f"cannot check {devnode}: {err.strerror or err}")
+        res = CheckResult(DOWN, f"cannot check {devnode}: {err.strerror or err}")
+    if verdict is not None:
+        verdict(res)
     if prio_name and res.state in USABLE:
         from pymultipathd.paths import prio  # the prioritizers need sysfs helpers the checkers do not
 

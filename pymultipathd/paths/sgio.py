@@ -77,6 +77,9 @@ class SgResult:
         return (s[12], s[13]) if len(s) >= 14 else None
 
 
+MAX_TIMEOUT_MS = 0xFFFFFFFF
+
+
 def sg_io(fd: int, cdb: bytes, data_len: int = 0, timeout_ms: int = 30000) -> SgResult:
     """Issue one command; raises OSError if the ioctl itself fails (no such device, not SCSI)."""
     cdb_buf = ctypes.create_string_buffer(cdb, len(cdb))
@@ -91,7 +94,9 @@ def sg_io(fd: int, cdb: bytes, data_len: int = 0, timeout_ms: int = 30000) -> Sg
         dxferp=ctypes.cast(data, ctypes.c_void_p) if data_len else None,
         cmdp=ctypes.cast(cdb_buf, ctypes.c_void_p),
         sbp=ctypes.cast(sense, ctypes.c_void_p),
-        timeout=timeout_ms,
+        # the header's timeout is 32 bits and 0 means the kernel's default: a huge checker_timeout must
+        # neither wrap to a short one nor become 0
+        timeout=min(max(timeout_ms, 1), MAX_TIMEOUT_MS),
     )
     fcntl.ioctl(fd, SG_IO, hdr)
     return SgResult(

@@ -35,7 +35,7 @@ TRANSPORT_RETRY = frozenset({sgio.DID_BUS_BUSY, sgio.DID_ERROR, sgio.DID_SOFT_ER
                              sgio.DID_TRANSPORT_DISRUPTED})
 INQUIRY_TRIES = 5     # emc_clariion and rdac: sends of the INQUIRY at most
 READ_TRIES = 3        # emc_clariion's read of sector 0: sends at most (unit attentions are retried)
-MEMORY_LIMIT = 4096   # paths (and LUNs) emc_clariion remembers at most
+MEMORY_LIMIT = 65536  # paths (and LUNs) emc_clariion remembers at most (a few hundred bytes each)
 
 
 def _result(state: PathCheck, message: str) -> CheckResult:

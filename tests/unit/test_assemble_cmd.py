@@ -493,3 +493,45 @@ def test_the_entry_refuses_what_a_running_daemon_cannot_honour_and_unknown_devic
     assert rc == 1 and "/dev/nosuch: no such device" in err
     rc, _, err = entry(["-v", "x"], capsys)
     assert rc == 1 and "-v needs a number" in err and "see pymultipath --help" in err
+
+
+def test_priorities_are_read_side_by_side_and_a_hung_path_does_not_hold_the_others(monkeypatch):
+    """A prioritizer's command to a blocked session waits without its timer running: map making must not
+    wait for it beyond the prioritizer's budget, nor one hung path's wait add to another's."""
+    import threading
+
+    from pymultipathd.classify import PathFacts
+    from pymultipathd.cli import assemble_cmd
+    from pymultipathd.config import load
+    from pymultipathd.paths import checkers, prio
+    from pymultipathd.policy.state import DaemonState, PathState
+
+    release = threading.Event()
+
+    def priority(name, dev, args="", timeout=30.0):
+        if dev.startswith("hung"):
+            release.wait(60)
+        if dev == "broken":
+            raise OSError(5, "Input/output error")
+        return 50
+
+    monkeypatch.setattr(prio, "priority", priority)
+    monkeypatch.setattr(checkers, "PRIO_TIMEOUTS", 1)
+    config = load.parse_text("defaults {\n prio alua\n checker_timeout 1\n}\n")
+    devs = ("hung1", "hung2", "good", "broken")
+    paths = {d: PathState(dev=d, dev_t="8:16", facts=PathFacts(dev=d, dev_t="8:16", wwid="3600a"),
+                          prio_name="alua", prio_due=True) for d in devs}
+    state = DaemonState(paths=paths, maps={})
+    sc = type("Scope", (), {"claimed": {"3600a": devs}})()
+    out: list[list[str]] = []
+    t = threading.Thread(target=lambda: out.append(assemble_cmd.read_priorities(state, sc, config)),
+                         daemon=True)
+    t.start()
+    t.join(30)  # far below the hung reads' 60 s: the budget (2 s) bounded the wait
+    release.set()
+    assert not t.is_alive() and out, "read_priorities waited on a hung path"
+    (problems,) = out
+    assert (paths["good"].prio, paths["good"].prio_due) == (50, False)
+    assert all(paths[d].prio_due and paths[d].prio == 0 for d in ("hung1", "hung2", "broken"))
+    assert sorted(p.split(":")[0] for p in problems) == ["broken", "hung1", "hung2"]
+    assert "Input/output error" in next(p for p in problems if p.startswith("broken"))

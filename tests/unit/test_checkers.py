@@ -2,6 +2,7 @@ import asyncio
 import ctypes
 import errno
 import threading
+import time
 
 import pytest
 
@@ -211,6 +212,35 @@ def test_priority_is_read_with_a_usable_check_only(tmp_path):
     assert asyncio.run(CheckRunner().check(str(f), "none", 1.0)).prio is None  # not asked for
 
 
+def test_a_slow_prioritizer_never_fails_a_healthy_path(monkeypatch):
+    """The checker's verdict stands on its own, as upstream's: a prioritizer that sends several commands
+    (path_latency, alua) may take longer than one check's timeout; its path is up with the priority it
+    read, and one whose prioritizer does not come back at all is up with the priority unknown."""
+    from pymultipathd.paths import prio
+
+    release = threading.Event()
+
+    def slow(name, dev, args="", timeout=30.0):
+        if name == "never":
+            release.wait(30)
+        else:
+            time.sleep(1.5)  # past the check's 0.3 + 1 s, within the prioritizer's own budget
+        return 42
+
+    monkeypatch.setattr(prio, "priority", slow)
+    monkeypatch.setitem(checkers.CHECKERS, "fine", lambda dev, t: checkers.CheckResult(checkers.UP, "ok"))
+    runner = CheckRunner()
+    try:
+        late = asyncio.run(runner.check("/dev/sdb", "fine", 0.3, prio_name="latency"))
+        assert (late.state, late.prio) == (checkers.UP, 42)
+        monkeypatch.setattr(checkers, "PRIO_TIMEOUTS", 1)
+        lost = asyncio.run(runner.check("/dev/sdc", "fine", 0.3, prio_name="never"))
+        assert (lost.state, lost.prio) == (checkers.UP, None) and "priority not read" in lost.message
+    finally:
+        release.set()
+        runner.close()
+
+
 def _dead_fabric(monkeypatch) -> tuple[threading.Event, CheckRunner]:
     """Checkers "hang" (until the event is set) and "fine", and a runner of two threads."""
     release = threading.Event()
@@ -286,3 +316,13 @@ def test_checks_queued_in_the_same_round_as_hung_ones_are_still_checked(monkeypa
     assert checkers.TIMEOUT not in [s for n, s in zip(["h", "o"] * 3, first, strict=True) if n == "o"]
     assert [s for n, s in zip(["h", "o"] * 3, again, strict=True) if n == "o"] == [checkers.UP] * 3
     assert stuck == 3  # every hung check counted, also one that started after its caller gave up
+
+
+@pytest.mark.parametrize("timeout_ms, sent", [(4294968 * 1000, 0xFFFFFFFF), (0, 1), (2500, 2500)])
+def test_sg_io_timeout_neither_wraps_nor_becomes_the_kernels_default(monkeypatch, timeout_ms, sent):
+    """SG_IO's timeout is a 32-bit count of ms (0: the kernel's default): checker_timeout 4294968 would
+    wrap to 704 ms."""
+    seen = []
+    monkeypatch.setattr(sgio.fcntl, "ioctl", lambda fd, req, hdr: seen.append(hdr.timeout))
+    sgio.sg_io(-1, sgio.TEST_UNIT_READY, timeout_ms=timeout_ms)
+    assert seen == [sent]

@@ -45,15 +45,23 @@ def _ana_warnings(text: str) -> list[tuple[int, str | None]]:
     ('devices {\n device {\n  prio ana\n  vendor "NETAPP"\n  product "LUN"\n }\n}\n', [(3, "prio")]),
     # "nvme" is not NVMe's vendor string (regexes are case sensitive)
     ('devices {\n device {\n  vendor "nvme"\n  product "X"\n  prio ana\n }\n}\n', [(5, "prio")]),
-    # NVMe only: no warning
+    # NVMe only: another warning (below)
     ('devices {\n device {\n  vendor "NVME"\n  product "X"\n  prio ana\n }\n}\n', []),
-    ('devices {\n device {\n  vendor "^NVM[eE]$"\n  product ".*"\n  prio ana\n }\n}\n', []),
     # another prioritizer, or ana for one WWID's map: no warning
     ("defaults {\n prio alua\n}\n", []),
     ("multipaths {\n multipath {\n  wwid 3600a\n  prio ana\n }\n}\n", []),
 ])
 def test_prio_ana_for_scsi_paths_warns_with_file_line(text, expected):
     assert _ana_warnings(text) == expected
+
+
+@pytest.mark.parametrize("vendor", ["NVME", "^NVM[eE]$"])
+def test_prio_ana_for_nvme_paths_is_refused_out_loud(vendor):
+    """ana on an NVMe entry is what upstream means by it, but pymultipathd does not read the ANA log page:
+    saying nothing would leave group_by_prio silently flat."""
+    text = f'devices {{\n device {{\n  vendor "{vendor}"\n  product ".*"\n  prio ana\n }}\n}}\n'
+    (w,) = [w for w in parse_text(text, "site.conf").warnings if "ANA log pages" in w.text]
+    assert (w.line, w.keyword) == (5, "prio") and "-1" in w.text
 
 
 def test_prio_ana_warning_text_and_the_value_is_kept():

@@ -544,14 +544,60 @@ def effects_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
-def test_configuration_doc_has_the_tables_effects():
+REF_BEGIN = "<!-- keyword reference: generated from pymultipathd/config/keywords.py -->"
+REF_END = "<!-- end of keyword reference -->"
+# built-in defaults computed from other keywords or the program's locations, as the reference states them
+DERIVED_DEFAULTS = {"max_polling_interval": "4 * polling_interval",
+                    "wwids_file": "/etc/multipath/wwids (env PYMULTIPATH_WWIDS)",
+                    "bindings_file": "/etc/multipath/bindings (env PYMULTIPATH_BINDINGS)",
+                    "prkeys_file": "prkeys beside the wwids file"}
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md's keyword reference: value, built-in default and meaning of every keyword of
+    the map and path sections (the blacklist's are described in prose)."""
+    rows = [REF_BEGIN, "| keyword | sections | value | built-in default | meaning |",
+            "| --- | --- | --- | --- | --- |"]
+    for kw in keywords.KEYWORDS:
+        if keywords.BL in kw.sections or keywords.BLD in kw.sections:
+            continue
+        tags = "".join(tag for sec, tag in _TAGS if sec in kw.sections)
+        if kw.synonym_of:
+            another = "" if kw.deprecated else " (another name, no warning)"
+            rows.append(f"| `{kw.name}` | {tags} | read as `{kw.synonym_of}`{another} |")
+        elif kw.ignored:
+            rows.append(f"| `{kw.name}` | {tags} | accepted with a warning, value ignored |")
+        else:
+            if callable(kw.default):
+                default = DERIVED_DEFAULTS[kw.name]
+            else:
+                default = "unset" if kw.default is None else format_value(kw.default, kw.type)
+            rows.append(f"| `{kw.name}` | {tags} | {_cell(kw.type.describe)} | {_cell(default)} | "
+                        f"{_cell(kw.doc)} |")
+    rows.append(REF_END)
+    return "\n".join(rows) + "\n"
+
+
+GENERATED = ((BEGIN, END, effects_markdown), (REF_BEGIN, REF_END, reference_markdown))
+
+
+def _with_tables(text: str) -> str:
+    for begin, end, make in GENERATED:
+        assert begin in text and end in text, f"docs/configuration.md lost its markers {begin!r}"
+        text = text[:text.index(begin)] + make() + text[text.index(end) + len(end) + 1:]
+    return text
+
+
+@pytest.mark.parametrize("begin, end, make", GENERATED, ids=["effects", "reference"])
+def test_configuration_doc_has_the_tables_effects(begin, end, make):
     text = DOC.read_text()
-    assert BEGIN in text and END in text, "docs/configuration.md lost its table of effects"
-    section = text[text.index(BEGIN):text.index(END) + len(END)] + "\n"
-    assert section == effects_markdown(), (
-        "docs/configuration.md's table of effects differs from the keyword table: paste the output of "
-        "`.venv/bin/python tests/unit/test_keyword_effects.py` between its markers")
+    assert begin in text and end in text, f"docs/configuration.md lost its markers {begin!r}"
+    section = text[text.index(begin):text.index(end) + len(end)] + "\n"
+    assert section == make(), (
+        "docs/configuration.md's keyword tables differ from the keyword table: run "
+        "`.venv/bin/python tests/unit/test_keyword_effects.py`, which rewrites them")
 
 
 if __name__ == "__main__":
-    sys.stdout.write(effects_markdown())
+    DOC.write_text(_with_tables(DOC.read_text()))
+    sys.stdout.write(f"{DOC}: keyword tables regenerated\n")

@@ -1,9 +1,10 @@
 """Checkers and prioritizers against real targets, judged by Debian's own multipath-tools 0.9.4.
 
-One map is made with dmsetup, one path per path group, so the group's priority that `-ll` prints is its
-path's priority. For each checker/prioritizer pair, Debian's `multipath -ll` and `pymultipath -ll` read the
-same /etc/multipath.conf (an overrides section, which beats the built-in table) and run the same checker and
-prioritizer once on every path: their verdicts (ready, ghost, faulty, ...) and priorities must be the same.
+One map is made with dmsetup (uuid mpath-<wwid>: both list only such maps), one path per path group, so the
+group's priority that `-ll` prints is its path's priority. For each checker/prioritizer pair, Debian's
+`multipath -ll` and `pymultipath -ll` read the same /etc/multipath.conf (an overrides section, which beats
+the built-in table) and run the same checker and prioritizer once on every path: their verdicts (ready,
+ghost, faulty, ...) and priorities must be the same.
 
 The bed's states:
   - LIO over iSCSI, with the LUN's target port group put in each ALUA access state through configfs
@@ -23,7 +24,7 @@ import subprocess
 
 import pytest
 
-from tests.vm.sysutil import SavedFiles, read_sysfs, run, settle, wait_for, write_sysfs
+from tests.vm.sysutil import SavedFiles, read_sysfs, run, settle, udev_wwid, wait_for, write_sysfs
 
 CONF = "/etc/multipath.conf"
 # (path_checker, prio, extra overrides)
@@ -47,9 +48,11 @@ def _conf(checker: str, prio: str, extra: str) -> str:
             f"\tdetect_checker no\n{extra}}}\n")
 
 
-def _one_group_per_path(sectors: int, devnos: list[str]) -> str:
+def _create_map(dev: str, sectors: int, devnos: list[str]) -> None:
+    """The map, one path per group, with the uuid multipath tools list (mpath-<wwid>)."""
     groups = " ".join(f"round-robin 0 1 1 {d} 1" for d in devnos)
-    return f"0 {sectors} multipath 0 0 {len(devnos)} 1 {groups}"
+    subprocess.run(["dmsetup", "create", MAP, "--uuid", f"mpath-{udev_wwid(dev)}", "--table",
+                    f"0 {sectors} multipath 0 0 {len(devnos)} 1 {groups}"], check=True)
 
 
 def parse_ll(text: str) -> dict[str, tuple[str, int | None]]:
@@ -107,8 +110,7 @@ def test_lio_alua_states_checked_and_prioritized_as_upstream(iscsi_bed, saved_co
     paths = bed.paths(0)
     devs = [p.dev for p in paths]
     gp = glob.glob("/sys/kernel/config/target/core/*/lun0/alua/default_tg_pt_gp")[0]
-    subprocess.run(["dmsetup", "create", MAP, "--table",
-                    _one_group_per_path(bed.size_sectors(), [p.devno for p in paths])], check=True)
+    _create_map(devs[0], bed.size_sectors(), [p.devno for p in paths])
     problems = []
     try:
         settle()
@@ -132,8 +134,7 @@ def test_scsi_debug_port_groups_and_an_offline_path_as_upstream(scsi_debug, save
     states = {p.dev: int(p.hctl.split(":")[0]) % 3 for p in sd.paths}
     assert sorted(states.values()) == [0, 1, 2], f"three hosts in a row give each ALUA state once: {states}"
     sectors = int(read_sysfs(f"/sys/block/{devs[0]}/size"))
-    subprocess.run(["dmsetup", "create", MAP, "--table",
-                    _one_group_per_path(sectors, [p.devno for p in sd.paths])], check=True)
+    _create_map(devs[0], sectors, [p.devno for p in sd.paths])
     problems = []
     try:
         settle()
