@@ -10,6 +10,7 @@ plan.build_table); this module carries decisions out. The daemon runs these func
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
@@ -167,3 +168,11 @@ def bounded(fn: Callable[[], T], timeout: float, name: str) -> T:
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["value"]  # type: ignore[return-value]
+
+
+def identify(arg: str) -> str:
+    """The kernel name behind a /dev path (/dev/sdb, /dev/mapper/NAME, /dev/disk/by-id/...); other
+    arguments as they are."""
+    if not arg.startswith("/"):
+        return arg
+    return os.path.basename(os.path.realpath(arg))

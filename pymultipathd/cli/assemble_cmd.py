@@ -732,14 +732,6 @@ def read_priorities(state: DaemonState, sc: Scope, config: Config) -> list[str]:
     return problems
 
 
-def identify(arg: str) -> str:
-    """The kernel name behind a /dev path (/dev/sdb, /dev/mapper/NAME, /dev/disk/by-id/...); other
-    arguments as they are."""
-    if not arg.startswith("/"):
-        return arg
-    return os.path.basename(os.path.realpath(arg))
-
-
 # --- the shell: carrying the plan out -------------------------------------------------------------------
 
 class Shell:
@@ -982,7 +974,8 @@ def main(argv: list[str], *, find_multipaths: str | None = None) -> int:
             if arg.startswith("/") and not os.path.exists(arg):
                 sh.error(f"{arg}: no such device")
                 continue
-            t = designate(arg, identify(arg), state, snap.world, snap.bindings, config_aliases(config))
+            t = designate(arg, mapmaker.identify(arg), state, snap.world, snap.bindings,
+                          config_aliases(config))
             if t.wwid is None:
                 sh.error(f"{arg}: {t.why}")
             else:

@@ -1,7 +1,9 @@
 """`pymultipath -l` / `-ll`: the multipath topology, from the daemon if it runs, else from DM and sysfs.
 
 -ll asks the daemon (its checker states are current) or, without a daemon, runs each path's checker once;
--l never sends I/O to the paths: checker states show as "undef", like upstream's -l.
+-l never sends I/O to the paths: checker states show as "undef", like upstream's -l. The optional argument
+names a map as upstream's does: its name, WWID, uuid, dm-N, major:minor or /dev path, or one of its paths
+(sdb, /dev/sdb, 8:16); a device in no multipath map shows nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,31 @@ def _from_daemon(map_name: str | None) -> str | None:
     return None if reply.startswith("fail") else reply
 
 
+def map_of_path(ident: str) -> str | None:
+    """The name of the multipath map that holds the disk `ident` (kernel name or major:minor), from sysfs;
+    None if it is no disk or no multipath map holds it."""
+    from pymultipathd import locations, sysread
+
+    sysfs = locations.sysfs()
+    if ":" in ident:  # major:minor
+        link = os.path.join(sysfs, "dev", "block", ident)
+        if not os.path.exists(link):
+            return None
+        ident = os.path.basename(os.path.realpath(link))
+    if "/" in ident or ident in ("", ".", ".."):
+        return None
+    holders = os.path.join(sysfs, "class", "block", ident, "holders")
+    try:
+        names = sorted(os.listdir(holders))
+    except OSError:
+        return None
+    for dm in names:
+        dm_dir = os.path.join(sysfs, "class", "block", dm, "dm")
+        if (sysread.read_text(os.path.join(dm_dir, "uuid")) or "").startswith("mpath-"):
+            return sysread.read_text(os.path.join(dm_dir, "name")) or None
+    return None
+
+
 def _offline(check: bool, map_name: str | None) -> str:
     from pymultipathd import topology
     from pymultipathd.config import load_config
@@ -31,7 +58,11 @@ def _offline(check: bool, map_name: str | None) -> str:
     state, problems = topology.read_all(Control(), config)
     for name, err in problems:
         print(f"pymultipath: {name}: {err}", file=sys.stderr)
-    maps = [m for m in state.maps.values() if map_name in (None, m.name, m.wwid, m.dm_dev)]
+    if map_name is None:
+        maps = list(state.maps.values())
+    else:
+        m = state.find_map(map_name)
+        maps = [m] if m is not None else []
     if check:
         wanted = {d for m in maps for d in m.paths}
         for p in state.paths.values():
@@ -45,8 +76,13 @@ def _offline(check: bool, map_name: str | None) -> str:
 
 
 def main(argv: list[str]) -> int:
+    from pymultipathd import mapmaker
+
     check = argv[0] == "-ll"
-    map_name = argv[1] if len(argv) > 1 else None
+    map_name = None
+    if len(argv) > 1:
+        ident = mapmaker.identify(argv[1])
+        map_name = map_of_path(ident) or ident  # a path names the map that holds it
     out = _from_daemon(map_name) if check else None
     if out is None:
         from pymultipathd.dm.errors import DMError

@@ -85,7 +85,8 @@ def tur(devnode: str, timeout: float) -> CheckResult:
                 res = sgio.sg_io(fd, sgio.TEST_UNIT_READY, timeout_ms=int(timeout * 1000))
             except OSError as err:
                 if err.errno == errno.ENOTTY:
-                    return CheckResult(DOWN, "tur: checker not supported by this device (no SG_IO on it)")
+                    return CheckResult(PathCheck.WILD,
+                                       "tur: checker not supported by this device (no SG_IO on it)")
                 raise
             if attempt == TUR_TRIES or time.monotonic() >= deadline or not tur_retry(res):
                 return tur_verdict(res)

@@ -54,7 +54,8 @@ def _sense_key(res: sgio.SgResult) -> int | None:
 
 
 def _unsupported(name: str, why: str) -> CheckResult:
-    return _result(DOWN, f"{name}: checker not supported by this device ({why})")
+    """Upstream's PATH_WILD: the checker cannot judge this device, which says nothing about the path."""
+    return _result(PathCheck.WILD, f"{name}: checker not supported by this device ({why})")
 
 
 def _send(fd: int, cdb: bytes, data_len: int, timeout: float, tries: int = 1,
@@ -289,7 +290,7 @@ def hp_sw_inquiry_verdict(res: sgio.SgResult) -> tuple[PathCheck, str] | None:
     if key == sgio.RECOVERED_ERROR:
         return None
     if key == sgio.ILLEGAL_REQUEST:
-        return DOWN, "checker not supported by this device (INQUIRY page 0x80 refused)"
+        return PathCheck.WILD, "checker not supported by this device (INQUIRY page 0x80 refused)"
     return DOWN, f"path down (serial number INQUIRY failed: {sgio.describe(res)})"
 
 

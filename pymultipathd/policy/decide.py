@@ -72,6 +72,14 @@ def path_checked(state: DaemonState, e: ev.PathChecked, settings_of: SettingsOf)
         # no answer yet, or the check waits for a thread: it says nothing about the path
         p.next_check = e.now + PENDING_RECHECK
         return []
+    if e.state is PathCheck.WILD:
+        # the configured checker cannot judge this device (an rdac checker on a disk without the RDAC
+        # page): as upstream, the path is neither failed nor reinstated, and it is said once
+        said: list[act.Action] = [] if p.chk_state is PathCheck.WILD else [
+            act.Log(act.Level.WARNING, f"{p.dev}: unusable path checker: {e.message}", p.map, p.dev)]
+        p.chk_state, p.chk_msg = e.state, e.message
+        p.next_check = e.now + s.polling_interval
+        return said
     was_usable, first = p.usable, p.chk_state is PathCheck.UNDEF
     p.chk_state, p.chk_msg = e.state, e.message
     now_usable = p.usable

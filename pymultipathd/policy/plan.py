@@ -45,7 +45,8 @@ def selector(resolve: Resolve) -> tuple[str, tuple[str, ...]]:
 
 
 def members(paths: Sequence[PathState]) -> list[Member]:
-    return [Member(dev_t=p.dev_t, prio=p.prio, usable=p.usable or p.chk_state is PathCheck.UNDEF,
+    unjudged = (PathCheck.UNDEF, PathCheck.WILD)  # not checked, or no checker can judge it: not failed
+    return [Member(dev_t=p.dev_t, prio=p.prio, usable=p.usable or p.chk_state in unjudged,
                    serial=p.serial, node_name=p.node_name, dev=p.dev) for p in paths]
 
 

@@ -23,6 +23,7 @@ class PathCheck(enum.StrEnum):
     TIMEOUT = "timeout"    # the check ran and the device did not answer within checker_timeout
     SHAKY = "shaky"
     UNDEF = "undef"        # never checked
+    WILD = "wild"          # the checker does not apply to this device (upstream's PATH_WILD): changes nothing
 
     @property
     def usable(self) -> bool:

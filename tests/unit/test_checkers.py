@@ -8,6 +8,7 @@ import pytest
 
 from pymultipathd.paths import checkers, sgio
 from pymultipathd.paths.checkers import CheckResult, CheckRunner
+from pymultipathd.policy.state import PathCheck
 from tests.unit.fakesg import (
     DID_NO_CONNECT,
     DID_TIME_OUT,
@@ -122,7 +123,7 @@ def test_tur_standby_port_is_ghost(monkeypatch):
 
 def test_tur_without_sg_io_is_unsupported(monkeypatch):
     res, _ = _tur(monkeypatch, OSError(errno.ENOTTY, "Inappropriate ioctl for device"))
-    assert res.state == checkers.DOWN and "not supported by this device" in res.message
+    assert res.state == PathCheck.WILD and "not supported by this device" in res.message
 
 
 def _sector0(monkeypatch, *answers):

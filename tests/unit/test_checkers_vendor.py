@@ -29,6 +29,7 @@ from tests.unit.fakesg import (
 )
 
 UP, DOWN, GHOST, SHAKY = PathCheck.UP, PathCheck.DOWN, PathCheck.GHOST, PathCheck.SHAKY
+WILD = PathCheck.WILD  # upstream's PATH_WILD: the checker cannot judge the device
 DID_BUS_BUSY, DID_ERROR, DID_SOFT_ERROR = 0x02, 0x07, 0x0B
 READ = b"\x28"  # READ(10)
 TUR = sgio.TEST_UNIT_READY
@@ -208,12 +209,12 @@ def test_emc_read_without_host_memory_takes_the_path_as_up(monkeypatch):
 def test_emc_refused_page_is_unsupported(monkeypatch):
     FakeSg().install(monkeypatch)  # no page C0h: ILLEGAL REQUEST, INVALID FIELD IN CDB
     res = vendor_checkers.emc_clariion("/dev/sdx", 1.0, ClariionMemory())
-    assert res.state == DOWN and "not supported by this device" in res.message and "0xC0" in res.message
+    assert res.state == WILD and "not supported by this device" in res.message and "0xC0" in res.message
 
 
 def test_emc_without_sg_io_is_unsupported(monkeypatch):
     res, _ = emc(monkeypatch, OSError(errno.ENOTTY, "Inappropriate ioctl for device"))
-    assert res.state == DOWN and "not supported by this device" in res.message and "SG_IO" in res.message
+    assert res.state == WILD and "not supported by this device" in res.message and "SG_IO" in res.message
     res, _ = emc(monkeypatch, OSError(errno.EIO, "Input/output error"))
     assert res.state == DOWN and "query failed" in res.message and "Input/output error" in res.message
 
@@ -320,9 +321,9 @@ def test_hp_sw_recovered_error_on_the_inquiry_goes_on(monkeypatch):
 
 def test_hp_sw_unsupported(monkeypatch):
     res, fake = hp(monkeypatch, check_condition(descriptor_sense(sgio.ILLEGAL_REQUEST, 0x24, 0x00)))
-    assert res.state == DOWN and "not supported by this device" in res.message and TUR not in fake.calls
+    assert res.state == WILD and "not supported by this device" in res.message and TUR not in fake.calls
     res, _ = hp(monkeypatch, OSError(errno.ENOTTY, "Inappropriate ioctl for device"))
-    assert res.state == DOWN and "not supported by this device" in res.message
+    assert res.state == WILD and "not supported by this device" in res.message
 
 
 # --- rdac -------------------------------------------------------------------------------------------------
@@ -377,9 +378,9 @@ def test_rdac_failed_inquiry(monkeypatch):
     res, _ = rdac_check(monkeypatch, check_condition(fixed_sense(sgio.NOT_READY, 0x04, 0x01)))
     assert res.state == DOWN and "INQUIRY page 0xC9 failed" in res.message
     res, _ = rdac_check(monkeypatch, check_condition(fixed_sense(sgio.ILLEGAL_REQUEST, 0x24, 0x00)))
-    assert res.state == DOWN and "not supported by this device" in res.message
+    assert res.state == WILD and "not supported by this device" in res.message
     res, _ = rdac_check(monkeypatch, OSError(errno.ENOTTY, "Inappropriate ioctl for device"))
-    assert res.state == DOWN and "not supported by this device" in res.message
+    assert res.state == WILD and "not supported by this device" in res.message
     res, _ = rdac_check(monkeypatch, OSError(errno.ENXIO, "No such device or address"))
     assert res.state == DOWN and "not sent" in res.message
 

@@ -160,6 +160,20 @@ def test_a_pending_check_is_looked_at_again_soon_and_says_nothing():
     assert bed.p("sdb").failures == 0 and bed.m.stats.path_faults == 0
 
 
+@pytest.mark.parametrize("active", [True, False])
+def test_a_checker_that_cannot_judge_the_device_changes_nothing_and_says_so_once(active):
+    """Upstream's PATH_WILD (an rdac checker on a disk without the RDAC page): the path is neither failed
+    nor reinstated, whatever the kernel has it as, and the warning is not repeated at every check."""
+    bed = Bed(MapSettings(polling_interval=5.0))
+    bed.p("sdb").chk_state = UP
+    bed.set_active("8:16", active)
+    said = bed.check("sdb", PathCheck.WILD, now=1.0)
+    assert [type(a).__name__ for a in said] == ["Log"] and "unusable path checker" in said[0].text
+    assert bed.check("sdb", PathCheck.WILD, now=6.0) == []
+    assert bed.p("sdb").chk_state is PathCheck.WILD and bed.p("sdb").next_check == 11.0
+    assert bed.m.status.path("8:16").active is active and bed.m.stats.path_faults == 0
+
+
 def test_healthy_paths_back_off_to_max_polling_interval_and_trouble_resets_it():
     bed = Bed(MapSettings(polling_interval=5.0, max_polling_interval=20.0))
     seen = []

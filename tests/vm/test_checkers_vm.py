@@ -114,6 +114,12 @@ def test_lio_alua_states_checked_and_prioritized_as_upstream(iscsi_bed, saved_co
     problems = []
     try:
         settle()
+        # the kernel's ALUA handler, as a map with hardware_handler "1 alua" would attach it: sysfs's
+        # access_state (the sysfs prioritizer's source) exists only with it
+        run(["modprobe", "scsi_dh_alua"])
+        for d in devs:
+            if read_sysfs(f"/sys/block/{d}/device/dh_state") != "alua":
+                write_sysfs(f"/sys/block/{d}/device/dh_state", "alua")
         for code, state in ALUA_STATES.items():
             write_sysfs(f"{gp}/alua_access_state", code)
             for dev in devs:  # the unit attention that announces the change, then the handler's update
@@ -139,6 +145,12 @@ def test_scsi_debug_port_groups_and_an_offline_path_as_upstream(scsi_debug, save
     try:
         settle()
         problems += _compare(devs, "scsi_debug:")
+        for arg in (devs[0], f"/dev/{devs[1]}"):  # a path names the map that holds it, in both tools
+            ours = parse_ll(run(["pymultipath", "-ll", arg], timeout=120))
+            theirs = parse_ll(subprocess.run(["multipath", "-ll", arg], capture_output=True, text=True,
+                                             timeout=120).stdout)
+            if not set(ours) == set(theirs) == set(devs):
+                problems.append(f"-ll {arg}: ours listed {sorted(ours)}, upstream {sorted(theirs)}")
         standby = next(p for p in sd.paths if states[p.dev] == 2)
         sd.offline(standby)
         problems += _compare(devs, "scsi_debug with one path offline:")

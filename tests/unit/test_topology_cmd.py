@@ -1,0 +1,43 @@
+"""`pymultipath -ll DEV`: a path names the multipath map that holds it, as upstream's -ll takes it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pymultipathd.cli import topology_cmd
+
+
+@pytest.fixture
+def sysfs(tmp_path, monkeypatch):
+    """sdb and sdc held by dm-0 (a multipath map), sdd by dm-1 (an LVM volume), sde by nothing."""
+    root = tmp_path / "sys"
+    cls, devs, blk = root / "class" / "block", root / "dev" / "block", root / "devices" / "block"
+    for d in (cls, devs, blk):
+        d.mkdir(parents=True)
+    for name, dev_t in (("sdb", "8:16"), ("sdc", "8:32"), ("sdd", "8:48"), ("sde", "8:64"), ("dm-0", "253:0"),
+                        ("dm-1", "253:1")):
+        (blk / name / "holders").mkdir(parents=True)
+        os.symlink(blk / name, cls / name)
+        os.symlink(blk / name, devs / dev_t)
+    for dm, uuid, name, held in (("dm-0", "mpath-3600a", "mpatha", ("sdb", "sdc")),
+                                 ("dm-1", "LVM-abc", "vg-lv", ("sdd",))):
+        (blk / dm / "dm").mkdir()
+        (blk / dm / "dm" / "uuid").write_text(uuid + "\n")
+        (blk / dm / "dm" / "name").write_text(name + "\n")
+        for p in held:
+            os.symlink(blk / dm, blk / p / "holders" / dm)
+    monkeypatch.setenv("PYMULTIPATH_SYSFS", str(root))
+    return root
+
+
+@pytest.mark.parametrize("ident, expected", [
+    ("sdb", "mpatha"), ("sdc", "mpatha"), ("8:32", "mpatha"),
+    ("sdd", None),      # held, but by no multipath map
+    ("sde", None),      # held by nothing
+    ("sdz", None), ("9:9", None), ("../sdb", None), ("", None),
+    ("dm-0", None),     # a map itself: find_map resolves it
+])
+def test_a_path_names_the_map_that_holds_it(sysfs, ident, expected):
+    assert topology_cmd.map_of_path(ident) == expected
