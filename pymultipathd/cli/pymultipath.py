@@ -75,8 +75,9 @@ wwids file (/etc/multipath/wwids):
   -W                reset the wwids file to the WWIDs of the multipath maps that exist now
 
 maps:
-  -l [MAP]          show the multipath topology from device mapper and sysfs (no I/O to the paths)
-  -ll [MAP]         the same with current path states (from the daemon, or by checking each path)
+  -l [MAP|DEV]      show the multipath topology from device mapper and sysfs (no I/O to the paths); MAP
+                    as for making maps, DEV one of its paths (sdb, /dev/sdb, 8:16)
+  -ll [MAP|DEV]     the same with current path states (from the daemon, or by checking each path)
   -f MAP            flush (remove) MAP if nothing holds it; otherwise list its holders and how to release them
   -F                flush every multipath map that nothing holds
   -f MAP --error-io [--yes]

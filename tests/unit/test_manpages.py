@@ -45,7 +45,7 @@ def test_the_pages_name_every_option_command_and_keyword(pages):
         if not kw.synonym_of:
             assert f".B {manpages.esc(kw.name)}\n" in conf, kw.name
     tool = pages["man8/pymultipath.8"].read_text().replace("\\-", "-")
-    assert "-ll [MAP]" in tool and "holders MAP" in tool
+    assert "-ll [MAP|DEV]" in tool and "holders MAP" in tool
 
 
 def test_roff_escaping():

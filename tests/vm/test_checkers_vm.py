@@ -145,12 +145,16 @@ def test_scsi_debug_port_groups_and_an_offline_path_as_upstream(scsi_debug, save
     try:
         settle()
         problems += _compare(devs, "scsi_debug:")
-        for arg in (devs[0], f"/dev/{devs[1]}"):  # a path names the map that holds it, in both tools
+        # a path names the map that holds it: /dev/sdX and major:minor in both tools; upstream reads a bare
+        # kernel name as a map name (and lists nothing), ours as the path too
+        for arg in (f"/dev/{devs[1]}", sd.paths[2].devno):
             ours = parse_ll(run(["pymultipath", "-ll", arg], timeout=120))
             theirs = parse_ll(subprocess.run(["multipath", "-ll", arg], capture_output=True, text=True,
                                              timeout=120).stdout)
             if not set(ours) == set(theirs) == set(devs):
                 problems.append(f"-ll {arg}: ours listed {sorted(ours)}, upstream {sorted(theirs)}")
+        if set(parse_ll(run(["pymultipath", "-ll", devs[0]], timeout=120))) != set(devs):
+            problems.append(f"-ll {devs[0]}: ours did not list the map that holds {devs[0]}")
         standby = next(p for p in sd.paths if states[p.dev] == 2)
         sd.offline(standby)
         problems += _compare(devs, "scsi_debug with one path offline:")
