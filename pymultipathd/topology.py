@@ -84,7 +84,7 @@ def path_state(f: classify.PathFacts, resolve: Resolve, old: PathState | None, *
         p.node_name = sysinfo.target_node_name(f.dev)
         p.scsi_timeout = sysinfo.command_timeout(f.dev)
     p.size = sysinfo.size_sectors(f.dev)
-    p.serial = f.properties.get("ID_SCSI_SERIAL") or sysinfo.vpd_serial(f.dev)
+    p.serial = f.properties.get("ID_SCSI_SERIAL") or sysinfo.unit_serial(f.dev)
     p.dev_state = sysinfo.dev_state(f.dev)
     checker = str(resolve("path_checker") or "tur")
     if resolve("detect_checker") and sysinfo.access_state(f.dev):

@@ -72,11 +72,6 @@ def preferred_path(dev: str) -> bool:
     return _read(os.path.join(block_dir(dev), "device", "preferred_path")) == "1"
 
 
-def vpd_serial(dev: str) -> str:
-    raw = _read(os.path.join(block_dir(dev), "device", "vpd_pg80"))
-    return "".join(c for c in raw if c.isprintable()).strip()
-
-
 def trigger_uevent(dev: str, action: str) -> bool:
     """Ask the kernel to re-send a uevent (so udev reruns its rules); False if the device is gone."""
     try:

@@ -422,7 +422,7 @@ def sysfs(monkeypatch):
 
     state = {"access": "active/optimized"}
     for name, value in (("hcil", "3:0:0:1"), ("target_node_name", "t"), ("size_sectors", 8),
-                        ("vpd_serial", "s"), ("dev_state", "running")):
+                        ("unit_serial", "s"), ("dev_state", "running")):
         monkeypatch.setattr(sysinfo, name, lambda dev, v=value: v)
     monkeypatch.setattr(sysinfo, "access_state", lambda dev: state["access"])
     monkeypatch.setattr(prio, "priority", lambda name, dev, args="", timeout=30.0: 1)
