@@ -14,7 +14,7 @@ CC ?= cc
 HELPER := build/pymultipath-udev
 HELPER_CFLAGS := -O2 -Wall -Wextra -std=gnu11
 
-.PHONY: help setup check check-fast check-vm lint demo bench vm-shell install clean helper
+.PHONY: help setup check check-fast check-vm lint demo bench vm-shell install uninstall-compat clean helper
 
 help:
 	@echo "make demo        boot the test VM and show pymultipathd at work on two-path iSCSI storage"
@@ -70,7 +70,11 @@ helper:
 
 # pip's own scripts start python with site.py (~60 ms a call); udev runs pymultipath per disk event, so the
 # launcher rewrites both scripts to start with -IS and an explicit sys.path (pymultipathd/cli/launcher.py).
+# COMPAT=1: also `multipath`/`multipathd` in PREFIX/sbin as links to ours (docs/cli.md, "Drop-in names"),
+# checked before anything is installed: a name a Debian package owns is refused.
+COMPAT_INSTALL = $(PYTHON) -m pymultipathd.cli.compat_install --root "$(DESTDIR)" --prefix "$(PREFIX)"
 install:
+	$(if $(filter 1 yes,$(COMPAT)),$(COMPAT_INSTALL) --check)
 	$(PYTHON) -m pip install --no-deps --root "$(or $(DESTDIR),/)" --prefix "$(PREFIX)" .
 	site=$$($(PYTHON) -c 'import sysconfig, sys; print(sysconfig.get_path("purelib", "posix_prefix", \
 		vars={"base": sys.argv[1], "platbase": sys.argv[1]}))' "$(PREFIX)") && \
@@ -94,6 +98,10 @@ install:
 	install -d "$(DESTDIR)$(PREFIX)/share/doc/pymultipathd"
 	install -m 0644 conf/multipath.conf "$(DESTDIR)$(PREFIX)/share/doc/pymultipathd/multipath.conf.example"
 	install -m 0644 README.md docs/*.md "$(DESTDIR)$(PREFIX)/share/doc/pymultipathd/"
+	$(if $(filter 1 yes,$(COMPAT)),$(COMPAT_INSTALL))
+
+uninstall-compat:
+	$(COMPAT_INSTALL) --remove
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis out
