@@ -12,8 +12,10 @@ The bed's states:
     so the sysfs prioritizer reads real access states, and the target answers TEST UNIT READY with NOT READY
     and the standby or unavailable ASC in those states.
   - scsi_debug with three hosts: its ALUA port group state follows the host number (0 optimized,
-    1 non-optimized, 2 standby, host number modulo 3), no ALUA handler attached; then one path set offline.
-Vendor checkers (rdac, emc_clariion, hp_sw) on targets without their vendor pages must fail alike too.
+    1 non-optimized, 2 standby, host number modulo 3), no ALUA handler attached; then one path set offline,
+    and one whose logical unit is stopped (NOT READY to TEST UNIT READY and reads).
+Vendor checkers (rdac, emc_clariion, hp_sw) on targets without their vendor pages must agree too (rdac and
+emc_clariion: "checker not supported", undef, the path left as it is).
 """
 
 from __future__ import annotations
@@ -162,6 +164,17 @@ def test_scsi_debug_port_groups_and_an_offline_path_as_upstream(scsi_debug, save
             f.write(_conf("tur", "const", ""))
         assert parse_ll(run(["pymultipath", "-ll", MAP], timeout=120))[standby.dev][0] == "faulty"
         sd.online(standby)
+        # a stopped logical unit (START STOP UNIT, stop): NOT READY, initializing command required (04/02)
+        # to TEST UNIT READY and to reads, on that path only; hp_sw takes it for a passive controller
+        stopped = next(p for p in sd.paths if states[p.dev] == 1)
+        run(["sg_start", "--stop", f"/dev/{stopped.dev}"])
+        try:
+            tur = subprocess.run(["sg_turs", f"/dev/{stopped.dev}"], capture_output=True, text=True,
+                                 timeout=60)
+            assert tur.returncode != 0, f"sg_start --stop left {stopped.dev} ready: {tur.stdout}{tur.stderr}"
+            problems += _compare(devs, "scsi_debug with one logical unit stopped (not ready):")
+        finally:
+            run(["sg_start", "--start", f"/dev/{stopped.dev}"])
     finally:
         run(["dmsetup", "remove", MAP], check=False)
     assert not problems, "\n\n".join(problems)
