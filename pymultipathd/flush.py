@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import time
+from collections.abc import Callable
 
 from pymultipathd import holders
 from pymultipathd.dm import maps as dmmaps
@@ -20,6 +21,7 @@ from pymultipathd.record import record
 
 RETRIES = 3          # udev's rules open a map briefly after every change event
 RETRY_DELAY = 0.5
+HELD_RETRY_DELAY = 1.0  # remove_retries: seconds between looks at a held map, as upstream sleeps
 
 
 @record(frozen=True)
@@ -45,12 +47,24 @@ def snapshot_if_held(ctl: Control, name: str) -> holders.Snapshot:
 
 
 def flush(ctl: Control, name: str, *, deferred: bool = False, snap: holders.Snapshot | None = None,
-          rescan: bool = True) -> FlushResult:
+          rescan: bool = True, retries: int = 0,
+          on_retry: Callable[[int, int, list[holders.Holder]], None] | None = None) -> FlushResult:
     """`snap`: the holders snapshot, taken already (the daemon scans on another thread than the one that
-    makes device-mapper calls); `rescan`: after a removal that failed, scan again here for the report."""
+    makes device-mapper calls); `rescan`: after a removal that failed, scan again here for the report.
+    `retries` (remove_retries): a held map is looked at again that many times, a second apart, before it
+    is reported held (a backup job or a udev rule closing it); `on_retry(n, retries, holders)` hears each
+    wait. Blocking: for the command line, never the daemon's threads."""
     if snap is None:
         snap = snapshot_if_held(ctl, name)
     found = holders.find_holders(snap)
+    for attempt in range(1, retries + 1):
+        if not blocking(found) or deferred:
+            break
+        if on_retry is not None:
+            on_retry(attempt, retries, blocking(found))
+        time.sleep(HELD_RETRY_DELAY)
+        snap = snapshot_if_held(ctl, name)
+        found = holders.find_holders(snap)
     if blocking(found) and not deferred:
         return FlushResult(name, False, False, holders.explain(snap, found))
     # Queued I/O would make the remove's suspend hang; a deferred remove of a map still in use suspends

@@ -41,6 +41,19 @@ def _confirmed(name: str, yes: bool) -> bool:
     return True
 
 
+def _remove_retries() -> int:
+    """remove_retries from the configuration; a configuration that does not load costs the retries, never
+    the flush (a map must stay removable while multipath.conf is being fixed)."""
+    from pymultipathd.config import load_config
+    from pymultipathd.errors import PymultipathError
+
+    try:
+        return int(load_config().resolve("remove_retries") or 0)  # type: ignore[call-overload]
+    except PymultipathError as err:
+        sys.stderr.write(f"pymultipath: {err}; flushing without remove_retries\n")
+        return 0
+
+
 def main(argv: list[str]) -> int:
     from pymultipathd import flush
     from pymultipathd.dm import maps as dmmaps
@@ -85,9 +98,16 @@ def main(argv: list[str]) -> int:
             res = flush.error_out(ctl, names[0])
             sys.stdout.write(res.report)
             return 0
+        retries = _remove_retries()
+
+        def waiting(n: int, of: int, held_by: list) -> None:
+            sys.stderr.write(f"pymultipath: {name}: in use ({held_by[0].what}"
+                             f"{f' and {len(held_by) - 1} more' if len(held_by) > 1 else ''}); "
+                             f"looking again in {flush.HELD_RETRY_DELAY:g} s ({n} of {of}, remove_retries)\n")
+
         failed = 0
         for name in names:
-            res = flush.flush(ctl, name, deferred=deferred)
+            res = flush.flush(ctl, name, deferred=deferred, retries=retries, on_retry=waiting)
             (sys.stdout if res.removed or res.deferred else sys.stderr).write(res.report)
             failed += not (res.removed or res.deferred)
         return 1 if failed else 0

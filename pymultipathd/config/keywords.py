@@ -845,8 +845,10 @@ _TABLE: list[Keyword] = [
         Int(lo=0),
         0,
         "D",
-        "Retries when removing a map that is in use.",
-        unsupported="removing a busy map is tried a fixed 3 times",
+        "How many more times pymultipath -f/-F looks at a map in use, a second apart, before it reports "
+        "the map's holders.",
+        effect="cli/flush_cmd.py _remove_retries -> flush.py flush (retries); "
+        "tests: unit/test_flush_retries.py, vm/test_flush.py",
     ),
     _k(
         "recheck_wwid",

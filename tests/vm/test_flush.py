@@ -168,3 +168,32 @@ def test_queued_io_with_no_path_is_reported_and_deferred_remove_waits(mpath):
         for p in mpath.paths:
             mpath.sd.online(p)
     assert _flush().returncode == 0 and not _exists()
+
+
+def test_remove_retries_waits_for_a_holder_that_lets_go(mpath):
+    """remove_retries: a map held by a process that closes it a few seconds later is removed by one
+    `pymultipath -f` once the holder is gone (the kernel refuses to remove an open map, so the flush can only
+    succeed after it); without it the flush reports the holder at once and keeps the map."""
+    import sys
+
+    from tests.vm.sysutil import SavedFiles
+
+    saved = SavedFiles(("/etc/multipath.conf",))
+    hold = ("import os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); print('open', flush=True); "
+            "time.sleep(4)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, mpath.node], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with open("/etc/multipath.conf", "w") as f:
+            f.write("defaults {\n\tremove_retries 0\n}\n")
+        res = _flush()
+        assert res.returncode == 1 and _exists() and str(holder.pid) in res.stdout + res.stderr, res
+        with open("/etc/multipath.conf", "w") as f:
+            f.write("defaults {\n\tremove_retries 30\n}\n")
+        res = _flush()
+        assert res.returncode == 0 and not _exists(), res
+        assert "looking again" in res.stderr and f"{NAME}: flushed" in res.stdout, res
+    finally:
+        holder.kill()
+        holder.wait()
+        saved.restore()
