@@ -10,12 +10,15 @@ plan.build_table); this module carries decisions out. The daemon runs these func
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from pymultipathd import topology
+from pymultipathd.config import Config
 from pymultipathd.dm import maps as dmmaps
 from pymultipathd.dm.ioctl import Control, DeviceInfo
 from pymultipathd.dm.table import MultipathTable
@@ -168,6 +171,60 @@ def bounded(fn: Callable[[], T], timeout: float, name: str) -> T:
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["value"]  # type: ignore[return-value]
+
+
+K = TypeVar("K")
+
+
+def side_by_side(calls: Mapping[K, tuple[Callable[[], T], float]], name: str) -> dict[K, T | Exception]:
+    """Each call on a thread of its own, all started at once; each waited for at most its own budget
+    (seconds from the start). The result or the exception of each call that finished; a call still running
+    is left out (it goes on in the background and is abandoned at exit). For commands to many paths, any of
+    which may hang: N hung paths cost one budget, not N."""
+    done: dict[K, T | Exception] = {}
+
+    def run(key: K, fn: Callable[[], T]) -> None:
+        try:
+            done[key] = fn()
+        except Exception as err:  # one call's failure is its own result; the others go on
+            done[key] = err
+
+    start = time.monotonic()
+    workers = []
+    for key, (fn, budget) in calls.items():
+        worker = threading.Thread(target=run, args=(key, fn), name=f"{name}-{key}", daemon=True)
+        worker.start()
+        workers.append((worker, budget))
+    for worker, budget in workers:
+        worker.join(max(0.0, start + budget - time.monotonic()))
+    return dict(done)
+
+
+def read_priorities(due: Mapping[str, PathState], config: Config) -> list[str]:
+    """The command line's read of the paths' priorities (map making, -l/-ll without a daemon): side by
+    side, each within PRIO_TIMEOUTS of its check timeout (a prioritizer's command to a blocked session
+    waits without its timer running). A path not read keeps its priority and stays due; what went wrong is
+    returned, a line per path."""
+    from pymultipathd.paths import checkers, prio
+
+    calls = {}
+    for dev, p in due.items():
+        resolve = topology.resolver(config, p.wwid, p.facts.vendor, p.facts.product)
+        timeout = topology.check_timeout(resolve, p)
+        calls[dev] = (functools.partial(prio.priority, p.prio_name, p.dev, p.prio_args, timeout),
+                      checkers.PRIO_TIMEOUTS * timeout + 1.0)
+    got = side_by_side(calls, "prio")
+    problems = []
+    for dev, p in due.items():
+        res = got.get(dev)
+        if isinstance(res, int):
+            p.prio, p.prio_due = res, False
+        elif isinstance(res, Exception):
+            problems.append(f"{dev}: priority ({p.prio_name}) not read: {str(res) or type(res).__name__}")
+        else:
+            problems.append(f"{dev}: priority ({p.prio_name}) not read within {calls[dev][1] - 1.0:g} s; "
+                            f"kept at {p.prio}")
+    return problems
 
 
 def identify(arg: str) -> str:

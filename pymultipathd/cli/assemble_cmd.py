@@ -23,8 +23,6 @@ import enum
 import functools
 import os
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from pymultipathd import classify, locations, mapmaker, store, topology
@@ -36,13 +34,13 @@ from pymultipathd.dm.errors import DMError
 from pymultipathd.dm.ioctl import Control
 from pymultipathd.dm.table import MultipathTable, TableError, parse_multipath_params
 from pymultipathd.errors import PymultipathError
-from pymultipathd.paths import checkers, facts, prio
+from pymultipathd.paths import facts
 from pymultipathd.paths.grouping import POLICIES
 from pymultipathd.policy import actions as act
 from pymultipathd.policy import decide
 from pymultipathd.policy import events as ev
 from pymultipathd.policy.settings import Resolve, map_settings
-from pymultipathd.policy.state import DaemonState, MapState, PathState
+from pymultipathd.policy.state import DaemonState, MapState
 from pymultipathd.record import field, record, replace
 
 PROG = "pymultipath"
@@ -701,35 +699,8 @@ def read_priorities(state: DaemonState, sc: Scope, config: Config) -> list[str]:
     session waits without its timer running: every path is read at once on a thread of its own, and the
     command waits for them PRIO_TIMEOUTS timeouts at most. A path not read is grouped with priority 0 and
     named in the returned problems."""
-    due = [state.paths[d] for devs in sc.claimed.values() for d in devs if state.paths[d].prio_due]
-    got: dict[str, int] = {}
-    failed: dict[str, str] = {}
-
-    def read(p: PathState, timeout: float) -> None:
-        try:
-            got[p.dev] = prio.priority(p.prio_name, p.dev, p.prio_args, timeout)
-        except Exception as err:  # one path's failure is reported, the others are still grouped
-            failed[p.dev] = str(err) or type(err).__name__
-
-    start = time.monotonic()
-    workers = []
-    for p in due:
-        resolve = topology.resolver(config, p.wwid, p.facts.vendor, p.facts.product)
-        timeout = topology.check_timeout(resolve, p)
-        worker = threading.Thread(target=read, args=(p, timeout), name=f"prio-{p.dev}", daemon=True)
-        worker.start()
-        workers.append((p, worker, checkers.PRIO_TIMEOUTS * timeout + 1.0))
-    problems = []
-    for p, worker, budget in workers:
-        worker.join(max(0.0, start + budget - time.monotonic()))
-        if p.dev in got:
-            p.prio, p.prio_due = got[p.dev], False
-        elif p.dev in failed:
-            problems.append(f"{p.dev}: priority ({p.prio_name}) not read: {failed[p.dev]}")
-        else:
-            problems.append(f"{p.dev}: priority ({p.prio_name}) not read within {budget - 1.0:g} s; "
-                            f"grouped with priority {p.prio}")
-    return problems
+    due = {d: state.paths[d] for devs in sc.claimed.values() for d in devs if state.paths[d].prio_due}
+    return mapmaker.read_priorities(due, config)
 
 
 # --- the shell: carrying the plan out -------------------------------------------------------------------

@@ -8,6 +8,7 @@ names a map as upstream's does: its name, WWID, uuid, dm-N, major:minor or /dev 
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -48,14 +49,14 @@ def map_of_path(ident: str) -> str | None:
 
 
 def _offline(check: bool, map_name: str | None) -> str:
-    from pymultipathd import topology
+    from pymultipathd import mapmaker, topology
     from pymultipathd.config import load_config
     from pymultipathd.control import format as fmt
     from pymultipathd.dm.ioctl import Control
     from pymultipathd.paths import checkers
 
     config = load_config()
-    state, problems = topology.read_all(Control(), config)
+    state, problems = topology.read_all(Control(), config, read_prio=False)
     for name, err in problems:
         print(f"pymultipath: {name}: {err}", file=sys.stderr)
     if map_name is None:
@@ -63,15 +64,27 @@ def _offline(check: bool, map_name: str | None) -> str:
     else:
         m = state.find_map(map_name)
         maps = [m] if m is not None else []
+    # every path of the maps shown at once: N hung paths cost one deadline, not N
+    shown = {d: state.paths[d] for m in maps for d in m.paths if d in state.paths}
+    for line in mapmaker.read_priorities({d: p for d, p in shown.items() if p.prio_due}, config):
+        print(f"pymultipath: {line}", file=sys.stderr)
     if check:
-        wanted = {d for m in maps for d in m.paths}
-        for p in state.paths.values():
-            if p.dev in wanted:
-                # each path's own deadline (checker_timeout, else its SCSI timeout), as the daemon's
-                timeout = topology.check_timeout(topology.resolver(config, p.wwid, p.facts.vendor,
-                                                                   p.facts.product), p)
-                res = checkers.check_now(os.path.join("/dev", p.dev), p.checker, timeout)
+        calls = {}
+        for d, p in shown.items():
+            # each path's own deadline (checker_timeout, else its SCSI timeout), as the daemon's
+            timeout = topology.check_timeout(topology.resolver(config, p.wwid, p.facts.vendor,
+                                                               p.facts.product), p)
+            calls[d] = (functools.partial(checkers.check_now, os.path.join("/dev", d), p.checker, timeout),
+                        timeout + 1.0)
+        results = mapmaker.side_by_side(calls, "check")
+        for d, p in shown.items():
+            res = results.get(d)
+            if isinstance(res, checkers.CheckResult):
                 p.chk_state = res.state
+            elif res is None:  # still waiting in the kernel past its deadline
+                p.chk_state = checkers.TIMEOUT
+            else:
+                print(f"pymultipath: {d}: checker {p.checker} failed: {res}", file=sys.stderr)
     return "".join(fmt.topology(state, m) for m in sorted(maps, key=lambda m: m.name))
 
 

@@ -41,3 +41,28 @@ def sysfs(tmp_path, monkeypatch):
 ])
 def test_a_path_names_the_map_that_holds_it(sysfs, ident, expected):
     assert topology_cmd.map_of_path(ident) == expected
+
+
+def test_side_by_side_hung_calls_cost_one_budget_and_failures_are_their_own():
+    """The command line's commands to many paths at once: what finished is returned (a value or its
+    exception), what did not within its budget is left out, and three hung calls are waited for together."""
+    import threading
+
+    from pymultipathd import mapmaker
+
+    release = threading.Event()
+
+    def broken() -> int:
+        raise OSError(5, "Input/output error")
+
+    calls = {f"hung{i}": (lambda: release.wait(60) and 0, 0.3) for i in range(3)}
+    calls.update({"good": (lambda: 50, 5.0), "broken": (broken, 5.0)})
+    box: list[dict] = []
+    t = threading.Thread(target=lambda: box.append(mapmaker.side_by_side(calls, "test")), daemon=True)
+    t.start()
+    t.join(30)  # the hung calls would take 60 s each, one after another 180 s
+    release.set()
+    assert not t.is_alive() and box
+    (got,) = box
+    assert got["good"] == 50 and isinstance(got["broken"], OSError)
+    assert not any(k.startswith("hung") for k in got)
