@@ -79,6 +79,10 @@ class Core:
         self._sysfs_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sysfs")
         self._sysfs_job: asyncio.Future[list[tuple[str, str]]] | None = None
         self._pending: set[str] = set()
+        # WWIDs whose map an administrator removed (del map): a change uevent of their paths (late ones from
+        # the map's own creation, a rescan, udevadm trigger) does not make the map again, as upstream's
+        # daemon does not; a new path (add), `add map` and reconfigure do
+        self.held_back: set[str] = set()
         self._batch_first: float | None = None
         self._batch_handle: asyncio.TimerHandle | None = None
         self._batch_task: asyncio.Task | None = None
@@ -230,7 +234,9 @@ class Core:
             self._queue(old.wwid)
         p = self._path_from_facts(f, old)
         self.state.paths[dev] = p
-        if f.wwid:
+        if f.wwid and action == "add":
+            self.held_back.discard(f.wwid)
+        if f.wwid and f.wwid not in self.held_back:
             self._queue(f.wwid)
 
     def resync_disks(self) -> int:
@@ -267,7 +273,8 @@ class Core:
             # A batch is being applied: re-arm and let events keep accumulating meanwhile.
             self._batch_handle = asyncio.get_running_loop().call_later(BATCH_QUIET, self._close_batch)
             return
-        wwids, self._pending = self._pending, set()
+        # a map removed by an administrator since its WWID was queued stays removed
+        wwids, self._pending = self._pending - self.held_back, set()
         self._batch_first = self._batch_handle = None
         if wwids:
             self.stats["batches"] += 1
@@ -777,6 +784,7 @@ class Core:
 
     async def add_map(self, wwid: str) -> MapState | None:
         """`add map`: assemble the map of `wwid` (the caller recorded it in the wwids file)."""
+        self.held_back.discard(wwid)
         await self.run_internal(self.reconcile({wwid}))
         return self.state.map_of_wwid(wwid)
 
@@ -784,6 +792,7 @@ class Core:
         """`del map`: flush it; one that stays (held) comes back with the report of its holders."""
         res = await self.flush_map(m.name)
         if res.removed:
+            self.held_back.add(m.wwid)
             self.forget_map(m)
         return res
 

@@ -129,6 +129,7 @@ class Daemon:
         try:
             self.core.config = config
             self.config_signature = signature
+            self.core.held_back.clear()  # as upstream's reconfigure, every map the configuration calls for
             for dev in list(self.core.state.paths):
                 self.core.on_uevent("change", dev)
             await self.core.settle()

@@ -1,0 +1,72 @@
+"""A map an administrator removed (del map) is not made again by its paths' change uevents, late ones from
+its own creation included, as upstream's daemon does not; a new path, `add map` and reconfigure do."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pymultipathd.classify import PathFacts
+from pymultipathd.config import load
+from pymultipathd.daemon import core as core_mod
+from pymultipathd.daemon.core import Core
+
+W = "3600a"
+
+
+@pytest.fixture
+def core(monkeypatch):
+    from tests.unit.test_core_prio_timeout import _sysinfo
+
+    _sysinfo(monkeypatch)
+    monkeypatch.setattr(core_mod, "is_path_candidate", lambda dev: True)
+    monkeypatch.setattr(core_mod.facts, "path_facts",
+                        lambda dev, config, **kw: PathFacts(dev=dev, dev_t="8:16", wwid=W, vendor="ACME",
+                                                            product="Box"))
+    c = Core(load.parse_text("defaults {\n find_multipaths greedy\n}\n"), ctl=None)
+    made: list[set[str]] = []
+
+    async def reconcile(wwids):
+        made.append(set(wwids))
+
+    monkeypatch.setattr(c, "reconcile", reconcile)
+    c.made = made
+    yield c
+    c.runner.close()
+
+
+def _events(c: Core, *actions: str, close: bool = True) -> None:
+    async def run() -> None:
+        for action in actions:
+            c.on_uevent(action, "sdb")
+        if close:
+            await c.settle()
+
+    asyncio.run(run())
+
+
+def test_change_events_do_not_remake_a_removed_map_but_a_new_path_does(core):
+    _events(core, "change")
+    assert core.made == [{W}]
+    core.held_back.add(W)  # what remove_map does once the map is gone
+    _events(core, "change", "change")
+    assert core.made == [{W}]
+    _events(core, "add")  # a path added (a new LUN mapping, a rescan that adds): made again
+    assert core.made == [{W}, {W}] and W not in core.held_back
+
+
+def test_a_queued_wwid_is_dropped_when_its_map_is_removed_before_the_batch_closes(core):
+    async def run() -> None:
+        core.on_uevent("change", "sdb")  # queued; the batch closes after BATCH_QUIET
+        core.held_back.add(W)            # del map meanwhile
+        await core.settle()
+
+    asyncio.run(run())
+    assert core.made == []
+
+
+def test_add_map_lifts_it(core):
+    core.held_back.add(W)
+    asyncio.run(core.add_map(W))
+    assert W not in core.held_back and core.made == [{W}]
