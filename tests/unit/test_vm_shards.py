@@ -38,3 +38,39 @@ def test_shell_check_runs_beside_the_suite_and_both_results_count(monkeypatch):
     assert sorted(started) == ["check", "suite"]
     monkeypatch.setattr(harness, "shell_check", lambda: 0)
     assert harness._alongside_shell_check(lambda: 2) == 2
+
+
+def test_a_boot_whose_shares_did_not_mount_is_booted_again(tmp_path, monkeypatch):
+    """The 9p share mount can race the device's probe in a one-CPU guest: the job unit never starts and the
+    guest would sit idle until its limit (40 min). The harness sees it on the console, keeps that console
+    log, and boots the guest again, at most BOOT_TRIES times."""
+    from tests.vm import harness
+
+    class Proc:
+        pid, returncode = 0, None
+
+        def poll(self):
+            return None
+
+    boots = []
+
+    def start(self, img, smp):
+        boots.append(self.boots + 1)
+        self.boots, self.img, self.smp, self.t0, self.proc = self.boots + 1, img, smp, 0.0, Proc()
+        (self.out / "console.log").write_bytes(
+            b"[   47.3] 9pnet_virtio: no channels available for device pymp_out\n"
+            b"[\x1b[0;1;31mFAILED\x1b[0m] Failed to mount \x1b[0;1;39mmnt-out.mount\x1b[0m - /mnt/out.\n")
+
+    monkeypatch.setattr(harness.Job, "start", start)
+    monkeypatch.setattr(harness.Job, "kill", lambda self: None)
+    monkeypatch.setattr(harness.time, "monotonic", lambda: 1.0)
+    job = harness.Job("test", [], tmp_path / "out", 2400.0)
+    job.start(tmp_path, "1")
+    assert job.running() and boots == [1, 2]          # the first failed boot: booted again
+    assert job.running() and boots == [1, 2, 3]
+    assert not job.running() and boots == [1, 2, 3]   # BOOT_TRIES boots: given up, reported by finish()
+    assert sorted(p.name for p in (tmp_path / "out").glob("console-boot*.log")) == [
+        "console-boot1.log", "console-boot2.log", "console-boot3.log"]
+    (tmp_path / "out" / "console.log").write_bytes(b"Welcome\n")
+    (tmp_path / "out" / "run.log").write_bytes(b"")
+    assert not job._boot_failed()                      # a job that started is never rebooted
