@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import mmap
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -39,7 +37,6 @@ TUR_TRIES = 5  # sends of TEST UNIT READY at most, while the check's time lasts
 # host_status values that are the transport's last word on a TUR; after any other host error it is sent again
 TUR_FINAL_HOST = frozenset({sgio.DID_OK, sgio.DID_NO_CONNECT, sgio.DID_BAD_TARGET, sgio.DID_ABORT,
                             sgio.DID_TRANSPORT_FAILFAST})
-BLKBSZGET = 0x80081270  # _IOR(0x12, 112, size_t): a block device's soft block size (the kernel writes an int)
 
 
 @record(frozen=True)
@@ -110,12 +107,8 @@ def readsector0(devnode: str, timeout: float) -> CheckResult:
 
 def _direct_read_size(fd: int) -> int:
     """One block of the device (its soft block size, at most a page); a page for what is no block device."""
-    try:
-        raw = fcntl.ioctl(fd, BLKBSZGET, bytes(8))
-    except OSError:
-        return 4096
-    size = int.from_bytes(raw[:4], sys.byteorder, signed=True)
-    return min(size, 4096) if size > 0 else 4096
+    size = sgio.block_size(fd)
+    return min(size, 4096) if size is not None else 4096
 
 
 def directio(devnode: str, timeout: float) -> CheckResult:

@@ -12,20 +12,18 @@ its treatment of malformed arguments (a default priority, or default arguments f
 
 from __future__ import annotations
 
-import fcntl
 import math
 import mmap
 import os
 import queue
 import random
 import re
-import struct
 import threading
 import time
 
 from pymultipathd import locations
 from pymultipathd.config import ere
-from pymultipathd.paths import sysinfo
+from pymultipathd.paths import sgio, sysinfo
 from pymultipathd.record import record
 from pymultipathd.sysread import read_attr
 
@@ -131,7 +129,6 @@ MIN_LATENCY_US = 1.0                 # 1 us: a mean below this gives the top pri
 LATENCY_DEFAULT = 0
 DEFAULT_BLOCK = 4096
 _BLOCK_RANGE = (512, 65536)
-_BLKBSZGET = 0x80081270  # _IOR(0x12, 112, size_t): the block device's soft block size
 
 
 @record(frozen=True)
@@ -228,13 +225,9 @@ def _open_direct(devnode: str) -> int:
 def _block_size(fd: int) -> int:
     """The block device's block size (BLKBSZGET), DEFAULT_BLOCK if it will not say or says something
     outside _BLOCK_RANGE or not a power of two."""
-    try:
-        raw = fcntl.ioctl(fd, _BLKBSZGET, bytes(8))
-    except OSError:
-        return DEFAULT_BLOCK
-    size = struct.unpack_from("=i", raw)[0]  # the kernel writes an int whatever the number says
+    size = sgio.block_size(fd)
     low, high = _BLOCK_RANGE
-    return size if low <= size <= high and size & (size - 1) == 0 else DEFAULT_BLOCK
+    return size if size is not None and low <= size <= high and size & (size - 1) == 0 else DEFAULT_BLOCK
 
 
 def _read_block(fd: int, buf: mmap.mmap) -> int:

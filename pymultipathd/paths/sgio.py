@@ -6,6 +6,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import sys
 
 from pymultipathd import locations
 from pymultipathd.record import record
@@ -177,6 +178,13 @@ COMMAND_TERMINATED = 0x22  # an obsolete status byte that, like CHECK CONDITION,
 DRIVER_SENSE = 0x08        # driver_status flag: the reply carries sense data
 
 
+def carries_sense(res: SgResult) -> bool:
+    """Whether a reply's sense data is to be read, as upstream's vendor checkers and prioritizers decide:
+    CHECK CONDITION or COMMAND TERMINATED status, or the driver's sense flag."""
+    return (res.status & 0x7E) in (CHECK_CONDITION, COMMAND_TERMINATED) \
+        or (res.driver_status & 0x0F) == DRIVER_SENSE
+
+
 def describe(res: SgResult) -> str:
     """A failed command's status, host and driver bytes and its sense key and ASC/ASCQ, for messages."""
     text = f"status 0x{res.status:x} host 0x{res.host_status:x} driver 0x{res.driver_status:x}"
@@ -188,3 +196,18 @@ def describe(res: SgResult) -> str:
         if code:
             text += f" asc/ascq 0x{code[0]:02x}/0x{code[1]:02x}"
     return text
+
+
+# block devices
+
+BLKBSZGET = 0x80081270  # _IOR(0x12, 112, size_t): a block device's soft block size (the kernel writes an int)
+
+
+def block_size(fd: int) -> int | None:
+    """The block device's soft block size (BLKBSZGET); None if it will not say or says nothing positive."""
+    try:
+        raw = fcntl.ioctl(fd, BLKBSZGET, bytes(8))
+    except OSError:
+        return None
+    size = int.from_bytes(raw[:4], sys.byteorder, signed=True)
+    return size if size > 0 else None

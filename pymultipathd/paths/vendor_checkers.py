@@ -48,9 +48,7 @@ def _result(state: PathCheck, message: str) -> CheckResult:
 def _sense_key(res: sgio.SgResult) -> int | None:
     """The sense key of a failed command that returned sense data, read as the vendor checkers read it: only
     for CHECK CONDITION, COMMAND TERMINATED or the driver's sense flag, and only with 3 bytes or more."""
-    carries_sense = (res.status & 0x7E) in (sgio.CHECK_CONDITION, sgio.COMMAND_TERMINATED) \
-        or (res.driver_status & 0x0F) == sgio.DRIVER_SENSE
-    return res.sense_key if carries_sense and len(res.sense) > 2 else None
+    return res.sense_key if sgio.carries_sense(res) and len(res.sense) > 2 else None
 
 
 def _unsupported(name: str, why: str) -> CheckResult:

@@ -26,10 +26,6 @@ VPD_REPLY = 128  # allocation length of the vendor VPD pages (what upstream asks
 INQUIRY_REPLY = 255  # allocation length of the standard INQUIRY (hds, datacore)
 HP_SW_ATTEMPTS = 4  # TEST UNIT READY tries while the array reports a reset (upstream retries without end)
 
-# SCSI status bytes that come with sense data, as hp_sw and alua read them (after masking with 7Eh)
-_COMMAND_TERMINATED = 0x22
-_DRIVER_SENSE = 0x08
-
 
 def _ms(timeout: float) -> int:
     return max(int(timeout * 1000), 0)
@@ -197,7 +193,7 @@ def hp_sw_value(res: sgio.SgResult) -> int | None:
     value = HP_SW_FAILED
     if status == 0 and res.host_status == 0 and res.driver_status == 0:
         value = HP_SW_ACTIVE
-    if status in (sgio.CHECK_CONDITION, _COMMAND_TERMINATED) or (res.driver_status & 0x0F) == _DRIVER_SENSE:
+    if sgio.carries_sense(res):
         fields = _sense_fields(res.sense)
         if fields is not None:
             key, asc, ascq = fields
