@@ -123,10 +123,10 @@ def dev_of(dev_t: str) -> str | None:
     return os.path.basename(os.path.realpath(link)) if os.path.exists(link) else None
 
 
-def read_all(ctl: Control, config: Config, *,
-             read_prio: bool = True) -> tuple[DaemonState, list[tuple[str, Exception]]]:
+def read_all(ctl: Control, config: Config) -> tuple[DaemonState, list[tuple[str, Exception]]]:
     """Blocking: every multipath map and the paths its table names, as the CLI shows them without a daemon.
-    Checker states stay "undef"; without read_prio nothing here sends I/O to a path (priorities are due)."""
+    Nothing here sends I/O to a path: checker states stay "undef", priorities are due (the caller reads
+    them side by side, mapmaker.read_priorities)."""
     state = DaemonState()
     maps, problems = multipath_maps(ctl)
     for m, _ in maps:
@@ -140,6 +140,6 @@ def read_all(ctl: Control, config: Config, *,
             except facts.FactsError:
                 continue
             state.paths[dev] = path_state(f, resolver(config, f.wwid, f.vendor, f.product), None,
-                                          read_prio=read_prio)
+                                          read_prio=False)
         state.relink(m)
     return state, problems

@@ -56,7 +56,7 @@ def _offline(check: bool, map_name: str | None) -> str:
     from pymultipathd.paths import checkers
 
     config = load_config()
-    state, problems = topology.read_all(Control(), config, read_prio=False)
+    state, problems = topology.read_all(Control(), config)
     for name, err in problems:
         print(f"pymultipath: {name}: {err}", file=sys.stderr)
     if map_name is None:

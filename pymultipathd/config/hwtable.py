@@ -66,9 +66,3 @@ def matches(pattern: str, text: str) -> bool:
         return pattern in text
     return search(pattern, text)
 
-
-def __getattr__(name: str) -> object:
-    # HWTABLE, the old constant: the entries, parsed when first asked for
-    if name == "HWTABLE":
-        return entries()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

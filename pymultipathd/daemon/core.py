@@ -234,10 +234,10 @@ class Core:
             self._queue(old.wwid)
         p = self._path_from_facts(f, old)
         self.state.paths[dev] = p
-        if f.wwid and action == "add":
-            self.held_back.discard(f.wwid)
-        if f.wwid and f.wwid not in self.held_back:
-            self._queue(f.wwid)
+        if f.wwid:
+            if action == "add":
+                self.held_back.discard(f.wwid)
+            self._queue(f.wwid)  # a WWID held back is dropped when the batch closes
 
     def resync_disks(self) -> int:
         """Uevents were lost (the netlink socket overflowed): every disk is treated as changed and every

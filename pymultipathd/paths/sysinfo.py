@@ -93,7 +93,7 @@ def iscsi_portal(dev: str) -> str | None:
     return None
 
 
-# prioritizers
+# identities of a path (prioritizers' rules, group_by_serial)
 
 
 def dev_t(dev: str) -> str:

@@ -160,12 +160,12 @@ def test_compile_is_cached():
 
 def test_every_builtin_pattern_compiles():
     from pymultipathd.blacklist import BUILTIN_BLACKLIST, BUILTIN_EXCEPTIONS, builtin_blacklist
-    from pymultipathd.config.hwtable import HWTABLE
+    from pymultipathd.config.hwtable import entries
     from pymultipathd.config.keywords import KEYWORDS
     from pymultipathd.config.keywords import Regex as RegexType
 
     keys = ("vendor", "product", "revision", "product_blacklist")
-    patterns = [v for e in HWTABLE for k, v in e.items() if k in keys]
+    patterns = [v for e in entries() for k, v in e.items() if k in keys]
     for spec in (BUILTIN_BLACKLIST, BUILTIN_EXCEPTIONS, builtin_blacklist()):
         patterns += [p for p in spec.devnode + spec.wwid + spec.property + spec.protocol]
         patterns += [p for d in spec.device for p in (d.vendor, d.product) if p is not None]

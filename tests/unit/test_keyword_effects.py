@@ -349,7 +349,7 @@ def test_t_marks_what_has_no_effect_and_comments_out_built_in_values():
         else:
             assert NO_EFFECT not in line and not line.startswith("\t#"), line
     # the hardware table's entries are printed whole (they read back as the same entries), values marked
-    for entry in hwtable.HWTABLE:
+    for entry in hwtable.entries():
         for k in entry:
             kw = keywords.lookup("device", k)
             if kw is not None and kw.unsupported:
@@ -365,7 +365,7 @@ def test_t_output_reads_back_with_the_same_configuration_and_warnings():
     assert {k: v for k, v in again.defaults.items() if k in cfg.defaults} == cfg.defaults
     assert all(k in cfg.defaults or not keywords.attribute(k).unsupported for k in again.defaults)
     # so it warns as the file did, and for the hardware table's entries, printed whole
-    hardware = [k for e in hwtable.HWTABLE for k in e if keywords.lookup("device", k).unsupported]
+    hardware = [k for e in hwtable.entries() for k in e if keywords.lookup("device", k).unsupported]
     assert sorted(w.keyword for w in again.warnings) == sorted([w.keyword for w in cfg.warnings] + hardware)
     changed = parse_text(render(cfg, changed_only=True), "changed.conf")
     assert {w.keyword for w in changed.warnings} <= {w.keyword for w in cfg.warnings}

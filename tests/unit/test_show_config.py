@@ -106,7 +106,7 @@ def test_t_prints_everything_and_parses_back(files, capsys):
     shown = parse_text(out, "shown.conf")
     # read back, it warns about what the administrator set, and about the unsupported keywords of the
     # hardware table's entries, printed whole (they are written in a file now); a default nobody set is quiet
-    hardware = [(k, keywords.lookup("device", k).no_effect()) for e in hwtable.HWTABLE for k in e
+    hardware = [(k, keywords.lookup("device", k).no_effect()) for e in hwtable.entries() for k in e
                 if keywords.lookup("device", k).unsupported]
     assert hardware  # else this test proves less than it says
     assert sorted((w.keyword, w.text) for w in shown.warnings) == sorted(
