@@ -101,6 +101,11 @@ def factorize(builtin: Sequence[dict[str, object]], user: Sequence[dict[str, obj
             [groups[_identity(e)] for i, e in enumerate(user) if last[_identity(e)] == i])
 
 
+# distinct (vendor, product, revision) strings whose matching entries a Config keeps: the strings come from
+# the devices (a target can present a new pair per LUN), so the memo starts over rather than grow without end
+MATCH_MEMO_MAX = 4096
+
+
 class _Hardware:
     """A Config's merged devices entries (Config.hardware_table) and the entries matching each device."""
 
@@ -210,6 +215,8 @@ class Config:
         if found is None:
             found = tuple(e for e in reversed([*hw.builtin, *hw.user])
                           if device_entry_matches(e, vendor, product, revision))
+            if len(hw.matches) >= MATCH_MEMO_MAX:
+                hw.matches.clear()
             hw.matches[(vendor, product, revision)] = found
         return found
 

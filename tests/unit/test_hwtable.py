@@ -284,3 +284,16 @@ def test_a_redeclared_entry_replaces_the_product_blacklist():
     assert check(cfg, devnode="sdb", vendor="DGC", product="Ctl").pattern == "^DGC:^Ctl"
     assert check(cfg, devnode="sdb", vendor="EMC", product="LUNZ").excluded  # another entry's
     assert 'product "LUNZ"' in render(cfg)  # EMC's still
+
+
+def test_the_match_memo_is_bounded(monkeypatch):
+    """Device strings come from the devices (a target may present a new vendor/product per LUN): the
+    entries found per string are remembered up to MATCH_MEMO_MAX strings, then the memo starts over."""
+    from pymultipathd.config import model
+
+    monkeypatch.setattr(model, "MATCH_MEMO_MAX", 3)
+    cfg = parse_text("")
+    for i in range(10):
+        cfg.matching_devices(f"VENDOR{i}", "PRODUCT", "")
+        assert len(cfg._hardware().matches) <= 3
+    assert cfg.matching_devices("NETAPP", "LUN C-Mode", "")  # lookups still find the table's entries
