@@ -31,7 +31,7 @@ from pymultipathd.errors import PymultipathError
 
 TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container, Iterable
+    from collections.abc import Callable, Container, Iterable, Mapping
 
 
 def _warn(msg: str, *args: object) -> None:
@@ -320,6 +320,21 @@ def format_alias(index: int, prefix: str = "mpath") -> str:
     return prefix + "".join(reversed(letters))
 
 
+def lowest_free_alias(prefix: str, *taken: Container[str], start: int = 1) -> tuple[str, int]:
+    """The first `<prefix><letters>` from alias number `start` on that none of `taken` holds, and its
+    number (the bindings file's rule for a new alias; pure, nothing is bound)."""
+    index, alias = start, format_alias(start, prefix)
+    while any(alias in t for t in taken):
+        index += 1
+        alias = format_alias(index, prefix)
+    return alias, index
+
+
+def aliases_by_wwid(bindings: Mapping[str, str]) -> dict[str, str]:
+    """WWID -> alias from alias -> WWID bindings; a WWID bound twice keeps its first alias, as it is read."""
+    return {w: a for a, w in reversed(list(bindings.items()))}
+
+
 def parse_alias(alias: str, prefix: str = "mpath") -> int | None:
     """Inverse of format_alias; None if `alias` is not `prefix` followed by lowercase letters."""
     rest = alias[len(prefix) :] if alias.startswith(prefix) else ""
@@ -418,7 +433,7 @@ def aliases_for(
 
     def change(lines: list[str]) -> list[str] | None:
         bindings, claimed = _scan_bindings(lines, path)
-        bound = {w: a for a, w in reversed(list(bindings.items()))}  # another process may have bound some
+        bound = aliases_by_wwid(bindings)  # another process may have bound some
         claimed = set(claimed)
         added = []
         index = 1
@@ -426,8 +441,7 @@ def aliases_for(
             if wwid in bound:
                 result[wwid] = bound[wwid]
                 continue
-            while (alias := format_alias(index, prefix)) in claimed or alias in reserved:
-                index += 1
+            alias, index = lowest_free_alias(prefix, claimed, reserved, start=index)
             claimed.add(alias)
             result[wwid] = alias
             added.append(f"{alias} {wwid}")

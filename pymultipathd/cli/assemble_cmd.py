@@ -481,7 +481,7 @@ def names(new: Sequence[tuple[str, Resolve]], bindings: Mapping[str, str], taken
     its alias in the bindings file, else the lowest free <alias_prefix><letters> (free of the bindings file
     and of the names of existing maps), given in WWID order; without user_friendly_names (or with -B and no
     binding yet) its WWID. `bindings`: alias -> WWID. Pure: nothing is bound here (see bind())."""
-    bound = {w: a for a, w in reversed(list(bindings.items()))}
+    bound = store.aliases_by_wwid(bindings)
     claimed = set(bindings) | set(taken)
     out: dict[str, Naming] = {}
     for wwid, r in sorted(new, key=lambda item: item[0]):
@@ -496,9 +496,7 @@ def names(new: Sequence[tuple[str, Resolve]], bindings: Mapping[str, str], taken
             out[wwid] = Naming(wwid, NameSource.WWID)
         else:
             prefix = str(r("alias_prefix") or "mpath")
-            index = 1
-            while (candidate := store.format_alias(index, prefix)) in claimed:
-                index += 1
+            candidate, _ = store.lowest_free_alias(prefix, claimed)
             claimed.add(candidate)
             out[wwid] = Naming(candidate, NameSource.NEW_BINDING, prefix)
     return out
