@@ -27,6 +27,7 @@ def map_of_path(ident: str) -> str | None:
     """The name of the multipath map that holds the disk `ident` (kernel name or major:minor), from sysfs;
     None if it is no disk or no multipath map holds it."""
     from pymultipathd import locations, sysread
+    from pymultipathd.dm.maps import MPATH_UUID_PREFIX
 
     sysfs = locations.sysfs()
     if ":" in ident:  # major:minor
@@ -43,7 +44,7 @@ def map_of_path(ident: str) -> str | None:
         return None
     for dm in names:
         dm_dir = os.path.join(sysfs, "class", "block", dm, "dm")
-        if (sysread.read_text(os.path.join(dm_dir, "uuid")) or "").startswith("mpath-"):
+        if (sysread.read_text(os.path.join(dm_dir, "uuid")) or "").startswith(MPATH_UUID_PREFIX):
             return sysread.read_text(os.path.join(dm_dir, "name")) or None
     return None
 
