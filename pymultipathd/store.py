@@ -193,7 +193,7 @@ def _lock_file(lock_path: str) -> int:
             raise _error(f"cannot lock {lock_path}", e) from e
 
 
-def _update(path: str, header: str, change: Callable[[list[str]], list[str] | None]) -> bool:
+def update_file(path: str, header: str, change: Callable[[list[str]], list[str] | None]) -> bool:
     """Locked read-modify-write, exclusive across threads and processes. `change` gets the current lines
     (a new or empty file starts as the header) and returns the new lines, or None for "nothing to do".
     True if the file was written."""
@@ -264,7 +264,7 @@ def add_wwids(wwids: Iterable[str], path: str | None = None) -> bool:
         new = [f"/{w}/" for w in wanted if w not in known]
         return [*lines, *new] if new else None
 
-    return bool(wanted) and _update(path, WWIDS_HEADER, change)
+    return bool(wanted) and update_file(path, WWIDS_HEADER, change)
 
 
 def remove_wwid(wwid: str, path: str | None = None) -> bool:
@@ -280,7 +280,7 @@ def remove_wwid(wwid: str, path: str | None = None) -> bool:
             return None
         return [line for line, w in zip(lines, found, strict=True) if w != wwid]
 
-    return _update(path, WWIDS_HEADER, change)
+    return update_file(path, WWIDS_HEADER, change)
 
 
 def replace_wwids(wwids: Iterable[str], path: str | None = None) -> None:
@@ -302,7 +302,7 @@ def replace_wwids(wwids: Iterable[str], path: str | None = None) -> None:
         ]
         return [*WWIDS_HEADER.splitlines(), *kept, *(f"/{w}/" for w in new_wwids)]
 
-    _update(path, WWIDS_HEADER, change)
+    update_file(path, WWIDS_HEADER, change)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -447,7 +447,7 @@ def aliases_for(
             added.append(f"{alias} {wwid}")
         return [*lines, *added] if added else None
 
-    _update(path, BINDINGS_HEADER, change)
+    update_file(path, BINDINGS_HEADER, change)
     return result
 
 

@@ -13,6 +13,7 @@ from pymultipathd.record import record
 
 SG_IO = 0x2285
 SG_DXFER_NONE = -1
+SG_DXFER_TO_DEV = -2
 SG_DXFER_FROM_DEV = -3
 SG_INFO_OK_MASK = 0x1
 # SCSI sense keys
@@ -81,18 +82,25 @@ class SgResult:
 MAX_TIMEOUT_MS = 0xFFFFFFFF
 
 
-def sg_io(fd: int, cdb: bytes, data_len: int = 0, timeout_ms: int = 30000) -> SgResult:
-    """Issue one command; raises OSError if the ioctl itself fails (no such device, not SCSI)."""
+def sg_io(fd: int, cdb: bytes, data_len: int = 0, timeout_ms: int = 30000,
+          data_out: bytes | None = None) -> SgResult:
+    """Issue one command, reading up to `data_len` bytes from the device or sending `data_out` to it;
+    raises OSError if the ioctl itself fails (no such device, not SCSI)."""
     cdb_buf = ctypes.create_string_buffer(cdb, len(cdb))
     sense = ctypes.create_string_buffer(64)
-    data = ctypes.create_string_buffer(max(data_len, 1))
+    if data_out is not None:
+        data = ctypes.create_string_buffer(data_out, max(len(data_out), 1))
+        direction, length = SG_DXFER_TO_DEV, len(data_out)
+    else:
+        data = ctypes.create_string_buffer(max(data_len, 1))
+        direction, length = (SG_DXFER_FROM_DEV if data_len else SG_DXFER_NONE), data_len
     hdr = SgIoHdr(
         interface_id=ord("S"),
-        dxfer_direction=SG_DXFER_FROM_DEV if data_len else SG_DXFER_NONE,
+        dxfer_direction=direction,
         cmd_len=len(cdb),
         mx_sb_len=len(sense),
-        dxfer_len=data_len,
-        dxferp=ctypes.cast(data, ctypes.c_void_p) if data_len else None,
+        dxfer_len=length,
+        dxferp=ctypes.cast(data, ctypes.c_void_p) if length else None,
         cmdp=ctypes.cast(cdb_buf, ctypes.c_void_p),
         sbp=ctypes.cast(sense, ctypes.c_void_p),
         # the header's timeout is 32 bits and 0 means the kernel's default: a huge checker_timeout must
@@ -106,7 +114,7 @@ def sg_io(fd: int, cdb: bytes, data_len: int = 0, timeout_ms: int = 30000) -> Sg
         host_status=hdr.host_status,
         driver_status=hdr.driver_status,
         sense=sense.raw[: hdr.sb_len_wr],
-        data=data.raw[: max(0, data_len - hdr.resid)] if data_len else b"",
+        data=data.raw[: max(0, data_len - hdr.resid)] if data_len and data_out is None else b"",
     )
 
 
@@ -127,9 +135,11 @@ def generic_node(devnode: str) -> str:
     return node if os.path.exists(node) else devnode
 
 
-def open_path(devnode: str) -> int:
+def open_path(devnode: str, *, write: bool = False) -> int:
+    """A descriptor for SG_IO on the path; `write` for commands that change the device's state (the
+    kernel lets a read-only descriptor send only commands it knows to be harmless)."""
     # O_NONBLOCK: opening must not wait for a medium; the checker must never hang in open().
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_NONBLOCK | os.O_CLOEXEC
     node = generic_node(devnode)
     try:
         return os.open(node, flags)
