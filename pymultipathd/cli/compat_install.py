@@ -1,13 +1,13 @@
-"""Drop-in names: `multipath` and `multipathd` as symlinks to our `pymultipath` and `pymultipathd`.
+"""Drop-in names: `multipath`, `multipathd` and `mpathpersist` as symlinks to our `pymultipath`,
+`pymultipathd` and `pympathpersist`.
 
     python -m pymultipathd.cli.compat_install --prefix PREFIX [--root DESTDIR] [--check | --remove]
 
 `make install COMPAT=1` runs it twice: with --check before anything is installed (a refusal leaves the
 system as it was), then without, once PREFIX/bin holds our launchers. The links go to PREFIX/sbin and point
 at PREFIX/bin (as seen on the target system, without DESTDIR); our commands do not look at argv[0], so a
-symlink is all a drop-in name needs. multipath-tools' other commands (mpathpersist, kpartx) have no
-counterpart here, so no name is installed for them: a link to nothing would only turn "command not found"
-into a stranger error.
+symlink is all a drop-in name needs. multipath-tools' kpartx has no counterpart here, so no name is
+installed for it: a link to nothing would only turn "command not found" into a stranger error.
 
 Refused, for every name, before any link is made: a path a Debian package owns (`dpkg-query -S` finds it,
 as the path itself or as its merged-/usr twin), and an existing file that is not one of our own earlier
@@ -26,7 +26,7 @@ from pymultipathd.errors import PymultipathError
 
 PROG = "compat_install"
 # drop-in name -> our command it stands for (both installed by `make install` into PREFIX/bin)
-NAMES = {"multipath": "pymultipath", "multipathd": "pymultipathd"}
+NAMES = {"multipath": "pymultipath", "multipathd": "pymultipathd", "mpathpersist": "pympathpersist"}
 HOW_TO_PROCEED = ("install them under a prefix whose sbin comes first in root's PATH "
                   "(make install COMPAT=1 PREFIX=/usr/local), or manage them with update-alternatives "
                   "(docs/cli.md, \"Drop-in names\")")

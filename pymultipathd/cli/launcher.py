@@ -1,4 +1,4 @@
-"""Write the `pymultipath` and `pymultipathd` launcher scripts.
+"""Write the `pymultipath`, `pymultipathd` and `pympathpersist` launcher scripts.
 
 udev runs `pymultipath -u` for every add/change event of every disk, so its start-up matters. The scripts pip
 generates start python normally: site.py then detects the venv, reads every .pth file and imports
@@ -21,7 +21,8 @@ import os
 import subprocess
 import sys
 
-SCRIPTS = {"pymultipath": "pymultipath", "pymultipathd": "pymultipathd"}  # script -> pymultipathd.cli module
+SCRIPTS = {"pymultipath": "pymultipath", "pymultipathd": "pymultipathd",  # script -> pymultipathd.cli module
+           "pympathpersist": "persist_cmd"}
 
 TEMPLATE = """\
 #!{python} -IS

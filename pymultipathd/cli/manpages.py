@@ -1,6 +1,7 @@
-"""Man pages pymultipath(8), pymultipathd(8) and pymultipath.conf(5), generated from what the programs
-themselves know: the keyword table, the daemon's option parser, the control-command grammar and the
-`pymultipath` usage text. Generated at install time, so a page cannot drift from the code.
+"""Man pages pymultipath(8), pymultipathd(8), pympathpersist(8) and pymultipath.conf(5), generated from
+what the programs themselves know: the keyword table, the daemon's option parser, the control-command
+grammar and the `pymultipath` and `pympathpersist` usage texts. Generated at install time, so a page
+cannot drift from the code.
 
     python -m pymultipathd.cli.manpages OUTDIR     writes OUTDIR/man8/*.8 and OUTDIR/man5/*.5
 """
@@ -126,8 +127,29 @@ def conf_page() -> str:
     return "\n".join(lines) + "\n"
 
 
+def persist_page() -> str:
+    from pymultipathd.cli import persist_cmd
+
+    lines = _head("pympathpersist", 8, "persistent reservations on multipath maps")
+    lines += [".SH SYNOPSIS", ".B pympathpersist", "\\fB\\-\\-in\\fR|\\fB\\-\\-out\\fR \\fIACTION\\fR "
+              "[\\fIOPTIONS\\fR] \\fIDEVICE\\fR"]
+    lines += [".SH DESCRIPTION"]
+    lines += _para("pympathpersist sends SCSI-3 persistent reservation commands to a multipath map, with the "
+                   "options, output and exit codes of upstream's mpathpersist. A key is registered through "
+                   "every usable path of the map (each path is its own I_T nexus); a reservation is made "
+                   "through one. After a registration the daemon is told, and registers the map's "
+                   "reservation_key through paths that join the map or come back, but only while the key is "
+                   "still registered on the logical unit: a host another node has fenced off stays fenced.")
+    lines += [".SH OPTIONS"]
+    lines += _block(persist_cmd.USAGE.split("\n\n", 2)[2])
+    lines += [".SH FILES", ".TP", ".I /etc/multipath/prkeys",
+              "keys of maps whose reservation_key is \"file\" (one \"0x<key> <wwid>\" line per map)"]
+    lines += [".SH SEE ALSO", ".BR pymultipathd (8),", ".BR pymultipath.conf (5),", ".BR sg_persist (8)"]
+    return "\n".join(lines) + "\n"
+
+
 PAGES = {"man8/pymultipathd.8": daemon_page, "man8/pymultipath.8": tool_page,
-         "man5/pymultipath.conf.5": conf_page}
+         "man8/pympathpersist.8": persist_page, "man5/pymultipath.conf.5": conf_page}
 
 
 def main(argv: list[str] | None = None) -> int:

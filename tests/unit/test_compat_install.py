@@ -39,10 +39,10 @@ def dpkg_query(tmp_path) -> str:
 
 
 def staged(root: Path, prefix: str) -> Path:
-    """A DESTDIR after `make install`: our two launchers in PREFIX/bin."""
+    """A DESTDIR after `make install`: our launchers in PREFIX/bin."""
     bindir = root / prefix.lstrip("/") / "bin"
     bindir.mkdir(parents=True)
-    for prog in ("pymultipath", "pymultipathd"):
+    for prog in compat_install.NAMES.values():
         (bindir / prog).write_text("#!/bin/sh\n")
         (bindir / prog).chmod(0o755)
     return root
@@ -59,15 +59,15 @@ def test_links_point_at_our_commands_and_a_second_run_is_fine(tmp_path, dpkg_que
     for _ in range(2):  # idempotent: the second run replaces its own links
         rc, out, err = run(capsys, "--root", str(root), "--prefix", "/usr/local", "--dpkg-query", dpkg_query)
         assert rc == 0, err
-        for name, prog in (("multipath", "pymultipath"), ("multipathd", "pymultipathd")):
+        for name, prog in compat_install.NAMES.items():
             link = root / "usr/local/sbin" / name
             # the target as seen on the installed system, never the staging directory
             assert os.readlink(link) == f"/usr/local/bin/{prog}"
             assert f"{link} -> /usr/local/bin/{prog}" in out
-    assert sorted(p.name for p in (root / "usr/local/sbin").iterdir()) == ["multipath", "multipathd"]
+    assert sorted(p.name for p in (root / "usr/local/sbin").iterdir()) == sorted(compat_install.NAMES)
     # both spellings were asked about only where /usr merging makes two: not for /usr/local
     assert (Path(dpkg_query).parent / "asked").read_text().split() == [
-        "/usr/local/sbin/multipath", "/usr/local/sbin/multipathd"] * 2
+        "/usr/local/sbin/multipath", "/usr/local/sbin/multipathd", "/usr/local/sbin/mpathpersist"] * 2
 
 
 @pytest.mark.parametrize("prefix", ["/usr", "/"])
@@ -101,7 +101,8 @@ def test_check_refuses_before_anything_is_installed(tmp_path, dpkg_query, capsys
     assert list(tmp_path.iterdir()) == [Path(dpkg_query).parent]
     rc, out, err = run(capsys, "--root", str(tmp_path), "--prefix", "/opt/mp", "--check",
                        "--dpkg-query", dpkg_query)
-    assert rc == 0 and "/opt/mp/sbin/multipath, /opt/mp/sbin/multipathd may be installed" in out, err
+    assert rc == 0 and ("/opt/mp/sbin/multipath, /opt/mp/sbin/multipathd, /opt/mp/sbin/mpathpersist may be "
+                        "installed") in out, err
     assert list(tmp_path.iterdir()) == [Path(dpkg_query).parent]
 
 

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from pymultipathd.cli import classify_cmd, wwids_cmd
+from pymultipathd.cli import classify_cmd, persist_cmd, wwids_cmd
 from pymultipathd.config import ConfigError, ere
 from pymultipathd.control import client, framing, grammar, server
 from pymultipathd.dm import errors as dm_errors
@@ -17,6 +17,7 @@ from pymultipathd.dm import maps, table
 from pymultipathd.errors import PymultipathError
 from pymultipathd.listen import SocketInUse
 from pymultipathd.paths import facts
+from pymultipathd.reservation import codec, keys
 from pymultipathd.store import StoreError
 
 PACKAGE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + "/pymultipathd"
@@ -30,7 +31,8 @@ NOT_ROOTED = {"_Expired", "FrozenInstanceError"}
     (facts.FactsError, None), (server.CommandFailed, None), (classify_cmd.FactsFileError, None),
     (wwids_cmd.WwidLookupError, None), (client.ClientError, OSError), (SocketInUse, OSError),
     (framing.FrameError, ValueError), (grammar.CommandError, ValueError), (table.TableError, ValueError),
-    (maps.PartitionTableError, ValueError), (ere.RegexError, ValueError),
+    (maps.PartitionTableError, ValueError), (ere.RegexError, ValueError), (keys.BadKey, ValueError),
+    (codec.CodecError, ValueError), (persist_cmd.Usage, None), (persist_cmd.NoMap, None),
 ])
 def test_every_project_error_has_the_one_root(error, also):
     assert issubclass(error, PymultipathError)
