@@ -12,7 +12,6 @@ Section tags: "defaults", "device" (devices { device { } }), "multipath" (multip
 
 from __future__ import annotations
 
-import os
 import re
 
 from pymultipathd.config.ere import RegexError, compile_ere, split_inverted
@@ -232,12 +231,17 @@ class UidAttrs(ValueType):
 
 
 class ReservationKey(ValueType):
-    describe = 'a key "0x<up to 16 hex digits>" (optionally ":aptpl") or "file"'
+    describe = 'a key "0x<up to 16 hex digits>" (not 0; optionally ":aptpl") or "file"'
 
     def parse(self, raw: str) -> object:
-        if raw == "file" or re.fullmatch(r"(0x)?[0-9A-Fa-f]{1,16}(:aptpl)?", raw):
-            return raw
-        raise ValueError(f"expected {self.describe}")
+        from pymultipathd.reservation import keys
+
+        if raw != keys.FILE_WORD:
+            try:
+                keys.parse_key(raw)
+            except keys.BadKey as err:
+                raise ValueError(f"{err}; expected {self.describe}") from None
+        return raw
 
 
 # ------------------------------------------------------------------------------------------------- the table
@@ -344,7 +348,9 @@ def _location(which: str) -> Callable[[Callable[[str], object]], object]:
         from pymultipathd import locations
 
         if which == "prkeys_file":
-            return os.path.join(os.path.dirname(locations.wwids_file()), "prkeys")
+            from pymultipathd.reservation import keys
+
+            return keys.default_prkeys_file()
         return locations.wwids_file() if which == "wwids_file" else locations.bindings_file()
     return default
 
@@ -357,7 +363,8 @@ _MARGINAL_WHY = "no marginal-path detection yet"
 _TRANSPORT = (
     "policy/transport.py transport -> daemon/core.py Core._set_transport -> paths/transport.py apply_all"
 )
-_PR_WHY = "there is no mpathpersist, and no persistent-reservation key is registered"
+_PR = ("cli/persist_cmd.py run_out (pympathpersist), daemon/reservations.py Reservations.map_key; "
+       "tests: unit/test_reservation_keys.py, vm/test_persist_vm.py")
 _RETRIGGER_WHY = "a path whose WWID udev did not give is not retriggered; its next uevent is waited for"
 
 _TABLE: list[Keyword] = [
@@ -682,16 +689,19 @@ _TABLE: list[Keyword] = [
         ReservationKey(),
         None,
         "DM",
-        "Persistent reservation key used by mpathpersist.",
-        unsupported=_PR_WHY,
+        "Persistent reservation key of the map: 0x<hex>[:aptpl], or file (the prkeys file's key for the "
+        "WWID). pympathpersist refuses keys that do not match it; the daemon registers it through paths "
+        "that join the map or come back.",
+        effect=_PR,
     ),
     _k(
         "all_tg_pt",
         YesNo(),
         False,
         "DVO",
-        "Register reservation keys on all target ports.",
-        unsupported=_PR_WHY,
+        "Register reservation keys with the ALL_TG_PT flag, through one path per initiator port.",
+        effect="cli/persist_cmd.py run_out -> reservation/mapops.py register; "
+               "tests: unit/test_reservation_mapops.py",
     ),
     # ---- transport
     _k(
@@ -890,8 +900,9 @@ _TABLE: list[Keyword] = [
         _location("prkeys_file"),
         "D",
         "(Deprecated upstream) Path of the persistent reservation keys file.",
-        deprecated="deprecated; the default location is used",
-        unsupported=_PR_WHY,
+        deprecated="deprecated upstream; the prkeys file's place is better left at its default",
+        effect="daemon/reservations.py Reservations.load, cli/persist_cmd.py run_out; "
+               "tests: unit/test_daemon_reservations.py",
     ),
     # ---- device and multipath identification
     _k(

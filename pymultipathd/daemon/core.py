@@ -24,6 +24,7 @@ from pymultipathd import classify, flush, holders, locations, mapmaker, topology
 from pymultipathd.config import Config
 from pymultipathd.daemon.logsetup import fields
 from pymultipathd.daemon.persist import Persist
+from pymultipathd.daemon.reservations import Reservations
 from pymultipathd.dm import maps as dmmaps
 from pymultipathd.dm import table as dmt
 from pymultipathd.dm.errors import DMError, DMNoSuchDevice
@@ -105,6 +106,9 @@ class Core:
         self._resolved_for: Config | None = None  # the config the memos below were filled from
         self._resolved: dict[tuple, dict[str, object]] = {}
         self._settings: dict[tuple, MapSettings] = {}
+        self.pr = Reservations(  # persistent-reservation keys through every path (daemon/reservations.py)
+            self.state, lambda m: self.resolver(m.wwid, m.vendor, m.product),
+            lambda p: topology.check_timeout(self.resolver(p.wwid, p.facts.vendor, p.facts.product), p))
 
     # --- helpers ------------------------------------------------------------------------------------
 
@@ -168,6 +172,7 @@ class Core:
 
     async def discover(self) -> None:
         """Adopt existing maps untouched, learn every disk, then assemble what the classifier claims."""
+        await self.pr.load(str(self.resolver(None, None, None)("prkeys_file")))
         await self.adopt_maps()
         world = facts.world_all(self.config)
         for f in world.paths:
@@ -177,6 +182,13 @@ class Core:
             self.state.relink(m)
         await self.reconcile(self._all_wwids())
         self.discovered = True
+        self.sync_reservations()
+
+    def sync_reservations(self) -> None:
+        """Learn each map's prflag from the device and register its key through its paths (start-up,
+        reconfigure): in the background."""
+        for m in list(self.state.maps.values()):
+            self.pr.sync_soon(m)
 
     async def adopt_maps(self) -> None:
         found, problems = await self.dm(topology.multipath_maps, self.ctl)
@@ -194,7 +206,10 @@ class Core:
         # one job on the dm thread: each hand-off to it and back costs more than the ioctls under emulation
         read = await self.dm(topology.read_map, self.ctl, m.name)
         topology.apply_read(m, read)
+        before = m.paths
         self.state.relink(m)
+        for a in decide.members_joined(m, before):
+            self.pr.register_soon(a.map, a.dev)
 
     def _all_wwids(self) -> set[str]:
         wwids = {p.wwid for p in self.state.paths.values() if p.wwid}
@@ -507,6 +522,7 @@ class Core:
         m.stats.map_loads += 1
         decide.created(self.state, m, a.devs)
         await self.refresh_map(m)
+        self.pr.sync_soon(m)
         self.stats["creates"] += 1
         log.info("%s: created map (%s) with %d paths: %s", name, wwid, len(paths),
                  " ".join(p.dev for p in paths), extra=fields(map=name, wwid=wwid))
@@ -578,6 +594,8 @@ class Core:
             await self._create(a)
         elif isinstance(a, act.RemoveMap):
             await self._remove_last(a)
+        elif isinstance(a, act.RegisterKey):
+            self.pr.register_soon(a.map, a.dev)
         else:
             raise TypeError(f"no executor for {a!r}")
 
@@ -852,6 +870,7 @@ class Core:
         if self._batch_task is not None and not self._batch_task.done():
             await asyncio.wait({self._batch_task}, timeout=STOP_WAIT)
         self.runner.close()
+        self.pr.close()
         self._dm_thread.shutdown(wait=False, cancel_futures=True)
         self._io_thread.shutdown(wait=False, cancel_futures=True)
         self._sysfs_thread.shutdown(wait=False, cancel_futures=True)

@@ -7,6 +7,7 @@ refusal (sent as "fail\\n<reason>"). Reads are answered from DaemonState without
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from pymultipathd.policy.state import DaemonState, MapState, PathState
 if TYPE_CHECKING:
     from pymultipathd.daemon.main import Daemon
 
+log = logging.getLogger("pymultipathd")
 Handler = Callable[["Daemon", Command], Awaitable[str]]
 HANDLERS: dict[tuple[str, ...], Handler] = {}
 
@@ -358,9 +360,56 @@ async def shutdown(d: Daemon, cmd: Command) -> str:
     return ""
 
 
-for _pr in (("getprstatus", "map"), ("setprstatus", "map"), ("unsetprstatus", "map"), ("getprkey", "map"),
-            ("setprkey", "map", "key"), ("unsetprkey", "map"), ("setmarginal", "path"),
-            ("unsetmarginal", "path"), ("unsetmarginal", "map")):
+# --- persistent reservations (the daemon/reservations.py docstring says what prflag and the keys do) -----
+
+@handles("getprstatus", "map")
+async def getprstatus(d: Daemon, cmd: Command) -> str:
+    return str(int(_map(d.core.state, cmd).prflag))  # upstream 0.9.4's reply: "1" or "0"
+
+
+@handles("setprstatus", "map")
+@handles("unsetprstatus", "map")
+async def setprstatus(d: Daemon, cmd: Command) -> str:
+    m = _map(d.core.state, cmd)
+    m.prflag = cmd.keywords[0] == "setprstatus"
+    log.info("%s: prflag %s", m.name, "set" if m.prflag else "unset")
+    return ""
+
+
+@handles("getprkey", "map")
+async def getprkey(d: Daemon, cmd: Command) -> str:
+    key = d.core.pr.map_key(_map(d.core.state, cmd)).key
+    return f"{key}\n" if key is not None else "none\n"
+
+
+@handles("setprkey", "map", "key")
+@handles("unsetprkey", "map")
+async def setprkey(d: Daemon, cmd: Command) -> str:
+    from pymultipathd.reservation import keys
+
+    m = _map(d.core.state, cmd)
+    key = None
+    if cmd.keywords[0] == "setprkey":
+        try:
+            key = keys.parse_key(cmd.params["key"])
+        except keys.BadKey as err:
+            raise CommandFailed(f"{m.name}: {err}") from None
+    source = d.core.pr.map_key(m).source
+    if source is keys.Source.NONE and key is None:
+        return ""  # no key to forget
+    if source is not keys.Source.FILE:
+        where = "set in multipath.conf" if source is keys.Source.CONFIG else "not set"
+        raise CommandFailed(f"{m.name}: its reservation_key is {where}; only a map with "
+                            "`reservation_key file` takes its key from the prkeys file")
+    try:
+        await d.core.pr.set_file_key(m, key)
+    except store.StoreError as err:
+        raise CommandFailed(f"{m.name}: {err}") from None
+    log.info("%s: prkey %s", m.name, f"set to {key}" if key else "unset")
+    return ""
+
+
+for _marginal in (("setmarginal", "path"), ("unsetmarginal", "path"), ("unsetmarginal", "map")):
     async def _unsupported(d: Daemon, cmd: Command) -> str:
-        raise CommandFailed(f"{cmd.name}: persistent reservations and marginal paths are not supported")
-    HANDLERS[_pr] = _unsupported
+        raise CommandFailed(f"{cmd.name}: marginal paths are not supported")
+    HANDLERS[_marginal] = _unsupported

@@ -133,6 +133,8 @@ class Daemon:
             for dev in list(self.core.state.paths):
                 self.core.on_uevent("change", dev)
             await self.core.settle()
+            await self.core.pr.load(str(config.resolve("prkeys_file")))
+            self.core.sync_reservations()
         finally:
             self.core.busy = False
         log.info("reconfigured from %s", ", ".join(config.files) or "built-in defaults")

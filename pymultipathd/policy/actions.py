@@ -86,6 +86,14 @@ class Regroup:
 
 
 @record(frozen=True)
+class RegisterKey:
+    """Register the map's reservation key through the path, if the key is still registered on the LUN."""
+
+    map: str
+    dev: str
+
+
+@record(frozen=True)
 class Log:
     level: Level
     text: str
@@ -94,4 +102,4 @@ class Log:
 
 
 Action = (FailPath | ReinstatePath | SwitchGroup | SetQueueing | CreateMap | ReloadMap | RemoveMap | Revisit
-          | Refresh | Regroup | Log)
+          | Refresh | Regroup | RegisterKey | Log)

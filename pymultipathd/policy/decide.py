@@ -98,6 +98,9 @@ def path_checked(state: DaemonState, e: ev.PathChecked, settings_of: SettingsOf)
             changed = True
         if not now_usable and was_usable and not first:
             count_fault(state, m, p)
+        if now_usable and not was_usable and not first and m.prflag:
+            # a returning path may have lost its registration (a target that forgot its I_T nexus)
+            out.append(act.RegisterKey(m.name, p.dev))
     if e.prio is not None and e.prio != p.prio:
         # the array moved its ALUA states (or the path came back with another): failback decides anew
         out.append(act.Log(act.Level.INFO, f"{p.dev}: priority {p.prio} -> {e.prio}", p.map, p.dev))
@@ -294,6 +297,14 @@ def last_path_gone(m: MapState, s: MapSettings) -> list[act.Action]:
                                            f"{s.flush_on_last_del.value})", m.name),
                 act.SetQueueing(m.name, False)]
     return out + [act.RemoveMap(m.name, deferred=s.deferred_remove)]
+
+
+def members_joined(m: MapState, before: list[str]) -> list[act.RegisterKey]:
+    """The map's member list was read again: paths new to it get the map's reservation key (prflag)."""
+    if not m.prflag or not before:
+        return []  # a map read for the first time is synchronised as a whole (the daemon's pr_sync)
+    old = set(before)
+    return [act.RegisterKey(m.name, d) for d in m.paths if d not in old]
 
 
 def created(state: DaemonState, m: MapState, devs: tuple[str, ...]) -> None:

@@ -101,6 +101,9 @@ class MapState:
     read_only: bool = False
     queueing_since: float | None = None  # loop time since which it queues with no usable path
     facts: MapFacts | None = None     # the classifier's view, rebuilt with `paths` (DaemonState.set_paths)
+    # upstream's prflag: the map's reservation key is registered on the LUN, so a path that joins the map or
+    # comes back gets it too (set by mpathpersist's setprstatus and by reading the keys at start-up)
+    prflag: bool = False
     stats: MapStats = field(default_factory=MapStats)
 
     @property

@@ -497,3 +497,33 @@ def test_repeat_count_follows_rr_keywords(conf, prio, repeat):
     # the kernel reads a count above 1 back as 1 (and service-time adds its throughput): never a reload
     live = replace(t, groups=(replace(t.groups[0], paths=(dmt.PathSpec("8:16", ("1", "1")),)),))
     assert plan.needs_reload(live, t) is False
+
+
+# --- persistent reservations ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("prflag", "before", "result", "register"), [
+    (True, DOWN, UP, True),        # a path that comes back gets the map's key
+    (True, TIMEOUT, GHOST, True),
+    (True, UNDEF, UP, False),      # a first check: the path joined the map, members_joined covered it
+    (True, UP, UP, False),         # nothing changed
+    (True, UP, DOWN, False),
+    (False, DOWN, UP, False),      # no key registered for the map (or it was fenced off): nothing
+])
+def test_a_returning_path_is_registered_only_while_the_map_has_its_key(prflag, before, result, register):
+    bed = Bed()
+    bed.m.prflag = prflag
+    bed.p("sdb").chk_state = before
+    bed.set_active("8:16", before.usable)
+    out = bed.check("sdb", result)
+    assert [a for a in out if isinstance(a, act.RegisterKey)] == (
+        [act.RegisterKey(bed.m.name, "sdb")] if register else [])
+
+
+def test_paths_new_to_a_map_with_its_key_are_registered():
+    bed = Bed()
+    before = list(bed.m.paths)
+    bed.state.set_paths(bed.m, before + ["sdz"])
+    assert decide.members_joined(bed.m, before) == []        # prflag unset
+    bed.m.prflag = True
+    assert decide.members_joined(bed.m, before) == [act.RegisterKey(bed.m.name, "sdz")]
+    assert decide.members_joined(bed.m, []) == []            # read for the first time: synchronised whole
