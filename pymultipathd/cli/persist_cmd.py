@@ -249,7 +249,7 @@ def _transport_id(tid: bytes) -> str:
     proto, fmt = tid[0] & 0x0F, tid[0] >> 6
     if proto == 5:
         length = int.from_bytes(tid[2:4], "big") if len(tid) >= 4 else 0
-        name = tid[4:4 + length].split(b"\0", 1)[0].decode("ascii", "replace")
+        name = codec.printable(tid[4:4 + length].split(b"\0", 1)[0])
         if fmt == 0:
             return f"   iSCSI name: {name}\n"
         if fmt == 1:
@@ -339,13 +339,20 @@ def _parallel(calls: Mapping[str, tuple[Callable[[], Reply], float]]) -> dict[st
 
 
 def _tell_daemon(command: str) -> str | None:
-    """The daemon's reply, or None when no daemon answers."""
+    """The daemon's reply; None when no daemon runs (nothing to connect to). A daemon that takes the
+    command but answers late is a failure, not an absence: the command may still be carried out, so the
+    caller must not do the daemon's part itself (its write of the prkeys file could land over ours)."""
     from pymultipathd.control import client
 
     try:
-        return client.send(command, timeout=10).strip()
+        sock = client.connect(timeout=10)
     except client.ClientError:
         return None
+    with sock:
+        try:
+            return client.request(sock, command).strip()
+        except client.ClientError as err:
+            return f"fail: {err}"
 
 
 def _say(msg: str) -> None:

@@ -372,6 +372,7 @@ async def getprstatus(d: Daemon, cmd: Command) -> str:
 async def setprstatus(d: Daemon, cmd: Command) -> str:
     m = _map(d.core.state, cmd)
     m.prflag = cmd.keywords[0] == "setprstatus"
+    m.pr_epoch += 1
     log.info("%s: prflag %s", m.name, "set" if m.prflag else "unset")
     return ""
 

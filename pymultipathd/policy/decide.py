@@ -98,8 +98,9 @@ def path_checked(state: DaemonState, e: ev.PathChecked, settings_of: SettingsOf)
             changed = True
         if not now_usable and was_usable and not first:
             count_fault(state, m, p)
-        if now_usable and not was_usable and not first and m.prflag:
-            # a returning path may have lost its registration (a target that forgot its I_T nexus)
+        if now_usable and not was_usable and m.prflag:
+            # a returning path may have lost its registration (a target that forgot its I_T nexus); a first
+            # check too: a path that was failed in the kernel's table when the map's keys were synchronised
             out.append(act.RegisterKey(m.name, p.dev))
     if e.prio is not None and e.prio != p.prio:
         # the array moved its ALUA states (or the path came back with another): failback decides anew

@@ -104,6 +104,7 @@ class MapState:
     # upstream's prflag: the map's reservation key is registered on the LUN, so a path that joins the map or
     # comes back gets it too (set by mpathpersist's setprstatus and by reading the keys at start-up)
     prflag: bool = False
+    pr_epoch: int = 0  # bumped by set/unsetprstatus: a background result older than that loses to it
     stats: MapStats = field(default_factory=MapStats)
 
     @property

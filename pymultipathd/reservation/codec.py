@@ -212,6 +212,11 @@ PROTOCOLS = {0: "FCP", 1: "SPI", 2: "SSA", 3: "SBP", 4: "SRP", 5: "iSCSI", 6: "S
              9: "UAS", 10: "SOP"}
 
 
+def printable(raw: bytes) -> str:
+    """Device text for a terminal: anything but printable ASCII as \\xNN, so a target cannot forge lines."""
+    return "".join(chr(b) if 0x20 < b < 0x7F and b != 0x5C else f"\\x{b:02x}" for b in raw)
+
+
 def transport_id_text(tid: bytes) -> str:
     """A TransportID in words: "iSCSI iqn...,i,0x23d000000001", "FCP 0x21000024ff...", "SAS 0x5000c5...";
     anything else in hex."""
@@ -221,7 +226,7 @@ def transport_id_text(tid: bytes) -> str:
     name = PROTOCOLS.get(proto, f"protocol {proto}")
     if proto == 5 and len(tid) >= 4:
         length = int.from_bytes(tid[2:4], "big")
-        text = tid[4:4 + length].split(b"\0", 1)[0].decode("ascii", "replace")
+        text = printable(tid[4:4 + length].split(b"\0", 1)[0])
         return f"{name} {text}" if fmt in (0, 1) else f"{name} {tid.hex()}"
     if proto == 0 and len(tid) >= 16:
         return f"{name} 0x{tid[8:16].hex()}"

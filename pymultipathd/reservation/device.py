@@ -1,8 +1,12 @@
 """Persistent-reservation commands sent through one path (SG_IO), and what their replies mean.
 
 A reply becomes a PrStatus, whose numbers are mpathpersist's exit codes (upstream's MPATH_PR_*), so scripts
-written for it read ours alike. UNIT ATTENTION (a reset, a changed registration: the target says it once per
-I_T nexus) and NOT READY "operation in progress" are retried, as upstream does, up to MAX_TRIES commands.
+written for it read ours alike. UNIT ATTENTION (a reset: the target says it once per I_T nexus) and NOT
+READY "operation in progress" are retried, as upstream does, up to MAX_TRIES commands, with one exception:
+a PR OUT is never sent again after a UNIT ATTENTION that reports a change of reservations or registrations
+(ASC 2Ah: "reservations preempted", "registrations preempted", ...). The command was not carried out, and
+what it was decided on is stale: sent again, a REGISTER could give a host that was just fenced off its key
+back. The caller learns the UNIT ATTENTION and decides afresh.
 Blocking: callers run these on their own threads, each bounded by its SG_IO timeout.
 """
 
@@ -70,6 +74,7 @@ _BY_SENSE_KEY = {
 }
 INVALID_OPCODE = (0x20, 0x00)  # ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE
 IN_PROGRESS = (0x04, 0x07)     # NOT READY / operation in progress
+PARAMETERS_CHANGED = 0x2A      # UNIT ATTENTION ASC: reservations or registrations changed by another nexus
 
 
 def status_of(res: sgio.SgResult) -> PrStatus:
@@ -86,8 +91,11 @@ def status_of(res: sgio.SgResult) -> PrStatus:
     return PrStatus.OTHER
 
 
-def _retry(res: sgio.SgResult, st: PrStatus) -> bool:
-    return st is PrStatus.UNIT_ATTENTION or (st is PrStatus.NOT_READY and res.asc_ascq == IN_PROGRESS)
+def _retry(res: sgio.SgResult, st: PrStatus, out: bool) -> bool:
+    if st is PrStatus.UNIT_ATTENTION:
+        code = res.asc_ascq
+        return not (out and code is not None and code[0] == PARAMETERS_CHANGED)
+    return st is PrStatus.NOT_READY and res.asc_ascq == IN_PROGRESS
 
 
 @record(frozen=True)
@@ -120,7 +128,7 @@ def _send(devnode: str, cdb: bytes, timeout: float, *, data_len: int = 0, data_o
             st = status_of(res)
             if st is PrStatus.SUCCESS:
                 return Reply(st, res.data)
-            if not _retry(res, st) or attempt == MAX_TRIES - 1:
+            if not _retry(res, st, data_out is not None) or attempt == MAX_TRIES - 1:
                 return Reply(st, detail=sgio.describe(res))
             if st is PrStatus.NOT_READY:
                 time.sleep(0.001)

@@ -151,10 +151,18 @@ def release(paths: Sequence[Path], prtype: codec.PrType, key: int, *, parallel: 
     params = codec.prout_params(key)
     replies = _run_all(chosen, lambda p: prout(p.devnode, codec.PrOut.RELEASE, prtype, params, p.timeout),
                        parallel)
+    refused = [r for _, r in replies if r.status not in UNREACHED
+               and r.status not in (PrStatus.SUCCESS, PrStatus.RESERVATION_CONFLICT)]
+    if refused:  # a definite answer, such as ILLEGAL REQUEST for a type that is not the reservation's
+        return Outcome(refused[0].status, per_path=tuple(replies))
     held = read(chosen, codec.PrIn.READ_RESERVATION, 24)
     if not held.ok:
         return Outcome(held.status, per_path=tuple(replies), notes=("could not read the reservation back",))
-    res = codec.parse_reservation(held.data)
+    try:
+        res = codec.parse_reservation(held.data)
+    except codec.CodecError as err:
+        return Outcome(PrStatus.MALFORMED, per_path=tuple(replies),
+                       notes=(f"the reservation read back through {held.via} is malformed: {err}",))
     if res.key is None or res.key != key:
         # released, or the reservation is another host's (nothing of ours to release): a success if any
         # path took the command (a path not registered answers with a conflict), as upstream
@@ -180,28 +188,81 @@ class Registration(enum.Enum):
     """What the daemon's registration of one path found."""
 
     REGISTERED = "registered"
-    NOT_OURS = "key not registered"   # the key is not among the device's: unregistered or fenced off
+    ALREADY = "already registered"     # this path's I_T nexus had the key
+    NOT_OURS = "key not registered"    # the key is not among the device's: unregistered or fenced off
+    RACED = "registrations kept changing"  # undone each time; to be tried again later
     FAILED = "failed"
 
 
-def register_path(devnode: str, key: int, aptpl: bool, timeout: float) -> tuple[Registration, str]:
-    """The daemon's part: a path joined a map or came back. READ KEYS through it; only when the map's key
-    is registered on the logical unit (through another path) is it registered through this one too. A host
-    another node fenced off has lost its key, and must not get it back by a path returning."""
+ROUNDS = 3  # times the registration of one path is decided afresh after the registrations changed meanwhile
+
+
+def _read_keys(devnode: str, timeout: float) -> tuple[codec.Keys | None, str]:
     r = prin(devnode, codec.PrIn.READ_KEYS, timeout)
     if not r.ok:
-        return Registration.FAILED, f"READ KEYS: {r}"
+        return None, f"READ KEYS: {r}"
     try:
-        keys = codec.parse_keys(r.data)
+        return codec.parse_keys(r.data), ""
     except codec.CodecError as err:
-        return Registration.FAILED, f"READ KEYS: {err}"
+        return None, f"READ KEYS: {err}"
+
+
+def _key_on_lun(devnode: str, key: int, timeout: float,
+                ) -> tuple[codec.Keys | None, tuple[Registration, str] | None]:
+    """READ KEYS through the path: the keys, or why registering stops here (no answer, key not there)."""
+    keys, why = _read_keys(devnode, timeout)
+    if keys is None:
+        return None, (Registration.FAILED, why)
     if key not in keys.keys:
-        return Registration.NOT_OURS, f"0x{key:x} is not among the {len(keys.keys)} registered key(s)"
-    params = codec.prout_params(0, key, aptpl=aptpl)
-    r = prout(devnode, codec.PrOut.REGISTER_AND_IGNORE, codec.PrType.NONE, params, timeout)
-    if not r.ok:
-        return Registration.FAILED, f"REGISTER AND IGNORE EXISTING KEY: {r}"
-    return Registration.REGISTERED, f"0x{key:x} registered"
+        return keys, (Registration.NOT_OURS, f"0x{key:x} is not among the {len(keys.keys)} registered key(s)")
+    return keys, None
+
+
+def register_path(devnode: str, key: int, aptpl: bool, all_tg_pt: bool, timeout: float,
+                  ) -> tuple[Registration, str]:
+    """The daemon's part: a path joined a map or came back. Its nexus gets the map's key only while the key
+    is registered on the logical unit (through other paths): a host another node fenced off has lost its
+    key, and must not get it back by a path returning.
+
+    Read keys, then register, leaves a window in which a fence can land. Closed thus: REGISTER with the key
+    as both keys is a no-op for a nexus that has it and a RESERVATION CONFLICT for one that has none (so a
+    nexus already registered, which may hold the reservation, is never touched again); an unregistered
+    nexus is registered with plain REGISTER right after a READ KEYS, and PRgeneration read back must have
+    moved by exactly that one registration. Otherwise someone changed the registrations in between: the
+    new registration is undone (the nexus had none before, so it holds no reservation) and everything is
+    decided again. A UNIT ATTENTION on the way (the target reporting such a change) also starts over."""
+    rounds = 0
+    while rounds < ROUNDS:
+        rounds += 1
+        _, stop = _key_on_lun(devnode, key, timeout)
+        if stop:
+            return stop
+        probe = prout(devnode, codec.PrOut.REGISTER, codec.PrType.NONE,
+                      codec.prout_params(key, key, aptpl=aptpl, all_tg_pt=all_tg_pt), timeout)
+        if probe.ok:
+            return Registration.ALREADY, f"0x{key:x} was registered through it"
+        if probe.status is PrStatus.UNIT_ATTENTION:
+            continue
+        if probe.status is not PrStatus.RESERVATION_CONFLICT:
+            return Registration.FAILED, f"REGISTER: {probe}"
+        before, stop = _key_on_lun(devnode, key, timeout)
+        if stop or before is None:
+            return stop or (Registration.FAILED, "READ KEYS")
+        r = prout(devnode, codec.PrOut.REGISTER, codec.PrType.NONE,
+                  codec.prout_params(0, key, aptpl=aptpl, all_tg_pt=all_tg_pt), timeout)
+        if r.status is PrStatus.UNIT_ATTENTION:
+            continue
+        if not r.ok:
+            return Registration.FAILED, f"REGISTER: {r}"
+        after, _ = _read_keys(devnode, timeout)
+        if after is not None and after.generation == (before.generation + 1) & 0xFFFFFFFF \
+                and key in after.keys:
+            return Registration.REGISTERED, f"0x{key:x} registered"
+        undo = prout(devnode, codec.PrOut.REGISTER, codec.PrType.NONE, codec.prout_params(key, 0), timeout)
+        if not undo.ok and undo.status is not PrStatus.RESERVATION_CONFLICT:  # conflict: nothing left to undo
+            return Registration.FAILED, (f"the registrations changed while registering, and undoing it "
+                                         f"failed: {undo}; the path may hold the key")
+    return Registration.RACED, f"the registrations changed during each of {ROUNDS} attempts; undone"
 
 
 def key_present(devnode: str, key: int, timeout: float) -> bool | None:

@@ -104,7 +104,7 @@ class FakeLun:
         self.keys = keys_on_lun
         self.registered: list[str] = []
 
-    def register_path(self, devnode: str, key: int, aptpl: bool, timeout: float):
+    def register_path(self, devnode: str, key: int, aptpl: bool, all_tg_pt: bool, timeout: float):
         if key not in self.keys:
             return mapops.Registration.NOT_OURS, "absent"
         self.registered.append(devnode)
@@ -177,10 +177,10 @@ def test_a_hung_path_is_given_up_on_and_does_not_stop_the_others(tmp_path, monke
     lun = FakeLun({0x123ABC})
     plain = lun.register_path
 
-    def hang_on_sdb(devnode, key, aptpl, timeout):
+    def hang_on_sdb(devnode, key, aptpl, all_tg_pt, timeout):
         if devnode == "/dev/sdb":
             release.wait(5)
-        return plain(devnode, key, aptpl, timeout)
+        return plain(devnode, key, aptpl, all_tg_pt, timeout)
     lun.register_path = hang_on_sdb
     try:
         _registering(monkeypatch, d, lun, "sdb", "sdc")
@@ -196,3 +196,88 @@ def test_prkeys_file_says_where_the_keys_are(tmp_path):
     asyncio.run(d.core.pr.load(str(d.core.resolver(None, None, None)("prkeys_file"))))
     assert d.core.pr.prkeys_file == str(elsewhere)
     assert _run(d, "getprkey map mpatha") == ["0x77\n"]
+
+
+def test_a_path_that_joins_while_the_keys_are_read_is_registered(tmp_path, monkeypatch):
+    import threading
+
+    from pymultipathd.policy import decide
+
+    d = _daemon(KEYED, tmp_path)
+    core, m = d.core, d.core.state.maps["mpatha"]
+    gate, registered = threading.Event(), []
+    monkeypatch.setattr(mapops, "key_present", lambda dev, key, t: gate.wait(5) and True)
+    monkeypatch.setattr(mapops, "register_path", lambda dev, key, aptpl, atp, t: (
+        registered.append(dev), (mapops.Registration.REGISTERED, ""))[1])
+
+    async def go() -> None:
+        core.pr.sync_soon(m)
+        await asyncio.sleep(0.05)
+        # a reload adds sdd while READ KEYS is in flight: prflag is still unset, so no RegisterKey for it
+        core.state.paths["sdd"] = PathState(dev="sdd", dev_t="8:48", facts=PathFacts(dev="sdd", wwid=WWID),
+                                            chk_state=PathCheck.UNDEF, map="mpatha")
+        before = m.paths
+        core.state.set_paths(m, [*before, "sdd"])
+        assert decide.members_joined(m, before) == []
+        gate.set()
+        while core.pr._tasks:
+            await asyncio.sleep(0.01)
+        await core.close()
+    asyncio.run(go())
+    assert m.prflag and "/dev/sdd" not in registered  # not active in the kernel's table yet, not checked
+    assert sorted(registered) == ["/dev/sdb", "/dev/sdc"]
+
+
+def test_an_administrators_word_during_the_sync_wins(tmp_path, monkeypatch):
+    import threading
+
+    d = _daemon(KEYED, tmp_path)
+    core, m = d.core, d.core.state.maps["mpatha"]
+    gate = threading.Event()
+    monkeypatch.setattr(mapops, "key_present", lambda dev, key, t: gate.wait(5) and True)
+
+    async def go() -> None:
+        core.pr.sync_soon(m)
+        await asyncio.sleep(0.05)
+        await handlers.dispatch(d, grammar.parse("unsetprstatus map mpatha"))  # mpathpersist unregistered
+        gate.set()
+        while core.pr._tasks:
+            await asyncio.sleep(0.01)
+        await core.close()
+    asyncio.run(go())
+    assert m.prflag is False
+
+
+def test_hung_paths_hold_neither_the_prkeys_file_nor_the_other_paths(tmp_path, monkeypatch):
+    import threading
+
+    from pymultipathd.daemon import reservations
+
+    monkeypatch.setattr(reservations, "MARGIN", 0.1)
+    d = _daemon(FILE, tmp_path)
+    core, m = d.core, d.core.state.maps["mpatha"]
+    core.pr._timeout_of = lambda p: 0.1
+    core.pr.prkeys[WWID] = keys.Key(0x1)
+    m.prflag = True
+    gate = threading.Event()
+    monkeypatch.setattr(mapops, "register_path", lambda *a: gate.wait(10))  # SG_IO that does not return
+
+    async def go() -> dict[str, str]:
+        core.pr.register_soon("mpatha", "sdb")
+        core.pr.register_soon("mpatha", "sdc")
+        await asyncio.sleep(0.5)  # both given up on; their threads still stuck
+        res = {}
+        for name, coro in (("load", core.pr.load(str(tmp_path / "prkeys"))),
+                           ("setprkey", handlers.dispatch(d, grammar.parse("setprkey map mpatha key 0x2")))):
+            try:
+                await asyncio.wait_for(coro, 5)
+                res[name] = "ok"
+            except TimeoutError:
+                res[name] = "hung"
+        # a path with a command still in the kernel gets no second one
+        sdb = core.state.paths["sdb"]
+        res["again"] = str(await core.pr._call(sdb, mapops.register_path, 1, False, False))
+        gate.set()
+        await core.close()
+        return res
+    assert asyncio.run(go()) == {"load": "ok", "setprkey": "ok", "again": "None"}

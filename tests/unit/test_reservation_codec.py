@@ -326,3 +326,12 @@ def test_transport_id_text_empty_and_unknown():
     assert codec.transport_id_text(b"") == "(none)"
     assert codec.transport_id_text(bytes([0x0E, 0xAB])) == "protocol 14 0eab"
     assert codec.transport_id_text(bytes([0x00, 0x01])) == "FCP 0001"  # too short for an N_Port name
+
+
+def test_a_transport_id_cannot_forge_output_lines():
+    # a target controls the iSCSI name it reports: newlines and escapes are shown, never obeyed
+    name = b"iqn.x\n   Key = 0xdeadbeef\x1b[2J"
+    tid = bytes([0x45, 0, 0, len(name)]) + name
+    text = codec.transport_id_text(tid)
+    assert "\n" not in text and "\x1b" not in text
+    assert text == "iSCSI iqn.x\\x0a\\x20\\x20\\x20Key\\x20=\\x200xdeadbeef\\x1b[2J"

@@ -478,18 +478,73 @@ def test_release_by_an_unregistered_host_is_a_conflict(monkeypatch):
 def test_register_path_when_the_key_is_on_the_lun(monkeypatch):
     lun = Lun().install(monkeypatch)
     lun.regs = {"/dev/sda": K, "elsewhere": OTHER}
-    got, why = mapops.register_path("/dev/sdb", K, True, 30.0)
+    got, why = mapops.register_path("/dev/sdb", K, True, False, 30.0)
     assert got is Registration.REGISTERED, why
     assert lun.regs == {"/dev/sda": K, "/dev/sdb": K, "elsewhere": OTHER}
-    assert lun.log == [("/dev/sdb", "READ_KEYS"), ("/dev/sdb", "REGISTER_AND_IGNORE")]
-    assert lun.flags == [0x01]  # APTPL as the key asks
+    # the probe (REGISTER with the key: a conflict from a nexus without it), keys again, the registration,
+    # and the generation read back
+    assert lun.log == [("/dev/sdb", "READ_KEYS"), ("/dev/sdb", "REGISTER"), ("/dev/sdb", "READ_KEYS"),
+                       ("/dev/sdb", "REGISTER"), ("/dev/sdb", "READ_KEYS")]
+    assert lun.flags == [0x01, 0x01]  # APTPL as the key asks
+
+
+def test_register_path_leaves_a_nexus_that_has_the_key_as_it_is(monkeypatch):
+    lun = Lun().install(monkeypatch)
+    lun.regs = {"/dev/sdb": K}
+    lun.holder, lun.prtype = "/dev/sdb", WE_RO
+    got, _ = mapops.register_path("/dev/sdb", K, False, False, 30.0)
+    assert got is Registration.ALREADY
+    assert lun.reservation() == (K, WE_RO), "the holder's reservation is untouched"
+
+
+def test_register_path_undoes_a_registration_when_a_fence_lands_in_between(monkeypatch):
+    lun = Lun().install(monkeypatch)
+    lun.regs = {"/dev/sda": K, "other": OTHER}
+    plain = lun.prout
+    fenced = []
+
+    def prout(devnode, action, prtype, params, timeout):
+        got = plain(devnode, action, prtype, params, timeout)
+        if action is PrOut.REGISTER and not fenced and devnode in lun.regs:
+            # the other node's PREEMPT AND ABORT lands right after our registration
+            fenced.append(1)
+            lun.regs = {n: k for n, k in lun.regs.items() if k != K or n == devnode}
+            lun.generation += 1
+        return got
+    monkeypatch.setattr(mapops, "prout", prout)
+    got, why = mapops.register_path("/dev/sdb", K, False, False, 30.0)
+    assert got is Registration.NOT_OURS, why
+    assert lun.regs == {"other": OTHER}, "the fenced host's key is not left on the LUN"
+
+
+def test_register_path_starts_over_after_a_unit_attention(monkeypatch):
+    lun = Lun().install(monkeypatch)
+    lun.regs = {"/dev/sda": K}
+    plain, said = lun.prout, []
+
+    def prout(devnode, action, prtype, params, timeout):
+        if not said:  # the target reports that another nexus changed the registrations: not carried out
+            said.append(1)
+            lun.regs = {"other": OTHER}
+            return Reply(PrStatus.UNIT_ATTENTION)
+        return plain(devnode, action, prtype, params, timeout)
+    monkeypatch.setattr(mapops, "prout", prout)
+    got, _ = mapops.register_path("/dev/sdb", K, False, False, 30.0)
+    assert got is Registration.NOT_OURS and lun.regs == {"other": OTHER}
+
+
+def test_register_path_with_all_tg_pt_sets_the_flag(monkeypatch):
+    lun = Lun().install(monkeypatch)
+    lun.regs = {"/dev/sda": K}
+    assert mapops.register_path("/dev/sdb", K, False, True, 30.0)[0] is Registration.REGISTERED
+    assert all(f & 0x04 for f in lun.flags)
 
 
 def test_register_path_does_not_register_a_fenced_host(monkeypatch):
     lun = Lun().install(monkeypatch)
     lun.regs = {"elsewhere": OTHER}  # another node preempted (and aborted) us: our key is gone
     lun.holder, lun.prtype = "elsewhere", WE_RO
-    got, why = mapops.register_path("/dev/sdb", K, False, 30.0)
+    got, why = mapops.register_path("/dev/sdb", K, False, False, 30.0)
     assert got is Registration.NOT_OURS
     assert "0x123abc" in why
     assert lun.regs == {"elsewhere": OTHER}
@@ -499,7 +554,7 @@ def test_register_path_does_not_register_a_fenced_host(monkeypatch):
 def test_register_path_read_keys_fails(monkeypatch):
     lun = Lun().install(monkeypatch)
     lun.unreached = {"/dev/sdb"}
-    got, why = mapops.register_path("/dev/sdb", K, False, 30.0)
+    got, why = mapops.register_path("/dev/sdb", K, False, False, 30.0)
     assert got is Registration.FAILED and why.startswith("READ KEYS")
     assert lun.log == [("/dev/sdb", "READ_KEYS")]
 
@@ -508,7 +563,7 @@ def test_register_path_malformed_read_keys_reply(monkeypatch):
     sent = []
     monkeypatch.setattr(mapops, "prin", lambda *a, **k: Reply(PrStatus.SUCCESS, bytes(5)))
     monkeypatch.setattr(mapops, "prout", lambda *a, **k: sent.append(a))
-    got, _ = mapops.register_path("/dev/sdb", K, False, 30.0)
+    got, _ = mapops.register_path("/dev/sdb", K, False, False, 30.0)
     assert got is Registration.FAILED
     assert sent == []
 
@@ -516,9 +571,9 @@ def test_register_path_malformed_read_keys_reply(monkeypatch):
 def test_register_path_registration_refused(monkeypatch):
     lun = Lun().install(monkeypatch)
     lun.regs = {"/dev/sda": K}
-    monkeypatch.setattr(mapops, "prout", lambda *a: Reply(PrStatus.RESERVATION_CONFLICT))
-    got, why = mapops.register_path("/dev/sdb", K, False, 30.0)
-    assert got is Registration.FAILED and "REGISTER AND IGNORE" in why
+    monkeypatch.setattr(mapops, "prout", lambda *a: Reply(PrStatus.ILLEGAL_REQUEST))
+    got, why = mapops.register_path("/dev/sdb", K, False, False, 30.0)
+    assert got is Registration.FAILED and "REGISTER" in why and "illegal request" in why
 
 
 def test_key_present(monkeypatch):
@@ -631,6 +686,7 @@ class Sg:
 
 
 UA = check_condition(fixed_sense(sgio.UNIT_ATTENTION, 0x2A, 0x03))   # reservations preempted
+RESET = check_condition(fixed_sense(sgio.UNIT_ATTENTION, 0x29, 0x00))  # power on, reset
 IN_PROGRESS = check_condition(fixed_sense(sgio.NOT_READY, 0x04, 0x07))
 
 
@@ -657,11 +713,20 @@ def test_prout_sends_the_parameter_list(monkeypatch):
 
 
 def test_unit_attention_is_retried(monkeypatch):
-    sg = Sg(UA, UA, good()).install(monkeypatch)
+    sg = Sg(RESET, RESET, good()).install(monkeypatch)
     r = device.prout("/dev/sdb", PrOut.RESERVE, WE_RO, bytes(24), 30)
     assert r.ok
     assert len(sg.calls) == 3
     assert len(sg.opened) == 1 and sg.all_closed()
+    sg = Sg(UA, good()).install(monkeypatch)
+    assert device.prin("/dev/sdb", PrIn.READ_KEYS, 30).ok  # a PR IN reads the new state: asked again
+
+
+def test_a_pr_out_is_not_sent_again_after_the_registrations_changed(monkeypatch):
+    # the target did not carry it out, and what it was decided on is stale (a fence may have landed)
+    sg = Sg(UA, good()).install(monkeypatch)
+    r = device.prout("/dev/sdb", PrOut.REGISTER, PrType.NONE, bytes(24), 30)
+    assert r.status is PrStatus.UNIT_ATTENTION and len(sg.calls) == 1
 
 
 def test_unit_attention_retries_are_bounded(monkeypatch):
@@ -711,3 +776,49 @@ def test_ioctl_failure_is_other_and_closes(monkeypatch):
     r = device.prin("/dev/sdb", PrIn.READ_KEYS, 30)
     assert r.status is PrStatus.OTHER and "SG_IO" in r.detail
     assert sg.all_closed()
+
+
+def test_a_fence_answered_with_a_unit_attention_is_not_undone_by_a_resend(monkeypatch):
+    # another node preempts us right after our READ KEYS: the target answers our REGISTER with UNIT
+    # ATTENTION 2A/05 and does not carry it out; sending it again would give the fenced host its key back
+    lun = {"keys": {K}, "ua": False}
+
+    def sg_io(fd, cdb, data_len=0, timeout_ms=0, data_out=None):
+        if cdb[0] == codec.PRIN_OPCODE:
+            body = b"".join(k.to_bytes(8, "big") for k in lun["keys"])
+            res = good((1).to_bytes(4, "big") + len(body).to_bytes(4, "big") + body)
+            if K in lun["keys"]:
+                lun["keys"].clear()
+                lun["ua"] = True
+            return res
+        if lun["ua"]:
+            lun["ua"] = False
+            return check_condition(fixed_sense(sgio.UNIT_ATTENTION, 0x2A, 0x05))
+        key, sa = int.from_bytes(data_out[0:8], "big"), int.from_bytes(data_out[8:16], "big")
+        if key:  # REGISTER with a key from a nexus without one
+            return sgio.SgResult(ok=False, status=sgio.RESERVATION_CONFLICT, host_status=0, driver_status=0,
+                                 sense=b"", data=b"")
+        lun["keys"].add(sa)
+        return good()
+    monkeypatch.setattr(sgio, "open_path", lambda d, write=False: os.open("/dev/null", os.O_RDONLY))
+    monkeypatch.setattr(sgio, "sg_io", sg_io)
+    outcome, _ = mapops.register_path("/dev/sdc", K, False, False, 30.0)
+    assert outcome is Registration.NOT_OURS and K not in lun["keys"]
+
+
+def test_release_with_a_type_that_is_not_the_reservations_is_refused_as_the_device_says(monkeypatch):
+    # the holder answers ILLEGAL REQUEST: a definite refusal, not an unreachable holder to work around
+    paths = [path("sdb"), path("sdc")]
+    lun = _lun(monkeypatch, paths)
+    lun.regs = {"/dev/sdb": K, "/dev/sdc": K}
+    lun.holder, lun.prtype = "/dev/sdb", int(WE_RO)
+    out = mapops.release(paths, PrType.EXCLUSIVE_ACCESS, K, parallel=seq)
+    assert lun.sent("PREEMPT") == [] and out.status is PrStatus.ILLEGAL_REQUEST
+    assert lun.reservation() == (K, WE_RO)
+
+
+def test_release_with_a_malformed_read_back_is_reported_as_such(monkeypatch):
+    monkeypatch.setattr(mapops, "prout", lambda *a: Reply(PrStatus.SUCCESS))
+    monkeypatch.setattr(mapops, "prin", lambda *a: Reply(PrStatus.SUCCESS, bytes(7) + b"\x08" + bytes(8)))
+    out = mapops.release([path("sdb")], PrType.WRITE_EXCLUSIVE, K, parallel=seq)
+    assert out.status is PrStatus.MALFORMED and "malformed" in out.notes[0]
