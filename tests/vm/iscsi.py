@@ -63,8 +63,13 @@ def session_dirs() -> list[str]:
 
 
 def _session_for(portal: Portal) -> str | None:
-    """sysfs session directory whose connection goes to this portal's address."""
+    """sysfs session directory of the bed's own initiator whose connection goes to this portal's address."""
     for s in session_dirs():
+        try:
+            if read_sysfs(f"{s}/initiatorname") == OtherHost.NAME:
+                continue
+        except OSError:
+            pass
         for conn in glob.glob(f"{s}/device/connection*/iscsi_connection/connection*"):
             try:
                 if read_sysfs(f"{conn}/persistent_address") == portal.address:
@@ -199,3 +204,63 @@ class IscsiBed:
         settle()
         if errors:
             raise RuntimeError("iSCSI bed teardown: " + "; ".join(errors))
+
+
+class OtherHost:
+    """A second initiator identity in the same guest, standing for another cluster node: its own open-iscsi
+    iface with its own initiator name, logged in through one portal of the bed. The target sees a separate
+    I_T nexus (another initiator port), so SCSI-3 reservations tell the two hosts apart.
+
+        with OtherHost(bed, portal=0) as other:
+            other.dev    # "sdd": the LUN as the other host sees it
+    """
+
+    IFACE = "pymp-other"
+    NAME = "iqn.2024-01.org.pymultipathd:other-host"
+
+    def __init__(self, bed: IscsiBed, portal: int = 0, lun: int = 0) -> None:
+        self.bed, self.portal, self.lun = bed, bed.portals[portal], lun
+        self.dev = ""
+
+    def _session(self) -> str | None:
+        for s in session_dirs():
+            try:
+                if read_sysfs(f"{s}/initiatorname") == self.NAME:
+                    return s
+            except OSError:
+                continue
+        return None
+
+    def _disk(self) -> str | None:
+        s = self._session()
+        for blk in glob.glob(f"{s}/device/target*/*:*:*:{self.lun}/block/*") if s else []:
+            return os.path.basename(blk)
+        return None
+
+    def __enter__(self) -> OtherHost:
+        before = {d for p in self.bed.portals for d in self.bed._devs(p).values()}
+        _iscsiadm("-m", "iface", "-I", self.IFACE, "-o", "new")
+        try:
+            _iscsiadm("-m", "iface", "-I", self.IFACE, "-o", "update", "-n", "iface.initiatorname",
+                      "-v", self.NAME)
+            _iscsiadm("-m", "node", "-o", "new", "-T", IQN, "-p", self.portal.target, "-I", self.IFACE)
+            for name, value in NODE_SETTINGS.items():
+                _iscsiadm("-m", "node", "-T", IQN, "-p", self.portal.target, "-I", self.IFACE, "-o", "update",
+                          "-n", name, "-v", value)
+            _iscsiadm("-m", "node", "-T", IQN, "-p", self.portal.target, "-I", self.IFACE, "--login")
+            self.dev = wait_for(self._disk, 60, f"the other host's disk through {self.portal.target}")
+            settle(60)
+            if self.dev in before:
+                raise RuntimeError(f"{self.dev} belongs to the bed's own sessions")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _iscsiadm("-m", "node", "-T", IQN, "-p", self.portal.target, "-I", self.IFACE, "--logout",
+                  check=False)
+        _iscsiadm("-m", "node", "-T", IQN, "-p", self.portal.target, "-I", self.IFACE, "-o", "delete",
+                  check=False)
+        _iscsiadm("-m", "iface", "-I", self.IFACE, "-o", "delete", check=False)
+        settle()

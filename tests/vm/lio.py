@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from tests.vm.sysutil import run, write_sysfs
+from tests.vm.sysutil import read_sysfs, run, write_sysfs
 
 CONFIGFS = "/sys/kernel/config"
 CORE = f"{CONFIGFS}/target/core"
@@ -45,6 +45,9 @@ class LioTarget:
         run(["modprobe", "iscsi_target_mod"])
         if not os.path.isdir(f"{CONFIGFS}/target"):
             raise RuntimeError(f"LIO configfs not available at {CONFIGFS}/target")
+        # LIO records persistent-reservation state under its dbroot (/etc/target) after every PR OUT, and
+        # answers NOT READY (logical unit communication failure) when it cannot; targetcli's package makes it
+        os.makedirs(f"{read_sysfs(f'{CONFIGFS}/target/dbroot')}/pr", exist_ok=True)
         if not os.path.isdir(ISCSI):  # the fabric registers when its directory is made
             self._mkdir(ISCSI)
         self._mkdir(f"{CORE}/{self.hba}")
