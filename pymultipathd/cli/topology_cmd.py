@@ -1,7 +1,8 @@
 """`pymultipath -l` / `-ll`: the multipath topology, from the daemon if it runs, else from DM and sysfs.
 
--ll asks the daemon (its checker states are current) or, without a daemon, runs each path's checker once;
--l never sends I/O to the paths: checker states show as "undef", like upstream's -l. The optional argument
+-ll asks the daemon (its checker states are current) or, without a daemon, runs each path's checker once and
+then reads the priorities of the paths that answered; -l never sends I/O to the paths: checker states show
+as "undef" and priorities as 0, like upstream's -l. The optional argument
 names a map as upstream's does: its name, WWID, uuid, dm-N, major:minor or /dev path, or one of its paths
 (sdb, /dev/sdb, 8:16); a device in no multipath map shows nothing.
 """
@@ -67,8 +68,6 @@ def _offline(check: bool, map_name: str | None) -> str:
         maps = [m] if m is not None else []
     # every path of the maps shown at once: N hung paths cost one deadline, not N
     shown = {d: state.paths[d] for m in maps for d in m.paths if d in state.paths}
-    for line in mapmaker.read_priorities({d: p for d, p in shown.items() if p.prio_due}, config):
-        print(f"pymultipath: {line}", file=sys.stderr)
     if check:
         calls = {}
         for d, p in shown.items():
@@ -86,6 +85,11 @@ def _offline(check: bool, map_name: str | None) -> str:
                 p.chk_state = checkers.TIMEOUT
             else:
                 print(f"pymultipath: {d}: checker {p.checker} failed: {res}", file=sys.stderr)
+        # then the priorities, of the paths that answered their check (one that did not would only cost
+        # its prioritizer's deadline too); -l sends no I/O at all and shows prio 0, as upstream's
+        due = {d: p for d, p in shown.items() if p.prio_due and p.usable}
+        for line in mapmaker.read_priorities(due, config):
+            print(f"pymultipath: {line}", file=sys.stderr)
     return "".join(fmt.topology(state, m) for m in sorted(maps, key=lambda m: m.name))
 
 

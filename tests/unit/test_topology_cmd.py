@@ -66,3 +66,36 @@ def test_side_by_side_hung_calls_cost_one_budget_and_failures_are_their_own():
     (got,) = box
     assert got["good"] == 50 and isinstance(got["broken"], OSError)
     assert not any(k.startswith("hung") for k in got)
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_l_sends_no_io_and_ll_reads_priorities_of_the_paths_that_answered(monkeypatch, check):
+    """-l: neither checker nor prioritizer runs; -ll: the checks, then the priorities of usable paths."""
+    from pymultipathd import mapmaker, topology
+    from pymultipathd.classify import PathFacts
+    from pymultipathd.paths import checkers
+    from pymultipathd.policy.state import DaemonState, MapState, PathCheck, PathState
+
+    state = DaemonState()
+    m = MapState(name="mpatha", wwid="3600a")
+    state.maps["mpatha"] = m
+    for dev in ("sdb", "sdc"):
+        state.paths[dev] = PathState(dev=dev, dev_t="8:0", facts=PathFacts(dev=dev, wwid="3600a"),
+                                     prio_name="alua", prio_due=True, map="mpatha")
+    state.set_paths(m, ["sdb", "sdc"])
+    monkeypatch.setattr(topology, "read_all", lambda ctl, config: (state, []))
+    monkeypatch.setattr("pymultipathd.config.load_config", lambda: None)
+    monkeypatch.setattr("pymultipathd.dm.ioctl.Control", lambda: None)
+    monkeypatch.setattr(topology, "check_timeout", lambda r, p: 1.0)
+    monkeypatch.setattr(topology, "resolver", lambda *a: None)
+    checked, prio_read = [], []
+
+    def check_now(dev, checker, timeout):
+        checked.append(dev)
+        up = dev.endswith("sdb")
+        return checkers.CheckResult(PathCheck.UP if up else PathCheck.DOWN, "test")
+    monkeypatch.setattr(checkers, "check_now", check_now)
+    monkeypatch.setattr(mapmaker, "read_priorities", lambda due, config: prio_read.extend(due) or [])
+    monkeypatch.setattr("pymultipathd.control.format.topology", lambda st, mm: "")
+    topology_cmd._offline(check, None)
+    assert (checked, prio_read) == ((["/dev/sdb", "/dev/sdc"], ["sdb"]) if check else ([], []))
