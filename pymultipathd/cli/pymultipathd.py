@@ -29,7 +29,9 @@ The socket is the abstract @/org/kernel/linux/storage/multipathd (env MULTIPATH_
 """
 
 HISTORY = ".pymultipathd_history"  # in the user's home directory
-CLIENT_TIMEOUT = 60.0  # seconds a command waits for the daemon's reply (env PYMULTIPATH_CLIENT_TIMEOUT)
+# seconds a command waits for the daemon's reply: env PYMULTIPATH_CLIENT_TIMEOUT, else uxsock_timeout of the
+# configuration, else this (when the configuration cannot be read)
+CLIENT_TIMEOUT = 60.0
 
 
 def _one(command: str, timeout: float = CLIENT_TIMEOUT) -> int:
@@ -76,7 +78,7 @@ def _history_file(env: Mapping[str, str]) -> str | None:
     return os.path.join(home, HISTORY)
 
 
-def _interactive(history: str | None = None) -> int:
+def _interactive(history: str | None = None, timeout: float = CLIENT_TIMEOUT) -> int:
     """The `multipathd>` prompt; `history`: the file of earlier sessions' lines (None: none kept)."""
     import readline
 
@@ -111,7 +113,7 @@ def _interactive(history: str | None = None) -> int:
             try:
                 # a connection per command: the daemon ends a connection idle for 30 s, and a person at
                 # the prompt may think for longer (or restart the daemon meanwhile)
-                sys.stdout.write(client.as_printed(client.send(line)))
+                sys.stdout.write(client.as_printed(client.send(line, timeout=timeout)))
             except client.ClientError as err:
                 print(f"pymultipathd: {err}", file=sys.stderr)
     finally:
@@ -123,10 +125,23 @@ def _interactive(history: str | None = None) -> int:
     return 0
 
 
+def _configured_timeout() -> float:
+    """uxsock_timeout (milliseconds) of the configuration; a configuration that does not load leaves the
+    client its own default (a broken file must not keep the administrator from the daemon)."""
+    from pymultipathd.config import load_config
+    from pymultipathd.errors import PymultipathError
+
+    try:
+        ms = load_config().resolve("uxsock_timeout")
+    except (PymultipathError, OSError):
+        return CLIENT_TIMEOUT
+    return ms / 1000.0 if isinstance(ms, int) and ms > 0 else CLIENT_TIMEOUT
+
+
 def _client_timeout(env: Mapping[str, str]) -> float | None:
     raw = env.get("PYMULTIPATH_CLIENT_TIMEOUT")
     if not raw:
-        return CLIENT_TIMEOUT
+        return _configured_timeout()
     try:
         value = float(raw)
     except ValueError:
@@ -154,7 +169,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
             return 2
         if argv[0].startswith("-k"):
             command = argv[0][2:] or join_words(argv[1:])
-            return _one(command, timeout) if command else _interactive(_history_file(env))
+            return _one(command, timeout) if command else _interactive(_history_file(env), timeout)
         return _one(join_words(argv), timeout)
     from pymultipathd.daemon import main as daemon_main
 

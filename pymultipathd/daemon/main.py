@@ -18,7 +18,7 @@ from pymultipathd import locations
 from pymultipathd.config import ConfigError, load_config
 from pymultipathd.config.load import sources_signature
 from pymultipathd.control.server import ControlServer
-from pymultipathd.daemon import handlers, logsetup
+from pymultipathd.daemon import handlers, limits, logsetup
 from pymultipathd.daemon.core import Core, is_path_candidate
 from pymultipathd.daemon.linkwatch import LinkWatch
 from pymultipathd.daemon.logsetup import fields
@@ -125,6 +125,7 @@ class Daemon:
             return f"configuration error, previous configuration kept:\n{err}"
         for w in config.warnings:
             log.warning("%s", w)
+        limits.apply_max_fds(config.resolve("max_fds"))
         self.core.busy = True
         try:
             self.core.config = config
@@ -150,6 +151,7 @@ class Daemon:
             return 1
         for w in config.warnings:
             log.warning("%s", w)
+        limits.apply_max_fds(config.resolve("max_fds"))
         try:
             ctl = Control()
         except DMError as err:

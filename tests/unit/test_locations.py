@@ -163,3 +163,19 @@ def test_pymultipathd_reads_its_environment_at_its_entry(monkeypatch, capsys):
     assert pymultipathd.main(["show", "paths"], env) == 0 and locations.socket_name() == "@/pymp-test/entry"
     assert pymultipathd.main(["show", "paths"], {"PYMULTIPATH_CLIENT_TIMEOUT": "soon"}) == 2
     assert "PYMULTIPATH_CLIENT_TIMEOUT='soon'" in capsys.readouterr().err
+
+
+def test_the_client_waits_uxsock_timeout_without_the_environment(monkeypatch, tmp_path):
+    from pymultipathd.cli import pymultipathd
+
+    sent = []
+    monkeypatch.setattr(pymultipathd, "_one", lambda command, timeout: sent.append(timeout) or 0)
+    conf = tmp_path / "multipath.conf"
+    conf.write_text("defaults {\n uxsock_timeout 1500\n}\n")
+    env = {"PYMULTIPATH_CONF": str(conf), "PYMULTIPATH_CONFDIR": str(tmp_path / "none")}
+    with environment_untouched():
+        assert pymultipathd.main(["show", "paths"], env) == 0
+        assert pymultipathd.main(["show", "paths"], {**env, "PYMULTIPATH_CLIENT_TIMEOUT": "9"}) == 0
+        conf.write_text("defaults {\n uxsock_timeout -3\n}\n")  # a broken file: the client's own default
+        assert pymultipathd.main(["show", "paths"], env) == 0
+    assert sent == [1.5, 9.0, pymultipathd.CLIENT_TIMEOUT]

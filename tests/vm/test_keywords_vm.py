@@ -1,0 +1,93 @@
+"""Keywords that change how the daemon and its client behave, each proved by what the system shows (issue 19):
+max_fds by the kernel's limits of the daemon's process, uxsock_timeout by how long the client waits for a
+daemon that does not answer, log_checker_err by the journal while a path stays down."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.vm.pympd import CONF, UNIT, Pympd, config
+from tests.vm.sysutil import SavedFiles, read_sysfs, run, wait_for
+
+
+def _main_pid() -> str:
+    return run(["systemctl", "show", "-p", "MainPID", "--value", UNIT]).strip()
+
+
+def _nofile(pid: str) -> tuple[int, int]:
+    limits = read_sysfs(f"/proc/{pid}/limits").splitlines()
+    line = next(ln for ln in limits if ln.startswith("Max open files"))
+    soft, hard = line.split()[3:5]
+    return int(soft), int(hard)
+
+
+def _reconfigure(d: Pympd, conf: str) -> None:
+    with open(CONF, "w") as f:
+        f.write(conf)
+    d.cmd("reconfigure")
+
+
+def test_max_fds_sets_the_daemons_open_file_limit():
+    with Pympd(config("greedy", max_fds=4096)) as d:
+        pid = _main_pid()
+        assert _nofile(pid) == (4096, 4096)
+        _reconfigure(d, config("greedy", max_fds="max"))
+        nr_open = int(read_sysfs("/proc/sys/fs/nr_open"))
+        assert _nofile(pid) == (nr_open, nr_open)
+
+
+@pytest.mark.parametrize("ms", [1500, 4000])
+def test_the_client_waits_uxsock_timeout_for_a_daemon_that_does_not_answer(ms):
+    # a listener that takes connections and never replies, under a name of its own (the daemon's stays
+    # untouched); the client finds it through MULTIPATH_SOCKET_NAME
+    name = f"/pymp-test/silent-{ms}"
+    saved = SavedFiles((CONF,))
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+            silent.bind("\0" + name)
+            silent.listen(8)
+            with open(CONF, "w") as f:
+                f.write(config("greedy", uxsock_timeout=ms))
+            env = {k: v for k, v in os.environ.items() if k != "PYMULTIPATH_CLIENT_TIMEOUT"}
+            env["MULTIPATH_SOCKET_NAME"] = "@" + name
+            t0 = time.monotonic()
+            p = subprocess.run(["pymultipathd", "show", "paths"], capture_output=True, text=True, env=env,
+                               timeout=120)
+            waited = time.monotonic() - t0
+    finally:
+        saved.restore()
+    assert p.returncode == 1 and "timed out" in p.stderr, p.stderr
+    # a behaviour bound, not a benchmark: the wait is the configured one, not the client's 60 s default
+    assert ms / 1000 <= waited < ms / 1000 + 10, f"waited {waited:.1f} s with uxsock_timeout {ms}"
+
+
+def _journal_since(t: float) -> list[str]:
+    return run(["journalctl", "-u", UNIT, "--no-pager", "-o", "cat", f"--since=@{int(t)}"]).splitlines()
+
+
+def test_log_checker_err_always_says_a_down_path_at_each_check_and_once_only_at_first(iscsi_bed):
+    bed = iscsi_bed(luns=1, size_mb=8)
+    a, _ = bed.paths(0)
+    with Pympd(config("greedy", log_checker_err="always")) as d:
+        name = d.wait_map(a.wwid)
+        bed.cut(0)  # the link watch fails the path at once; its checks then keep finding it down
+        wait_for(lambda: d.path_states(name).get(a.dev, ("",))[0] == "failed", 90, f"{a.dev} failed")
+        said = f"{a.dev}: still down: "
+        # the first checks wait in the kernel until the session gives up (replacement_timeout, 5 s)
+        t0 = time.time()
+        wait_for(lambda: any(ln.startswith(said) for ln in _journal_since(t0)), 60, "a check finding it down")
+        t1 = time.time()
+        time.sleep(9)  # polling_interval 2 (pympd.config): four checks or so
+        again = [ln for ln in _journal_since(t1) if ln.startswith(said)]
+        assert len(again) >= 2, f"a down path's checker message not repeated: {again}"
+        _reconfigure(d, config("greedy", log_checker_err="once"))
+        t2 = time.time()
+        time.sleep(9)
+        again = [ln for ln in _journal_since(t2) if ln.startswith(said)]
+        assert not again, f"log_checker_err once repeated it: {again}"
+        bed.restore(0)
