@@ -503,8 +503,9 @@ _TABLE: list[Keyword] = [
         Choice("always", "once"),
         "always",
         "D",
-        "Log every checker error or only the first.",
-        unsupported="a path's checker error is logged when the path's state changes, not at every check",
+        "Log a failed path's checker error at every check (always), or only when it fails and then in the "
+        "debug log (once).",
+        effect=f"{_SETTINGS} path_checked; tests: unit/test_policy.py, vm/test_keywords_vm.py",
     ),
     _k(
         "force_sync",
@@ -815,16 +816,20 @@ _TABLE: list[Keyword] = [
         WordOrInt("max", lo=1),
         "max",
         "D",
-        'Open file limit of the daemon; "max" = the system limit.',
-        unsupported="the daemon keeps the open-file limit it is started with (LimitNOFILE= of its unit)",
+        'Open file limit of the daemon; "max" = the system limit (/proc/sys/fs/nr_open).',
+        effect="daemon/main.py run, reconfigure -> daemon/limits.py apply_max_fds; "
+               "tests: unit/test_daemon_limits.py, vm/test_keywords_vm.py",
     ),
     _k(
         "uxsock_timeout",
         Int(lo=1),
-        4000,
+        60000,
         "D",
-        "Client timeout of the control socket in milliseconds.",
-        unsupported="the client waits PYMULTIPATH_CLIENT_TIMEOUT seconds (default 60) for the daemon",
+        "Milliseconds the pymultipathd client waits for the daemon's reply (PYMULTIPATH_CLIENT_TIMEOUT, "
+        "in seconds, beats it). Upstream's default is 4000; the daemon here answers reconfigure and "
+        "add map when they are done, which can take longer.",
+        effect="cli/pymultipathd.py _configured_timeout; "
+               "tests: unit/test_locations.py, vm/test_keywords_vm.py",
     ),
     _k(
         "retrigger_tries",
@@ -865,8 +870,10 @@ _TABLE: list[Keyword] = [
         YesNo(),
         False,
         "D",
-        "Re-read the WWID of a restored path.",
-        unsupported="a path's WWID is read again on its uevents only, not when its checker finds it up",
+        "Read a failed path's WWID from the device (VPD page 83h) when its checker finds it up again; if "
+        "another logical unit is behind it now, it is not reinstated but leaves its map.",
+        effect=f"{_SETTINGS}; daemon/core.py Core._recheck_wwid -> paths/vpd.py; "
+               "tests: unit/test_vpd.py, vm/test_recheck_wwid_vm.py",
     ),
     _k(
         "enable_foreign",

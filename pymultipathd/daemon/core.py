@@ -31,7 +31,7 @@ from pymultipathd.dm.errors import DMError, DMNoSuchDevice
 from pymultipathd.dm.ioctl import Control
 from pymultipathd.errors import PymultipathError
 from pymultipathd.mapmaker import is_path_candidate  # daemon/main.py imports it from here
-from pymultipathd.paths import checkers, facts, holderscan, sysinfo
+from pymultipathd.paths import checkers, facts, holderscan, sysinfo, vpd
 from pymultipathd.policy import actions as act
 from pymultipathd.policy import decide, plan
 from pymultipathd.policy import events as ev
@@ -84,6 +84,9 @@ class Core:
         # the map's own creation, a rescan, udevadm trigger) does not make the map again, as upstream's
         # daemon does not; a new path (add), `add map` and reconfigure do
         self.held_back: set[str] = set()
+        # paths whose device reported another WWID than udev's when they came back (recheck_wwid): udev keeps
+        # the old ID_SERIAL on change events, so the fresh one stays until the device is removed
+        self.wwid_override: dict[str, str] = {}
         self._batch_first: float | None = None
         self._batch_handle: asyncio.TimerHandle | None = None
         self._batch_task: asyncio.Task | None = None
@@ -232,6 +235,7 @@ class Core:
             return
         old = self.state.paths.get(dev)
         if action == "remove":
+            self.wwid_override.pop(dev, None)
             if old is not None:
                 del self.state.paths[dev]
                 checkers.forget_path(os.path.join("/dev", dev))
@@ -244,6 +248,8 @@ class Core:
         except facts.FactsError as err:
             log.debug("%s: no facts: %s", dev, err)
             return
+        if dev in self.wwid_override:
+            f = replace(f, wwid=self.wwid_override[dev])
         if old is not None and old.wwid and old.wwid != f.wwid:
             log.warning("%s: WWID changed from %s to %s", dev, old.wwid, f.wwid, extra=fields(dev=dev))
             self._queue(old.wwid)
@@ -643,11 +649,44 @@ class Core:
         p.dev_state = sysinfo.dev_state(p.dev)
         if res.prio is not None:
             p.prio_due = False
+        if res.state.usable and not p.usable and p.chk_state is not PathCheck.UNDEF and s.recheck_wwid:
+            fresh = await self._recheck_wwid(p, timeout)
+            if self.state.paths.get(p.dev) is not p:
+                return
+            if fresh is not None:
+                res = checkers.CheckResult(PathCheck.DOWN, f"the device's WWID is now {fresh}")
         now = asyncio.get_running_loop().time()
         todo = decide.path_checked(self.state, ev.PathChecked(p.dev, res.state, now, res.message, res.prio),
                                    self.settings_of)
         if todo:  # a healthy path's check decides nothing
             await self.execute(todo)
+
+    async def _recheck_wwid(self, p: PathState, timeout: float) -> str | None:
+        """recheck_wwid: a path that comes back is asked for its identity afresh (VPD page 83h); the new WWID
+        if another logical unit is behind it now. Such a path is not reinstated: it leaves its map (its
+        facts take the new WWID, and both WWIDs are assembled again) and the kernel rereads the device."""
+        loop = asyncio.get_running_loop()
+        try:
+            page = await asyncio.wait_for(
+                loop.run_in_executor(self._io_thread, vpd.read_page, f"/dev/{p.dev}", timeout), timeout + 5)
+        except TimeoutError:
+            page = None
+        old = p.wwid
+        fresh = vpd.changed(old or "", page) if page else None
+        if fresh is None or old is None:
+            if page is None:
+                log.warning("%s: recheck_wwid: cannot read its identity (VPD page 83h); kept as %s", p.dev,
+                            old, extra=fields(dev=p.dev, map=p.map))
+            return None
+        log.error("%s: WWID changed: was %s, the device now reports %s (another logical unit behind the same "
+                  "address); not reinstated in %s, removed from it", p.dev, old, fresh, p.map,
+                  extra=fields(dev=p.dev, map=p.map, wwid=old))
+        self.wwid_override[p.dev] = fresh
+        p.facts = replace(p.facts, wwid=fresh)
+        self._queue(old)
+        self._queue(fresh)
+        loop.run_in_executor(self._sysfs_thread, sysinfo.rescan_device, p.dev)
+        return fresh
 
     async def policy_tick(self) -> None:
         """The clock's part of the policy (failback N, no_path_retry N); partition tables that could not be

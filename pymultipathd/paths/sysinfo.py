@@ -72,6 +72,17 @@ def preferred_path(dev: str) -> bool:
     return _read(os.path.join(block_dir(dev), "device", "preferred_path")) == "1"
 
 
+def rescan_device(dev: str) -> bool:
+    """Have the kernel read the SCSI device's identity and capacity again (its cached VPD pages included),
+    then tell udev; False if the device is gone. Blocking: the rescan sends commands to the device."""
+    try:
+        with open(os.path.join(block_dir(dev), "device", "rescan"), "w") as f:
+            f.write("1")
+    except OSError:
+        return False
+    return trigger_uevent(dev, "change")
+
+
 def trigger_uevent(dev: str, action: str) -> bool:
     """Ask the kernel to re-send a uevent (so udev reruns its rules); False if the device is gone."""
     try:

@@ -87,9 +87,17 @@ def path_checked(state: DaemonState, e: ev.PathChecked, settings_of: SettingsOf)
     changed = now_usable != was_usable and not first
     if m is not None:
         active = dm_active(m, p)
-        if now_usable and active is False:
+        # a member whose WWID is no longer the map's (recheck_wwid found another LUN behind it) waits to
+        # leave the map's table, failed: reinstated, it would serve another LUN's data under this name
+        foreign = p.wwid is not None and p.wwid != m.wwid
+        if now_usable and active is False and not foreign:
             out += [act.ReinstatePath(m.name, p.dev),
                     act.Log(act.Level.INFO, f"{p.dev}: path up, reinstated in {m.name}", m.name, p.dev)]
+            changed = True
+        elif foreign and active:
+            out += [act.FailPath(m.name, p.dev),
+                    act.Log(act.Level.WARNING, f"{p.dev}: WWID {p.wwid} is not {m.name}'s; failed in it",
+                            m.name, p.dev)]
             changed = True
         elif not now_usable and active:
             out += [act.FailPath(m.name, p.dev),
@@ -98,6 +106,11 @@ def path_checked(state: DaemonState, e: ev.PathChecked, settings_of: SettingsOf)
             changed = True
         if not now_usable and was_usable and not first:
             count_fault(state, m, p)
+        elif not now_usable and not was_usable and not first:
+            # still down: the checker's word again at every check (log_checker_err always), or only in the
+            # debug log after the first time (once), as upstream
+            level = act.Level.INFO if s.log_checker_err_always else act.Level.DEBUG
+            out.append(act.Log(level, f"{p.dev}: still down: {e.message}", m.name, p.dev))
         if now_usable and not was_usable and m.prflag:
             # a returning path may have lost its registration (a target that forgot its I_T nexus); a first
             # check too: a path that was failed in the kernel's table when the map's keys were synchronised
@@ -253,7 +266,8 @@ def assemble(state: DaemonState, e: ev.PathsSettled, resolve: Resolve) -> list[a
     the configuration bound to the WWID and its paths' vendor/product."""
     s = map_settings(resolve)
     m = state.map_of_wwid(e.wwid)
-    claimed = [state.paths[d] for d in e.claimed if d in state.paths]
+    # the classifier claims a map's members for it; one whose WWID changed is no longer its to claim
+    claimed = [state.paths[d] for d in e.claimed if d in state.paths and state.paths[d].wwid == e.wwid]
     if m is None:
         if not claimed:
             return []
@@ -267,8 +281,11 @@ def assemble(state: DaemonState, e: ev.PathsSettled, resolve: Resolve) -> list[a
     kept = {d for d in m.paths if d in state.paths and state.paths[d].wwid == m.wwid}
     keep = {p.dev for p in claimed} | kept
     members = [state.paths[d] for d in sorted(keep)]
+    # the WWIDs such members have now are planned again once they are out of this map's table
+    moved = [act.Regroup(w) for w in sorted({state.paths[d].wwid or "" for d in m.paths if d in state.paths}
+                                             - {m.wwid, ""})]
     if not members:
-        return last_path_gone(m, s)
+        return last_path_gone(m, s) + moved
     try:
         wanted = plan.build_table(members, resolve, queueing=queueing_for(m, s))
     except ValueError as err:
@@ -282,7 +299,7 @@ def assemble(state: DaemonState, e: ev.PathsSettled, resolve: Resolve) -> list[a
         out.append(act.SetQueueing(m.name, wanted.features.queue_if_no_path))
     # members join the map when the kernel's table names them (the Refresh relinks): a refused reload
     # leaves a new path out of the map, as it is
-    return out + [act.Refresh(m.name)]
+    return out + [act.Refresh(m.name)] + moved
 
 
 def last_path_gone(m: MapState, s: MapSettings) -> list[act.Action]:

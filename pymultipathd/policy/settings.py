@@ -63,6 +63,8 @@ class MapSettings:
     flush_on_last_del: LastDel = LastDel.UNUSED
     deferred_remove: bool = False
     regroup_on_prio: bool = False     # path_grouping_policy group_by_prio: a priority change regroups
+    log_checker_err_always: bool = True  # a path that stays down is said at each check (log_checker_err)
+    recheck_wwid: bool = False        # a path coming back is asked its identity before it is reinstated
 
     @property
     def queue_if_no_path(self) -> bool:
@@ -119,4 +121,6 @@ def map_settings(resolve: Resolve) -> MapSettings:
         flush_on_last_del=last_del(resolve("flush_on_last_del")),
         deferred_remove=bool(resolve("deferred_remove")),
         regroup_on_prio=str(resolve("path_grouping_policy")) == "group_by_prio",
+        log_checker_err_always=str(resolve("log_checker_err")) != "once",
+        recheck_wwid=bool(resolve("recheck_wwid")),
     )

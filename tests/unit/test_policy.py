@@ -478,7 +478,8 @@ def test_a_path_whose_wwid_changed_leaves_its_map():
     bed.state.paths["sdc"] = replace(old, facts=replace(old.facts, wwid="36001405ffff"))
     out = decide.assemble(bed.state, ev.PathsSettled(WWID, ("sdb",)),
                           _conf_resolver("defaults {\n path_grouping_policy failover\n}\n"))
-    assert kinds(out) == ["ReloadMap", "Refresh"] and "8:32" not in out[0].table.line()
+    assert kinds(out) == ["ReloadMap", "Refresh", "Regroup"] and "8:32" not in out[0].table.line()
+    assert out[-1] == act.Regroup("36001405ffff")  # its new LUN is planned once it is out of this map
 
 
 @pytest.mark.parametrize(("conf", "prio", "repeat"), [
@@ -527,3 +528,48 @@ def test_paths_new_to_a_map_with_its_key_are_registered():
     bed.m.prflag = True
     assert decide.members_joined(bed.m, before) == [act.RegisterKey(bed.m.name, "sdz")]
     assert decide.members_joined(bed.m, []) == []            # read for the first time: synchronised whole
+
+
+@pytest.mark.parametrize(("always", "level"), [(True, act.Level.INFO), (False, act.Level.DEBUG)])
+def test_log_checker_err_says_a_path_that_stays_down_at_every_check_or_once(always, level):
+    from pymultipathd.policy.settings import map_settings
+
+    word = "always" if always else "once"
+    settings = map_settings(lambda kw: word if kw == "log_checker_err" else None)
+    assert settings.log_checker_err_always is always
+    bed = Bed(settings)
+    bed.p("sdb").chk_state = UP
+    first = bed.check("sdb", DOWN)   # it fails: said at the warning level either way
+    assert [a.level for a in first if isinstance(a, act.Log)] == [act.Level.WARNING]
+    for _ in range(3):
+        again = [a for a in bed.check("sdb", DOWN) if isinstance(a, act.Log)]
+        assert [(a.level, a.text) for a in again] == [(level, "sdb: still down: test down")]
+
+
+def test_a_member_whose_wwid_is_not_the_maps_is_never_reinstated():
+    from pymultipathd.record import replace
+
+    bed = Bed()
+    p = bed.p("sdb")
+    p.chk_state = DOWN
+    bed.set_active(p.dev_t, False)
+    p.facts = replace(p.facts, wwid="3600another")  # recheck_wwid found another LUN behind it
+    assert "ReinstatePath" not in kinds(bed.check("sdb", UP))
+    bed.set_active(p.dev_t, True)                   # reinstated by hand meanwhile: failed again
+    assert kinds(bed.check("sdb", UP))[:1] == ["FailPath"]
+
+
+def test_a_member_with_another_wwid_leaves_the_map_even_when_claimed_for_it_and_its_lun_is_planned():
+    # the classifier claims a map's members for the map; recheck_wwid found another LUN behind sdc
+    from pymultipathd.config import load
+    from pymultipathd.record import replace
+
+    bed = Bed()
+    p = bed.p("sdc")
+    p.facts = replace(p.facts, wwid="3600another")
+    cfg = load.parse_text("")
+    out = decide.assemble(bed.state, ev.PathsSettled(bed.m.wwid, ("sdb", "sdc")),
+                          lambda kw: cfg.resolve(kw, wwid=bed.m.wwid))
+    reload = next(a for a in out if isinstance(a, act.ReloadMap))
+    assert [s.dev for g in reload.table.groups for s in g.paths] == [bed.p("sdb").dev_t]
+    assert out[-1] == act.Regroup("3600another")
