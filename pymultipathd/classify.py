@@ -89,6 +89,7 @@ class PathFacts:
     wwid: str | None = None
     vendor: str | None = None
     product: str | None = None
+    revision: str | None = None
     protocol: str | None = None
     properties: Mapping[str, str] = field(default_factory=dict)
     holders: tuple[str, ...] = ()

@@ -82,10 +82,13 @@ def path_state(f: classify.PathFacts, resolve: Resolve, old: PathState | None, *
     if not same_device:  # fixed for a device's life: not re-read on each of its change events
         p.hcil = sysinfo.hcil(f.dev)
         p.node_name = sysinfo.target_node_name(f.dev)
+        p.host_wwnn, p.host_wwpn, p.tgt_wwpn = sysinfo.fc_names_shown(f.dev)
+        p.adapter = sysinfo.host_adapter(f.dev) or "[undef]"
         p.scsi_timeout = sysinfo.command_timeout(f.dev)
     p.size = sysinfo.size_sectors(f.dev)
     p.serial = f.properties.get("ID_SCSI_SERIAL") or sysinfo.unit_serial(f.dev)
     p.dev_state = sysinfo.dev_state(f.dev)
+    p.dh_state = sysinfo.dh_state(f.dev)  # the kernel may attach one after the device appeared
     checker = str(resolve("path_checker") or "tur")
     if resolve("detect_checker") and sysinfo.access_state(f.dev):
         checker = "tur"

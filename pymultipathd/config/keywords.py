@@ -589,8 +589,9 @@ _TABLE: list[Keyword] = [
         YesNo(),
         True,
         "DVO",
-        "Keep a hardware handler the kernel already attached (always the case on Linux >= 4.3).",
-        unsupported="Linux >= 4.3 always keeps a hardware handler it attached; nothing here asks otherwise",
+        "Keep a hardware handler the kernel already attached: the map's table names it (Linux >= 4.3 keeps "
+        "it anyway); no: the table names hardware_handler.",
+        effect=f"{_PLAN} -> hwhandler; tests: unit/test_daemon_plan.py, vm/test_wildcards_vm.py",
     ),
     _k(
         "failback",

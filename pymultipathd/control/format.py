@@ -55,9 +55,24 @@ def next_check(p: PathState, now: float) -> str:
     return "X" * filled + "." * (10 - filled) + f" {int(done)}/{int(interval)}"
 
 
+def lun_hex(hcil: str) -> str:
+    """show paths %L: the LUN as the 8-byte SCSI LUN structure in hex (the kernel's int_to_scsilun: the
+    number's 16-bit words in reverse order); all ones when the LUN is not known."""
+    try:
+        lun = int(hcil.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return f"0x{(1 << 64) - 1:016x}"
+    words = [(lun >> shift) & 0xFFFF for shift in (0, 16, 32, 48)]
+    return "0x" + "".join(f"{w:04x}" for w in words)
+
+
+def _or_hashes(text: str | None) -> str:
+    return text or "##"
+
+
 def _path_fields(state: DaemonState, now: float) -> dict[str, tuple[str, Callable[[PathState], str]]]:
-    def vpr(p: PathState) -> str:
-        return f"{p.facts.vendor or ''},{p.facts.product or ''}"
+    def vpr(p: PathState) -> str:  # 0.9.4 prints no revision here (later upstream versions do)
+        return f"{_or_hashes(p.facts.vendor)},{_or_hashes(p.facts.product)}"
 
     return {
         "w": ("uuid", lambda p: p.wwid or ""),
@@ -74,12 +89,27 @@ def _path_fields(state: DaemonState, now: float) -> dict[str, tuple[str, Callabl
         "S": ("size", lambda p: human_size(p.size)),
         "z": ("serial", lambda p: p.serial),
         "m": ("multipath", lambda p: p.map or "[orphan]"),
+        "N": ("host WWNN", lambda p: p.host_wwnn),
         "n": ("target WWNN", lambda p: p.node_name or "[undef]"),
-        "N": ("host WWNN", lambda p: "[undef]"),
-        "P": ("protocol", lambda p: p.facts.protocol or ""),
-        "M": ("marginal_st", lambda p: "normal"),
+        "R": ("host WWPN", lambda p: p.host_wwpn),
+        "r": ("target WWPN", lambda p: p.tgt_wwpn),
+        "a": ("host adapter", lambda p: p.adapter),
+        "G": ("foreign", lambda p: "--"),            # no foreign multipath libraries here
+        "g": ("vpd page data", lambda p: "[undef]"),  # vendor VPD pages are not read (vpd_vendor)
         "0": ("failures", lambda p: str(p.failures)),
+        "P": ("protocol", lambda p: p.facts.protocol or ""),
+        "I": ("init_st", lambda p: "ok" if p.wwid else "udev-missing"),
+        "L": ("LUN hex", lambda p: lun_hex(p.hcil)),
+        "M": ("marginal_st", lambda p: "normal"),
     }
+
+
+def map_revision(state: DaemonState, m: MapState) -> str:
+    """show maps %e: the revision of the map's first path that has one, as upstream."""
+    for p in state.paths_of(m):
+        if p.facts.revision:
+            return p.facts.revision
+    return "##"
 
 
 def failback_text(m: MapState, settings_of: SettingsOf | None, now: float) -> str:
@@ -106,9 +136,13 @@ def _map_fields(state: DaemonState, settings_of: SettingsOf | None = None,
         "S": ("size", lambda m: human_size(m.table.size if m.table else 0)),
         "f": ("features", lambda m: features_text(m)),
         "h": ("hwhandler", lambda m: hwhandler_text(m)),
-        "s": ("vend/prod/rev", lambda m: f"{m.vendor},{m.product}"),
-        "v": ("vend", lambda m: m.vendor),
-        "p": ("prod", lambda m: m.product),
+        "s": ("vend/prod/rev", lambda m: f"{m.vendor},{m.product}" if m.vendor and m.product else "##,##"),
+        "v": ("vend", lambda m: m.vendor or "##"),
+        "p": ("prod", lambda m: m.product or "##"),
+        "e": ("rev", lambda m: map_revision(state, m)),
+        "G": ("foreign", lambda m: "--"),
+        "g": ("vpd page data", lambda m: "[undef]"),
+        "A": ("action", lambda m: m.action),
         "2": ("map_loads", lambda m: str(m.stats.map_loads)),
         "o": ("open", lambda m: str(m.open_count)),
         "F": ("failback", lambda m: failback_text(m, settings_of, now)),
@@ -128,6 +162,8 @@ def wildcards() -> str:
     lines += [f"%{k}  {v[0]}" for k, v in _map_fields(dummy).items()]
     lines += ["", "path format wildcards:"]
     lines += [f"%{k}  {v[0]}" for k, v in _path_fields(dummy, 0.0).items()]
+    # what the group lines of the topology show (no command takes a group format)
+    lines += ["", "pathgroup format wildcards:", "%s  selector", "%p  pri", "%t  dm_st", "%M  marginal_st"]
     return "\n".join(lines) + "\n"
 
 
@@ -253,8 +289,8 @@ def map_json(state: DaemonState, m: MapState, settings_of: SettingsOf | None = N
             "paths": [{
                 "dev": p.dev, "dev_t": p.dev_t, "dm_st": path_dm_state(state, p), "dev_st": p.dev_state,
                 "chk_st": CHK_WORDS.get(p.chk_state, p.chk_state), "checker": p.checker, "pri": p.prio,
-                "host_wwnn": "[undef]", "target_wwnn": p.node_name or "[undef]", "host_wwpn": "[undef]",
-                "target_wwpn": "[undef]", "host_adapter": "[undef]", "marginal_st": "normal",
+                "host_wwnn": p.host_wwnn, "target_wwnn": p.node_name or "[undef]", "host_wwpn": p.host_wwpn,
+                "target_wwpn": p.tgt_wwpn, "host_adapter": p.adapter, "marginal_st": "normal",
             } for p in members],
         })
     return {

@@ -525,6 +525,7 @@ class Core:
         self._created.append(wwid)
         m = MapState(name=name, wwid=wwid, vendor=first.facts.vendor or "", product=first.facts.product or "")
         m.reloads = 1
+        m.action = "create"
         m.stats.map_loads += 1
         decide.created(self.state, m, a.devs)
         await self.refresh_map(m)
@@ -623,6 +624,7 @@ class Core:
             return
         await self.dm(dmmaps.reload_map, self.ctl, name, [table.line()])
         m.reloads += 1
+        m.action = "reload"
         m.stats.map_loads += 1
         self.stats["reloads"] += 1
 

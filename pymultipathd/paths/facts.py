@@ -211,9 +211,11 @@ def path_facts(dev: str, config: Config | None = None, *, usage: Usage | None = 
     if dev.startswith("nvme"):
         vendor: str | None = "NVME"
         product = _read(os.path.join(base, "device", "model"))
+        revision = _read(os.path.join(base, "device", "firmware_rev"))
     else:
         vendor = _read(os.path.join(base, "device", "vendor"))
         product = _read(os.path.join(base, "device", "model"))
+        revision = _read(os.path.join(base, "device", "rev"))
     uid_attr = _uid_attribute(config, dev, vendor, product)
     wwid = (properties.get(uid_attr) or None) if uid_attr else _sysfs_wwid(dev)
     if wwid is not None and len(wwid) >= WWID_SIZE:
@@ -230,7 +232,7 @@ def path_facts(dev: str, config: Config | None = None, *, usage: Usage | None = 
     in_use = bool(holders) or bool(({dev_t} | part_dev_ts) & usage.mounted) \
         or bool(({dev} | set(parts)) & usage.swaps)
     return PathFacts(
-        dev=dev, devtype=devtype, dev_t=dev_t, wwid=wwid, vendor=vendor, product=product,
+        dev=dev, devtype=devtype, dev_t=dev_t, wwid=wwid, vendor=vendor, product=product, revision=revision,
         protocol=_protocol(dev), properties=properties, holders=tuple(sorted(set(holders))), in_use=in_use,
         hidden=_read(os.path.join(base, "hidden")) == "1",
         released=properties.get("DM_MULTIPATH_DEVICE_PATH") == "0",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 
 from pymultipathd import locations
 from pymultipathd.sysread import device_dir
@@ -61,6 +62,12 @@ def command_timeout(dev: str, default: float = 30.0) -> float:
     except ValueError:
         return default
     return value if value > 0 else default
+
+
+def dh_state(dev: str) -> str:
+    """The device handler the kernel attached to the SCSI device ("alua", "emc", ...), "" if none."""
+    state = _read(os.path.join(block_dir(dev), "device", "dh_state"))
+    return "" if state in ("", "detached") else state
 
 
 def access_state(dev: str) -> str:
@@ -129,6 +136,35 @@ def unit_serial(dev: str) -> str:
     field = raw[4 : 4 + length].strip(b" ")
     field = field.split(b"\0", 1)[0][:UNIT_SERIAL_MAX]
     return field.decode("utf-8", "surrogateescape")
+
+
+def fc_names_shown(dev: str) -> tuple[str, str, str]:
+    """(host WWNN, host WWPN, target WWPN) as show paths prints them: "[undef]" for a path that is not Fibre
+    Channel, "[unknown]" for a name that cannot be read."""
+    fc = fc_port_names(dev)
+    if fc is None:
+        return ("[undef]",) * 3
+    return tuple(n or "[unknown]" for n in fc)  # type: ignore[return-value]
+
+
+_PCI = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
+
+
+def host_adapter(dev: str) -> str | None:
+    """The initiator a path leaves through (show paths %a): the IP address of an iSCSI session's host,
+    else the PCI address of the SCSI host's adapter; None when neither is known."""
+    from pymultipathd.sysread import read_text
+
+    devpath = device_dir(block_dir(dev))
+    parts = devpath.split(os.sep)
+    hosts = [p for p in parts if p.startswith("host") and p[4:].isdigit()]
+    if not hosts:
+        return None
+    if any(p.startswith("session") for p in parts):
+        return read_text(os.path.join(locations.sysfs(), "class", "iscsi_host", hosts[-1], "ipaddress")) \
+            or None
+    pci = [p for p in parts[:parts.index(hosts[-1])] if _PCI.fullmatch(p)]
+    return pci[-1] if pci else None
 
 
 def fc_port_names(dev: str) -> tuple[str | None, str | None, str | None] | None:

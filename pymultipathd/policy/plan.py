@@ -32,7 +32,14 @@ def features(resolve: Resolve, queueing: bool) -> dmt.Features:
     )
 
 
-def hwhandler(resolve: Resolve) -> tuple[str | None, tuple[str, ...]]:
+def hwhandler(resolve: Resolve, paths: Sequence[PathState] = ()) -> tuple[str | None, tuple[str, ...]]:
+    """The table's hardware handler: one the kernel attached to a path already, as upstream (with
+    retain_attached_hw_handler, the default: the kernel keeps it whatever the table says, and the table
+    then says so too); else hardware_handler."""
+    if resolve("retain_attached_hw_handler") is not False:
+        attached = next((p.dh_state for p in paths if p.dh_state), "")
+        if attached:
+            return attached, ()
     words = str(resolve("hardware_handler") or "0").split()
     if not words or words[0] == "0" or len(words) < 2:
         return None, ()
@@ -72,7 +79,7 @@ def build_table(paths: Sequence[PathState], resolve: Resolve, *,
     groups = group_members(members(paths), str(resolve("path_grouping_policy")))
     sel, sel_args = selector(resolve)
     feats = features(resolve, queue_if_no_path(resolve) if queueing is None else queueing)
-    hwh, hwh_args = hwhandler(resolve)
+    hwh, hwh_args = hwhandler(resolve, paths)
     return dmt.MultipathTable(
         size=sizes.pop(),
         groups=tuple(

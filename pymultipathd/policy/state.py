@@ -41,6 +41,13 @@ class PathState:
     hcil: str = "#:#:#:#"
     size: int = 0                 # sectors
     node_name: str = ""
+    # the initiator side of a path, as show paths %N %R %r %a print them ("[undef]" where the transport
+    # has no such name: only Fibre Channel has WWNs, the adapter is a PCI device or an iSCSI host's address)
+    host_wwnn: str = "[undef]"
+    host_wwpn: str = "[undef]"
+    tgt_wwpn: str = "[undef]"
+    adapter: str = "[undef]"
+    dh_state: str = ""            # the device handler the kernel attached ("alua"), "" if none
     serial: str = ""
     checker: str = "tur"
     prio_name: str = "const"
@@ -97,6 +104,7 @@ class MapState:
     retry_next: float = 0.0           # loop time at which retry_ticks counts down next
     failback_due: float | None = None  # failback N: loop time at which to return to the best group
     reloads: int = 0                  # table loads since the daemon started (adopted maps: 0)
+    action: str = ""                  # the last table load, "create" or "reload" (show maps %A, as upstream)
     suspended: bool = False
     read_only: bool = False
     queueing_since: float | None = None  # loop time since which it queues with no usable path

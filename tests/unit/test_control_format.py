@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from pymultipathd.classify import PathFacts
 from pymultipathd.control import format as fmt
 from pymultipathd.dm import table as dmt
@@ -77,3 +79,39 @@ def test_json_has_upstream_keys():
 def test_wildcards_lists_letters():
     text = fmt.wildcards()
     assert "%n  name" in text and "%d  dev" in text and "%T  chk_st" in text
+
+
+@pytest.mark.parametrize(("hcil", "want"), [
+    ("2:0:0:0", "0x0000000000000000"), ("2:0:0:1", "0x0001000000000000"),
+    ("3:0:1:16385", "0x4001000000000000"),        # flat space addressing of LUN 1 (0x4001)
+    ("3:0:0:65536", "0x0000000100000000"),        # the second 16-bit word
+    ("#:#:#:#", "0xffffffffffffffff"),            # not known
+])
+def test_lun_hex_is_the_kernels_scsi_lun_structure(hcil, want):
+    from pymultipathd.control import format as fmt
+
+    assert fmt.lun_hex(hcil) == want
+
+
+def test_host_adapter_is_an_iscsi_hosts_address_or_the_pci_device(tmp_path, monkeypatch):
+    from pymultipathd.paths import sysinfo
+
+    root = tmp_path / "sys"
+    iscsi = root / "devices/platform/host3/session1/target3:0:0/3:0:0:1"
+    fc = root / "devices/pci0000:00/0000:00:04.0/host5/rport-5:0-2/target5:0:0/5:0:0:7"
+    for dev, name in ((iscsi, "sdb"), (fc, "sdc")):
+        (dev / "block" / name).mkdir(parents=True)
+        (root / "block").mkdir(exist_ok=True)
+        (root / "block" / name).symlink_to(dev / "block" / name)
+        (dev / "block" / name / "device").symlink_to(dev)
+    (root / "class/iscsi_host/host3").mkdir(parents=True)
+    (root / "class/iscsi_host/host3/ipaddress").write_text("192.0.2.10\n")
+    from pymultipathd import locations
+
+    before = locations.install(locations.Locations.from_env({"PYMULTIPATH_SYSFS": str(root)}))
+    try:
+        assert sysinfo.host_adapter("sdb") == "192.0.2.10"
+        assert sysinfo.host_adapter("sdc") == "0000:00:04.0"
+        assert sysinfo.host_adapter("sdz") is None
+    finally:
+        locations.install(before)

@@ -105,3 +105,16 @@ def test_current_group_prefers_the_switch_target_over_the_active_group():
     two = "2 0 0 0 2 2 A 0 1 2 8:0 A 0 0 1 E 0 1 2 8:16 A 0 0 1"
     st = dmt.parse_multipath_status(two)
     assert st.active_group() == 1 and plan.current_group(st) == 2
+
+
+@pytest.mark.parametrize(("retain", "attached", "handler"), [
+    ("", "alua", "alua"),            # the kernel attached alua: the table names it, as upstream's
+    ("", "", None),                  # nothing attached, nothing configured
+    ("retain_attached_hw_handler no", "alua", None),  # the configuration's (none) instead
+    ('hardware_handler "1 emc"', "", "emc"),
+])
+def test_a_handler_the_kernel_attached_is_the_tables(retain, attached, handler):
+    paths = [P("sdb", 16), P("sdc", 32)]
+    paths[1].dh_state = attached
+    t = plan.build_table(paths, resolver(f"defaults {{\n {retain}\n}}\n" if retain else ""))
+    assert t.hwhandler == handler
