@@ -358,7 +358,8 @@ def _location(which: str) -> Callable[[Callable[[str], object]], object]:
 # Where the effect of a keyword lives (see Keyword.effect); shared by keywords acted on in the same place.
 _SETTINGS = "policy/settings.py map_settings -> policy/decide.py"
 _PLAN = "policy/plan.py build_table"
-_SHAKY_WHY = "no path-error accounting yet: a failed path is reinstated as soon as its checker finds it up"
+_SHAKY_EFFECT = (f"{_SETTINGS} path_checked -> hold_back; tests: unit/test_policy.py, "
+                 "vm/test_keywords_vm.py")
 _MARGINAL_WHY = "no marginal-path detection yet"
 _TRANSPORT = (
     "policy/transport.py transport -> daemon/core.py Core._set_transport -> paths/transport.py apply_all"
@@ -736,24 +737,26 @@ _TABLE: list[Keyword] = [
         _SHAKY,
         0,
         "DVOM",
-        "Failures after which a path is held back.",
-        unsupported=_SHAKY_WHY,
+        "Failures (counted as a path comes back) after which it is held out of its map for "
+        "san_path_err_recovery_time seconds; all three san_path_err keywords must be set.",
+        effect=_SHAKY_EFFECT,
     ),
     _k(
         "san_path_err_forget_rate",
         _SHAKY,
         0,
         "DVOM",
-        "Checks after which one failure is forgotten.",
-        unsupported=_SHAKY_WHY,
+        "Healthy checks after which one counted failure is forgotten.",
+        effect=_SHAKY_EFFECT,
     ),
     _k(
         "san_path_err_recovery_time",
         _SHAKY,
         0,
         "DVOM",
-        "Seconds a shaky path is held back.",
-        unsupported=_SHAKY_WHY,
+        "Seconds a path past san_path_err_threshold is held out of its map (less if it is the map's only "
+        "usable one).",
+        effect=_SHAKY_EFFECT,
     ),
     _k(
         "marginal_path_double_failed_time",

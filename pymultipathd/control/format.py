@@ -18,7 +18,7 @@ from pymultipathd.policy.state import DaemonState, MapState, PathCheck, PathStat
 SettingsOf = Callable[[MapState], MapSettings]
 
 CHK_WORDS = {"up": "ready", "down": "faulty", "ghost": "ghost", "shaky": "shaky", "pending": "i/o pending",
-             "timeout": "i/o timeout", "undef": "undef", "wild": "undef"}
+             "timeout": "i/o timeout", "undef": "undef", "wild": "undef", "delayed": "delayed"}
 GROUP_WORDS = {"A": "active", "E": "enabled", "D": "disabled"}
 
 DEFAULT_PATH_FORMAT = "%i %d %D %p %t %T %o %C"

@@ -18,7 +18,15 @@ from collections.abc import Callable
 from pymultipathd.policy import actions as act
 from pymultipathd.policy import events as ev
 from pymultipathd.policy import plan
-from pymultipathd.policy.settings import FailbackMode, LastDel, MapSettings, Resolve, RetryMode, map_settings
+from pymultipathd.policy.settings import (
+    FailbackMode,
+    LastDel,
+    MapSettings,
+    Resolve,
+    RetryMode,
+    SanPathErr,
+    map_settings,
+)
 from pymultipathd.policy.state import DaemonState, MapState, PathCheck, PathState
 
 SettingsOf = Callable[[MapState], MapSettings]
@@ -81,9 +89,15 @@ def path_checked(state: DaemonState, e: ev.PathChecked, settings_of: SettingsOf)
         p.next_check = e.now + s.polling_interval
         return said
     was_usable, first = p.usable, p.chk_state is PathCheck.UNDEF
-    p.chk_state, p.chk_msg = e.state, e.message
+    state_now, message = e.state, e.message
+    held: list[act.Action] = []
+    if state_now.usable and s.san_path_err is not None and m is not None:
+        held = hold_back(state, m, p, s.san_path_err, e.now)
+        if p.held_since is not None:
+            state_now, message = PathCheck.DELAYED, f"{e.message}; held back after {p.err_failures} failures"
+    p.chk_state, p.chk_msg = state_now, message
     now_usable = p.usable
-    out: list[act.Action] = []
+    out: list[act.Action] = held
     changed = now_usable != was_usable and not first
     if m is not None:
         active = dm_active(m, p)
@@ -106,7 +120,7 @@ def path_checked(state: DaemonState, e: ev.PathChecked, settings_of: SettingsOf)
             changed = True
         if not now_usable and was_usable and not first:
             count_fault(state, m, p)
-        elif not now_usable and not was_usable and not first:
+        elif not now_usable and not was_usable and not first and state_now is not PathCheck.DELAYED:
             # still down: the checker's word again at every check (log_checker_err always), or only in the
             # debug log after the first time (once), as upstream
             level = act.Level.INFO if s.log_checker_err_always else act.Level.DEBUG
@@ -132,6 +146,46 @@ def path_checked(state: DaemonState, e: ev.PathChecked, settings_of: SettingsOf)
         else:  # failback immediate also undoes a switch an administrator made while nothing changed
             out += failback(state, m, s, e.now, steady=True)
     return out
+
+
+def hold_back(state: DaemonState, m: MapState, p: PathState, rule: SanPathErr,
+              now: float) -> list[act.Action]:
+    """san_path_err_*, as upstream's check_path_reinstate_state, for a check that found `p` up: count a
+    failure each time it comes back from down, forget one per forget_rate healthy checks, and past the
+    threshold hold it out of its map (p.held_since) for recovery_time seconds, or until it is the map's
+    only usable path. Called before p.chk_state takes the verdict (so it is still the previous state)."""
+    before = p.chk_state
+    if p.held_since is not None:
+        reason = ""
+        if not any(q.usable for q in state.paths_of(m) if q is not p):
+            reason = "no other usable path in the map"
+        else:
+            if before not in (PathCheck.UP, PathCheck.GHOST, PathCheck.DELAYED):
+                p.err_forget_left, p.held_since = rule.forget_rate, now  # it failed again: start over
+            if now - p.held_since > rule.recovery_time:
+                reason = f"held back {rule.recovery_time:g} s"
+        if not reason:
+            return []
+        p.err_failures, p.err_forget_left, p.held_since = 0, 0, None
+        return [act.Log(act.Level.INFO, f"{p.dev}: reinstating it ({reason})", m.name, p.dev)]
+    if before in (PathCheck.UP, PathCheck.GHOST) and p.err_failures > 0:
+        if p.err_forget_left > 0:
+            p.err_forget_left -= 1
+        else:
+            p.err_failures -= 1
+            p.err_forget_left = rule.forget_rate
+        return []
+    if before not in (PathCheck.DOWN, PathCheck.SHAKY, PathCheck.TIMEOUT):
+        return []
+    if p.err_failures == 0:
+        p.err_forget_left = rule.forget_rate
+    p.err_failures += 1
+    if p.err_failures <= rule.threshold:
+        return []
+    p.held_since = now
+    text = (f"{p.dev}: failed {p.err_failures} times (san_path_err_threshold {rule.threshold}); held out of "
+            f"{m.name} for {rule.recovery_time:g} s")
+    return [act.Log(act.Level.WARNING, text, m.name, p.dev)]
 
 
 def count_fault(state: DaemonState, m: MapState, p: PathState) -> None:

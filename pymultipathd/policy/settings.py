@@ -53,6 +53,16 @@ class NoPathRetry:
 
 
 @record(frozen=True)
+class SanPathErr:
+    """san_path_err_threshold, _forget_rate and _recovery_time, when all three are set (upstream acts only
+    then)."""
+
+    threshold: int         # failures (counted as a path comes back) beyond which it is held back
+    forget_rate: int       # healthy checks after which one counted failure is forgotten
+    recovery_time: float   # seconds a held-back path stays out of its map
+
+
+@record(frozen=True)
 class MapSettings:
     failback: Failback = Failback()
     no_path_retry: NoPathRetry = NoPathRetry()
@@ -65,6 +75,7 @@ class MapSettings:
     regroup_on_prio: bool = False     # path_grouping_policy group_by_prio: a priority change regroups
     log_checker_err_always: bool = True  # a path that stays down is said at each check (log_checker_err)
     recheck_wwid: bool = False        # a path coming back is asked its identity before it is reinstated
+    san_path_err: SanPathErr | None = None  # hold back paths that fail too often (all three keywords set)
 
     @property
     def queue_if_no_path(self) -> bool:
@@ -123,4 +134,15 @@ def map_settings(resolve: Resolve) -> MapSettings:
         regroup_on_prio=str(resolve("path_grouping_policy")) == "group_by_prio",
         log_checker_err_always=str(resolve("log_checker_err")) != "once",
         recheck_wwid=bool(resolve("recheck_wwid")),
+        san_path_err=san_path_err(resolve),
     )
+
+
+def _positive(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def san_path_err(resolve: Resolve) -> SanPathErr | None:
+    threshold, forget, recovery = (_positive(resolve(k)) for k in (
+        "san_path_err_threshold", "san_path_err_forget_rate", "san_path_err_recovery_time"))
+    return SanPathErr(threshold, forget, float(recovery)) if threshold and forget and recovery else None

@@ -24,6 +24,7 @@ class PathCheck(enum.StrEnum):
     SHAKY = "shaky"
     UNDEF = "undef"        # never checked
     WILD = "wild"          # the checker does not apply to this device (upstream's PATH_WILD): changes nothing
+    DELAYED = "delayed"    # up, but held out of its map after too many failures (san_path_err_*)
 
     @property
     def usable(self) -> bool:
@@ -63,6 +64,11 @@ class PathState:
     map: str | None = None        # name of the map holding it
     verdict: str = ""             # classifier decision and rule, for show paths / logs
     failures: int = 0             # times a check found it unusable after it was usable (`%0`)
+    # san_path_err_*: failures counted when the path comes back, checks left until one is forgotten, and
+    # the loop time since which its reinstatement is held back (None: it is not)
+    err_failures: int = 0
+    err_forget_left: int = 0
+    held_since: float | None = None
     blacklisted: bool = False     # known for `show devices`, but not a path (`show paths` leaves it out)
 
     @property

@@ -573,3 +573,70 @@ def test_a_member_with_another_wwid_leaves_the_map_even_when_claimed_for_it_and_
     reload = next(a for a in out if isinstance(a, act.ReloadMap))
     assert [s.dev for g in reload.table.groups for s in g.paths] == [bed.p("sdb").dev_t]
     assert out[-1] == act.Regroup("3600another")
+
+
+# --- san_path_err_*: a path that keeps failing is held back --------------------------------------------
+
+def _flappy(threshold: int = 1, forget: int = 2, recovery: float = 10.0) -> Bed:
+    from pymultipathd.policy.settings import SanPathErr
+
+    return Bed(MapSettings(san_path_err=SanPathErr(threshold, forget, recovery)))
+
+
+def _bounce(bed: Bed, now: float) -> list[str]:
+    bed.check("sdb", DOWN, now)
+    return kinds(bed.check("sdb", UP, now + 1))
+
+
+def test_a_path_failing_past_the_threshold_is_held_out_for_the_recovery_time():
+    bed = _flappy(threshold=1, recovery=10.0)
+    assert "ReinstatePath" in _bounce(bed, 0.0)           # first failure: within the threshold
+    held = bed.check("sdb", DOWN, 2.0) and bed.check("sdb", UP, 3.0)
+    assert "ReinstatePath" not in kinds(held) and bed.p("sdb").chk_state is PathCheck.DELAYED
+    assert any("held out of mpatha" in a.text for a in held if isinstance(a, act.Log))
+    assert "ReinstatePath" not in kinds(bed.check("sdb", UP, 12.0))   # 9 s held: not yet
+    assert bed.m.status.path("8:16").active is False
+    back = bed.check("sdb", UP, 13.5)                                  # past 10 s: back in
+    assert "ReinstatePath" in kinds(back) and bed.p("sdb").chk_state is UP
+    assert bed.p("sdb").err_failures == 0
+
+
+def test_a_held_path_is_reinstated_at_once_when_the_map_has_no_other():
+    bed = _flappy(threshold=1)
+    _bounce(bed, 0.0)
+    bed.check("sdb", DOWN, 2.0)
+    bed.check("sdb", UP, 3.0)
+    assert bed.p("sdb").chk_state is PathCheck.DELAYED
+    bed.check("sdc", DOWN, 4.0)                                        # the map's other path fails
+    assert "ReinstatePath" in kinds(bed.check("sdb", UP, 5.0))
+
+
+def test_failing_again_while_held_restarts_the_recovery_time():
+    bed = _flappy(threshold=1, recovery=10.0)
+    _bounce(bed, 0.0)
+    _bounce(bed, 2.0)                                                  # held since 3.0
+    bed.check("sdb", DOWN, 8.0)
+    bed.check("sdb", UP, 9.0)                                          # held again since 9.0
+    assert "ReinstatePath" not in kinds(bed.check("sdb", UP, 14.0))
+    assert "ReinstatePath" in kinds(bed.check("sdb", UP, 19.5))
+
+
+def test_healthy_checks_forget_failures_one_per_forget_rate():
+    bed = _flappy(threshold=1, forget=2)
+    _bounce(bed, 0.0)
+    assert bed.p("sdb").err_failures == 1
+    for t in (3.0, 4.0, 5.0):                                          # forget_rate 2, then one forgotten
+        bed.check("sdb", UP, t)
+    assert bed.p("sdb").err_failures == 0
+    assert "ReinstatePath" in _bounce(bed, 10.0)                       # counted afresh: within the threshold
+
+
+@pytest.mark.parametrize("words", [("2", "no", "10"), ("0", "5", "10"), ("no", "no", "no")])
+def test_san_path_err_acts_only_with_all_three_set(words):
+    from pymultipathd.policy.settings import map_settings
+
+    values = dict(zip(("san_path_err_threshold", "san_path_err_forget_rate", "san_path_err_recovery_time"),
+                      [int(w) if w.isdigit() else w for w in words], strict=True))
+    assert map_settings(values.get).san_path_err is None
+    full = {"san_path_err_threshold": 2, "san_path_err_forget_rate": 5, "san_path_err_recovery_time": 10}
+    assert map_settings(full.get).san_path_err is not None

@@ -4,6 +4,7 @@ daemon that does not answer, log_checker_err by the journal while a path stays d
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -67,7 +68,10 @@ def test_the_client_waits_uxsock_timeout_for_a_daemon_that_does_not_answer(ms):
 
 
 def _journal_since(t: float) -> list[str]:
-    return run(["journalctl", "-u", UNIT, "--no-pager", "-o", "cat", f"--since=@{int(t)}"]).splitlines()
+    """The daemon's journal lines from `t` on (the whole second after it: --since takes whole seconds, and
+    rounding down would take in lines from before)."""
+    return run(["journalctl", "-u", UNIT, "--no-pager", "-o", "cat",
+                f"--since=@{math.ceil(t)}"]).splitlines()
 
 
 def test_log_checker_err_always_says_a_down_path_at_each_check_and_once_only_at_first(iscsi_bed):
@@ -91,3 +95,33 @@ def test_log_checker_err_always_says_a_down_path_at_each_check_and_once_only_at_
         again = [ln for ln in _journal_since(t2) if ln.startswith(said)]
         assert not again, f"log_checker_err once repeated it: {again}"
         bed.restore(0)
+
+
+def test_san_path_err_holds_a_flapping_path_out_for_the_recovery_time(iscsi_bed):
+    from tests.vm import dm
+
+    bed = iscsi_bed(luns=1, size_mb=8)
+    a, _ = bed.paths(0)
+    recovery = 20
+    conf = config("greedy", san_path_err_threshold=1, san_path_err_forget_rate=100,
+                  san_path_err_recovery_time=recovery)
+    with Pympd(conf) as d:
+        name = d.wait_map(a.wwid)
+
+        def kernel_state() -> str:
+            return dm.statuses()[name].path(a.devno).state
+
+        def bounce() -> None:
+            bed.cut(0)
+            wait_for(lambda: kernel_state() == "F", 90, f"{a.dev} failed")
+            bed.restore(0)
+
+        bounce()  # the first failure is within the threshold: back at once
+        wait_for(lambda: kernel_state() == "A", 60, f"{a.dev} reinstated after its first failure")
+        bounce()  # the second is past it: held out although its checker finds it up
+        wait_for(lambda: d.path_states(name).get(a.dev, ("", ""))[1] == "delayed", 60, f"{a.dev} delayed")
+        t_held = time.monotonic()
+        while time.monotonic() - t_held < recovery - 5:
+            assert kernel_state() == "F", f"{a.dev} reinstated while held back"
+            time.sleep(1)
+        wait_for(lambda: kernel_state() == "A", 60, f"{a.dev} reinstated after san_path_err_recovery_time")
