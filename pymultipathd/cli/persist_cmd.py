@@ -248,8 +248,7 @@ def _transport_id(tid: bytes) -> str:
         return ""
     proto, fmt = tid[0] & 0x0F, tid[0] >> 6
     if proto == 5:
-        length = int.from_bytes(tid[2:4], "big") if len(tid) >= 4 else 0
-        name = codec.printable(tid[4:4 + length].split(b"\0", 1)[0])
+        name = codec.iscsi_name(tid)
         if fmt == 0:
             return f"   iSCSI name: {name}\n"
         if fmt == 1:
@@ -365,7 +364,7 @@ def run_out(req: Request, m: MapState, paths: list[Path], resolve: Resolve) -> i
     action = req.out_action
     assert action is not None
     prkeys_file = str(resolve("prkeys_file"))
-    mk = keys.configured(resolve("reservation_key"), m.wwid, prkeys_file)
+    mk = keys.configured(resolve("reservation_key"), m.wwid, lambda: keys.read_prkeys(prkeys_file))
     conf = mk.key.value if mk.key else 0
     aptpl = req.aptpl
     if mk.source is keys.Source.FILE and req.sark and (

@@ -73,10 +73,7 @@ class Reservations:
             log.error("%s", err)
 
     def map_key(self, m: MapState) -> keys.MapKey:
-        value = self._resolve_map(m)("reservation_key")
-        if value == keys.FILE_WORD:
-            return keys.MapKey(keys.Source.FILE, self.prkeys.get(m.wwid))
-        return keys.configured(value, m.wwid, self.prkeys_file)
+        return keys.configured(self._resolve_map(m)("reservation_key"), m.wwid, lambda: self.prkeys)
 
     async def set_file_key(self, m: MapState, key: keys.Key | None) -> None:
         """`setprkey` / `unsetprkey` for a map whose key comes from the prkeys file. Raises StoreError when

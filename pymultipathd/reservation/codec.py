@@ -217,6 +217,12 @@ def printable(raw: bytes) -> str:
     return "".join(chr(b) if 0x20 < b < 0x7F and b != 0x5C else f"\\x{b:02x}" for b in raw)
 
 
+def iscsi_name(tid: bytes) -> str:
+    """The name of an iSCSI TransportID (with ",i,0x<ISID>" in format 01b), printable."""
+    length = int.from_bytes(tid[2:4], "big") if len(tid) >= 4 else 0
+    return printable(tid[4:4 + length].split(b"\0", 1)[0])
+
+
 def transport_id_text(tid: bytes) -> str:
     """A TransportID in words: "iSCSI iqn...,i,0x23d000000001", "FCP 0x21000024ff...", "SAS 0x5000c5...";
     anything else in hex."""
@@ -225,9 +231,7 @@ def transport_id_text(tid: bytes) -> str:
     proto, fmt = tid[0] & 0x0F, tid[0] >> 6
     name = PROTOCOLS.get(proto, f"protocol {proto}")
     if proto == 5 and len(tid) >= 4:
-        length = int.from_bytes(tid[2:4], "big")
-        text = printable(tid[4:4 + length].split(b"\0", 1)[0])
-        return f"{name} {text}" if fmt in (0, 1) else f"{name} {tid.hex()}"
+        return f"{name} {iscsi_name(tid)}" if fmt in (0, 1) else f"{name} {tid.hex()}"
     if proto == 0 and len(tid) >= 16:
         return f"{name} 0x{tid[8:16].hex()}"
     if proto == 6 and len(tid) >= 12:

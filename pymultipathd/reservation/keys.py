@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import os
 import re
+from collections.abc import Callable, Mapping
 
 from pymultipathd.errors import PymultipathError
 from pymultipathd.record import record
@@ -78,12 +79,13 @@ class MapKey:
     key: Key | None
 
 
-def configured(value: object, wwid: str, prkeys_file: str) -> MapKey:
-    """The map's key from its resolved reservation_key (None, a key text, or "file")."""
+def configured(value: object, wwid: str, file_keys: Callable[[], Mapping[str, Key]]) -> MapKey:
+    """The map's key from its resolved reservation_key (None, a key text, or "file"). `file_keys`: the
+    prkeys file's keys by WWID, asked for only with "file" (the daemon's copy, or the file read now)."""
     if value is None or value == "":
         return MapKey(Source.NONE, None)
     if value == FILE_WORD:
-        return MapKey(Source.FILE, read_prkeys(prkeys_file).get(wwid))
+        return MapKey(Source.FILE, file_keys().get(wwid))
     try:
         return MapKey(Source.CONFIG, parse_key(str(value)))
     except BadKey:  # the configuration's loader refused it already; a bad value means no key
@@ -120,9 +122,7 @@ def read_prkeys(path: str) -> dict[str, Key]:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return parse_prkeys(f.read(1 << 20))  # bounded: a key line is under 100 bytes
-    except FileNotFoundError:
-        return {}
-    except OSError:
+    except OSError:  # a missing file too: no keys
         return {}
 
 

@@ -267,10 +267,5 @@ def register_path(devnode: str, key: int, aptpl: bool, all_tg_pt: bool, timeout:
 
 def key_present(devnode: str, key: int, timeout: float) -> bool | None:
     """Whether `key` is registered on the logical unit (None: could not be read)."""
-    r = prin(devnode, codec.PrIn.READ_KEYS, timeout)
-    if not r.ok:
-        return None
-    try:
-        return key in codec.parse_keys(r.data).keys
-    except codec.CodecError:
-        return None
+    keys, _ = _read_keys(devnode, timeout)
+    return None if keys is None else key in keys.keys

@@ -90,28 +90,33 @@ def test_parse_param_key_refuses(text):
 # ---- configured(): where a map's key comes from
 
 
+def _file(path):
+    """The prkeys file's keys, read when configured() asks for them."""
+    return lambda: keys.read_prkeys(str(path))
+
+
 def test_configured_none(tmp_path):
     f = str(tmp_path / "prkeys")
-    assert keys.configured(None, WWID_A, f) == MapKey(Source.NONE, None)
-    assert keys.configured("", WWID_A, f) == MapKey(Source.NONE, None)
+    assert keys.configured(None, WWID_A, _file(f)) == MapKey(Source.NONE, None)
+    assert keys.configured("", WWID_A, _file(f)) == MapKey(Source.NONE, None)
 
 
 def test_configured_from_config(tmp_path):
     f = str(tmp_path / "prkeys")
-    assert keys.configured("0x123abc", WWID_A, f) == MapKey(Source.CONFIG, Key(0x123ABC))
-    assert keys.configured("0x5:aptpl", WWID_A, f) == MapKey(Source.CONFIG, Key(5, aptpl=True))
+    assert keys.configured("0x123abc", WWID_A, _file(f)) == MapKey(Source.CONFIG, Key(0x123ABC))
+    assert keys.configured("0x5:aptpl", WWID_A, _file(f)) == MapKey(Source.CONFIG, Key(5, aptpl=True))
 
 
 def test_configured_bad_value_is_no_key(tmp_path):
-    assert keys.configured("0x0", WWID_A, str(tmp_path / "prkeys")) == MapKey(Source.NONE, None)
+    assert keys.configured("0x0", WWID_A, _file(str(tmp_path / "prkeys"))) == MapKey(Source.NONE, None)
 
 
 def test_configured_from_file(tmp_path):
     f = tmp_path / "prkeys"
     f.write_text("\n".join(HEADER_LINES) + f"\n0X00000000000000ab {WWID_A}\n")
-    assert keys.configured("file", WWID_A, str(f)) == MapKey(Source.FILE, Key(0xAB, aptpl=True))
-    assert keys.configured("file", WWID_B, str(f)) == MapKey(Source.FILE, None)
-    assert keys.configured("file", WWID_A, str(tmp_path / "missing")) == MapKey(Source.FILE, None)
+    assert keys.configured("file", WWID_A, _file(str(f))) == MapKey(Source.FILE, Key(0xAB, aptpl=True))
+    assert keys.configured("file", WWID_B, _file(str(f))) == MapKey(Source.FILE, None)
+    assert keys.configured("file", WWID_A, _file(str(tmp_path / "missing"))) == MapKey(Source.FILE, None)
 
 
 # ---- the prkeys file
