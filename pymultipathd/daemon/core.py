@@ -51,6 +51,7 @@ PARTITION_RETRY_MAX = 60.0  # ... up to this
 PARTITION_READ_TIMEOUT = 30.0  # seconds a partition-table read may take before it is tried again later
 HOLDERS_SCAN_TIMEOUT = 20.0    # seconds the daemon waits for the holders scan of a map it flushes
 TRANSPORT_TIMEOUT = 10.0       # seconds the sysfs writes of a map's transport settings may take
+RECHECK_MARGIN = 5.0           # seconds past its command timeout an identity read (recheck_wwid) may take
 
 
 class CommandError(PymultipathError):
@@ -87,6 +88,7 @@ class Core:
         # paths whose device reported another WWID than udev's when they came back (recheck_wwid): udev keeps
         # the old ID_SERIAL on change events, so the fresh one stays until the device is removed
         self.wwid_override: dict[str, str] = {}
+        self._rechecking: set[str] = set()  # paths whose identity read is still in the kernel
         self._batch_first: float | None = None
         self._batch_handle: asyncio.TimerHandle | None = None
         self._batch_task: asyncio.Task | None = None
@@ -652,11 +654,14 @@ class Core:
         if res.prio is not None:
             p.prio_due = False
         if res.state.usable and not p.usable and p.chk_state is not PathCheck.UNDEF and s.recheck_wwid:
-            fresh = await self._recheck_wwid(p, timeout)
-            if self.state.paths.get(p.dev) is not p:
-                return
-            if fresh is not None:
-                res = checkers.CheckResult(PathCheck.DOWN, f"the device's WWID is now {fresh}")
+            if p.dev in self._rechecking:  # an earlier read hangs: not reinstated until one answers
+                res = checkers.CheckResult(PathCheck.PENDING, "its identity (recheck_wwid) is still read")
+            else:
+                fresh = await self._recheck_wwid(p, timeout)
+                if self.state.paths.get(p.dev) is not p:
+                    return
+                if fresh is not None:
+                    res = checkers.CheckResult(PathCheck.DOWN, f"the device's WWID is now {fresh}")
         now = asyncio.get_running_loop().time()
         todo = decide.path_checked(self.state, ev.PathChecked(p.dev, res.state, now, res.message, res.prio),
                                    self.settings_of)
@@ -668,9 +673,12 @@ class Core:
         if another logical unit is behind it now. Such a path is not reinstated: it leaves its map (its
         facts take the new WWID, and both WWIDs are assembled again) and the kernel rereads the device."""
         loop = asyncio.get_running_loop()
+        # one read per path at a time: a device that never answers holds one map-io thread, not all of them
+        self._rechecking.add(p.dev)
+        read = loop.run_in_executor(self._io_thread, vpd.read_page, f"/dev/{p.dev}", timeout)
+        read.add_done_callback(lambda _: self._rechecking.discard(p.dev))
         try:
-            page = await asyncio.wait_for(
-                loop.run_in_executor(self._io_thread, vpd.read_page, f"/dev/{p.dev}", timeout), timeout + 5)
+            page = await asyncio.wait_for(asyncio.shield(read), timeout + RECHECK_MARGIN)
         except TimeoutError:
             page = None
         old = p.wwid

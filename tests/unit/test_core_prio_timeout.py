@@ -121,3 +121,50 @@ def test_a_removed_path_is_forgotten_by_the_checkers(monkeypatch):
         assert "sdb" not in core.state.paths and len(memory) == 0
     finally:
         core.runner.close()
+
+
+def test_a_hung_identity_read_holds_one_thread_and_keeps_its_path_out(monkeypatch):
+    """recheck_wwid: while a path's VPD read hangs, its next checks start no second read, and the path is
+    not reinstated (the verdict is pending) until a read answers."""
+    from pymultipathd.daemon import core as core_mod
+    from pymultipathd.paths import vpd
+    from pymultipathd.policy.state import MapState, PathCheck
+
+    _sysinfo(monkeypatch, timeout=0.1)
+    monkeypatch.setattr(core_mod, "RECHECK_MARGIN", 0.1)
+    release, reads, executed = threading.Event(), [], []
+
+    def hung_read(devnode: str, timeout: float) -> bytes | None:
+        reads.append(devnode)
+        release.wait(10)
+        return None
+
+    monkeypatch.setattr(vpd, "read_page", hung_read)
+    core = Core(load.parse_text("defaults {\n recheck_wwid yes\n}\n"), ctl=None)
+
+    async def up(*a, **k) -> checkers.CheckResult:
+        return checkers.CheckResult(PathCheck.UP, "test")
+
+    async def record(todo) -> None:
+        executed.extend(todo)
+
+    monkeypatch.setattr(core.runner, "check", up)
+    monkeypatch.setattr(core, "execute", record)
+    try:
+        p = core._path_from_facts(FACTS, None)
+        p.map, p.chk_state = "mpatha", PathCheck.DOWN
+        core.state.paths[p.dev] = p
+        core.state.maps["mpatha"] = MapState(name="mpatha", wwid=FACTS.wwid)
+        core.state.set_paths(core.state.maps["mpatha"], ["sdb"])
+
+        async def go() -> None:
+            await core.check_and_apply(p)   # the read did not answer in time: taken as unread
+            p.chk_state = PathCheck.DOWN
+            executed.clear()
+            await core.check_and_apply(p)   # still hanging: no second read; pending, so it stays down
+            assert p.chk_state is PathCheck.DOWN and executed == []
+        asyncio.run(go())
+        assert reads == ["/dev/sdb"]
+    finally:
+        release.set()
+        core.runner.close()
