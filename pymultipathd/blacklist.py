@@ -108,7 +108,8 @@ def _sourced(user: tuple[object, ...], builtin: tuple[object, ...],
 
 
 def _property(
-    config: Config, devnode: str, vendor: str | None, product: str | None, properties: Mapping[str, str]
+    config: Config, devnode: str, vendor: str | None, product: str | None, revision: str | None,
+    properties: Mapping[str, str],
 ) -> BlacklistVerdict | None:
     excepts = config.blacklist_exceptions.property + BUILTIN_EXCEPTIONS.property
     blacklist = _sourced(config.blacklist.property, BUILTIN_BLACKLIST.property, "blacklist")
@@ -118,7 +119,7 @@ def _property(
         for pattern, source in blacklist:
             if matches_inv(str(pattern), name):
                 return BlacklistVerdict(True, "property", source, str(pattern))
-    uid = config.uid_attribute_for(devnode, vendor=vendor, product=product)
+    uid = config.uid_attribute_for(devnode, vendor=vendor, product=product, revision=revision)
     if uid and uid in properties:
         user = [p for p in config.blacklist_exceptions.property if p not in BUILTIN_EXCEPTIONS.property]
         source = "exception" if user else "default"
@@ -135,13 +136,14 @@ def check(
     product: str | None = None,
     protocol: str | None = None,
     properties: Mapping[str, str] | None = None,
+    revision: str | None = None,
 ) -> BlacklistVerdict:
     """Is the device excluded, and by what? A criterion whose input is None is not evaluated.
 
     The device criterion needs both vendor and product. `devnode` is the kernel name (sda, not /dev/sda).
     """
     if properties is not None:
-        verdict = _property(config, devnode, vendor, product, properties)
+        verdict = _property(config, devnode, vendor, product, revision, properties)
         if verdict is not None and verdict.excluded:
             return verdict
     bl, ex = config.blacklist, config.blacklist_exceptions

@@ -143,15 +143,16 @@ def mode_of(config: Config) -> str:
     return normalize_mode(config.find_multipaths())
 
 
-def _known_hardware(config: Config, vendor: str | None, product: str | None) -> bool:
+def _known_hardware(config: Config, vendor: str | None, product: str | None, revision: str | None) -> bool:
     # docs/contracts.md names it known_hardware(vendor, product); the config core ships is_known_hardware
     known = getattr(config, "known_hardware", None)
     if known is not None:
         return bool(known(vendor, product))
-    return bool(config.is_known_hardware(vendor=vendor, product=product))
+    return bool(config.is_known_hardware(vendor=vendor, product=product, revision=revision))
 
 
-def wait_seconds(config: Config, vendor: str | None, product: str | None) -> float:
+def wait_seconds(config: Config, vendor: str | None, product: str | None,
+                 revision: str | None = None) -> float:
     """How long a single smart-mode path waits for a sibling (find_multipaths_timeout semantics).
 
     N > 0: N seconds. N < 0: |N| seconds for hardware the config knows (built-in or user `device` entry),
@@ -160,7 +161,7 @@ def wait_seconds(config: Config, vendor: str | None, product: str | None) -> flo
     timeout = int(config.find_multipaths_timeout()) or DEFAULT_TIMEOUT
     if timeout > 0:
         return float(timeout)
-    return float(-timeout) if _known_hardware(config, vendor, product) else UNKNOWN_HARDWARE_WAIT
+    return float(-timeout) if _known_hardware(config, vendor, product, revision) else UNKNOWN_HARDWARE_WAIT
 
 
 class _Index:
@@ -232,7 +233,7 @@ def _exclusion(path: PathFacts, config: Config) -> Step | None:
         return Step("not_a_disk", "no", f"{path.dev} is a {path.devtype or 'device without DEVTYPE'}, "
                     "not a whole disk; partitions follow their disk")
     v = blacklist.check(config, devnode=path.dev, wwid=path.wwid, vendor=path.vendor, product=path.product,
-                        protocol=path.protocol, properties=path.properties)
+                        protocol=path.protocol, properties=path.properties, revision=path.revision)
     if v.excluded:
         origin = {"default": "the built-in blacklist", "exception": "the blacklist exceptions"}.get(
             v.source or "", "the blacklist")
@@ -341,7 +342,7 @@ def _run(path: PathFacts, world: World, config: Config, for_udev: bool, steps: l
         return decide("timeout", "no", f"find_multipaths smart: no second path arrived before the wait "
                       f"ended (deadline {deadline:.0f}); {path.dev} is released to the system")
     if deadline is None:
-        deadline = world.now + wait_seconds(config, path.vendor, path.product)
+        deadline = world.now + wait_seconds(config, path.vendor, path.product, path.revision)
     return decide("waiting", "maybe", f"find_multipaths smart: {path.dev} waits for a second path "
                   f"{max(deadline - world.now, 0.0):.1f} s more (until {deadline:.0f})", deadline)
 

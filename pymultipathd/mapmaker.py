@@ -54,20 +54,15 @@ def unclaimed(paths: Sequence[PathState]) -> list[str]:
 
 
 def map_identity(state: DaemonState, claimed: Sequence[str],
-                 m: MapState | None) -> tuple[str | None, str | None]:
-    """The vendor and product the configuration of a WWID's map is resolved by: the map's own, else those
-    of its paths (its members, or the first claimed path of a map to be made)."""
+                 m: MapState | None) -> tuple[str | None, str | None, str | None]:
+    """The vendor, product and revision the configuration of a WWID's map is resolved by: the map's own,
+    else those of its paths (its members, or the first claimed path of a map to be made)."""
     first = state.paths[claimed[0]] if claimed else None
-    if m is not None:
-        vendor, product = m.vendor, m.product
-        if not vendor:
-            members = state.paths_of(m) or ([first] if first else [])
-            vendor = members[0].facts.vendor or "" if members else ""
-            product = members[0].facts.product or "" if members else ""
-    else:
-        vendor = first.facts.vendor or "" if first else ""
-        product = first.facts.product or "" if first else ""
-    return vendor or None, product or None
+    if m is not None and m.vendor:
+        return m.vendor, m.product or None, m.revision or None
+    members = (state.paths_of(m) if m is not None else []) or ([first] if first else [])
+    f = members[0].facts if members else None
+    return (f.vendor or None, f.product or None, f.revision or None) if f else (None, None, None)
 
 
 # --- transport settings of the paths ------------------------------------------------------------------
@@ -78,7 +73,9 @@ class TransportWork:
 
     wwid: str
     devs: tuple[str, ...]
-    transport: Transport
+    # the values per group of its paths: paths of another transport protocol may take others (overrides
+    # protocol subsections)
+    groups: tuple[tuple[tuple[str, ...], Transport], ...]
     no_path_retry: NoPathRetry
     polling_interval: float
     joining: tuple[str, ...]   # paths joining a live map: they get the map's own max_sectors_kb
@@ -86,21 +83,26 @@ class TransportWork:
 
 
 def transport_work(state: DaemonState, wwid: str, claimed: Sequence[str],
-                   resolve_of: Callable[[], Resolve]) -> TransportWork | None:
+                   resolve_of: Callable[[str | None], Resolve]) -> TransportWork | None:
     """The writes for the claimed paths of `wwid` and the paths its map has (None: no path). The
     configured max_sectors_kb goes only to the paths of a map about to be made; a live map's paths keep (and
-    its new paths get) the map's own limit. `resolve_of` is asked only when there is work."""
+    its new paths get) the map's own limit. `resolve_of(protocol)` is the map's configuration as it applies
+    to paths of that transport protocol, asked only when there is work."""
     m = state.map_of_wwid(wwid)
     devs = sorted(set(claimed) | {d for d in (m.paths if m else ()) if d in state.paths})
     if not devs:
         return None
-    resolve = resolve_of()
-    s, t = map_settings(resolve), transport(resolve)
+    by_protocol: dict[str | None, list[str]] = {}
+    for d in devs:
+        by_protocol.setdefault(state.paths[d].facts.protocol, []).append(d)
+    groups = []
+    for protocol, members in by_protocol.items():
+        t = transport(resolve_of(protocol))
+        groups.append((tuple(members), replace(t, max_sectors_kb=None) if m is not None else t))
+    s = map_settings(resolve_of(None))
     joining = [d for d in devs if d not in m.paths] if m is not None else []
-    if m is not None:
-        t = replace(t, max_sectors_kb=None)
-    return TransportWork(wwid, tuple(devs), t, s.no_path_retry, s.polling_interval, tuple(joining),
-                         m.dm_dev if m is not None else "")
+    return TransportWork(wwid, tuple(devs), tuple(groups), s.no_path_retry, s.polling_interval,
+                         tuple(joining), m.dm_dev if m is not None else "")
 
 
 def apply_transport(work: Sequence[TransportWork]) -> list[tuple[str, str]]:
@@ -108,7 +110,8 @@ def apply_transport(work: Sequence[TransportWork]) -> list[tuple[str, str]]:
     a path refused."""
     problems = []
     for w in work:
-        found = path_transport.apply_all(list(w.devs), w.transport, w.no_path_retry, w.polling_interval)
+        found = [problem for devs, t in w.groups
+                 for problem in path_transport.apply_all(list(devs), t, w.no_path_retry, w.polling_interval)]
         if w.joining and w.dm_dev:
             found += path_transport.match_map(list(w.joining), w.dm_dev)
         problems += [(w.wwid, p) for p in found]
@@ -209,7 +212,7 @@ def read_priorities(due: Mapping[str, PathState], config: Config) -> list[str]:
 
     calls = {}
     for dev, p in due.items():
-        resolve = topology.resolver(config, p.wwid, p.facts.vendor, p.facts.product)
+        resolve = topology.resolver(config, p.wwid, p.facts.vendor, p.facts.product, p.facts.revision)
         timeout = topology.check_timeout(resolve, p)
         calls[dev] = (functools.partial(prio.priority, p.prio_name, p.dev, p.prio_args, timeout),
                       checkers.PRIO_TIMEOUTS * timeout + 1.0)

@@ -113,10 +113,13 @@ def check_timeout(resolve: Resolve, p: PathState) -> float:
     return float(configured) if isinstance(configured, int) and configured > 0 else p.scsi_timeout
 
 
-def resolver(config: Config, wwid: str | None, vendor: str | None, product: str | None) -> Resolve:
-    """Keyword lookup bound to one map or path."""
+def resolver(config: Config, wwid: str | None, vendor: str | None, product: str | None,
+             revision: str | None = None, protocol: str | None = None) -> Resolve:
+    """Keyword lookup bound to one map or path (`protocol`: a path's transport, for the overrides
+    section's protocol subsections)."""
     def resolve(kw: str) -> object:
-        return config.resolve(kw, wwid=wwid, vendor=vendor, product=product)
+        return config.resolve(kw, wwid=wwid, vendor=vendor, product=product, revision=revision,
+                              protocol=protocol)
     return resolve
 
 
@@ -142,7 +145,7 @@ def read_all(ctl: Control, config: Config) -> tuple[DaemonState, list[tuple[str,
                 f = facts.path_facts(dev, config)
             except facts.FactsError:
                 continue
-            state.paths[dev] = path_state(f, resolver(config, f.wwid, f.vendor, f.product), None,
+            state.paths[dev] = path_state(f, resolver(config, f.wwid, f.vendor, f.product, f.revision), None,
                                           read_prio=False)
         state.relink(m)
     return state, problems

@@ -323,6 +323,7 @@ class MapPlan:
     queueing: bool | None = None       # QUEUEING: on or off
     vendor: str = ""
     product: str = ""
+    revision: str = ""
     notes: tuple[str, ...] = ()        # extra words for -v3
 
 
@@ -395,9 +396,9 @@ def plan_map(state: DaemonState, wwid: str, claimed: tuple[str, ...], resolve: R
     """What map making does for `wwid`, from the policy's assembly (policy.decide.assemble, what the daemon
     does for a batch of uevents), with `force` (-r) reloading a map whose table would not change."""
     m = state.map_of_wwid(wwid)
-    vendor, product = mapmaker.map_identity(state, claimed, m)
+    vendor, product, revision = mapmaker.map_identity(state, claimed, m)
     base = MapPlan(wwid, Action.UNCHANGED, "", name=m.name if m else "", vendor=vendor or "",
-                   product=product or "")
+                   product=product or "", revision=revision or "")
     todo = decide.assemble(state, ev.PathsSettled(wwid, claimed), resolve)
     for a in todo:
         if isinstance(a, act.Log) and a.level >= act.Level.ERROR:
@@ -440,13 +441,13 @@ def plan_all(state: DaemonState, sc: Scope, config: Config, opts: Options, *,
     for wwid in sc.wwids:
         claimed = sc.claimed.get(wwid, ())
         m = state.map_of_wwid(wwid)
-        vendor, product = mapmaker.map_identity(state, claimed, m)
+        vendor, product, revision = mapmaker.map_identity(state, claimed, m)
         overrides: dict[str, object] = {}
         if opts.policy is not None and m is None:
             overrides["path_grouping_policy"] = opts.policy
         if no_queueing:
             overrides["no_path_retry"] = "fail"
-        configured = topology.resolver(config, wwid, vendor, product)
+        configured = topology.resolver(config, wwid, vendor, product, revision)
         p = plan_map(state, wwid, claimed, overridden(configured, overrides), force=opts.force_reload)
         notes = []
         if no_queueing and map_settings(configured).queue_if_no_path \
@@ -677,8 +678,8 @@ def gather(ctl: Control, config: Config) -> Snapshot:
         state.maps[m.name] = m
     for f in world.paths:
         if mapmaker.is_path_candidate(f.dev):
-            p = topology.path_state(f, topology.resolver(config, f.wwid, f.vendor, f.product), None,
-                                    read_prio=False)
+            r = topology.resolver(config, f.wwid, f.vendor, f.product, f.revision)
+            p = topology.path_state(f, r, None, read_prio=False)
             p.blacklisted = classify.blacklisted(f, config)
             state.paths[f.dev] = p
     for m in state.maps.values():
@@ -764,10 +765,10 @@ def carry_out(ctl: Control, plans: Sequence[MapPlan], snap: Snapshot, sc: Scope,
     namings = bind(namings, sh, state.maps)
     todo = [p for p in plans if p.action in (Action.CREATE, Action.RELOAD, Action.QUEUEING, Action.UNCHANGED)]
 
-    def resolver_of(wwid: str) -> Callable[[], Resolve]:
+    def resolver_of(wwid: str) -> Callable[[str | None], Resolve]:
         claimed = sc.claimed.get(wwid, ())
-        vendor, product = mapmaker.map_identity(state, claimed, state.map_of_wwid(wwid))
-        return lambda: topology.resolver(config, wwid, vendor, product)
+        vendor, product, revision = mapmaker.map_identity(state, claimed, state.map_of_wwid(wwid))
+        return lambda protocol: topology.resolver(config, wwid, vendor, product, revision, protocol)
 
     work = [w for p in todo
             if (w := mapmaker.transport_work(state, p.wwid, sc.claimed.get(p.wwid, ()), resolver_of(p.wwid)))]
@@ -817,7 +818,8 @@ def carry_out(ctl: Control, plans: Sequence[MapPlan], snap: Snapshot, sc: Scope,
         except (store.StoreError, ValueError) as err:
             sh.error(f"cannot record the WWIDs of the new maps in the wwids file: {err}")
     for plan in created:
-        if topology.resolver(config, plan.wwid, plan.vendor or None, plan.product or None)("skip_kpartx"):
+        if topology.resolver(config, plan.wwid, plan.vendor or None, plan.product or None,
+                             plan.revision or None)("skip_kpartx"):
             continue
         try:
             mapmaker.partition_maps(ctl, plan.name, PARTITION_TIMEOUT)
@@ -957,7 +959,8 @@ def main(argv: list[str], *, find_multipaths: str | None = None) -> int:
         for problem in read_priorities(state, sc, config):
             sh.warn(problem)
     plans = plan_all(state, sc, config, opts, daemon_running=running)
-    new = [(p.wwid, topology.resolver(config, p.wwid, p.vendor or None, p.product or None))
+    new = [(p.wwid, topology.resolver(config, p.wwid, p.vendor or None, p.product or None,
+                                            p.revision or None))
            for p in plans if p.action is Action.CREATE]
     namings = names(new, snap.bindings, state.maps, read_only=opts.bindings_read_only)
     for line in unmade(plans, sc):

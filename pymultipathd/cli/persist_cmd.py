@@ -321,13 +321,13 @@ def map_paths(device: str) -> tuple[MapState, list[Path], Resolve]:
         raise NoMap(f"{device} is not a multipath map nor a path of one" + (f" ({why})" if why else ""))
     paths = []
     for p in state.paths_of(m):
-        r = topology.resolver(config, p.wwid, p.facts.vendor, p.facts.product)
+        r = topology.resolver(config, p.wwid, p.facts.vendor, p.facts.product, p.facts.revision)
         host = p.hcil.split(":", 1)[0]
         paths.append(Path(dev=p.dev, devnode=f"/dev/{p.dev}",
                           usable=dm_active(m, p) is True and sysinfo.dev_state(p.dev) == "running",
                           host=int(host) if host.isdigit() else None,
                           timeout=topology.check_timeout(r, p)))
-    resolve = topology.resolver(config, m.wwid, m.vendor or None, m.product or None)
+    resolve = topology.resolver(config, m.wwid, m.vendor or None, m.product or None, m.revision or None)
     return m, paths, resolve
 
 

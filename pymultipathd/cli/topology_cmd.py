@@ -73,7 +73,7 @@ def _offline(check: bool, map_name: str | None) -> str:
         for d, p in shown.items():
             # each path's own deadline (checker_timeout, else its SCSI timeout), as the daemon's
             timeout = topology.check_timeout(topology.resolver(config, p.wwid, p.facts.vendor,
-                                                               p.facts.product), p)
+                                                               p.facts.product, p.facts.revision), p)
             calls[d] = (functools.partial(checkers.check_now, os.path.join("/dev", d), p.checker, timeout),
                         timeout + 1.0)
         results = mapmaker.side_by_side(calls, "check")

@@ -35,6 +35,10 @@ class ValueType:
     def fmt(self, value: object) -> str:
         return str(value)
 
+    def caution(self, value: object) -> str | None:
+        """A load warning for a valid value that will not do what it says (upstream accepts it too)."""
+        return None
+
 
 class Str(ValueType):
     pass
@@ -360,13 +364,34 @@ _SETTINGS = "policy/settings.py map_settings -> policy/decide.py"
 _PLAN = "policy/plan.py build_table"
 _SHAKY_EFFECT = (f"{_SETTINGS} path_checked -> hold_back; tests: unit/test_policy.py, "
                  "vm/test_keywords_vm.py")
-_MARGINAL_WHY = "no marginal-path detection yet"
+# what an overrides protocol subsection may set (upstream 0.9.4: the transport's timeouts)
+PROTOCOL_KEYWORDS = frozenset({"fast_io_fail_tmo", "dev_loss_tmo", "eh_deadline"})
+_MARGINAL_EFFECT = (f"{_SETTINGS} map_changed, path_checked -> policy/marginal.py; "
+                    "daemon/iosample.py; tests: unit/test_marginal.py, vm/test_marginal_vm.py")
+MIN_SAMPLE_TIME = 120  # upstream samples for no less: reads get 60 s to finish, and sending needs time too
+
+
+class _SampleTime(WordOrInt):
+    def caution(self, value: object) -> str | None:
+        if isinstance(value, int) and 0 < value < MIN_SAMPLE_TIME:
+            return (f"{value} is below {MIN_SAMPLE_TIME} s: marginal-path detection stays off for the maps "
+                    "it applies to (as upstream)")
+        return None
+
+
+class _MarginalGroups(Choice):
+    def caution(self, value: object) -> str | None:
+        if value == "fpin":
+            return ("fpin: no effect in pymultipathd: Fibre Channel FPIN notices are not received; marginal "
+                    "paths are held out as with off")
+        return None
 _TRANSPORT = (
     "policy/transport.py transport -> daemon/core.py Core._set_transport -> paths/transport.py apply_all"
 )
 _PR = ("cli/persist_cmd.py run_out (pympathpersist), daemon/reservations.py Reservations.map_key; "
        "tests: unit/test_reservation_keys.py, vm/test_persist_vm.py")
-_RETRIGGER_WHY = "a path whose WWID udev did not give is not retriggered; its next uevent is waited for"
+_RETRIGGER_EFFECT = ("policy/decide.py uninitialized -> daemon/core.py Core.policy_tick; "
+                     "tests: unit/test_retrigger.py, vm/test_keywords_vm.py")
 
 _TABLE: list[Keyword] = [
     # ---- path classification (what `-u` and the daemon decide on)
@@ -684,8 +709,11 @@ _TABLE: list[Keyword] = [
         _SHAKY,
         0,
         "DVOM",
-        "Seconds to wait for an active path on a map with only ghost paths.",
-        unsupported="a map whose paths are all ghosts (standby) is made at once",
+        "Seconds a new map whose paths are all ghosts (standby ports) stays announced as not ready (udev: "
+        "SYSTEMD_READY=0, no other rules), so nothing mounts or scans it through standby ports, unless an "
+        "active path appears first.",
+        effect=(f"{_SETTINGS} assemble, path_checked, tick; daemon/core.py Core._create; "
+                "tests: unit/test_ghost_delay.py, vm/test_ghost_delay_vm.py"),
     ),
     _k(
         "reservation_key",
@@ -763,40 +791,47 @@ _TABLE: list[Keyword] = [
         _SHAKY,
         0,
         "DVOM",
-        "Marginal-path detection window (s).",
-        unsupported=_MARGINAL_WHY,
+        "Seconds within which a second failure by the kernel (an I/O error) makes a path suspect: it is not "
+        "reinstated until an I/O error check finds it healthy. Marginal-path detection needs this, "
+        "marginal_path_err_sample_time and marginal_path_err_recheck_gap_time.",
+        effect=_MARGINAL_EFFECT,
     ),
     _k(
         "marginal_path_err_sample_time",
-        _SHAKY,
+        _SampleTime("no", lo=1, zero="no", off_as_zero=True),
         0,
         "DVOM",
-        "Marginal-path sampling time (s).",
-        unsupported=_MARGINAL_WHY,
+        "Seconds a suspect path is sampled with direct reads (at least 120; I/O is sent during the first "
+        "sample time minus 60 s, the rest lets the last reads finish or time out).",
+        effect=_MARGINAL_EFFECT,
     ),
     _k(
         "marginal_path_err_rate_threshold",
-        _SHAKY,
-        0,
+        WordOrInt("no", lo=1, zero="no"),
+        None,
         "DVOM",
-        "Marginal-path error rate (1/1000).",
-        unsupported=_MARGINAL_WHY,
+        "Errors per thousand sampled reads above which a suspect path stays out of its map (no or 0: "
+        "marginal-path detection is off; unset: any error).",
+        effect=_MARGINAL_EFFECT,
     ),
     _k(
         "marginal_path_err_recheck_gap_time",
         _SHAKY,
         0,
         "DVOM",
-        "Seconds before a marginal path is rechecked.",
-        unsupported=_MARGINAL_WHY,
+        "Seconds a path that failed its I/O error check waits before it is sampled again.",
+        effect=_MARGINAL_EFFECT,
     ),
     _k(
         "marginal_pathgroups",
-        Choice("off", "on", "fpin", aliases={"no": "off", "yes": "on"}),
+        _MarginalGroups("off", "on", "fpin", aliases={"no": "off", "yes": "on"}),
         "off",
         "D",
-        "Put marginal paths in a group of their own.",
-        unsupported="no marginal-path (or FPIN) detection yet, so no group of marginal paths",
+        "on: a path that is marginal (san_path_err_* or marginal_path_* found it failing too often, or "
+        "setmarginal) stays in its map in a path group of its own, used after every other group, instead "
+        "of being held out; off: such a path is held out. fpin (Fibre Channel FPIN notices) acts as off.",
+        effect=(f"{_PLAN} -> paths/grouping.py group_members; policy/marginal.py; daemon/handlers.py "
+                "set_marginal; tests: unit/test_marginal.py, vm/test_marginal_vm.py"),
     ),
     # ---- daemon and files
     _k(
@@ -812,8 +847,11 @@ _TABLE: list[Keyword] = [
         YesNo(),
         False,
         "D",
-        "Remap existing device-mapper maps onto the multipath map.",
-        unsupported="device-mapper maps on the paths are never remapped",
+        "Device-mapper devices built directly on a path of a multipath map (an LVM volume activated on "
+        "/dev/sdb before the map existed) are loaded again on the map, at start-up, when a map is made and "
+        "on reconfigure.",
+        effect=("daemon/core.py Core.reassign -> dm/maps.py reassign_holders; "
+                "tests: unit/test_dm_reassign.py, vm/test_keywords_vm.py"),
     ),
     _k(
         "max_fds",
@@ -840,16 +878,17 @@ _TABLE: list[Keyword] = [
         Int(lo=0),
         3,
         "D",
-        "Uevents retriggered to get a missing WWID.",
-        unsupported=_RETRIGGER_WHY,
+        "Times a disk whose WWID udev did not give (no uid_attribute property) gets a change uevent, so "
+        "udev runs its rules again; 0: never.",
+        effect=_RETRIGGER_EFFECT,
     ),
     _k(
         "retrigger_delay",
         Int(lo=0),
         10,
         "D",
-        "Seconds between those retriggers.",
-        unsupported=_RETRIGGER_WHY,
+        "Seconds between those change uevents.",
+        effect=_RETRIGGER_EFFECT,
     ),
     _k(
         "missing_uev_wait_timeout",
@@ -941,9 +980,10 @@ _TABLE: list[Keyword] = [
         Regex(),
         None,
         "V",
-        "(device) Regex matched against the revision.",
-        unsupported="a path's revision is not read yet, so an entry with a revision regex matches a device "
-        "only if the regex matches an empty revision",
+        "(device) Regex matched against the revision (the device's firmware revision, sysfs rev).",
+        effect="Config.resolve and Config.is_known_hardware match devices entries on it, with the revision "
+        "read into paths/facts.py path_facts (daemon/core.py Core.resolver and MapState.revision, "
+        "topology.py resolver, classify.py wait_seconds); tests: unit/test_config_resolve.py",
     ),
     _k(
         "product_blacklist",

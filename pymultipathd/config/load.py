@@ -74,10 +74,14 @@ class _Builder:
             # compiles is proven by tests/unit/test_hwtable.py.
             return kw.canonical, entry.value
         try:
-            return kw.canonical, kw.type.parse(entry.value)
+            parsed = kw.type.parse(entry.value)
         except ValueError as exc:
             self.error(entry.line, entry.keyword, f"invalid value {entry.value!r}: {exc}")
             return None
+        caution = None if self.builtin else kw.type.caution(parsed)
+        if caution:
+            self.warn(entry.line, entry.keyword, caution)
+        return kw.canonical, parsed
 
     def attrs(self, section: str, node: Section, where: str, into: dict[str, object],
               lines: dict[str, Entry] | None = None) -> None:
@@ -146,6 +150,26 @@ class _Builder:
             if got is not None:
                 lists[got[0]].append(got[1])
 
+    def protocol(self, node: Section) -> None:
+        """overrides { protocol { type T; fast_io_fail_tmo ...; dev_loss_tmo ...; eh_deadline ... } }"""
+        entry: dict[str, object] = {}
+        for item in node.items:
+            if isinstance(item, Section):
+                self.warn(item.line, item.name, "unknown subsection in overrides protocol; ignored")
+            elif item.keyword == "type":
+                entry["type"] = item.value
+            elif item.keyword in keywords.PROTOCOL_KEYWORDS:
+                got = self.value("overrides", item, "overrides protocol")
+                if got is not None:
+                    entry[got[0]] = got[1]
+            else:
+                self.warn(item.line, item.keyword, "not allowed in overrides protocol (only type, "
+                          f"{', '.join(sorted(keywords.PROTOCOL_KEYWORDS))}); ignored")
+        if not entry.get("type"):
+            self.warn(node.line, "protocol", "protocol subsection without type; ignored")
+            return
+        self.config.protocols.append(entry)
+
     def add_tree(self, filename: str, items: list[Entry | Section]) -> None:
         self.file = filename
         cfg = self.config
@@ -158,9 +182,7 @@ class _Builder:
             elif node.name == "overrides":
                 for item in node.items:
                     if isinstance(item, Section) and item.name == "protocol":
-                        self.warn(
-                            item.line, "protocol", "overrides protocol subsections are not supported; ignored"
-                        )
+                        self.protocol(item)
                         continue
                     if isinstance(item, Section):
                         self.warn(item.line, item.name, "unknown subsection in overrides; ignored")

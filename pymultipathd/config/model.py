@@ -128,6 +128,8 @@ class Config:
         default_factory=list
     )  # `multipath` entries (wwid, alias, ...)
     overrides: dict[str, object] = field(default_factory=dict)
+    # overrides { protocol { type "scsi:iscsi" ... } }: per transport, above every other section; file order
+    protocols: list[dict[str, object]] = field(default_factory=list)
     warnings: list[Message] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # files read, in order
     # the command line's find_multipaths (the deprecated `pymultipath -i`), canonical; beats the files
@@ -152,23 +154,26 @@ class Config:
         value = self.default_value("find_multipaths_timeout")
         return value if isinstance(value, int) else int(str(value))
 
-    def find_multipaths_wait(self, *, vendor: str | None = None, product: str | None = None) -> int:
+    def find_multipaths_wait(self, *, vendor: str | None = None, product: str | None = None,
+                             revision: str | None = None) -> int:
         """Seconds a lone path waits in smart mode: N > 0 -> N; -N -> N for known hardware, else 1."""
         raw = self.find_multipaths_timeout()
         if raw == 0:
             raw = int(keywords.attribute("find_multipaths_timeout").default)  # type: ignore[call-overload]
         if raw > 0:
             return raw
-        return -raw if self.is_known_hardware(vendor=vendor, product=product) else 1
+        return -raw if self.is_known_hardware(vendor=vendor, product=product, revision=revision) else 1
 
-    def is_known_hardware(self, *, vendor: str | None, product: str | None) -> bool:
+    def is_known_hardware(self, *, vendor: str | None, product: str | None,
+                          revision: str | None = None) -> bool:
         """True if a devices entry (the user's or the built-in hardware table's) matches the device."""
         if vendor is None or product is None:
             return False
-        return bool(self.matching_devices(vendor, product, ""))
+        return bool(self.matching_devices(vendor, product, revision or ""))
 
     def uid_attribute_for(
-        self, devnode: str, *, vendor: str | None = None, product: str | None = None
+        self, devnode: str, *, vendor: str | None = None, product: str | None = None,
+        revision: str | None = None,
     ) -> str | None:
         """The udev property holding this path's WWID: uid_attrs by device-name prefix, else uid_attribute.
 
@@ -180,7 +185,7 @@ class Config:
                 prefix, _, prop = item.partition(":")
                 if devnode.startswith(prefix):
                     return prop
-        value = self.resolve("uid_attribute", vendor=vendor, product=product)
+        value = self.resolve("uid_attribute", vendor=vendor, product=product, revision=revision)
         return None if value is None else str(value)
 
     # ---------------------------------------------------------------------------------------- resolution
@@ -235,16 +240,23 @@ class Config:
         vendor: str | None = None,
         product: str | None = None,
         revision: str | None = None,
+        protocol: str | None = None,
     ) -> object:
         """Value of an attribute for one map/path with upstream's precedence.
 
-        multipaths entry (exact wwid; later entries win) > overrides > matching devices entries (ALL that
+        For a path of `protocol` ("scsi:iscsi"), the overrides section's protocol subsection of that type (a
+        later one wins) comes first, for the keywords it may hold (PROTOCOL_KEYWORDS). Then: multipaths entry
+        (exact wwid; later entries win) > overrides > matching devices entries (ALL that
         match, merged: the last one that sets the attribute decides; the user's come after the built-in
         table, see matching_devices) > defaults > built-in default. A devices entry is only considered when
         vendor and product are known; an entry with a revision regex needs the revision. Raises KeyError for
         an unknown keyword.
         """
         name = keywords.attribute(keyword).name
+        if protocol is not None and name in keywords.PROTOCOL_KEYWORDS:
+            for entry in reversed(self.protocols):
+                if entry.get("type") == protocol and name in entry:
+                    return entry[name]
         if wwid is not None:
             for entry in reversed(self.multipaths):
                 if entry.get("wwid") == wwid and name in entry and keywords.lookup("multipath", name):

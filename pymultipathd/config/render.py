@@ -118,7 +118,12 @@ def render(config: Config, *, changed_only: bool = False) -> str:
         lines += _blacklist("blacklist_exceptions", config.blacklist_exceptions.merged(BUILTIN_EXCEPTIONS))
         devices = config.all_devices()
     lines += _entries("devices", "device", devices)
-    lines += ["overrides {", *_attr_lines("overrides", config.overrides, "\t"), "}"]
+    lines += ["overrides {", *_attr_lines("overrides", config.overrides, "\t")]
+    for entry in config.protocols:
+        attrs = {k: v for k, v in entry.items() if k != "type"}
+        lines += ["\tprotocol {", f"\t\ttype {quote(str(entry['type']))}",
+                  *_attr_lines("overrides", attrs, "\t\t"), "\t}"]
+    lines += ["}"]
     lines += _entries("multipaths", "multipath", config.multipaths)
     return "\n".join(lines) + "\n"
 

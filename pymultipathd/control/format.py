@@ -100,8 +100,13 @@ def _path_fields(state: DaemonState, now: float) -> dict[str, tuple[str, Callabl
         "P": ("protocol", lambda p: p.facts.protocol or ""),
         "I": ("init_st", lambda p: "ok" if p.wwid else "udev-missing"),
         "L": ("LUN hex", lambda p: lun_hex(p.hcil)),
-        "M": ("marginal_st", lambda p: "normal"),
+        "M": ("marginal_st", marginal_word),
     }
+
+
+def marginal_word(p: PathState) -> str:
+    """%M and JSON marginal_st of a path (setmarginal, or marginal_pathgroups moved it to a group apart)."""
+    return "marginal" if p.marginal else "normal"
 
 
 def map_revision(state: DaemonState, m: MapState) -> str:
@@ -285,12 +290,13 @@ def map_json(state: DaemonState, m: MapState, settings_of: SettingsOf | None = N
     groups = []
     for gi, (policy, prio, word, members) in enumerate(_group_rows(state, m), 1):
         groups.append({
-            "selector": policy, "pri": prio, "dm_st": word, "marginal_st": "normal", "group": gi,
+            "selector": policy, "pri": prio, "dm_st": word, "group": gi,
+            "marginal_st": "marginal" if members and all(p.marginal for p in members) else "normal",
             "paths": [{
                 "dev": p.dev, "dev_t": p.dev_t, "dm_st": path_dm_state(state, p), "dev_st": p.dev_state,
                 "chk_st": CHK_WORDS.get(p.chk_state, p.chk_state), "checker": p.checker, "pri": p.prio,
                 "host_wwnn": p.host_wwnn, "target_wwnn": p.node_name or "[undef]", "host_wwpn": p.host_wwpn,
-                "target_wwpn": p.tgt_wwpn, "host_adapter": p.adapter, "marginal_st": "normal",
+                "target_wwpn": p.tgt_wwpn, "host_adapter": p.adapter, "marginal_st": marginal_word(p),
             } for p in members],
         })
     return {

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from pymultipathd import classify, flush, holders, locations, mapmaker, topology
 from pymultipathd.config import Config
+from pymultipathd.daemon import iosample
 from pymultipathd.daemon.logsetup import fields
 from pymultipathd.daemon.persist import Persist
 from pymultipathd.daemon.reservations import Reservations
@@ -36,7 +37,7 @@ from pymultipathd.policy import actions as act
 from pymultipathd.policy import decide, plan
 from pymultipathd.policy import events as ev
 from pymultipathd.policy.settings import MapSettings, Resolve, map_settings
-from pymultipathd.policy.state import DaemonState, MapState, MapStats, PathCheck, PathState
+from pymultipathd.policy.state import DaemonState, IoCheck, MapState, MapStats, PathCheck, PathState
 from pymultipathd.record import replace
 
 log = logging.getLogger("pymultipathd")
@@ -89,6 +90,7 @@ class Core:
         # the old ID_SERIAL on change events, so the fresh one stays until the device is removed
         self.wwid_override: dict[str, str] = {}
         self._rechecking: set[str] = set()  # paths whose identity read is still in the kernel
+        self._sampling: dict[str, asyncio.Task] = {}  # marginal_path_*'s I/O error checks under way, by path
         self._batch_first: float | None = None
         self._batch_handle: asyncio.TimerHandle | None = None
         self._batch_task: asyncio.Task | None = None
@@ -112,8 +114,8 @@ class Core:
         self._resolved: dict[tuple, dict[str, object]] = {}
         self._settings: dict[tuple, MapSettings] = {}
         self.pr = Reservations(  # persistent-reservation keys through every path (daemon/reservations.py)
-            self.state, lambda m: self.resolver(m.wwid, m.vendor, m.product),
-            lambda p: topology.check_timeout(self.resolver(p.wwid, p.facts.vendor, p.facts.product), p))
+            self.state, lambda m: self.resolver(m.wwid, m.vendor, m.product, m.revision),
+            lambda p: topology.check_timeout(self.path_resolver(p), p))
 
     # --- helpers ------------------------------------------------------------------------------------
 
@@ -121,25 +123,31 @@ class Core:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._dm_thread, lambda: fn(*args, **kw))
 
-    def resolver(self, wwid: str | None, vendor: str | None, product: str | None) -> Resolve:
+    def resolver(self, wwid: str | None, vendor: str | None, product: str | None,
+                 revision: str | None = None, protocol: str | None = None) -> Resolve:
         """Attribute lookup bound to one map or path, memoized per configuration: the checker and the
         policy tick ask the same few keywords of every path and map at every interval."""
         cfg = self.config
         if self._resolved_for is not cfg or len(self._resolved) > RESOLVE_MEMO_MAX:
             self._resolved_for, self._resolved, self._settings = cfg, {}, {}
-        memo = self._resolved.setdefault((wwid, vendor, product), {})
+        memo = self._resolved.setdefault((wwid, vendor, product, revision, protocol), {})
 
         def resolve(kw: str) -> object:
             if kw not in memo:
-                memo[kw] = cfg.resolve(kw, wwid=wwid, vendor=vendor, product=product)
+                memo[kw] = cfg.resolve(kw, wwid=wwid, vendor=vendor, product=product, revision=revision,
+                                       protocol=protocol)
             return memo[kw]
         return resolve
+
+    def path_resolver(self, p: PathState) -> Resolve:
+        f = p.facts
+        return self.resolver(p.wwid, f.vendor, f.product, f.revision)
 
     def settings_of(self, m: MapState) -> MapSettings:
         """The map's policy settings, typed once per configuration."""
         if self._resolved_for is not self.config:
             self.resolver(None, None, None)  # a new configuration: empty the memos first
-        key = (m.wwid, m.vendor, m.product)
+        key = (m.wwid, m.vendor, m.product, m.revision)
         s = self._settings.get(key)
         if s is None:  # asked at every check of every path: the resolver only on a miss
             s = self._settings[key] = map_settings(self.resolver(*key))
@@ -169,7 +177,8 @@ class Core:
         )
 
     def _path_from_facts(self, f: classify.PathFacts, old: PathState | None) -> PathState:
-        p = topology.path_state(f, self.resolver(f.wwid, f.vendor, f.product), old, read_prio=False)
+        p = topology.path_state(f, self.resolver(f.wwid, f.vendor, f.product, f.revision), old,
+                                read_prio=False)
         p.blacklisted = classify.blacklisted(f, self.config)
         return p
 
@@ -186,6 +195,7 @@ class Core:
         for m in self.state.maps.values():
             self.state.relink(m)
         await self.reconcile(self._all_wwids())
+        await self.reassign(list(self.state.maps.values()))
         self.discovered = True
         self.sync_reservations()
 
@@ -238,6 +248,9 @@ class Core:
         old = self.state.paths.get(dev)
         if action == "remove":
             self.wwid_override.pop(dev, None)
+            sampling = self._sampling.pop(dev, None)
+            if sampling is not None:
+                sampling.cancel()
             if old is not None:
                 del self.state.paths[dev]
                 checkers.forget_path(os.path.join("/dev", dev))
@@ -338,6 +351,10 @@ class Core:
         await self._set_transport([(w, mine[w]) for w in wwids])
         await self._read_priorities([self.state.paths[d] for w in wwids for d in mine[w]
                                      if self.state.paths[d].prio_due])
+        ghostly = [w for w in wwids if mine[w] and not self.state.map_of_wwid(w)
+                   and map_settings(self._map_resolver(w, mine[w], None)).ghost_delay]
+        await self._first_checks([self.state.paths[d] for w in ghostly for d in mine[w]
+                                  if self.state.paths[d].chk_state is PathCheck.UNDEF])
         for i, wwid in enumerate(wwids):
             if self._closing:
                 log.info("stopping: %d WWIDs of this batch left to the next start", len(wwids) - i)
@@ -364,7 +381,7 @@ class Core:
             return
 
         async def read(p: PathState) -> None:
-            timeout = topology.check_timeout(self.resolver(p.wwid, p.facts.vendor, p.facts.product), p)
+            timeout = topology.check_timeout(self.path_resolver(p), p)
             res = await self.runner.check(os.path.join("/dev", p.dev), "none", timeout,
                                           p.prio_name, p.prio_args)
             if res.prio is not None and self.state.paths.get(p.dev) is p:
@@ -376,6 +393,23 @@ class Core:
                 log.warning("%s: reading the priority failed: %s", p.dev, res,
                             extra=fields(dev=p.dev, map=p.map))
 
+    async def _first_checks(self, due: list[PathState]) -> None:
+        """ghost_delay decides on the paths' checker states when a map is made: paths not checked yet are,
+        first (all at once, each bounded as a check is; one without an answer stays unchecked)."""
+        async def check(p: PathState) -> None:
+            timeout = topology.check_timeout(self.path_resolver(p), p)
+            res = await self.runner.check(os.path.join("/dev", p.dev), p.checker, timeout, p.prio_name,
+                                          p.prio_args)
+            if self.state.paths.get(p.dev) is p:
+                now = asyncio.get_running_loop().time()
+                checked = ev.PathChecked(p.dev, res.state, now, res.message, res.prio)
+                await self.execute(decide.path_checked(self.state, checked, self.settings_of))
+
+        for p, res in zip(due, await asyncio.gather(*(check(p) for p in due), return_exceptions=True),
+                          strict=True):
+            if isinstance(res, Exception):
+                log.warning("%s: checking the path failed: %s", p.dev, res, extra=fields(dev=p.dev))
+
     async def _assemble(self, wwid: str, claimed: tuple[str, ...]) -> None:
         m = self.state.map_of_wwid(wwid)
         if m is not None and not claimed and not any(d in self.state.paths for d in m.paths):
@@ -386,10 +420,11 @@ class Core:
         resolve = self._map_resolver(wwid, claimed, m)
         await self.execute(decide.assemble(self.state, ev.PathsSettled(wwid, claimed), resolve))
 
-    def _map_resolver(self, wwid: str, claimed: tuple[str, ...], m: MapState | None) -> Resolve:
-        """The configuration of the map of `wwid`: by the map's vendor and product, or its paths'."""
-        vendor, product = mapmaker.map_identity(self.state, claimed, m)
-        return self.resolver(wwid, vendor, product)
+    def _map_resolver(self, wwid: str, claimed: tuple[str, ...], m: MapState | None,
+                      protocol: str | None = None) -> Resolve:
+        """The configuration of the map of `wwid`: by the map's vendor and product, or its paths' (and for
+        paths of `protocol`, as the overrides section's protocol subsections set it)."""
+        return self.resolver(wwid, *mapmaker.map_identity(self.state, claimed, m), protocol)
 
     async def _set_transport(self, batch: list[tuple[str, tuple[str, ...]]]) -> None:
         """fast_io_fail_tmo, dev_loss_tmo, eh_deadline and max_sectors_kb on the paths of these WWIDs
@@ -472,7 +507,8 @@ class Core:
             first = self.state.paths.get(claimed[wwid][0])
             f = first.facts if first else None
             prefix = self._friendly_prefix(wwid, self.resolver(wwid, f.vendor if f else None,
-                                                               f.product if f else None))
+                                                               f.product if f else None,
+                                                               f.revision if f else None))
             if prefix:
                 by_prefix.setdefault(prefix, []).append(wwid)
         taken = {m.name for m in self.state.maps.values()}
@@ -512,10 +548,11 @@ class Core:
         if not paths:
             return
         first = paths[0]
-        r = self.resolver(wwid, first.facts.vendor, first.facts.product)
+        r = self.resolver(wwid, first.facts.vendor, first.facts.product, first.facts.revision)
         name = self.alias_for(wwid, r)
         try:
-            await self.dm(dmmaps.create_multipath, self.ctl, name, wwid, a.table)
+            flags = dmmaps.NOT_READY_UDEV_FLAGS if a.not_ready_for else 0
+            await self.dm(dmmaps.create_multipath, self.ctl, name, wwid, a.table, udev_flags=flags)
         except DMError as err:
             log.error("%s: creating map %s failed: %s; releasing its paths to the system", wwid, name, err,
                       extra=fields(map=name, wwid=wwid))
@@ -525,12 +562,16 @@ class Core:
             return
         self.persist.mark_failed(wwid, False)
         self._created.append(wwid)
-        m = MapState(name=name, wwid=wwid, vendor=first.facts.vendor or "", product=first.facts.product or "")
+        m = MapState(name=name, wwid=wwid, vendor=first.facts.vendor or "", product=first.facts.product or "",
+                     revision=first.facts.revision or "")
         m.reloads = 1
         m.action = "create"
+        if a.not_ready_for:
+            m.not_ready_until = asyncio.get_running_loop().time() + a.not_ready_for
         m.stats.map_loads += 1
         decide.created(self.state, m, a.devs)
         await self.refresh_map(m)
+        await self.reassign([m])
         self.pr.sync_soon(m)
         self.stats["creates"] += 1
         log.info("%s: created map (%s) with %d paths: %s", name, wwid, len(paths),
@@ -605,6 +646,13 @@ class Core:
             await self._remove_last(a)
         elif isinstance(a, act.RegisterKey):
             self.pr.register_soon(a.map, a.dev)
+        elif isinstance(a, act.SampleIo):
+            self._sample_io(a)
+        elif isinstance(a, act.AnnounceReady):
+            await self._announce_ready(a.map)
+        elif isinstance(a, act.Retrigger):
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._sysfs_thread, sysinfo.trigger_uevent, a.dev, "change")
         else:
             raise TypeError(f"no executor for {a!r}")
 
@@ -624,7 +672,8 @@ class Core:
         m = self.state.maps.get(name)
         if m is None:
             return
-        await self.dm(dmmaps.reload_map, self.ctl, name, [table.line()])
+        flags = dmmaps.NOT_READY_UDEV_FLAGS if m.not_ready_until is not None else 0
+        await self.dm(dmmaps.reload_map, self.ctl, name, [table.line()], udev_flags=flags)
         m.reloads += 1
         m.action = "reload"
         m.stats.map_loads += 1
@@ -698,6 +747,36 @@ class Core:
         loop.run_in_executor(self._sysfs_thread, sysinfo.rescan_device, p.dev)
         return fresh
 
+    async def _announce_ready(self, name: str) -> None:
+        """ghost_delay is over: the live table loaded again without the not-ready flags, so the change
+        uevent of its resume runs udev's rules in full (as upstream's forced reload)."""
+        m = self.state.maps.get(name)
+        if m is None or m.table is None:
+            return
+        await self._reload(name, m.table)
+        await self._refresh_or_forget(name)
+
+    def _sample_io(self, a: act.SampleIo) -> None:
+        """Start a path's I/O error check; its result goes to the policy when it is over."""
+        p = self.state.paths.get(a.dev)
+        if p is None or a.dev in self._sampling:
+            return
+
+        async def run() -> None:
+            try:
+                reads, errors, trouble = await iosample.sample(f"/dev/{p.dev}", a.seconds)
+            finally:
+                self._sampling.pop(a.dev, None)
+            if self.state.paths.get(a.dev) is not p:
+                return  # the device went away (its name may be another's now)
+            now = asyncio.get_running_loop().time()
+            await self.execute(decide.step(self.state, ev.IoSampled(a.dev, reads, errors, now, trouble),
+                                           self.settings_of))
+
+        task = asyncio.ensure_future(run())
+        self._sampling[a.dev] = task
+        task.add_done_callback(functools.partial(_log_sample_failure, a.dev, a.map))
+
     async def policy_tick(self) -> None:
         """The clock's part of the policy (failback N, no_path_retry N); partition tables that could not be
         read, once their map has a usable path again; stored writes that failed, again."""
@@ -709,6 +788,13 @@ class Core:
             del self._partition_retry[name]  # removed meanwhile
         if due and not self._closing:
             await self._partition_maps(due)
+        if self.discovered:
+            r = self.resolver(None, None, None)
+            tries, delay = r("retrigger_tries"), r("retrigger_delay")
+            todo = decide.uninitialized(self.state, tries if isinstance(tries, int) else 3,
+                                        float(delay) if isinstance(delay, int) else 10.0, now)
+            if todo:
+                await self.execute(todo)
         for m in list(self.state.maps.values()):
             try:  # one map's trouble must not stop the others' clocks
                 todo = decide.tick(self.state, m, self.settings_of(m), now)
@@ -818,7 +904,7 @@ class Core:
         await self.settle()
         if self.state.maps.get(m.name) is not m:
             raise CommandError(f"{m.name}: removed meanwhile")
-        r = self.resolver(m.wwid, m.vendor, m.product)
+        r = self.resolver(m.wwid, m.vendor, m.product, m.revision)
         try:
             table = plan.build_table(self.state.paths_of(m), r,
                                      queueing=decide.queueing_for(m, self.settings_of(m)))
@@ -841,6 +927,50 @@ class Core:
             if not await self._message(m.name, "queue_if_no_path" if on else "fail_if_no_path"):
                 raise CommandError(f"{m.name}: {'queue' if on else 'fail'}_if_no_path refused by the kernel")
             await self._refresh_or_forget(m.name)
+
+    async def set_marginal(self, m: MapState, paths: list[PathState], on: bool) -> None:
+        """setmarginal / unsetmarginal: move paths of `m` into (or out of) its group of marginal paths."""
+        if not self.settings_of(m).marginal_pathgroups:
+            raise CommandError(f"{m.name}: marginal_pathgroups is not on, so a marginal path would be "
+                               "grouped like any other (set `marginal_pathgroups on` in multipath.conf)")
+        changed = [p for p in paths if p.marginal != on]
+        for p in changed:
+            p.marginal = on
+            log.info("%s: %s by the administrator", p.dev, "marginal" if on else "no longer marginal",
+                     extra=fields(dev=p.dev, map=m.name))
+        if changed:
+            await self.run_internal(self.reconcile({m.wwid}))
+
+    async def reassign(self, maps: list[MapState]) -> None:
+        """reassign_maps: device-mapper devices built on a path of these maps move onto the map (at start-up,
+        when a map is made, on reconfigure: as upstream). One device the kernel refuses is logged and the
+        others go on."""
+        if not self.config.resolve("reassign_maps"):
+            return
+        for m in maps:
+            if not m.dev_t:
+                continue
+            tried = await self.dm(dmmaps.reassign_holders, self.ctl, m.dev_t, list(m.paths))
+            for name, trouble in tried.items():
+                if trouble:
+                    log.error("%s: reassign_maps: device-mapper device %s is built on a path of the map and "
+                              "could not be moved onto it: %s", m.name, name, trouble,
+                              extra=fields(map=m.name))
+                else:
+                    log.warning("%s: reassign_maps: device-mapper device %s was built on a path of the map; "
+                                "it now uses the map", m.name, name, extra=fields(map=m.name))
+
+    def drop_marginal_marks(self) -> None:
+        """After a reconfigure: marks that the new settings no longer act on go (a path marginal while
+        marginal_pathgroups was on, an I/O error check's wait without marginal_path_*), so the plan that
+        follows groups and reinstates by the new ones."""
+        for m in self.state.maps.values():
+            s = self.settings_of(m)
+            for p in self.state.paths_of(m):
+                if not s.marginal_pathgroups:
+                    p.marginal = False
+                if s.marginal_path is None and p.io_check is not IoCheck.SAMPLING:
+                    p.io_fails, p.io_check = 0, IoCheck.NONE
 
     def reset_stats(self, maps: list[MapState]) -> None:
         now = asyncio.get_running_loop().time()
@@ -918,11 +1048,19 @@ class Core:
             self._batch_handle = None
         if self._batch_task is not None and not self._batch_task.done():
             await asyncio.wait({self._batch_task}, timeout=STOP_WAIT)
+        for task in list(self._sampling.values()):
+            task.cancel()
         self.runner.close()
         self.pr.close()
         self._dm_thread.shutdown(wait=False, cancel_futures=True)
         self._io_thread.shutdown(wait=False, cancel_futures=True)
         self._sysfs_thread.shutdown(wait=False, cancel_futures=True)
+
+
+def _log_sample_failure(dev: str, name: str, task: asyncio.Task) -> None:
+    if not task.cancelled() and (err := task.exception()) is not None:
+        log.error("%s: the I/O error check failed: %s", dev, err, exc_info=err,
+                  extra=fields(dev=dev, map=name))
 
 
 def _log_failure(task: asyncio.Task) -> None:

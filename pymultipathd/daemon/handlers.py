@@ -410,7 +410,21 @@ async def setprkey(d: Daemon, cmd: Command) -> str:
     return ""
 
 
-for _marginal in (("setmarginal", "path"), ("unsetmarginal", "path"), ("unsetmarginal", "map")):
-    async def _unsupported(d: Daemon, cmd: Command) -> str:
-        raise CommandFailed(f"{cmd.name}: marginal paths are not supported")
-    HANDLERS[_marginal] = _unsupported
+# --- marginal paths (marginal_pathgroups on: a marginal path is grouped apart, used last) ------------------
+
+@handles("setmarginal", "path")
+@handles("unsetmarginal", "path")
+async def set_marginal(d: Daemon, cmd: Command) -> str:
+    p = _path(d.core.state, cmd)
+    m = d.core.state.maps.get(p.map or "")
+    if m is None:
+        raise CommandFailed(f"{p.dev} is not in a map")
+    await d.core.set_marginal(m, [p], on=cmd.keywords[0] == "setmarginal")
+    return ""
+
+
+@handles("unsetmarginal", "map")
+async def unset_marginal_map(d: Daemon, cmd: Command) -> str:
+    m = _map(d.core.state, cmd)
+    await d.core.set_marginal(m, d.core.state.paths_of(m), on=False)
+    return ""

@@ -131,9 +131,11 @@ class Daemon:
             self.core.config = config
             self.config_signature = signature
             self.core.held_back.clear()  # as upstream's reconfigure, every map the configuration calls for
+            self.core.drop_marginal_marks()
             for dev in list(self.core.state.paths):
                 self.core.on_uevent("change", dev)
             await self.core.settle()
+            await self.core.reassign(list(self.core.state.maps.values()))
             await self.core.pr.load(str(config.resolve("prkeys_file")))
             self.core.sync_reservations()
         finally:

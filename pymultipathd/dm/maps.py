@@ -21,12 +21,22 @@ from pymultipathd.record import record
 
 from .. import locations
 from .errors import DMBusy, DMError, DMNoSuchDevice
-from .ioctl import Control, DeviceInfo, ListedDevice
+from .ioctl import (
+    DM_SUBSYSTEM_UDEV_FLAG2,
+    DM_UDEV_DISABLE_OTHER_RULES_FLAG,
+    Control,
+    DeviceInfo,
+    ListedDevice,
+)
 from .table import LinearTable, MultipathTable, TargetLine
 
 DEFAULT_PART_SEP = "-part"
 CLEANUP_TIMEOUT = 30.0  # seconds to keep retrying the removal of a device whose table failed to load
 MPATH_UUID_PREFIX = "mpath-"
+# A multipath map announced as not ready (ghost_delay: only standby paths so far): upstream's "no paths" flag
+# for multipath's own udev rules, and the one that makes udev's other rules (blkid, by-id links, LVM) and
+# systemd (SYSTEMD_READY=0) leave it alone, for hosts without those multipath rules
+NOT_READY_UDEV_FLAGS = DM_SUBSYSTEM_UDEV_FLAG2 | DM_UDEV_DISABLE_OTHER_RULES_FLAG
 
 log = logging.getLogger(__name__)
 
@@ -420,6 +430,46 @@ def reload_map(
     """Load a new table and resume into it; a failed load leaves the live table untouched."""
     ctl.load(name, lines)
     return ctl.resume(name, noflush=noflush, udev_flags=udev_flags)
+
+
+def retarget(lines: Sequence[TargetLine], moves: dict[str, str]) -> list[TargetLine]:
+    """The table with every device number of `moves` ("8:16" -> "253:3") replaced where a target's
+    parameters name it as a whole word (the kernel always prints devices as major:minor)."""
+    return [TargetLine(t.start, t.length, t.target,
+                       " ".join(moves.get(w, w) for w in t.params.split(" "))) for t in lines]
+
+
+def reassign_holders(ctl: Control, map_devno: str, paths: Sequence[str]) -> dict[str, str]:
+    """reassign_maps: device-mapper devices (other than multipath maps) built directly on a path of this
+    multipath map, such as an LVM volume activated on /dev/sdb before the map existed, are loaded again
+    on the map itself, so their I/O fails over with it. Whole-disk holders of each path, as upstream.
+    Returns each device it tried: "" if it was moved, else why not (one refusal leaves the others)."""
+    done: dict[str, str] = {}
+    for dev in paths:
+        try:
+            with open(os.path.join(locations.sysfs(), "block", dev, "dev")) as f:
+                path_devno = f.read().strip()
+            holders = os.listdir(os.path.join(locations.sysfs(), "block", dev, "holders"))
+        except OSError:
+            continue  # the path went away meanwhile
+        for holder in sorted(holders):
+            try:
+                with open(os.path.join(locations.sysfs(), "block", holder, "dm", "name")) as f:
+                    name = f.read().strip()
+            except OSError:
+                continue  # not a device-mapper device (md, bcache): not ours to move
+            try:
+                lines = ctl.table(name)
+                if not lines or any(t.target == "multipath" for t in lines):
+                    continue  # the map itself, or another multipath map
+                moved = retarget(lines, {path_devno: map_devno})
+                if moved != lines:
+                    ctl.load(name, moved)
+                    ctl.resume(name, noflush=True)
+                    done.setdefault(name, "")
+            except DMError as err:
+                done[name] = str(err)
+    return done
 
 
 def partition_maps(ctl: Control, name: str, devices: list[ListedDevice] | None = None) -> list[ListedDevice]:

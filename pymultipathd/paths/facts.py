@@ -140,10 +140,11 @@ def _protocol(disk: str) -> str:
     return "scsi:unspec"
 
 
-def _uid_attribute(config: Config | None, dev: str, vendor: str | None, product: str | None) -> str | None:
+def _uid_attribute(config: Config | None, dev: str, vendor: str | None, product: str | None,
+                   revision: str | None) -> str | None:
     """The udev property holding the WWID; None means "read it from sysfs" (uid_attribute set empty)."""
     if config is not None:
-        return config.uid_attribute_for(dev, vendor=vendor, product=product) or None
+        return config.uid_attribute_for(dev, vendor=vendor, product=product, revision=revision) or None
     for prefix, attr in _DEFAULT_UID_ATTRS:
         if dev.startswith(prefix):
             return attr
@@ -216,7 +217,7 @@ def path_facts(dev: str, config: Config | None = None, *, usage: Usage | None = 
         vendor = _read(os.path.join(base, "device", "vendor"))
         product = _read(os.path.join(base, "device", "model"))
         revision = _read(os.path.join(base, "device", "rev"))
-    uid_attr = _uid_attribute(config, dev, vendor, product)
+    uid_attr = _uid_attribute(config, dev, vendor, product, revision)
     wwid = (properties.get(uid_attr) or None) if uid_attr else _sysfs_wwid(dev)
     if wwid is not None and len(wwid) >= WWID_SIZE:
         wwid = wwid[:WWID_SIZE - 1]  # as upstream's fixed buffer cuts it ("wwid overflow")

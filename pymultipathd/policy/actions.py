@@ -47,6 +47,8 @@ class CreateMap:
     wwid: str
     devs: tuple[str, ...]
     table: MultipathTable
+    # ghost_delay: its paths are all ghosts; announce it to udev as not ready for this many seconds
+    not_ready_for: float = 0.0
 
 
 @record(frozen=True)
@@ -94,6 +96,29 @@ class RegisterKey:
 
 
 @record(frozen=True)
+class Retrigger:
+    """Ask the kernel for a change uevent of the disk, so udev runs its rules (and the helper) again."""
+
+    dev: str
+
+
+@record(frozen=True)
+class AnnounceReady:
+    """Load the map's table again without the not-ready udev flags: udev and systemd take it up now."""
+
+    map: str
+
+
+@record(frozen=True)
+class SampleIo:
+    """Send direct reads through the path for `seconds` and count the errors, then feed IoSampled."""
+
+    map: str
+    dev: str
+    seconds: float
+
+
+@record(frozen=True)
 class Log:
     level: Level
     text: str
@@ -102,4 +127,4 @@ class Log:
 
 
 Action = (FailPath | ReinstatePath | SwitchGroup | SetQueueing | CreateMap | ReloadMap | RemoveMap | Revisit
-          | Refresh | Regroup | RegisterKey | Log)
+          | Refresh | Regroup | RegisterKey | SampleIo | AnnounceReady | Retrigger | Log)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from pymultipathd.policy import actions as act
 from pymultipathd.policy import events as ev
-from pymultipathd.policy import plan
+from pymultipathd.policy import marginal, plan
 from pymultipathd.policy.settings import (
     FailbackMode,
     LastDel,
@@ -51,7 +51,11 @@ def step(state: DaemonState, event: ev.Event, settings_of: SettingsOf) -> list[a
         return out
     if isinstance(event, ev.MapChanged):
         m = state.maps.get(event.map)
-        return [] if m is None else map_changed(state, m, event.now)
+        return [] if m is None else map_changed(state, m, settings_of(m), event.now)
+    if isinstance(event, ev.IoSampled):
+        p = state.paths.get(event.dev)
+        m = state.maps.get(p.map or "") if p is not None else None
+        return marginal.sampled(state, event, settings_of(m) if m is not None else MapSettings())
     if isinstance(event, ev.LinkTrouble):
         return link_trouble(state, event)
     raise TypeError(f"not an event the policy steps on: {event!r}")  # PathsSettled: see assemble()
@@ -91,10 +95,10 @@ def path_checked(state: DaemonState, e: ev.PathChecked, settings_of: SettingsOf)
     was_usable, first = p.usable, p.chk_state is PathCheck.UNDEF
     state_now, message = e.state, e.message
     held: list[act.Action] = []
-    if state_now.usable and s.san_path_err is not None and m is not None:
-        held = hold_back(state, m, p, s.san_path_err, e.now)
-        if p.held_since is not None:
-            state_now, message = PathCheck.DELAYED, f"{e.message}; held back after {p.err_failures} failures"
+    if state_now.usable and m is not None:
+        held, why = shaky(state, m, p, s, e.now)
+        if why and not s.marginal_pathgroups:
+            state_now, message = PathCheck.DELAYED, f"{e.message}; {why}"
     p.chk_state, p.chk_msg = state_now, message
     now_usable = p.usable
     out: list[act.Action] = held
@@ -125,6 +129,8 @@ def path_checked(state: DaemonState, e: ev.PathChecked, settings_of: SettingsOf)
             # debug log after the first time (once), as upstream
             level = act.Level.INFO if s.log_checker_err_always else act.Level.DEBUG
             out.append(act.Log(level, f"{p.dev}: still down: {e.message}", m.name, p.dev))
+        if m.not_ready_until is not None and state_now is PathCheck.UP:
+            out += ready_now(m, f"{p.dev} is an active path")
         if now_usable and not was_usable and m.prflag:
             # a returning path may have lost its registration (a target that forgot its I_T nexus); a first
             # check too: a path that was failed in the kernel's table when the map's keys were synchronised
@@ -146,6 +152,26 @@ def path_checked(state: DaemonState, e: ev.PathChecked, settings_of: SettingsOf)
         else:  # failback immediate also undoes a switch an administrator made while nothing changed
             out += failback(state, m, s, e.now, steady=True)
     return out
+
+
+def shaky(state: DaemonState, m: MapState, p: PathState, s: MapSettings,
+          now: float) -> tuple[list[act.Action], str]:
+    """A check found `p` up: whether it is marginal all the same (why, or ""), by marginal_path_* (which
+    upstream lets win) or san_path_err_*. Marginal, it is held out of its map; with marginal_pathgroups it
+    is reinstated, but into a path group of marginal paths (Regroup moves it there and back)."""
+    if s.marginal_path is not None:
+        skip, out = marginal.suspect(state, m, p, s.marginal_path, now)
+        why = "held back: failing I/O (marginal_path_*)" if skip else ""
+    elif s.san_path_err is not None:
+        out = hold_back(state, m, p, s.san_path_err, now)
+        why = f"held back after {p.err_failures} failures" if p.held_since is not None else ""
+    else:
+        return [], ""
+    if s.marginal_pathgroups and bool(why) != p.marginal and p.wwid:
+        p.marginal = bool(why)
+        word = "marginal: moved to a path group of its own" if p.marginal else "no longer marginal"
+        out += [act.Log(act.Level.INFO, f"{p.dev}: {word} in {m.name}", m.name, p.dev), act.Regroup(p.wwid)]
+    return out, why
 
 
 def hold_back(state: DaemonState, m: MapState, p: PathState, rule: SanPathErr,
@@ -186,6 +212,18 @@ def hold_back(state: DaemonState, m: MapState, p: PathState, rule: SanPathErr,
     text = (f"{p.dev}: failed {p.err_failures} times (san_path_err_threshold {rule.threshold}); held out of "
             f"{m.name} for {rule.recovery_time:g} s")
     return [act.Log(act.Level.WARNING, text, m.name, p.dev)]
+
+
+def only_ghosts(paths: list[PathState]) -> bool:
+    """ghost_delay's condition: no path is up and some are ghosts (standby ports)."""
+    return not any(p.chk_state is PathCheck.UP for p in paths) and any(
+        p.chk_state is PathCheck.GHOST for p in paths)
+
+
+def ready_now(m: MapState, why: str) -> list[act.Action]:
+    """End ghost_delay's wait of `m`: announce it ready."""
+    m.not_ready_until = None
+    return [act.AnnounceReady(m.name), act.Log(act.Level.INFO, f"{m.name}: announced ready: {why}", m.name)]
 
 
 def count_fault(state: DaemonState, m: MapState, p: PathState) -> None:
@@ -243,8 +281,11 @@ def failback(state: DaemonState, m: MapState, s: MapSettings, now: float, *, cam
 # --- the clock ---------------------------------------------------------------------------------------
 
 def tick(state: DaemonState, m: MapState, s: MapSettings, now: float) -> list[act.Action]:
-    """failback N when its time has come; no_path_retry N while a queueing map has no usable path."""
+    """failback N when its time has come; no_path_retry N while a queueing map has no usable path; the end
+    of ghost_delay's wait."""
     out: list[act.Action] = []
+    if m.not_ready_until is not None and now >= m.not_ready_until:
+        out += ready_now(m, f"no active path within ghost_delay ({s.ghost_delay:g} s)")
     if m.failback_due is not None and now >= m.failback_due:
         m.failback_due = None
         out += failback(state, m, s, now, due=True)
@@ -272,15 +313,43 @@ def tick(state: DaemonState, m: MapState, s: MapSettings, now: float) -> list[ac
     return out
 
 
+def uninitialized(state: DaemonState, tries: int, delay: float, now: float) -> list[act.Action]:
+    """retrigger_tries / retrigger_delay: a disk udev gave no WWID (its uid_attribute property is missing:
+    udev timed out on it, or a rule failed) gets a change uevent, `delay` seconds apart, up to `tries`
+    times; then it is said once that it stays without one. Counted afresh once it has a WWID."""
+    out: list[act.Action] = []
+    for p in state.paths.values():
+        if p.wwid or p.blacklisted:
+            p.retriggers = 0
+            continue
+        if p.retriggers > tries or now < p.retrigger_next:
+            continue
+        if p.retriggers == tries:
+            p.retriggers += 1  # said once
+            if tries:
+                said = (f"{p.dev}: still no WWID from udev after {tries} change uevents (retrigger_tries); "
+                        "left out of multipath")
+                out.append(act.Log(act.Level.WARNING, said, dev=p.dev))
+            continue
+        p.retriggers += 1
+        p.retrigger_next = now + delay
+        said = f"{p.dev}: no WWID from udev; change uevent {p.retriggers} of {tries} (retrigger_tries)"
+        out += [act.Retrigger(p.dev), act.Log(act.Level.INFO, said, dev=p.dev)]
+    return out
+
+
 # --- the kernel and the network ------------------------------------------------------------------------
 
-def map_changed(state: DaemonState, m: MapState, now: float) -> list[act.Action]:
-    """The kernel failed paths on I/O errors: check those the daemon still thinks usable now."""
+def map_changed(state: DaemonState, m: MapState, s: MapSettings, now: float) -> list[act.Action]:
+    """The kernel failed paths on I/O errors: check those the daemon still thinks usable now (and count the
+    failure for marginal_path_*)."""
     out: list[act.Action] = []
     for p in state.paths_of(m):
         if dm_active(m, p) is False and p.usable:
             p.next_check = now
             out.append(act.Log(act.Level.INFO, f"{p.dev}: failed by the kernel in {m.name}", m.name, p.dev))
+            if s.marginal_path is not None:
+                out += marginal.kernel_failed(m, p, s.marginal_path, now)
     return out
 
 
@@ -329,7 +398,13 @@ def assemble(state: DaemonState, e: ev.PathsSettled, resolve: Resolve) -> list[a
             table = plan.build_table(claimed, resolve, queueing=queueing_for(None, s))
         except ValueError as err:
             return [act.Log(act.Level.ERROR, f"{e.wwid}: cannot build a map: {err}")]
-        return [act.CreateMap(e.wwid, tuple(p.dev for p in claimed), table)]
+        wait = s.ghost_delay if only_ghosts(claimed) else 0.0
+        made = act.CreateMap(e.wwid, tuple(p.dev for p in claimed), table, not_ready_for=wait)
+        if not wait:
+            return [made]
+        said = (f"{e.wwid}: all {len(claimed)} paths are ghosts (standby): the map is announced not ready "
+                f"for up to {wait:g} s (ghost_delay)")
+        return [made, act.Log(act.Level.INFO, said)]
     # a member whose WWID changed (the array mapped another LUN behind its H:C:T:L) leaves the map: it
     # would serve another LUN's data under this one's name
     kept = {d for d in m.paths if d in state.paths and state.paths[d].wwid == m.wwid}

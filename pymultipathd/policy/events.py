@@ -53,6 +53,18 @@ class LinkTrouble:
 
 
 @record(frozen=True)
+class IoSampled:
+    """The I/O error check of `dev` (marginal_path_*) is over: `reads` direct reads sent, `errors` of them
+    failed or timed out; `trouble`: why it could not sample at all ("" if it did)."""
+
+    dev: str
+    reads: int
+    errors: int
+    now: float
+    trouble: str = ""
+
+
+@record(frozen=True)
 class PathsSettled:
     """The paths the classifier claims for `wwid` are known (a uevent batch, discovery or `add map`):
     create, reload or remove its map. `claimed`: the claimed devices, in name order."""
@@ -61,4 +73,4 @@ class PathsSettled:
     claimed: tuple[str, ...]
 
 
-Event = PathChecked | MapRevisited | Tick | MapChanged | LinkTrouble | PathsSettled
+Event = PathChecked | MapRevisited | Tick | MapChanged | LinkTrouble | IoSampled | PathsSettled

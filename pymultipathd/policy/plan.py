@@ -54,7 +54,7 @@ def selector(resolve: Resolve) -> tuple[str, tuple[str, ...]]:
 def members(paths: Sequence[PathState]) -> list[Member]:
     unjudged = (PathCheck.UNDEF, PathCheck.WILD)  # not checked, or no checker can judge it: not failed
     return [Member(dev_t=p.dev_t, prio=p.prio, usable=p.usable or p.chk_state in unjudged,
-                   serial=p.serial, node_name=p.node_name, dev=p.dev) for p in paths]
+                   serial=p.serial, node_name=p.node_name, dev=p.dev, marginal=p.marginal) for p in paths]
 
 
 def repeat_count(resolve: Resolve, feats: dmt.Features, prio: int) -> int:
@@ -76,7 +76,8 @@ def build_table(paths: Sequence[PathState], resolve: Resolve, *,
     if len(sizes) != 1:
         detail = ", ".join(f"{p.dev}={p.size}" for p in paths)
         raise ValueError(f"paths disagree on size (sectors: {detail})")
-    groups = group_members(members(paths), str(resolve("path_grouping_policy")))
+    groups = group_members(members(paths), str(resolve("path_grouping_policy")),
+                           split_marginal=resolve("marginal_pathgroups") == "on")
     sel, sel_args = selector(resolve)
     feats = features(resolve, queue_if_no_path(resolve) if queueing is None else queueing)
     hwh, hwh_args = hwhandler(resolve, paths)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
+from pymultipathd.config.keywords import MIN_SAMPLE_TIME
 from pymultipathd.record import record
 
 # keyword -> value, already bound to one map's or path's wwid/vendor/product
@@ -63,6 +64,18 @@ class SanPathErr:
 
 
 @record(frozen=True)
+class MarginalPath:
+    """marginal_path_*, when the three times are set and the rate threshold is not "no" (upstream acts only
+    then): a path the kernel fails twice within double_failed_time is not reinstated until a sample of
+    direct reads through it shows at most rate_threshold errors per thousand."""
+
+    double_failed_time: float
+    sample_time: float       # seconds of sampling, at least MIN_SAMPLE_TIME
+    rate_threshold: int      # errors per 1000 reads; 0 (unset): any error keeps the path out
+    recheck_gap_time: float  # seconds a path that failed its sample waits before the next one
+
+
+@record(frozen=True)
 class MapSettings:
     failback: Failback = Failback()
     no_path_retry: NoPathRetry = NoPathRetry()
@@ -76,6 +89,9 @@ class MapSettings:
     log_checker_err_always: bool = True  # a path that stays down is said at each check (log_checker_err)
     recheck_wwid: bool = False        # a path coming back is asked its identity before it is reinstated
     san_path_err: SanPathErr | None = None  # hold back paths that fail too often (all three keywords set)
+    marginal_path: MarginalPath | None = None  # sample paths the kernel fails twice (marginal_path_*)
+    marginal_pathgroups: bool = False  # a marginal path goes to a group of its own instead of being held out
+    ghost_delay: float = 0.0          # seconds a new map of ghost paths only waits for an active one (0: off)
 
     @property
     def queue_if_no_path(self) -> bool:
@@ -135,6 +151,9 @@ def map_settings(resolve: Resolve) -> MapSettings:
         log_checker_err_always=str(resolve("log_checker_err")) != "once",
         recheck_wwid=bool(resolve("recheck_wwid")),
         san_path_err=san_path_err(resolve),
+        marginal_path=marginal_path(resolve),
+        marginal_pathgroups=resolve("marginal_pathgroups") == "on",
+        ghost_delay=float(_positive(resolve("ghost_delay"))),
     )
 
 
@@ -146,3 +165,13 @@ def san_path_err(resolve: Resolve) -> SanPathErr | None:
     threshold, forget, recovery = (_positive(resolve(k)) for k in (
         "san_path_err_threshold", "san_path_err_forget_rate", "san_path_err_recovery_time"))
     return SanPathErr(threshold, forget, float(recovery)) if threshold and forget and recovery else None
+
+
+def marginal_path(resolve: Resolve) -> MarginalPath | None:
+    double, sample, gap = (_positive(resolve(k)) for k in (
+        "marginal_path_double_failed_time", "marginal_path_err_sample_time",
+        "marginal_path_err_recheck_gap_time"))
+    threshold = resolve("marginal_path_err_rate_threshold")
+    if not (double and gap and sample >= MIN_SAMPLE_TIME) or threshold == "no":
+        return None  # a sample time below the minimum was warned about when the file was read
+    return MarginalPath(float(double), float(sample), _positive(threshold), float(gap))

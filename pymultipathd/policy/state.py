@@ -34,6 +34,14 @@ class PathCheck(enum.StrEnum):
 USABLE = frozenset({PathCheck.UP, PathCheck.GHOST})
 
 
+class IoCheck(enum.Enum):
+    """Where a path stands in marginal_path_*'s I/O error check (upstream's io_err_stat)."""
+
+    NONE = "none"          # not suspect
+    WAITING = "waiting"    # failed too often: not reinstated, sampled once it is up and its wait is over
+    SAMPLING = "sampling"  # direct reads through it are being counted
+
+
 @record
 class PathState:
     dev: str
@@ -69,6 +77,16 @@ class PathState:
     err_failures: int = 0
     err_forget_left: int = 0
     held_since: float | None = None
+    # marginal_path_*: failures by the kernel in the current double_failed_time window and when it began,
+    # the I/O error check's stage, and the loop time before which a waiting path is not sampled again
+    io_fails: int = 0
+    io_fails_since: float = 0.0
+    io_check: IoCheck = IoCheck.NONE
+    io_check_after: float = 0.0
+    marginal: bool = False        # in a path group of marginal paths (marginal_pathgroups on, setmarginal)
+    # retrigger_*: change uevents sent while udev has not given its WWID, and when the next one is due
+    retriggers: int = 0
+    retrigger_next: float = 0.0
     blacklisted: bool = False     # known for `show devices`, but not a path (`show paths` leaves it out)
 
     @property
@@ -104,6 +122,7 @@ class MapState:
     open_count: int = 0
     vendor: str = ""
     product: str = ""
+    revision: str = ""            # of its first path: devices entries with a revision regex match on it
     paths: list[str] = field(default_factory=list)  # dev names, in table order
     queueing_disabled: bool = False   # `disablequeueing` or flush_on_last_del: off until restorequeueing
     retry_ticks: int | None = None    # no_path_retry N: checker intervals left while all paths are down
@@ -119,6 +138,7 @@ class MapState:
     # comes back gets it too (set by mpathpersist's setprstatus and by reading the keys at start-up)
     prflag: bool = False
     pr_epoch: int = 0  # bumped by set/unsetprstatus: a background result older than that loses to it
+    not_ready_until: float | None = None  # ghost_delay: announced not ready until then or an active path
     stats: MapStats = field(default_factory=MapStats)
 
     @property
@@ -174,6 +194,7 @@ class DaemonState:
                 devs.append(p.dev)
                 if not m.vendor:
                     m.vendor, m.product = p.facts.vendor or "", p.facts.product or ""
+                    m.revision = p.facts.revision or ""
         self.set_paths(m, devs)
 
     def forget_map(self, m: MapState) -> list[PathState]:

@@ -253,9 +253,9 @@ def test_the_plan_is_the_daemons_assembly():
     claimed, _ = classify.assembly_and_verdicts(world, cfg)
     for wwid, devs in claimed.items():
         m = state.map_of_wwid(wwid)
-        vendor, product = mapmaker.map_identity(state, devs, m)
-        def resolve(kw, w=wwid, v=vendor, p=product):
-            return cfg.resolve(kw, wwid=w, vendor=v, product=p)
+        vendor, product, revision = mapmaker.map_identity(state, devs, m)
+        def resolve(kw, w=wwid, v=vendor, p=product, r=revision):
+            return cfg.resolve(kw, wwid=w, vendor=v, product=p, revision=r)
 
         todo = decide.assemble(state, ev.PathsSettled(wwid, devs), resolve)
         made = [a.table for a in todo if isinstance(a, (act.CreateMap, act.ReloadMap))]

@@ -255,7 +255,8 @@ def test_invalid_values_are_errors_with_file_line_keyword(keyword, raw):
         ("multipaths {\n multipath {\n alias x\n }\n}\n", 2, "multipath", "without wwid"),
         ("blacklist {\n device {\n }\n}\n", 2, "device", "without vendor or product"),
         ("blacklist {\n alias x\n}\n", 2, "alias", "not allowed"),
-        ("overrides {\n protocol {\n type scsi:fcp\n }\n}\n", 2, "protocol", "not supported"),
+        ("overrides {\n protocol {\n type scsi:fcp\n no_path_retry 5\n }\n}\n", 4, "no_path_retry",
+         "not allowed in overrides protocol"),
         ("defaults {\n sub {\n }\n}\n", 2, "sub", "unknown subsection"),
     ],
 )
@@ -500,3 +501,34 @@ def test_every_keyword_has_a_doc_and_a_section():
     for kw in kwtable.KEYWORDS:
         assert kw.doc and kw.sections, kw.name
         assert kw.synonym_of is None or kwtable.attribute(kw.synonym_of).name == kw.synonym_of
+
+
+REV_ENTRY = ('devices {\n device {\n vendor V\n product P\n revision "^2"\n uid_attribute ID_REV2\n'
+             ' no_path_retry 9\n }\n}\n')
+
+
+def test_a_revision_entry_reaches_every_lookup_that_knows_the_devices_revision():
+    cfg = parse_text(REV_ENTRY)
+    assert cfg.is_known_hardware(vendor="V", product="P", revision="2.0")
+    assert not cfg.is_known_hardware(vendor="V", product="P", revision="1.0")
+    assert cfg.uid_attribute_for("sdb", vendor="V", product="P", revision="2.0") == "ID_REV2"
+    assert cfg.uid_attribute_for("sdb", vendor="V", product="P", revision="1.0") == "ID_SERIAL"
+
+
+def test_a_maps_configuration_is_resolved_with_its_paths_revision():
+    from pymultipathd import mapmaker
+    from pymultipathd.classify import PathFacts
+    from pymultipathd.policy.state import DaemonState, MapState, PathState
+
+    state = DaemonState()
+    state.paths["sdb"] = PathState(dev="sdb", dev_t="8:16", facts=PathFacts(
+        dev="sdb", dev_t="8:16", wwid="w", vendor="V", product="P", revision="2.5"))
+    assert mapmaker.map_identity(state, ("sdb",), None) == ("V", "P", "2.5")
+    m = MapState(name="mpatha", wwid="w")
+    state.maps["mpatha"] = m
+    state.set_paths(m, ["sdb"])
+    assert mapmaker.map_identity(state, (), m) == ("V", "P", "2.5")
+    m.vendor, m.product, m.revision = "V", "P", "1.0"
+    assert mapmaker.map_identity(state, ("sdb",), m) == ("V", "P", "1.0")
+    cfg = parse_text(REV_ENTRY)
+    assert cfg.resolve("no_path_retry", wwid="w", vendor="V", product="P", revision="2.5") == 9

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 POLICY = ("pymultipathd.policy.decide", "pymultipathd.policy.plan", "pymultipathd.policy.settings",
+          "pymultipathd.policy.marginal",
           "pymultipathd.policy.state", "pymultipathd.policy.events", "pymultipathd.policy.actions")
 # the pure core the policy may build on: records, the classifier's facts, configuration values, DM tables
 PURE = {"pymultipathd", "pymultipathd.policy", "pymultipathd.record", "pymultipathd.errors",

@@ -134,3 +134,63 @@ def test_a_device_without_a_scsi_host_skips_eh_deadline_quietly(tmp_path):
     (tree.sys / "block" / "vdb" / "device").symlink_to(real)
     locations.install(locations.Locations.from_env(tree.env()))
     assert adapter.apply_all(["vdb"], Transport(eh_deadline=10), FAIL, 5.0) == []
+
+
+PROTOCOLS = """\
+defaults {
+	fast_io_fail_tmo 5
+	eh_deadline 20
+}
+overrides {
+	dev_loss_tmo 60
+	protocol {
+		type "scsi:iscsi"
+		fast_io_fail_tmo 9
+		dev_loss_tmo 30
+	}
+	protocol {
+		type "scsi:fcp"
+		eh_deadline off
+		no_path_retry queue
+	}
+}
+"""
+
+
+def test_overrides_protocol_subsections_set_the_timeouts_of_their_transport_only():
+    cfg = parse_text(PROTOCOLS, "multipath.conf")
+    said = [str(w) for w in cfg.warnings]
+    assert any("multipath.conf:15" in w and "no_path_retry" in w and "not allowed in overrides protocol" in w
+               for w in said), said
+
+    def of(protocol: str | None) -> Transport:
+        return transport(lambda kw: cfg.resolve(kw, wwid="w", vendor="V", product="P", protocol=protocol))
+    assert of("scsi:iscsi") == Transport(fast_io_fail=9, dev_loss=30, eh_deadline=20)
+    assert of("scsi:fcp") == Transport(fast_io_fail=5, dev_loss=60, eh_deadline=OFF)
+    assert of("scsi:sas") == of(None) == Transport(fast_io_fail=5, dev_loss=60, eh_deadline=20)
+    assert cfg.resolve("no_path_retry", protocol="scsi:fcp") != "queue"
+
+
+def test_a_protocol_subsection_reads_back_from_pymultipath_t():
+    from pymultipathd.config.render import render
+
+    cfg = parse_text(PROTOCOLS, "multipath.conf")
+    again = parse_text(render(cfg), "-t")
+    assert again.protocols == cfg.protocols
+    assert parse_text('overrides {\n protocol {\n fast_io_fail_tmo 3\n }\n}\n', "x").protocols == []
+
+
+def test_a_maps_paths_of_two_transports_get_each_their_own_values():
+    from pymultipathd import mapmaker
+    from pymultipathd.classify import PathFacts
+    from pymultipathd.policy.state import DaemonState, PathState
+
+    cfg = parse_text(PROTOCOLS)
+    state = DaemonState()
+    for dev, proto in (("sdb", "scsi:iscsi"), ("sdc", "scsi:fcp"), ("sdd", "scsi:iscsi")):
+        state.paths[dev] = PathState(dev=dev, dev_t="8:0", facts=PathFacts(dev=dev, dev_t="8:0", wwid="w",
+                                                                        protocol=proto))
+    work = mapmaker.transport_work(state, "w", ("sdb", "sdc", "sdd"),
+                                   lambda proto: lambda kw: cfg.resolve(kw, wwid="w", protocol=proto))
+    assert work is not None
+    assert {devs: t.fast_io_fail for devs, t in work.groups} == {("sdb", "sdd"): 9, ("sdc",): 5}

@@ -230,13 +230,16 @@ WEIGHTS = {"test_daemon.py": 5.2, "test_classify_vm.py": 4.7, "test_daemon_polic
            "test_bed.py": 2.1, "test_dm_layer.py": 2.0, "test_flush.py": 1.1, "test_control_vm.py": 0.5,
            "test_trust_vm.py": 1.2, "test_holders_vm.py": 3.0, "test_deadportal_vm.py": 2.9,
            "test_hwtable_vm.py": 0.1, "test_checkers_vm.py": 2.4, "test_assemble_vm.py": 1.6,
-           "test_persist_vm.py": 1.2, "test_keywords_vm.py": 1.8,
-           "test_recheck_wwid_vm.py": 1.5, "test_wildcards_vm.py": 1.0}
+           "test_persist_vm.py": 1.2, "test_keywords_vm.py": 3.6,
+           "test_recheck_wwid_vm.py": 1.5, "test_wildcards_vm.py": 1.0,
+           "test_marginal_vm.py": 3.7, "test_ghost_delay_vm.py": 3.0}
 # test_trust_vm: 41-79 s of tests in a two-CPU guest, test_holders_vm 117 s (2026-11-29, not yet sharded);
 # test_deadportal_vm 173 s alone in a one-CPU guest, 128 s in a two-CPU one (2026-11-29)
 # test_checkers_vm 128 s, test_assemble_vm 84 s, test_hwtable_vm 1.4 s in a two-CPU guest (2026-12-06)
 # test_persist_vm 64 s, test_recheck_wwid_vm 84 s in a two-CPU guest (2026-12-06); CI's two one-CPU shards
-# took 1078 and 1052 s with them (2026-12-06)
+# took 1078 and 1052 s with them (2026-12-06); test_marginal_vm 195 s (one I/O error check takes 120 s),
+# test_ghost_delay_vm about 170 s, reassign_maps and retrigger_* about 100 s more in test_keywords_vm, in a
+# two-CPU guest (2026-12-07)
 
 
 def shard_files(files: list[str], n: int) -> list[list[str]]:

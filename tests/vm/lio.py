@@ -1,7 +1,9 @@
 """LIO iSCSI target configured through configfs directly (targetcli takes 13-15 s per call under TCG).
 
 One target IQN, one TPG, rd_mcp (RAM) LUNs, any number of portals in that TPG: an initiator logged in through
-each portal sees every LUN once per portal, with one WWID per LUN (derived from vpd_unit_serial).
+each portal sees every LUN once per portal, with one WWID per LUN (derived from vpd_unit_serial). A LUN may
+instead read and write a block device of the guest (iblock, with an iblock_N hba): two targets whose LUNs have
+one serial and devices over the same storage are one LUN with two paths that can fail apart.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Lun:
     name: str
     size_mb: int
     serial: str  # hex digits: the WWN (and so the WWID) is made from them
+    udev_path: str = ""  # iblock: the block device behind the LUN (its size is the device's)
 
 
 @dataclass
@@ -54,7 +57,11 @@ class LioTarget:
         for lun in self.luns:
             store = f"{CORE}/{self.hba}/{lun.name}"
             self._mkdir(store)
-            write_sysfs(f"{store}/control", f"rd_pages={lun.size_mb * 1024 * 1024 // PAGE}")
+            if lun.udev_path:
+                write_sysfs(f"{store}/control", f"udev_path={lun.udev_path}")
+                write_sysfs(f"{store}/udev_path", lun.udev_path)
+            else:
+                write_sysfs(f"{store}/control", f"rd_pages={lun.size_mb * 1024 * 1024 // PAGE}")
             write_sysfs(f"{store}/wwn/vpd_unit_serial", lun.serial)
             write_sysfs(f"{store}/enable", "1")
         self._mkdir(f"{ISCSI}/{self.iqn}")

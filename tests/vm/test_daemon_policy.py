@@ -212,3 +212,11 @@ def test_transport_timeouts_and_io_size_reach_sysfs(iscsi_bed):
             assert _read(f"/sys/block/{p.dev}/queue/max_sectors_kb") == "64"
         dm_dev = os.path.basename(os.path.realpath(f"/dev/mapper/{name}"))
         assert int(_read(f"/sys/block/{dm_dev}/queue/max_sectors_kb")) <= 64
+        # an overrides protocol subsection for the paths' own transport beats the overrides section; one
+        # for another transport changes nothing
+        protocols = ('\tprotocol {\n\t\ttype "scsi:iscsi"\n\t\tfast_io_fail_tmo 9\n\t}\n'
+                     '\tprotocol {\n\t\ttype "scsi:fcp"\n\t\tfast_io_fail_tmo 3\n\t}\n')
+        with open("/etc/multipath.conf", "w") as f:
+            f.write(conf.replace("\tmax_sectors_kb 64\n", "\tmax_sectors_kb 64\n" + protocols))
+        d.cmd("reconfigure")
+        assert {recovery_tmo(p.dev) for p in paths} == {"9"}

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.vm.pympd import CONF, UNIT, Pympd, config
-from tests.vm.sysutil import SavedFiles, read_sysfs, run, wait_for
+from tests.vm.sysutil import SavedFiles, read_sysfs, run, settle, udev_wwid, wait_for
 
 
 def _main_pid() -> str:
@@ -125,3 +125,64 @@ def test_san_path_err_holds_a_flapping_path_out_for_the_recovery_time(iscsi_bed)
             assert kernel_state() == "F", f"{a.dev} reinstated while held back"
             time.sleep(1)
         wait_for(lambda: kernel_state() == "A", 60, f"{a.dev} reinstated after san_path_err_recovery_time")
+
+
+def test_reassign_maps_moves_a_device_built_on_a_path_onto_the_map(iscsi_bed):
+    bed = iscsi_bed(luns=1, size_mb=8)
+    a, _ = bed.paths(0)
+    on_path = "pymp-on-path"  # what LVM makes when it activates a volume on /dev/sdX before the map exists
+    with Pympd(config("greedy")) as d:
+        name = d.wait_map(a.wwid)
+        map_devno = run(["dmsetup", "info", "-c", "--noheadings", "-o", "major,minor", "--separator", ":",
+                         name]).strip()
+        run(["dmsetup", "create", on_path, "--table", f"0 2048 linear {a.devno} 0"])
+        try:
+            _reconfigure(d, config("greedy"))  # reassign_maps no (the default): left on the path
+            assert run(["dmsetup", "table", on_path]).split()[3] == a.devno
+            _reconfigure(d, config("greedy", reassign_maps="yes"))
+            assert run(["dmsetup", "table", on_path]).split()[3] == map_devno
+            major, minor = map_devno.split(":")
+            assert f"({major}, {minor})" in run(["dmsetup", "deps", on_path])
+            run(["dd", f"if=/dev/mapper/{on_path}", "of=/dev/null", "bs=4096", "count=16", "iflag=direct"])
+            assert f"{on_path} was built on a path of the map" in "\n".join(_journal_since(time.time() - 60))
+        finally:
+            run(["dmsetup", "remove", "--retry", on_path], check=False)
+
+
+HIDE_SERIAL = "/run/udev/rules.d/61-pymp-hide-serial.rules"
+REVEAL = "/run/pymp-reveal-serial"
+
+
+def test_retrigger_tries_asks_udev_again_for_a_missing_wwid(iscsi_bed):
+    # a rule after udev's own (60-persistent-storage) takes the WWID away, as a udev that timed out on the
+    # disk would leave it, until the test says otherwise
+    os.makedirs(os.path.dirname(HIDE_SERIAL), exist_ok=True)
+    with open(HIDE_SERIAL, "w") as f:
+        f.write('ACTION=="add|change", SUBSYSTEM=="block", ENV{DEVTYPE}=="disk", ENV{ID_VENDOR}=="LIO-ORG", '
+                f'TEST!="{REVEAL}", ENV{{ID_SERIAL}}=""\n')
+    run(["udevadm", "control", "--reload"])
+    try:
+        bed = iscsi_bed(luns=1, size_mb=8)
+        a, _ = bed.paths(0)
+        assert a.wwid in (None, ""), f"{a.dev} has a WWID despite the rule: {a.wwid}"
+        with Pympd(config("greedy", retrigger_tries=0)) as d:
+            time.sleep(8)
+            assert d.maps() == {}
+            assert not [ln for ln in _journal_since(time.time() - 10) if "change uevent" in ln]
+        with Pympd(config("greedy", retrigger_tries=3, retrigger_delay=4)) as d:
+            t0 = time.time()
+            wait_for(lambda: any(f"{a.dev}: no WWID from udev; change uevent 1 of 3" in ln
+                                 for ln in _journal_since(t0 - 5)), 60, "the first retrigger")
+            time.sleep(1)  # the uevent is written just after the line is logged; then udev works on it
+            settle()
+            assert udev_wwid(a.dev) in (None, "") and d.maps() == {}, "the first retrigger gave a WWID"
+            open(REVEAL, "w").close()  # udev gives the WWID from the next event on
+            wwid = wait_for(lambda: next(iter(d.maps().values()), None), 60, "a map once udev gave the WWID")
+            assert wwid.startswith("36001405")
+            said = [ln for ln in _journal_since(t0 - 5) if "change uevent" in ln]
+            assert any("change uevent 2 of 3" in ln for ln in said), said
+    finally:
+        for f in (HIDE_SERIAL, REVEAL):
+            if os.path.exists(f):
+                os.unlink(f)
+        run(["udevadm", "control", "--reload"])
