@@ -5,8 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PREFIX ?= /usr/local
 DESTDIR ?=
-# Debian packages the host needs: systemd-python builds against libsystemd; the VM tier needs QEMU and mmdebstrap.
-HOST_DEBS := libsystemd-dev pkg-config gcc qemu-system-x86 qemu-utils mmdebstrap e2fsprogs man-db groff-base
+# Debian packages the host needs: systemd-python builds against libsystemd; the VM tier needs QEMU and mmdebstrap;
+# `pymultipath verify` and its tests read zstd- and lz4-compressed initramfs images with those tools.
+HOST_DEBS := libsystemd-dev pkg-config gcc qemu-system-x86 qemu-utils mmdebstrap e2fsprogs man-db groff-base \
+	zstd lz4
 
 # The compiled front udev runs per disk event (udev/pymultipath-udev.c); it execs PREFIX/bin/pymultipath when
 # no daemon answers, so it is rebuilt for every install (PREFIX may differ). Debian's gcc pulls in libc6-dev.
@@ -73,6 +75,13 @@ helper:
 # COMPAT=1: also `multipath`/`multipathd` in PREFIX/sbin as links to ours (docs/cli.md, "Drop-in names"),
 # checked before anything is installed: a name a Debian package owns is refused.
 COMPAT_INSTALL = $(PYTHON) -m pymultipathd.cli.compat_install --root "$(DESTDIR)" --prefix "$(PREFIX)"
+# The initramfs integration (initramfs/, docs/classification.md "Building the image"): initramfs-tools' and
+# dracut's directories are fixed, whatever PREFIX; the files name this PREFIX's programs, the interpreter
+# and the package directory (the shell variables python and site of the recipe line that uses this).
+INITRAMFS_TOOLS := $(DESTDIR)/usr/share/initramfs-tools
+DRACUT_MODULE := $(DESTDIR)/usr/lib/dracut/modules.d/90pymultipathd
+INITRAMFS_SUBST = sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@LIBEXECDIR@|$(PREFIX)/libexec|g' \
+	-e "s|@PYTHON@|$$python|g" -e "s|@SITE@|$$site|g"
 install:
 	$(if $(filter 1 yes,$(COMPAT)),$(COMPAT_INSTALL) --check)
 	$(PYTHON) -m pip install --no-deps --root "$(or $(DESTDIR),/)" --prefix "$(PREFIX)" .
@@ -94,6 +103,20 @@ install:
 	for f in udev/*.rules; do [ -e "$$f" ] && sed -e "s|/usr/local/libexec/pymultipath-udev|$$front|g" \
 		-e 's|/usr/local/bin/pymultipath|$(PREFIX)/bin/pymultipath|g' \
 		"$$f" > "$(DESTDIR)/lib/udev/rules.d/$$(basename $$f)"; done; true
+	install -d "$(INITRAMFS_TOOLS)/hooks" "$(INITRAMFS_TOOLS)/scripts/local-top" \
+		"$(INITRAMFS_TOOLS)/scripts/init-bottom" "$(DRACUT_MODULE)"
+	site=$$($(PYTHON) -c 'import sysconfig, sys; print(sysconfig.get_path("purelib", "posix_prefix", \
+		vars={"base": sys.argv[1], "platbase": sys.argv[1]}))' "$(PREFIX)") && \
+	python=$$($(PYTHON) -c 'import sys; print(sys.executable)') && \
+	for f in hooks/pymultipathd scripts/local-top/pymultipathd scripts/init-bottom/pymultipathd; do \
+		$(INITRAMFS_SUBST) "initramfs/initramfs-tools/$$f" > "$(INITRAMFS_TOOLS)/$$f" || exit 1; \
+		chmod 0755 "$(INITRAMFS_TOOLS)/$$f"; done && \
+	$(INITRAMFS_SUBST) initramfs/pymultipathd-boot > "$(INITRAMFS_TOOLS)/scripts/pymultipathd-boot" && \
+	chmod 0755 "$(INITRAMFS_TOOLS)/scripts/pymultipathd-boot" && \
+	for f in initramfs/dracut/90pymultipathd/* initramfs/pymultipathd-boot; do \
+		$(INITRAMFS_SUBST) "$$f" > "$(DRACUT_MODULE)/$$(basename "$$f")" || exit 1; \
+		chmod 0755 "$(DRACUT_MODULE)/$$(basename "$$f")"; done && \
+	chmod 0644 "$(DRACUT_MODULE)/initrd.conf"
 	$(PYTHON) -m pymultipathd.cli.manpages "$(DESTDIR)$(PREFIX)/share/man" >/dev/null
 	install -d "$(DESTDIR)$(PREFIX)/share/doc/pymultipathd"
 	install -m 0644 conf/multipath.conf "$(DESTDIR)$(PREFIX)/share/doc/pymultipathd/multipath.conf.example"

@@ -236,6 +236,13 @@ def _scan_wwids(lines: list[str], filename: str) -> list[str | None]:
     return [_wwid_of_line(line, filename, n) for n, line in enumerate(lines, 1)]
 
 
+def wwids_from_text(text: str, filename: str) -> list[str]:
+    """The WWIDs of a wwids file's text, as read_wwids reads the file; `filename` names it in warnings."""
+    lines = text.split("\n")  # as _read_lines splits
+    lines = lines[:-1] if lines[-1] == "" else lines
+    return list(dict.fromkeys(w for w in _scan_wwids(lines, filename) if w is not None))
+
+
 def read_wwids(path: str | None = None) -> list[str]:
     """WWIDs in the wwids file, in file order, without duplicates. A missing file is an empty list."""
     path = path or locations.wwids_file()
@@ -383,6 +390,13 @@ def _scan_bindings(lines: list[str], filename: str) -> tuple[dict[str, str], set
         bindings[alias] = wwid
         alias_line[alias] = wwid_line[wwid] = n
     return bindings, claimed
+
+
+def bindings_from_text(text: str, filename: str) -> dict[str, str]:
+    """alias -> wwid of a bindings file's text, as read_bindings reads the file; `filename` names it in
+    warnings."""
+    lines = text.split("\n")  # as _read_lines splits
+    return _scan_bindings(lines[:-1] if lines[-1] == "" else lines, filename)[0]
 
 
 def read_bindings(path: str | None = None) -> dict[str, str]:

@@ -94,7 +94,8 @@ def tool_page() -> str:
     lines += _block(pymultipath.USAGE.split("\n\n", 1)[1])
     lines += [".SH EXIT STATUS", "0 on success; 1 when the action failed (or, for \\-c, the device is not a "
               "path; or, for making maps, the command line makes no sense, as upstream); 2 for a usage error "
-              "of another action."]
+              "of another action. verify: 0 when the root and the initramfs image agree, 1 when they differ, "
+              "2 when the image or the root cannot be read, 3 when \\-\\-fix could not rebuild the image."]
     lines += [".SH SEE ALSO", ".BR pymultipathd (8),", ".BR pymultipath.conf (5)"]
     return "\n".join(lines) + "\n"
 

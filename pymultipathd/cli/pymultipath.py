@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "classify": "classify_cmd",
     "snapshot": "classify_cmd",
     "holders": "flush_cmd",
+    "verify": "verify_cmd",
 }
 
 USAGE = """\
@@ -91,6 +92,10 @@ maps:
 offline and diagnostics:
   classify --facts FILE [--json] [--explain]   classify a JSON snapshot without touching the system
   snapshot [-o FILE]                           write a JSON snapshot of this system's paths and maps
+  verify [--initrd FILE] [--root DIR] [--json] [--fix]
+                    compare the root's classification inputs with an initramfs image's (default: the
+                    running kernel's) and say which present paths each difference classifies otherwise;
+                    exit 0 agree, 1 differ, 2 unreadable, 3 --fix failed; --fix rebuilds the image
 
 global options:
   --config FILE     main configuration file (default /etc/multipath.conf; env PYMULTIPATH_CONF)

@@ -93,6 +93,8 @@ async def show_status(d: Daemon, cmd: Command) -> str:
               f"busy: {d.core.busy}", f"uevents: {d.core.stats['uevents']}",
               f"batches: {d.core.stats['batches']}", f"map creates: {d.core.stats['creates']}",
               f"map reloads: {d.core.stats['reloads']}"]
+    if d.initramfs_warnings:  # this boot's initramfs classified with other inputs (pymultipath verify)
+        lines += ["", *d.initramfs_warnings]
     return "\n".join(lines) + "\n"
 
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 
 from pymultipathd import locations
-from pymultipathd.config import ConfigError, load_config
+from pymultipathd.config import Config, ConfigError, load_config
 from pymultipathd.config.load import sources_signature
 from pymultipathd.control.server import ControlServer
 from pymultipathd.daemon import handlers, limits, logsetup
@@ -101,6 +101,8 @@ class Daemon:
         self.udev_service: UdevService | None = None
         self.config_signature: tuple = ()  # of the files the running config came from (udev_service)
         self.queue_without_daemon: bool | None = None  # `forcequeueing daemon` sets True
+        # how this boot's initramfs classified differently from the root now (`show status` repeats them)
+        self.initramfs_warnings: list[str] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._progress = 0.0  # loop time of the checker loop's last completed round (the watchdog's proof)
@@ -140,8 +142,18 @@ class Daemon:
             self.core.sync_reservations()
         finally:
             self.core.busy = False
+        await self.compare_initramfs(config)
         log.info("reconfigured from %s", ", ".join(config.files) or "built-in defaults")
         return None
+
+    async def compare_initramfs(self, config: Config) -> None:
+        """Compare the fingerprint this boot's initramfs left with the root's classification inputs now:
+        each difference is a warning (never a reclassification). Reads files: off the event loop."""
+        from pymultipathd.initrd.fingerprint import check_initramfs_fingerprint
+
+        self.initramfs_warnings = await asyncio.to_thread(check_initramfs_fingerprint, config)
+        for w in self.initramfs_warnings:
+            log.warning("%s", w)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -224,7 +236,9 @@ class Daemon:
         if self._hup_pending:
             asyncio.ensure_future(self.reconfigure())
         self._progress = loop.time()
-        self._tasks = [asyncio.ensure_future(self._checker_loop()), asyncio.ensure_future(self._watchdog())]
+        self._tasks = [asyncio.ensure_future(self._checker_loop()), asyncio.ensure_future(self._watchdog()),
+                       asyncio.ensure_future(self._guard(self.compare_initramfs(self.core.config),
+                                                         "initramfs comparison"))]
         if not self.opts.no_linkwatch:
             watch = LinkWatch(self._portals, self._on_link_trouble)
             self._tasks.append(asyncio.ensure_future(self._guard(watch.run(), "link watch")))

@@ -22,7 +22,7 @@ def _daemon() -> types.SimpleNamespace:
         m = MapState(name=name, wwid=f"3600{name}")
         m.stats = MapStats(path_faults=3, switch_grp=2, map_loads=4, map_failures=1, queueing_timeouts=1)
         core.state.maps[name] = m
-    return types.SimpleNamespace(core=core)
+    return types.SimpleNamespace(core=core, initramfs_warnings=[])
 
 
 def _run(d: types.SimpleNamespace, text: str) -> str:
@@ -253,3 +253,12 @@ def test_show_paths_leaves_out_a_blacklisted_disk_that_show_devices_lists():
     d2 = _daemon()
     d2.core.state.paths.update(st.paths)
     assert "paths: 1" in _run(d2, "show status")
+
+
+def test_show_status_repeats_what_the_initramfs_classified_differently():
+    d = _daemon()
+    assert "initramfs" not in _run(d, "show status")
+    d.initramfs_warnings = ["initramfs fingerprint: 1 difference; rebuild: pymultipath verify --fix",
+                            "initramfs fingerprint: wwids: root only: 3600a"]
+    out = _run(d, "show status")
+    assert out.endswith("\n".join(d.initramfs_warnings) + "\n")
