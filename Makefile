@@ -6,9 +6,11 @@ PY := $(VENV)/bin/python
 PREFIX ?= /usr/local
 DESTDIR ?=
 # Debian packages the host needs: systemd-python builds against libsystemd; the VM tier needs QEMU and mmdebstrap;
-# `pymultipath verify` and its tests read zstd- and lz4-compressed initramfs images with those tools.
+# `pymultipath verify` and its tests read zstd- and lz4-compressed initramfs images with those tools; the
+# initramfs hook's tests run initramfs-tools' hook functions and dracut's tools (dracut-core, not `dracut`,
+# which would replace initramfs-tools) and check the boot scripts with shellcheck.
 HOST_DEBS := libsystemd-dev pkg-config gcc qemu-system-x86 qemu-utils mmdebstrap e2fsprogs man-db groff-base \
-	zstd lz4
+	zstd lz4 initramfs-tools-core dracut-core shellcheck
 
 # The compiled front udev runs per disk event (udev/pymultipath-udev.c); it execs PREFIX/bin/pymultipath when
 # no daemon answers, so it is rebuilt for every install (PREFIX may differ). Debian's gcc pulls in libc6-dev.

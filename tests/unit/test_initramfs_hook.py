@@ -1,7 +1,8 @@
 """The initramfs-tools hook and the dracut module (initramfs/), run on the host against a staging directory.
 
 Needs Debian's initramfs-tools-core (hook-functions) and dracut-core (dracut's tools, not the `dracut`
-package, which would replace initramfs-tools); each part is skipped, saying so, where its tool is missing.
+package, which would replace initramfs-tools), which `make setup` installs, and root (a chroot): a missing
+one fails the test with what to install, never skips it.
 The programs are "installed" as `make install` would write them: launchers naming this interpreter and
 this checkout. Kernel modules are recorded, not copied: this host has no /lib/modules.
 """
@@ -25,11 +26,19 @@ HOOK_FUNCTIONS = Path("/usr/share/initramfs-tools/hook-functions")
 DRACUT_BASE = Path("/usr/lib/dracut")
 DEPS = [p for p in sys.path if p.endswith("site-packages")]
 
-needs_itools = pytest.mark.skipif(
-    not HOOK_FUNCTIONS.exists(),
-    reason="initramfs-tools-core not installed (apt-get install initramfs-tools-core)")
-needs_dracut = pytest.mark.skipif(shutil.which("dracut") is None or not DRACUT_BASE.is_dir(),
-                                  reason="dracut-core not installed (apt-get install dracut-core)")
+@pytest.fixture
+def needs_itools_installed() -> None:
+    assert HOOK_FUNCTIONS.exists(), "initramfs-tools-core is not installed (make setup installs it)"
+
+
+@pytest.fixture
+def needs_dracut_installed() -> None:
+    assert shutil.which("dracut") is not None and DRACUT_BASE.is_dir(), \
+        "dracut-core is not installed (make setup installs it)"
+
+
+needs_itools = pytest.mark.usefixtures("needs_itools_installed")
+needs_dracut = pytest.mark.usefixtures("needs_dracut_installed")
 
 
 def substitute(src: Path, dst: Path, bindir: Path) -> None:
@@ -133,13 +142,12 @@ def test_hook_file_list(hook_run, installed, capsys):
 def test_hook_image_runs_the_programs(hook_run, installed):
     """The copied subset is enough: the daemon's and udev helper's imports, pyudev finding libudev."""
     done, dest = hook_run
-    if os.geteuid() != 0:
-        pytest.skip("chroot needs root")
+    assert os.geteuid() == 0, "the chroot into the image needs root (as the VM tier does)"
     subprocess.run(["ldconfig", "-r", str(dest)], check=False, capture_output=True)
     (dest / "dev").mkdir(exist_ok=True)
     null = dest / "dev" / "null"
-    if not null.exists() and subprocess.run(["mknod", "-m", "666", str(null), "c", "1", "3"]).returncode:
-        pytest.skip("cannot make dev/null for the chroot")
+    made = null.exists() or subprocess.run(["mknod", "-m", "666", str(null), "c", "1", "3"]).returncode == 0
+    assert made, "cannot make dev/null for the chroot"
     probe = ("import sys; sys.path += sys.argv[1:]; import pymultipathd.daemon.main, "
              "pymultipathd.cli.udev_helper, pymultipathd.cli.assemble_cmd, pyudev; pyudev.Context(); "
              "b'x'.decode('latin-1'); print('ok')")
