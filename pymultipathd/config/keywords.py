@@ -364,8 +364,12 @@ _SETTINGS = "policy/settings.py map_settings -> policy/decide.py"
 _PLAN = "policy/plan.py build_table"
 _SHAKY_EFFECT = (f"{_SETTINGS} path_checked -> hold_back; tests: unit/test_policy.py, "
                  "vm/test_keywords_vm.py")
-# what an overrides protocol subsection may set (upstream 0.9.4: the transport's timeouts)
+# what an overrides protocol subsection may set (upstream 0.9.4: the transport's timeouts), and its types:
+# upstream's protocol names, as `show paths` %P prints them
 PROTOCOL_KEYWORDS = frozenset({"fast_io_fail_tmo", "dev_loss_tmo", "eh_deadline"})
+PROTOCOL_TYPES = ("scsi:fcp", "scsi:spi", "scsi:ssa", "scsi:sbp", "scsi:srp", "scsi:iscsi", "scsi:sas",
+                  "scsi:adt", "scsi:ata", "scsi:usb", "scsi:unspec", "ccw", "cciss", "nvme:pcie", "nvme:rdma",
+                  "nvme:fc", "nvme:tcp", "nvme:loop", "nvme:apple-nvme", "nvme:unspec", "undef")
 _MARGINAL_EFFECT = (f"{_SETTINGS} map_changed, path_checked -> policy/marginal.py; "
                     "daemon/iosample.py; tests: unit/test_marginal.py, vm/test_marginal_vm.py")
 MIN_SAMPLE_TIME = 120  # upstream samples for no less: reads get 60 s to finish, and sending needs time too
@@ -374,8 +378,8 @@ MIN_SAMPLE_TIME = 120  # upstream samples for no less: reads get 60 s to finish,
 class _SampleTime(WordOrInt):
     def caution(self, value: object) -> str | None:
         if isinstance(value, int) and 0 < value < MIN_SAMPLE_TIME:
-            return (f"{value} is below {MIN_SAMPLE_TIME} s: marginal-path detection stays off for the maps "
-                    "it applies to (as upstream)")
+            return (f"{value} is below {MIN_SAMPLE_TIME} s: samples take {MIN_SAMPLE_TIME} s (as upstream: "
+                    "reads get 60 s to finish)")
         return None
 
 
@@ -791,9 +795,9 @@ _TABLE: list[Keyword] = [
         _SHAKY,
         0,
         "DVOM",
-        "Seconds within which a second failure by the kernel (an I/O error) makes a path suspect: it is not "
-        "reinstated until an I/O error check finds it healthy. Marginal-path detection needs this, "
-        "marginal_path_err_sample_time and marginal_path_err_recheck_gap_time.",
+        "Seconds within which a path failed a second time in its map (by the kernel on an I/O error, or by "
+        "the daemon after a check) is suspect: it is not reinstated until an I/O error check finds it "
+        "healthy. Marginal-path detection needs all four marginal_path_* keywords.",
         effect=_MARGINAL_EFFECT,
     ),
     _k(
@@ -810,8 +814,8 @@ _TABLE: list[Keyword] = [
         WordOrInt("no", lo=1, zero="no"),
         None,
         "DVOM",
-        "Errors per thousand sampled reads above which a suspect path stays out of its map (no or 0: "
-        "marginal-path detection is off; unset: any error).",
+        "Errors per thousand sampled reads above which a suspect path stays out of its map; unset, no or "
+        "0 leave marginal-path detection off, as upstream.",
         effect=_MARGINAL_EFFECT,
     ),
     _k(

@@ -168,6 +168,10 @@ class _Builder:
         if not entry.get("type"):
             self.warn(node.line, "protocol", "protocol subsection without type; ignored")
             return
+        if entry["type"] not in keywords.PROTOCOL_TYPES:
+            self.warn(node.line, "protocol", f"invalid type {entry['type']!r} (one of "
+                      f"{', '.join(keywords.PROTOCOL_TYPES)}); subsection ignored")
+            return
         self.config.protocols.append(entry)
 
     def add_tree(self, filename: str, items: list[Entry | Section]) -> None:

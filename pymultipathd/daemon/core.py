@@ -53,6 +53,7 @@ PARTITION_READ_TIMEOUT = 30.0  # seconds a partition-table read may take before 
 HOLDERS_SCAN_TIMEOUT = 20.0    # seconds the daemon waits for the holders scan of a map it flushes
 TRANSPORT_TIMEOUT = 10.0       # seconds the sysfs writes of a map's transport settings may take
 RECHECK_MARGIN = 5.0           # seconds past its command timeout an identity read (recheck_wwid) may take
+ANNOUNCE_RETRY = 5.0           # seconds before a refused "ready" reload (ghost_delay's end) is tried again
 
 
 class CommandError(PymultipathError):
@@ -81,6 +82,9 @@ class Core:
         # map can hold
         self._sysfs_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sysfs")
         self._sysfs_job: asyncio.Future[list[tuple[str, str]]] | None = None
+        # change uevents asked of the kernel (retrigger_*): a thread of their own, never waited for
+        self._uevent_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uevent")
+        self._uevent_job: asyncio.Future[bool] | None = None
         self._pending: set[str] = set()
         # WWIDs whose map an administrator removed (del map): a change uevent of their paths (late ones from
         # the map's own creation, a rescan, udevadm trigger) does not make the map again, as upstream's
@@ -209,12 +213,17 @@ class Core:
         found, problems = await self.dm(topology.multipath_maps, self.ctl)
         for name, err in problems:
             log.warning("cannot adopt map %s: %s", name, err, extra=fields(map=name))
+        now = asyncio.get_running_loop().time()
         for m, _ in found:
             self.state.maps[m.name] = m
             self.state.relink(m)
             groups = len(m.table.groups) if m.table else 0
             log.info("%s: adopted existing map (%d path groups)", m.name, groups,
                      extra=fields(map=m.name, wwid=m.wwid))
+            if (facts.udev_properties(m.dev_t) or {}).get("DM_SUBSYSTEM_UDEV_FLAG2") == "1":
+                # left announced not ready (ghost_delay) by a daemon that stopped before it announced it:
+                # announced at the first tick, as upstream's start-up reload of every map would
+                m.not_ready_until = now
 
     async def refresh_map(self, m: MapState) -> None:
         """Re-read a map's live table, status and info from the kernel."""
@@ -651,8 +660,7 @@ class Core:
         elif isinstance(a, act.AnnounceReady):
             await self._announce_ready(a.map)
         elif isinstance(a, act.Retrigger):
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._sysfs_thread, sysinfo.trigger_uevent, a.dev, "change")
+            self._retrigger(a.dev)
         else:
             raise TypeError(f"no executor for {a!r}")
 
@@ -747,13 +755,34 @@ class Core:
         loop.run_in_executor(self._sysfs_thread, sysinfo.rescan_device, p.dev)
         return fresh
 
+    def _wwid_from_udev(self, p: PathState) -> bool:
+        f = p.facts
+        return bool(self.config.uid_attribute_for(p.dev, vendor=f.vendor, product=f.product,
+                                                  revision=f.revision))
+
+    def _retrigger(self, dev: str) -> None:
+        """A change uevent for `dev`, not waited for: a write to sysfs that hangs (a host in error handling)
+        must not hold the clock's tick; while one hangs, the next are not sent."""
+        if self._uevent_job is not None and not self._uevent_job.done():
+            log.warning("%s: change uevent not sent: an earlier one has not returned", dev,
+                        extra=fields(dev=dev))
+            return
+        self._uevent_job = asyncio.get_running_loop().run_in_executor(
+            self._uevent_thread, sysinfo.trigger_uevent, dev, "change")
+
     async def _announce_ready(self, name: str) -> None:
         """ghost_delay is over: the live table loaded again without the not-ready flags, so the change
         uevent of its resume runs udev's rules in full (as upstream's forced reload)."""
         m = self.state.maps.get(name)
         if m is None or m.table is None:
             return
-        await self._reload(name, m.table)
+        try:
+            await self._reload(name, m.table)
+        except DMError as err:
+            m.not_ready_until = asyncio.get_running_loop().time() + ANNOUNCE_RETRY
+            log.warning("%s: announcing it ready failed (%s); again in %.0f s", name, err, ANNOUNCE_RETRY,
+                        extra=fields(map=name))
+            return
         await self._refresh_or_forget(name)
 
     def _sample_io(self, a: act.SampleIo) -> None:
@@ -770,8 +799,9 @@ class Core:
             if self.state.paths.get(a.dev) is not p:
                 return  # the device went away (its name may be another's now)
             now = asyncio.get_running_loop().time()
-            await self.execute(decide.step(self.state, ev.IoSampled(a.dev, reads, errors, now, trouble),
-                                           self.settings_of))
+            done = ev.IoSampled(a.dev, reads, errors, now, "" if trouble == iosample.BUSY else trouble,
+                                busy=trouble == iosample.BUSY)
+            await self.execute(decide.step(self.state, done, self.settings_of))
 
         task = asyncio.ensure_future(run())
         self._sampling[a.dev] = task
@@ -792,7 +822,8 @@ class Core:
             r = self.resolver(None, None, None)
             tries, delay = r("retrigger_tries"), r("retrigger_delay")
             todo = decide.uninitialized(self.state, tries if isinstance(tries, int) else 3,
-                                        float(delay) if isinstance(delay, int) else 10.0, now)
+                                        float(delay) if isinstance(delay, int) else 10.0, now,
+                                        self._wwid_from_udev)
             if todo:
                 await self.execute(todo)
         for m in list(self.state.maps.values()):
@@ -1055,6 +1086,7 @@ class Core:
         self._dm_thread.shutdown(wait=False, cancel_futures=True)
         self._io_thread.shutdown(wait=False, cancel_futures=True)
         self._sysfs_thread.shutdown(wait=False, cancel_futures=True)
+        self._uevent_thread.shutdown(wait=False, cancel_futures=True)
 
 
 def _log_sample_failure(dev: str, name: str, task: asyncio.Task) -> None:

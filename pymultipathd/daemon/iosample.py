@@ -5,8 +5,8 @@ when it has not come back after IO_TIMEOUT seconds.
 Reads are sent during the first `seconds - IO_TIMEOUT` of the sample, so the last ones have their full
 timeout before the count is taken, as upstream does. Each sample reads in a thread of its own: a path that
 hangs holds that thread in the kernel (reads cannot be cancelled), never the event loop or the other
-samples. The number of such threads is bounded; beyond it a sample is refused and the policy lets the path
-back without one, as upstream does when it cannot start the check.
+samples. The number of such threads is bounded; beyond it a sample is refused as busy and the policy tries
+it again a little later, the path still out of its map.
 """
 
 from __future__ import annotations
@@ -58,11 +58,15 @@ def _read_loop(node: str, counts: Counts, until: float) -> None:
 
 
 def _reads(node: str, counts: Counts, until: float) -> None:
+    # the open counts as a read under way: a device in error handling can hold it as long as a read
+    counts.in_flight_since = time.monotonic()
     try:
         fd = os.open(node, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
     except OSError as err:
+        counts.in_flight_since = None
         counts.trouble = f"cannot open {node}: {err.strerror}"
         return
+    counts.in_flight_since = None
     try:
         buf = mmap.mmap(-1, READ_SIZE)  # page aligned, as O_DIRECT needs
         try:
@@ -83,13 +87,17 @@ def _reads(node: str, counts: Counts, until: float) -> None:
         os.close(fd)
 
 
+BUSY = "busy"  # the trouble word of a sample refused for want of a free thread
+
+
 async def sample(node: str, seconds: float) -> tuple[int, int, str]:
-    """Sample `node` for `seconds`: (reads, errors, trouble). Cancelling it stops the reads (the thread ends
+    """Sample `node` for `seconds`: (reads, errors, trouble); trouble BUSY: no thread was free (MAX_SAMPLERS
+    samples under way, some perhaps stuck in hung devices). Cancelling it stops the reads (the thread ends
     when its read under way returns)."""
     global _live
     with _live_lock:
         if _live >= MAX_SAMPLERS:
-            return 0, 0, f"{MAX_SAMPLERS} I/O error checks already under way (some paths may hang)"
+            return 0, 0, BUSY
         _live += 1
     counts = Counts()
     until = time.monotonic() + max(0.0, seconds - IO_TIMEOUT)

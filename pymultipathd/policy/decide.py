@@ -57,7 +57,7 @@ def step(state: DaemonState, event: ev.Event, settings_of: SettingsOf) -> list[a
         m = state.maps.get(p.map or "") if p is not None else None
         return marginal.sampled(state, event, settings_of(m) if m is not None else MapSettings())
     if isinstance(event, ev.LinkTrouble):
-        return link_trouble(state, event)
+        return link_trouble(state, event, settings_of)
     raise TypeError(f"not an event the policy steps on: {event!r}")  # PathsSettled: see assemble()
 
 
@@ -121,6 +121,8 @@ def path_checked(state: DaemonState, e: ev.PathChecked, settings_of: SettingsOf)
             out += [act.FailPath(m.name, p.dev),
                     act.Log(act.Level.WARNING, f"{p.dev}: path down ({e.message}), failed in {m.name}",
                             m.name, p.dev)]
+            if s.marginal_path is not None:
+                out += marginal.path_failed(m, p, s.marginal_path, e.now)
             changed = True
         if not now_usable and was_usable and not first:
             count_fault(state, m, p)
@@ -313,13 +315,16 @@ def tick(state: DaemonState, m: MapState, s: MapSettings, now: float) -> list[ac
     return out
 
 
-def uninitialized(state: DaemonState, tries: int, delay: float, now: float) -> list[act.Action]:
+def uninitialized(state: DaemonState, tries: int, delay: float, now: float,
+                  from_udev: Callable[[PathState], bool]) -> list[act.Action]:
     """retrigger_tries / retrigger_delay: a disk udev gave no WWID (its uid_attribute property is missing:
     udev timed out on it, or a rule failed) gets a change uevent, `delay` seconds apart, up to `tries`
-    times; then it is said once that it stays without one. Counted afresh once it has a WWID."""
+    times; then it is said once that it stays without one. Counted afresh once it has a WWID. Left alone:
+    blacklisted and hidden disks, and those whose WWID is read from sysfs (`from_udev` false: uid_attribute
+    is empty for them), which no uevent can give one, as upstream."""
     out: list[act.Action] = []
     for p in state.paths.values():
-        if p.wwid or p.blacklisted:
+        if p.wwid or p.blacklisted or p.facts.hidden or not from_udev(p):
             p.retriggers = 0
             continue
         if p.retriggers > tries or now < p.retrigger_next:
@@ -349,11 +354,11 @@ def map_changed(state: DaemonState, m: MapState, s: MapSettings, now: float) -> 
             p.next_check = now
             out.append(act.Log(act.Level.INFO, f"{p.dev}: failed by the kernel in {m.name}", m.name, p.dev))
             if s.marginal_path is not None:
-                out += marginal.kernel_failed(m, p, s.marginal_path, now)
+                out += marginal.path_failed(m, p, s.marginal_path, now)
     return out
 
 
-def link_trouble(state: DaemonState, e: ev.LinkTrouble) -> list[act.Action]:
+def link_trouble(state: DaemonState, e: ev.LinkTrouble, settings_of: SettingsOf) -> list[act.Action]:
     out: list[act.Action] = []
     touched: list[str] = []
     for dev in sorted(e.devs):
@@ -366,6 +371,9 @@ def link_trouble(state: DaemonState, e: ev.LinkTrouble) -> list[act.Action]:
                     act.Log(act.Level.WARNING, f"{dev}: {e.why}; failed in {m.name}", m.name, dev)]
             if p.usable:
                 count_fault(state, m, p)
+            rule = settings_of(m).marginal_path
+            if rule is not None:
+                out += marginal.path_failed(m, p, rule, e.now)
         p.chk_state = PathCheck.DOWN
         p.next_check = e.now
         if p.map not in touched:

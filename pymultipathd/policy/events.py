@@ -62,6 +62,7 @@ class IoSampled:
     errors: int
     now: float
     trouble: str = ""
+    busy: bool = False  # not sampled: as many samples as the daemon runs at once were under way
 
 
 @record(frozen=True)

@@ -1,9 +1,10 @@
-"""Marginal paths (marginal_path_*), upstream's meaning: a path the kernel fails twice on I/O errors within
-marginal_path_double_failed_time is suspect. A checker that finds it up is not believed: the path stays out
-of its map while direct reads through it are counted for marginal_path_err_sample_time seconds. At most
-marginal_path_err_rate_threshold errors per thousand reads and it is reinstated; more, and it stays out and
-is sampled again marginal_path_err_recheck_gap_time seconds later. A path is never kept out when its map has
-no other usable path: degraded I/O beats none.
+"""Marginal paths (marginal_path_*), upstream's meaning: a path failed twice in its map (by the kernel on
+an I/O error, or by the daemon after a check; upstream counts the device mapper's PATH_FAILED events, which
+both raise) within marginal_path_double_failed_time is suspect. A checker that finds it up is not believed:
+the path stays out of its map while direct reads through it are counted for marginal_path_err_sample_time
+seconds. At most marginal_path_err_rate_threshold errors per thousand reads and it is reinstated; more, and
+it stays out and is sampled again marginal_path_err_recheck_gap_time seconds later. A path is never kept out
+when its map has no other usable path: degraded I/O beats none.
 
 A TUR checker cannot see this kind of trouble (a link that drops frames, a controller that fails one read
 in ten): the commands that fail are the reads. With marginal_pathgroups on, a suspect path stays in its map,
@@ -17,11 +18,12 @@ from pymultipathd.policy import events as ev
 from pymultipathd.policy.settings import MapSettings, MarginalPath
 from pymultipathd.policy.state import DaemonState, IoCheck, MapState, PathState
 
-FAILS_TO_SUSPECT = 2  # kernel failures within the window that make a path suspect (upstream's constant)
+FAILS_TO_SUSPECT = 2  # failures within the window that make a path suspect (upstream's constant)
+BUSY_RETRY = 30.0     # seconds before a sample refused for want of a free reader is asked for again
 
 
-def kernel_failed(m: MapState, p: PathState, rule: MarginalPath, now: float) -> list[act.Action]:
-    """The kernel failed `p` in `m` (an I/O error through it): count it in the current window."""
+def path_failed(m: MapState, p: PathState, rule: MarginalPath, now: float) -> list[act.Action]:
+    """`p` was failed in `m` (by the kernel, or by the daemon): count it in the current window."""
     if p.io_check is not IoCheck.NONE:
         return []
     if p.io_fails == 0 or now - p.io_fails_since > rule.double_failed_time:
@@ -73,12 +75,17 @@ def sampled(state: DaemonState, e: ev.IoSampled, s: MapSettings) -> list[act.Act
     if rule is None or m is None:
         _clear(p)  # reconfigured without marginal-path detection, or the map is gone
         return []
+    if e.busy:  # still suspect: sampled at a check after a short wait
+        p.io_check, p.io_check_after = IoCheck.WAITING, e.now + BUSY_RETRY
+        return [act.Log(act.Level.INFO, f"{p.dev}: I/O error check postponed {BUSY_RETRY:g} s: as many are "
+                                        "under way as the daemon runs at once", m.name, p.dev)]
     p.next_check = e.now  # the verdict takes effect at a check right away (a reinstatement needs one)
     if e.trouble:
         _clear(p)
         return [act.Log(act.Level.WARNING, f"{p.dev}: I/O error check impossible ({e.trouble}); "
                                            "reinstated without it", m.name, p.dev)]
-    rate = e.errors * 1000 / e.reads if e.reads else 0.0
+    # no read came back at all (the device did not even open): as bad as can be, not healthy
+    rate = e.errors * 1000 / e.reads if e.reads else 1000.0
     said = (f"{p.dev}: I/O error check: {e.errors} of {e.reads} reads failed ({rate:.1f}/1000, "
             f"marginal_path_err_rate_threshold {rule.rate_threshold})")
     if rate <= rule.rate_threshold:

@@ -71,7 +71,7 @@ class MarginalPath:
 
     double_failed_time: float
     sample_time: float       # seconds of sampling, at least MIN_SAMPLE_TIME
-    rate_threshold: int      # errors per 1000 reads; 0 (unset): any error keeps the path out
+    rate_threshold: int      # errors per 1000 reads above which the path stays out
     recheck_gap_time: float  # seconds a path that failed its sample waits before the next one
 
 
@@ -168,10 +168,11 @@ def san_path_err(resolve: Resolve) -> SanPathErr | None:
 
 
 def marginal_path(resolve: Resolve) -> MarginalPath | None:
-    double, sample, gap = (_positive(resolve(k)) for k in (
+    """All four keywords set (the rate threshold to a number: unset, no and 0 leave detection off, as
+    upstream); a sample time below the minimum is raised to it (warned about when the file was read)."""
+    double, sample, gap, threshold = (_positive(resolve(k)) for k in (
         "marginal_path_double_failed_time", "marginal_path_err_sample_time",
-        "marginal_path_err_recheck_gap_time"))
-    threshold = resolve("marginal_path_err_rate_threshold")
-    if not (double and gap and sample >= MIN_SAMPLE_TIME) or threshold == "no":
-        return None  # a sample time below the minimum was warned about when the file was read
-    return MarginalPath(float(double), float(sample), _positive(threshold), float(gap))
+        "marginal_path_err_recheck_gap_time", "marginal_path_err_rate_threshold"))
+    if not (double and sample and gap and threshold):
+        return None
+    return MarginalPath(float(double), float(max(sample, MIN_SAMPLE_TIME)), threshold, float(gap))

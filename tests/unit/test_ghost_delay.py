@@ -83,3 +83,43 @@ def test_the_not_ready_flags_are_multipaths_no_paths_flag_and_the_other_rules_on
     flags = ioctl.DM_SUBSYSTEM_UDEV_FLAG2 | ioctl.DM_UDEV_DISABLE_OTHER_RULES_FLAG
     assert dmmaps.NOT_READY_UDEV_FLAGS == flags
     assert ioctl.udev_cookie(dmmaps.NOT_READY_UDEV_FLAGS) == 0x0408 << 16
+
+
+def test_a_refused_ready_reload_is_tried_again_at_a_later_tick(monkeypatch):
+    """The announcement is a table load: one the kernel refuses (busy, no memory) must not leave the map
+    announced not ready for good."""
+    import asyncio
+
+    from pymultipathd.config import load
+    from pymultipathd.daemon import core as core_mod
+    from pymultipathd.dm import table as dmt
+    from pymultipathd.dm.errors import DMError
+    from pymultipathd.policy.state import MapState
+
+    c = core_mod.Core(load.parse_text(""), ctl=None)
+    m = MapState(name="mpatha", wwid=WWID, dev_t="253:0",
+                 table=dmt.MultipathTable(size=2048, groups=(dmt.PathGroup((dmt.PathSpec("8:16"),)),)))
+    c.state.maps["mpatha"] = m
+    loads: list[int] = []
+
+    def reload_map(ctl, name, lines, *, udev_flags=0, **kw):
+        loads.append(udev_flags)
+        if len(loads) == 1:
+            raise DMError("load", name, 16)
+
+    async def refresh(name: str) -> bool:
+        return True
+    monkeypatch.setattr(core_mod.dmmaps, "reload_map", reload_map)
+    monkeypatch.setattr(c, "_refresh_or_forget", refresh)
+
+    async def run() -> None:
+        await c.execute([act.AnnounceReady("mpatha")])
+        assert m.not_ready_until is not None      # refused: still to do
+        m.not_ready_until = 0.0                    # the retry is due
+        await c.policy_tick()
+        assert m.not_ready_until is None
+    try:
+        asyncio.run(run())
+    finally:
+        c.runner.close()
+    assert loads == [0, 0]  # both without the not-ready flags

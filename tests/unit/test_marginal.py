@@ -72,12 +72,23 @@ def test_failures_further_apart_than_the_window_are_not_counted_together():
     assert bed.p("sdb").io_check is IoCheck.WAITING
 
 
-def test_a_checker_failure_is_not_counted_only_the_kernels():
+def test_a_path_the_checker_fails_twice_is_suspect_too():
+    # upstream counts device mapper's PATH_FAILED events, which the daemon's own fail_path raises as well:
+    # a link that flaps on an idle map is found by the checker alone
     bed = _bed()
-    for t in (0.0, 2.0, 4.0):
-        bed.check("sdb", DOWN, t)
-        assert "ReinstatePath" in kinds(bed.check("sdb", UP, t + 1))
-    assert bed.p("sdb").io_check is IoCheck.NONE
+    bed.check("sdb", DOWN, 0.0)
+    assert "ReinstatePath" in kinds(bed.check("sdb", UP, 1.0))
+    out = bed.check("sdb", DOWN, 2.0)
+    assert "not reinstated in mpatha until an I/O error check" in _texts(out)
+    assert "SampleIo" in kinds(bed.check("sdb", UP, 3.0))
+
+
+def test_a_link_cut_counts_as_a_failure():
+    bed = _bed()
+    bed.feed(ev.LinkTrouble(frozenset({"sdb"}), "link down", 0.0))
+    bed.check("sdb", UP, 1.0)
+    out = bed.feed(ev.LinkTrouble(frozenset({"sdb"}), "link down", 2.0))
+    assert "not reinstated in mpatha" in _texts(out)
 
 
 def test_a_healthy_sample_reinstates_the_path_at_its_next_check():
@@ -135,9 +146,12 @@ def test_a_sample_that_could_not_run_lets_the_path_back_as_upstream():
 
 def test_marginal_path_wins_over_san_path_err_as_upstream():
     bed = Bed(MapSettings(marginal_path=RULE, san_path_err=SanPathErr(1, 2, 1000.0)), groups=2)
-    for t in (0.0, 2.0, 4.0):                                  # past san_path_err's threshold, by the checker
-        bed.check("sdb", DOWN, t)
-        assert "ReinstatePath" in kinds(bed.check("sdb", UP, t + 1))
+    bed.check("sdb", DOWN, 0.0)
+    assert "ReinstatePath" in kinds(bed.check("sdb", UP, 1.0))
+    bed.check("sdb", DOWN, 2.0)                                # past san_path_err's threshold too
+    out = bed.check("sdb", UP, 3.0)
+    assert "SampleIo" in kinds(out) and "marginal_path" in bed.p("sdb").chk_msg
+    assert bed.p("sdb").held_since is None and bed.p("sdb").err_failures == 0  # san_path_err never counted
 
 
 # --- marginal_pathgroups ------------------------------------------------------------------------------
@@ -207,12 +221,12 @@ def _settings(text: str) -> MapSettings:
     return map_settings(lambda k: cfg.resolve(k, wwid=None, vendor=None, product=None))
 
 
-def test_marginal_path_needs_the_three_times_and_a_threshold_that_is_not_no():
+def test_marginal_path_needs_all_four_keywords_as_upstream():
     base = ("defaults {\n marginal_path_double_failed_time 60\n marginal_path_err_sample_time 120\n"
             " marginal_path_err_recheck_gap_time 300\n")
     assert _settings(base + " marginal_path_err_rate_threshold 5\n}\n").marginal_path == \
         MarginalPath(60.0, 120.0, 5, 300.0)
-    assert _settings(base + "}\n").marginal_path == MarginalPath(60.0, 120.0, 0, 300.0)  # unset: any error
+    assert _settings(base + "}\n").marginal_path is None  # unset threshold: off (upstream's default "no")
     assert _settings(base + " marginal_path_err_rate_threshold no\n}\n").marginal_path is None
     assert _settings(base + " marginal_path_err_rate_threshold 0\n}\n").marginal_path is None
     assert _settings(base.replace(" marginal_path_err_recheck_gap_time 300\n", "") + "}\n").marginal_path \
@@ -221,14 +235,14 @@ def test_marginal_path_needs_the_three_times_and_a_threshold_that_is_not_no():
     assert not _settings("defaults {\n marginal_pathgroups fpin\n}\n").marginal_pathgroups
 
 
-def test_a_sample_time_below_120_s_is_warned_about_and_turns_detection_off():
+def test_a_sample_time_below_120_s_is_warned_about_and_raised_to_it_as_upstream():
     text = ("defaults {\n marginal_path_double_failed_time 60\n marginal_path_err_sample_time 60\n"
-            " marginal_path_err_recheck_gap_time 300\n}\n")
+            " marginal_path_err_recheck_gap_time 300\n marginal_path_err_rate_threshold 10\n}\n")
     cfg = parse_text(text, "multipath.conf")
     said = [str(w) for w in cfg.warnings]
     assert any("multipath.conf:3" in w and "marginal_path_err_sample_time" in w and "below 120 s" in w
                for w in said), said
-    assert _settings(text).marginal_path is None
+    assert _settings(text).marginal_path == MarginalPath(60.0, 120.0, 10, 300.0)
 
 
 def test_marginal_pathgroups_fpin_is_warned_about():
@@ -296,9 +310,41 @@ def test_a_read_that_hangs_past_the_timeout_counts_as_failed():
     assert counts.result(100.0 + 1) == (10, 1)
 
 
-def test_samplers_are_bounded(monkeypatch):
+def test_samplers_are_bounded_and_a_refused_sample_is_asked_for_again_later(monkeypatch):
     monkeypatch.setattr(iosample, "_live", iosample.MAX_SAMPLERS)
-    assert "already under way" in asyncio.run(iosample.sample("/dev/sdx", 0.1))[2]
+    assert asyncio.run(iosample.sample("/dev/sdx", 0.1))[2] == iosample.BUSY
+    bed = _bed()
+    _suspect(bed)
+    bed.check("sdb", UP, 3.0)
+    out = bed.feed(ev.IoSampled("sdb", 0, 0, 3.5, busy=True))
+    assert "postponed" in _texts(out) and bed.p("sdb").io_check is IoCheck.WAITING
+    assert kinds(bed.check("sdb", UP, 10.0)) == [] and bed.p("sdb").chk_state is PathCheck.DELAYED
+    assert "SampleIo" in kinds(bed.check("sdb", UP, 34.0))
+
+
+def test_a_sample_in_which_no_read_came_back_is_not_healthy():
+    bed = _bed()
+    _suspect(bed)
+    bed.check("sdb", UP, 3.0)
+    out = bed.feed(ev.IoSampled("sdb", 0, 0, 123.0))
+    assert "marginal, kept out of mpatha" in _texts(out)
+
+
+def test_an_open_that_hangs_counts_as_a_read_under_way(monkeypatch):
+    import threading
+
+    release = threading.Event()
+
+    def hung_open(path: str, flags: int) -> int:
+        release.wait(5)
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(iosample.os, "open", hung_open)
+    monkeypatch.setattr(iosample, "IO_TIMEOUT", 0.2)
+    try:
+        reads, errors, trouble = asyncio.run(iosample.sample("/dev/sdx", 0.6))
+    finally:
+        release.set()
+    assert (reads, errors) == (1, 1)
 
 
 @pytest.mark.parametrize("groups", [False, True])

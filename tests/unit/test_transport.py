@@ -194,3 +194,9 @@ def test_a_maps_paths_of_two_transports_get_each_their_own_values():
                                    lambda proto: lambda kw: cfg.resolve(kw, wwid="w", protocol=proto))
     assert work is not None
     assert {devs: t.fast_io_fail for devs, t in work.groups} == {("sdb", "sdd"): 9, ("sdc",): 5}
+
+
+def test_a_protocol_subsection_of_an_unknown_type_is_refused_out_loud():
+    cfg = parse_text('overrides {\n protocol {\n type iscsi\n fast_io_fail_tmo 3\n }\n}\n', "multipath.conf")
+    assert cfg.protocols == []
+    assert any("multipath.conf:2" in str(w) and "invalid type 'iscsi'" in str(w) for w in cfg.warnings)
