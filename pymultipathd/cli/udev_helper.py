@@ -109,10 +109,21 @@ def decide(flag: str, dev: str, want_explain: bool, config: Config | None, error
         return _emit(udev_mode, Verdict("no", "no_wwid"), None, dev, err=f"pymultipath {flag}: {e}\n")
     if config is None:
         # Without a configuration only "already in a map" is certain; everything else stays with the system.
+        # With no daemon that is all the rules could say anyway (member_of_map, then daemon_not_running),
+        # which is why main() does not load one then.
         held = any(m.uuid.startswith("mpath-") and dev in m.paths for m in world.maps)
-        return _emit(udev_mode, Verdict("yes" if held else "no", "member_of_map" if held else "strict"),
-                     world.timers.get(target.dev_t), dev, world.now,
-                     err=f"pymultipath {flag}: {error}\n" + _unread(flag, world))
+        rule = "member_of_map" if held else "daemon_not_running" if not world.daemon_running else "strict"
+        verdict = Verdict("yes" if held else "no", rule)
+        err = f"pymultipath {flag}: {error}\n" if error is not None else ""
+        if want_explain and error is None:
+            steps = [Step("member_of_map", "yes" if held else "pass",
+                          f"{dev} is {'' if held else 'not '}a path of a multipath map")]
+            if not held:
+                steps.append(Step(rule, "no", "the daemon is not reachable on its socket, so nothing would "
+                                              "assemble a map; leave the disk to the system"))
+            err += _said(steps, verdict, dev)
+        return _emit(udev_mode, verdict, world.timers.get(target.dev_t), dev, world.now,
+                     err=err + _unread(flag, world))
 
     def again() -> tuple[PathFacts, World]:
         return facts.world_for(dev, config, siblings=True, now=world.now, env=env,
@@ -156,8 +167,13 @@ def main(argv: list[str], *, env: Mapping[str, str] | None = None, find_multipat
     if flag not in ("-u", "-c") or parsed is None:
         sys.stderr.write(USAGE)
         return 2
-    config, error = load_config(find_multipaths)
-    rc, out, err = decide(flag, *parsed, config, error, env=env)
+    if not facts.daemon_reachable():
+        # No daemon: only member_of_map can say yes, and it needs no configuration; loading one (the files
+        # and the hardware table) was most of the cost of a call at boot, before the daemon runs
+        rc, out, err = decide(flag, *parsed, None, None, env=env, daemon_running=False)
+    else:
+        config, error = load_config(find_multipaths)
+        rc, out, err = decide(flag, *parsed, config, error, env=env, daemon_running=True)
     sys.stderr.write(err)
     sys.stdout.write(out)
     return rc

@@ -118,6 +118,17 @@ def test_no_daemon_no_claim(tree):
     assert lines(r)["DM_MULTIPATH_DEVICE_PATH"] == '"0"' and "daemon_not_running" in r.stderr
 
 
+def test_without_a_daemon_no_configuration_is_read(tree):
+    """The answer with no daemon needs none (issue 22: most of a call's cost at boot): a file that does not
+    even parse changes nothing, and a member of a map is still claimed."""
+    tree.disk("sdb", "8:16", W1)
+    tree.config("defaults {\n find_multipaths greedy\n polling_interval\n")  # unterminated, no value
+    r = run(tree, "-u", "sdb", "--explain")
+    assert lines(r)["DM_MULTIPATH_DEVICE_PATH"] == '"0"', r.stderr
+    assert "daemon_not_running" in r.stderr and "configuration" not in r.stderr.lower()
+    assert run(tree, "-c", "sdb").returncode == 1
+
+
 def test_smart_single_path_waits_then_is_released(tree, daemon):
     tree.disk("sdb", "8:16", W1)
     tree.config("defaults {\n find_multipaths smart\n find_multipaths_timeout 30\n}\n")
