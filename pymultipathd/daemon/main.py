@@ -31,6 +31,8 @@ from pymultipathd.policy.state import PathState
 from pymultipathd.record import record
 
 log = logging.getLogger("pymultipathd")
+# files only an initramfs has: initramfs-tools' shell library, and the marker dracut and systemd use
+INITRAMFS_MARKERS = ("/scripts/functions", "/etc/initrd-release")
 TICK = 1.0  # checker scheduling granularity (seconds)
 UEVENTS_PER_WAKEUP = 4  # uevents handled per readiness callback of the udev monitor (see _on_udev)
 UEVENT_BUFFER = 128 * 1024 * 1024  # bytes of netlink receive buffer for the udev monitor
@@ -148,7 +150,10 @@ class Daemon:
 
     async def compare_initramfs(self, config: Config) -> None:
         """Compare the fingerprint this boot's initramfs left with the root's classification inputs now:
-        each difference is a warning (never a reclassification). Reads files: off the event loop."""
+        each difference is a warning (never a reclassification). Reads files: off the event loop. Not in
+        the initramfs itself: the fingerprint there is its own, and the root is not mounted yet."""
+        if any(os.path.exists(f) for f in INITRAMFS_MARKERS):
+            return
         from pymultipathd.initrd.fingerprint import check_initramfs_fingerprint
 
         self.initramfs_warnings = await asyncio.to_thread(check_initramfs_fingerprint, config)

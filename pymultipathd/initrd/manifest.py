@@ -34,9 +34,11 @@ from collections.abc import Iterable, Iterator
 
 from pymultipathd.errors import PymultipathError
 
-# The kernel modules every image gets: device mapper, multipath, the SCSI device handlers (a map's paths
-# need theirs attached before the first I/O), the SCSI disk driver and the test bed's controller.
-BASE_MODULES = ("dm-mod", "dm-multipath", "scsi_dh_alua", "scsi_dh_emc", "scsi_dh_rdac", "scsi_dh_hp_sw",
+# The kernel modules every image gets: device mapper, multipath and its path selectors (a table naming one
+# whose module is missing does not load: "unknown path selector type"), the SCSI device handlers (a map's
+# paths need theirs attached before the first I/O), the SCSI disk driver and the test bed's controller.
+BASE_MODULES = ("dm-mod", "dm-multipath", "dm-service-time", "dm-round-robin", "dm-queue-length",
+                "dm-historical-service-time", "scsi_dh_alua", "scsi_dh_emc", "scsi_dh_rdac", "scsi_dh_hp_sw",
                 "sd_mod", "virtio_scsi")
 ISCSI_MODULES = ("iscsi_tcp",)
 

@@ -25,19 +25,22 @@ def test_more_shards_than_files_leaves_no_empty_guest():
 
 
 def test_shell_check_runs_beside_the_suite_and_both_results_count(monkeypatch):
-    from tests.vm import harness
+    from tests.vm import harness, rootboot
 
     started = []
     monkeypatch.setattr(harness, "shell_check", lambda: started.append("check") or 1)
+    monkeypatch.setattr(rootboot, "run", lambda smp=None: started.append("rootboot") or 0)
 
     def suite() -> int:
         started.append("suite")
         return 0
 
     assert harness._alongside_shell_check(suite) == 1  # a failed shell check fails the tier
-    assert sorted(started) == ["check", "suite"]
+    assert sorted(started) == ["check", "rootboot", "suite"]
     monkeypatch.setattr(harness, "shell_check", lambda: 0)
     assert harness._alongside_shell_check(lambda: 2) == 2
+    monkeypatch.setattr(rootboot, "run", lambda smp=None: 3)
+    assert harness._alongside_shell_check(lambda: 0) == 3  # so does a failed root boot
 
 
 def test_a_boot_whose_shares_did_not_mount_is_booted_again(tmp_path, monkeypatch):

@@ -25,6 +25,9 @@ DEBS = [
     "python3-venv", "python3-systemd", "python3-pip", "util-linux", "psmisc", "procps", "less", "fdisk",
     # kernel holders of a map that the flush report must name (tests/vm/test_holders_vm.py)
     "mdadm", "cryptsetup-bin", "btrfs-progs",
+    # initramfs-tools' default compressor (it falls back to gzip, several times slower to build under TCG):
+    # the root-on-multipath boot builds two images (tests/vm/rootboot.py)
+    "zstd",
 ]
 
 # Python packages of the guest venv (/opt/pymp, sees python3-systemd through --system-site-packages).
@@ -40,6 +43,7 @@ PYCACHE = "/var/cache/pymp-pycache"
 
 REPO_MOUNT = "/mnt/repo"  # the checkout, read-only
 OUT_MOUNT = "/mnt/out"  # results, read-write
+DEBIAN_BOOT_DEBS = "/var/cache/pymp-debs"  # multipath-tools-boot's package, downloaded, not installed
 REPO_TAG = "pymp_repo"
 OUT_TAG = "pymp_out"
 MARKER = "/etc/pymp-vm"  # exists only inside the test VM: conftest refuses to run elsewhere
@@ -272,7 +276,12 @@ def build(force: bool = False) -> Path:
                          # module, 38 MB) took seconds of each TCG boot to unpack and probe
                          'echo MODULES=list > "$1/etc/initramfs-tools/conf.d/pymp.conf" && '
                          f'printf "%s\\n" {" ".join(INITRD_MODULES)} >> "$1/etc/initramfs-tools/modules" && '
-                         'chroot "$1" update-initramfs -u -k all')
+                         'chroot "$1" update-initramfs -u -k all && '
+                         # Debian's multipath initramfs integration, not installed: the root-on-multipath
+                         # boot (tests/vm/rootboot.py) builds an image with it for comparison
+                         f'mkdir -p "$1{DEBIAN_BOOT_DEBS}" && '
+                         f'chroot "$1" sh -c "cd {DEBIAN_BOOT_DEBS} && '
+                         'apt-get download -q multipath-tools-boot"')
             _run(["mmdebstrap", "--mode=root", "--format=directory", "--variant=apt",
                   "--include=" + ",".join(DEBS),
                   "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",

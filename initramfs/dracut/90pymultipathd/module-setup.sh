@@ -88,6 +88,7 @@ install() {
     done
 
     inst_multiple "$PYMP_BINDIR/pymultipath" "$PYMP_BINDIR/pymultipathd"
+    inst_multiple cp rm tr tail  # the boot script's tools (dracut's base may lack tr and tail)
     [[ -e "$PYMP_BINDIR/pympathpersist" ]] && inst_simple "$PYMP_BINDIR/pympathpersist"
     # our rules, and the program they run (dracut installs what IMPORT{program} names)
     inst_rules 62-pymultipath.rules
