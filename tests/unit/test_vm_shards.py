@@ -29,7 +29,7 @@ def test_shell_check_runs_beside_the_suite_and_both_results_count(monkeypatch):
 
     started = []
     monkeypatch.setattr(harness, "shell_check", lambda: started.append("check") or 1)
-    monkeypatch.setattr(rootboot, "run", lambda smp=None: started.append("rootboot") or 0)
+    monkeypatch.setattr(rootboot, "run", lambda: started.append("rootboot") or 0)
 
     def suite() -> int:
         started.append("suite")
@@ -39,7 +39,7 @@ def test_shell_check_runs_beside_the_suite_and_both_results_count(monkeypatch):
     assert sorted(started) == ["check", "rootboot", "suite"]
     monkeypatch.setattr(harness, "shell_check", lambda: 0)
     assert harness._alongside_shell_check(lambda: 2) == 2
-    monkeypatch.setattr(rootboot, "run", lambda smp=None: 3)
+    monkeypatch.setattr(rootboot, "run", lambda: 3)
     assert harness._alongside_shell_check(lambda: 0) == 3  # so does a failed root boot
 
 

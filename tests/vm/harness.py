@@ -378,22 +378,21 @@ def shell_check(test: str = SHELL_CHECK_TEST) -> int:
 
 
 def _alongside_shell_check(run: Callable[[], int]) -> int:
-    """run(), shell_check() and the root-on-multipath boot (tests/vm/rootboot.py) at the same time: the
-    check is a minute of light work for another guest, and the root boot's three boots are mostly waiting,
-    which costs the busy shards less than their minutes added after them."""
+    """run() and shell_check() at the same time (the check is a minute of light work for a third guest,
+    which costs the busy shards less than that minute added after them), then the root-on-multipath boot
+    (tests/vm/rootboot.py) on its own: its image builds are CPU-bound, and beside the shards they took three
+    times as long and slowed the shards."""
     from tests.vm import rootboot
 
-    codes: dict[str, int] = {}
-    checks = [threading.Thread(target=lambda name=name, fn=fn: codes.__setitem__(name, fn()), name=name)
-              for name, fn in (("shell-check", shell_check), ("rootboot", lambda: rootboot.run(smp="1")))]
-    for t in checks:
-        t.start()
+    codes: list[int] = []
+    checker = threading.Thread(target=lambda: codes.append(shell_check()), name="shell-check")
+    checker.start()
     try:
         code = run()
     finally:
-        for t in checks:
-            t.join()
-    return max(code, *(codes.get(t.name, 3) for t in checks))
+        checker.join()
+    root = rootboot.run()
+    return max(code, codes[0] if codes else 3, root)
 
 
 def build_front() -> bool:
@@ -422,14 +421,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="split the suite by file over this many guests at once (default: 2 for the whole "
                         "suite, 1 with -k or extra pytest arguments; PYMP_VM_SHARDS)")
     t.add_argument("--shell-check", action="store_true",
-                   help="with the whole suite, also run shell-check and rootboot in their own guests at the "
-                        "same time")
+                   help="with the whole suite, also run shell-check in a third guest at the same time, and "
+                        "rootboot after them")
     sub.add_parser("demo", help="run tests/vm/demo.py in the guest")
     sub.add_parser("bench", help="run tests/vm/bench.py in the guest")
     sub.add_parser("shell", help="interactive root shell in the guest")
     sub.add_parser("shell-check", help="check `shell` works: boot it through a pty, run one test by name")
-    sub.add_parser("rootboot", help="boot a root file system on a multipath map with our initramfs "
-                                    "(tests/vm/rootboot.py)")
+    r = sub.add_parser("rootboot", help="boot a root file system on a multipath map with our initramfs "
+                                        "(tests/vm/rootboot.py)")
+    r.add_argument("--compare", action="store_true",
+                   help="also build and boot Debian's multipath-tools-boot image (docs/benchmarks.md)")
     s = sub.add_parser("script", help="run a Python file of the checkout in the guest (path relative to it)")
     s.add_argument("file")
     sub.add_parser("path", help="print the cached image directory for the current recipe")
@@ -455,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.cmd == "rootboot":
         from tests.vm import rootboot
 
-        return rootboot.run()
+        return rootboot.run(compare=ns.compare)
     args = list(extra)
     if ns.cmd == "script":
         args = [ns.file, *args]

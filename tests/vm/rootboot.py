@@ -131,9 +131,9 @@ def _serve_requests(out: Path, qmp: Qmp) -> None:
 class Stage(harness.Job):
     """A boot of one stage: its own QEMU command line, and the QMP requests served while it runs."""
 
-    def __init__(self, stage: str, out: Path, argv: list[str]) -> None:
-        super().__init__("script", ["tests/vm/rootboot_guest.py", stage], out, LIMITS[stage],
-                         label=f"[{stage}] ")
+    def __init__(self, stage: str, out: Path, argv: list[str], compare: bool = False) -> None:
+        super().__init__("script", ["tests/vm/rootboot_guest.py", stage, *(["--compare"] if compare else [])],
+                         out, LIMITS[stage], label=f"[{stage}] ")
         self.argv, self.qmp = argv, Qmp(out / "qmp.sock")
 
     def start(self, img: Path, smp: str) -> None:
@@ -178,10 +178,11 @@ def summarize(base: Path) -> None:
     except (OSError, ValueError):
         return
     for key, name in (("ours", "rootboot-initrd.img"), ("debian", "debian-initrd.img")):
-        facts.setdefault(key, {})["unpacked_bytes"] = _unpacked(base / name)
-    for name in ("boot", "debian"):
+        if (base / name).exists():
+            facts.setdefault(key, {})["unpacked_bytes"] = _unpacked(base / name)
+    for name in ("boot", "again", "debian"):
         try:
-            facts.setdefault(name if name == "debian" else "ours", {})["systemd_analyze"] = \
+            facts.setdefault("debian" if name == "debian" else "ours", {})[f"systemd_analyze_{name}"] = \
                 (base / name / "boot-time.txt").read_text().strip()
         except OSError:
             pass
@@ -199,15 +200,17 @@ def _run(stage: Stage, img: Path) -> int:
     return stage.finish()
 
 
-def run(smp: str | None = None) -> int:
-    """The four boots; `smp`: CPUs per guest (PYMP_VM_SMP, else 2; one beside the VM suite's shards)."""
+def run(smp: str | None = None, *, compare: bool = False) -> int:
+    """The boots; `compare`: also build Debian's image and boot it (docs/benchmarks.md's figures; minutes
+    more of guest time, so not in `make check`). `smp`: CPUs per guest (PYMP_VM_SMP, else 2)."""
     smp = smp or os.environ.get("PYMP_VM_SMP", "2")
     img = image.build()
     base = harness.out_dir("rootboot")
     base.mkdir(parents=True, exist_ok=True)
     disk, kept, theirs = base / "rootdisk.qcow2", base / "rootboot-initrd.img", base / "debian-initrd.img"
     # a developer's shortcut: PYMP_ROOTBOOT_REUSE=1 boots the disk and images of the last build again
-    reuse = os.environ.get("PYMP_ROOTBOOT_REUSE") == "1" and all(p.exists() for p in (disk, kept, theirs))
+    reuse = os.environ.get("PYMP_ROOTBOOT_REUSE") == "1" and all(
+        p.exists() for p in (disk, kept, *([theirs] if compare else [])))
     if not reuse:
         disk.unlink(missing_ok=True)
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
@@ -215,13 +218,14 @@ def run(smp: str | None = None) -> int:
     try:
         build = base / "build"
         if not reuse:
-            code = _run(Stage("build", build, build_argv(img, build, disk, smp)), img)
+            code = _run(Stage("build", build, build_argv(img, build, disk, smp), compare), img)
             initrd = build / "rootboot-initrd.img"
             if code != 0 or not initrd.exists():
                 harness._say("rootboot: the build stage failed; no boot from the multipath root")
                 return code or 3
             os.replace(initrd, kept)  # the stages' directories are emptied when they start
-            os.replace(build / "debian-initrd.img", theirs)
+            if compare:
+                os.replace(build / "debian-initrd.img", theirs)
             os.replace(build / "rootboot.json", base / "rootboot.json")
         boot = base / "boot"
         code = _run(Stage("boot", boot, boot_argv(img, boot, disk, kept, smp)), img)
@@ -229,7 +233,8 @@ def run(smp: str | None = None) -> int:
             return code
         again = base / "again"
         code = _run(Stage("again", again, boot_argv(img, again, disk, kept, smp)), img)
-        if code != 0:
+        if code != 0 or not compare:
+            summarize(base)
             return code
         debian = base / "debian"
         code = _run(Stage("debian", debian, boot_argv(img, debian, disk, theirs, smp)), img)

@@ -1,6 +1,6 @@
 """Root on multipath, the guest's stages (tests/vm/rootboot.py says what each boot is). Stdlib only.
 
-    rootboot_guest.py build | boot | again | debian
+    rootboot_guest.py build [--compare] | boot | again | debian
 
 Each prints what it checks and exits non-zero on the first thing that is not as it must be.
 """
@@ -151,7 +151,7 @@ def build() -> int:
         if not any(x.endswith("pymultipathd/classify.py") or x.endswith("pymultipathd/classify.pyc")
                    for x in listing):
             raise Failed("the initramfs has no pymultipathd package")
-        debian = _debian_image(kver, initrd)
+        debian = _debian_image(kver, initrd) if "--compare" in sys.argv else None
         with open(f"{OUT}/rootboot.json", "w") as f:
             json.dump({"wwid": wwid, "kver": kver, "ours": {"initrd_bytes": os.path.getsize(initrd),
                        "build_s": round(built, 1), "entries": len(listing)}, "debian": debian}, f)
