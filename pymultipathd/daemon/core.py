@@ -360,8 +360,9 @@ class Core:
         await self._set_transport([(w, mine[w]) for w in wwids])
         await self._read_priorities([self.state.paths[d] for w in wwids for d in mine[w]
                                      if self.state.paths[d].prio_due])
+        # one keyword per new map, not its whole settings: this runs for every WWID of a start-up's batch
         ghostly = [w for w in wwids if mine[w] and not self.state.map_of_wwid(w)
-                   and map_settings(self._map_resolver(w, mine[w], None)).ghost_delay]
+                   and self._map_resolver(w, mine[w], None)("ghost_delay")]
         await self._first_checks([self.state.paths[d] for w in ghostly for d in mine[w]
                                   if self.state.paths[d].chk_state is PathCheck.UNDEF])
         for i, wwid in enumerate(wwids):
@@ -386,38 +387,36 @@ class Core:
         """The priorities of new paths, before their maps are grouped: on the checker threads, all at once,
         each bounded as a check is (a path that does not answer keeps priority 0 and stays due: its first
         check reads it)."""
-        if not due:
-            return
-
-        async def read(p: PathState) -> None:
-            timeout = topology.check_timeout(self.path_resolver(p), p)
-            res = await self.runner.check(os.path.join("/dev", p.dev), "none", timeout,
-                                          p.prio_name, p.prio_args)
-            if res.prio is not None and self.state.paths.get(p.dev) is p:
-                p.prio, p.prio_due = res.prio, False
-
-        results = await asyncio.gather(*(read(p) for p in due), return_exceptions=True)
-        for p, res in zip(due, results, strict=True):
-            if isinstance(res, Exception):
-                log.warning("%s: reading the priority failed: %s", p.dev, res,
-                            extra=fields(dev=p.dev, map=p.map))
+        await self._check_new(due, checker=False)
 
     async def _first_checks(self, due: list[PathState]) -> None:
         """ghost_delay decides on the paths' checker states when a map is made: paths not checked yet are,
-        first (all at once, each bounded as a check is; one without an answer stays unchecked)."""
-        async def check(p: PathState) -> None:
+        first (one without an answer stays unchecked)."""
+        await self._check_new(due, checker=True)
+
+    async def _check_new(self, due: list[PathState], *, checker: bool) -> None:
+        """New paths asked on the checker threads before their maps are made, all at once, each bounded as
+        a check is: their priority, and with `checker` their checker's verdict too (fed to the policy)."""
+        async def ask(p: PathState) -> None:
             timeout = topology.check_timeout(self.path_resolver(p), p)
-            res = await self.runner.check(os.path.join("/dev", p.dev), p.checker, timeout, p.prio_name,
-                                          p.prio_args)
-            if self.state.paths.get(p.dev) is p:
+            res = await self.runner.check(os.path.join("/dev", p.dev), p.checker if checker else "none",
+                                          timeout, p.prio_name, p.prio_args)
+            if self.state.paths.get(p.dev) is not p:
+                return  # removed meanwhile
+            if res.prio is not None:
+                p.prio_due = False
+                if not checker:
+                    p.prio = res.prio
+            if checker:
                 now = asyncio.get_running_loop().time()
                 checked = ev.PathChecked(p.dev, res.state, now, res.message, res.prio)
                 await self.execute(decide.path_checked(self.state, checked, self.settings_of))
 
-        for p, res in zip(due, await asyncio.gather(*(check(p) for p in due), return_exceptions=True),
+        what = "checking the path" if checker else "reading the priority"
+        for p, res in zip(due, await asyncio.gather(*(ask(p) for p in due), return_exceptions=True),
                           strict=True):
             if isinstance(res, Exception):
-                log.warning("%s: checking the path failed: %s", p.dev, res, extra=fields(dev=p.dev))
+                log.warning("%s: %s failed: %s", p.dev, what, res, extra=fields(dev=p.dev, map=p.map))
 
     async def _assemble(self, wwid: str, claimed: tuple[str, ...]) -> None:
         m = self.state.map_of_wwid(wwid)
