@@ -110,7 +110,9 @@ def decide(flag: str, dev: str, want_explain: bool, config: Config | None, error
     if config is None:
         # Without a configuration only "already in a map" is certain; everything else stays with the system.
         # With no daemon that is all the rules could say anyway (member_of_map, then daemon_not_running),
-        # which is why main() does not load one then.
+        # which is why main() does not load one then. That no-daemon answer (and the timer line) is also
+        # given by the compiled front itself (udev/pymultipath-udev.c, answer_alone), from the same files:
+        # change it here and there together; tests/unit/test_udev_front.py compares the two byte for byte.
         held = any(m.uuid.startswith("mpath-") and dev in m.paths for m in world.maps)
         rule = "member_of_map" if held else "daemon_not_running" if not world.daemon_running else "strict"
         verdict = Verdict("yes" if held else "no", rule)

@@ -258,7 +258,9 @@ def multipath_maps() -> tuple[MapFacts, ...]:
 
 
 def holding_maps(dev: str) -> tuple[MapFacts, ...]:
-    """The multipath maps holding `dev` or one of its partitions (from holders/), and no others."""
+    """The multipath maps holding `dev` or one of its partitions (from holders/), and no others. The compiled
+    udev front reads the same entries the same way when no daemon runs (udev/pymultipath-udev.c,
+    member_of_map), as it does for timers() and daemon_reachable(): keep them in step."""
     dirs = [os.path.join(_block_dir(dev), "holders")]
     dirs += [os.path.join(_disk_dir(dev), part, "holders") for part in _partitions(dev)]
     found = {_mpath_map(h) for d in dirs for h in _listdir(d) if h.startswith("dm-")}

@@ -1,6 +1,7 @@
 """The compiled udev front (udev/pymultipath-udev.c), built here with the host's C compiler: it sends the
-request `pymultipath -u` would send, prints the daemon's answer, and runs `pymultipath` with the same
-arguments whenever there is no answer to print."""
+request `pymultipath -u` would send, prints the daemon's answer; with no daemon at all it gives the Python
+helper's answer itself (compared byte for byte with udev_helper.main over fake sysfs trees); and it runs
+`pymultipath` with the same arguments whenever it has no answer to print."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from test_udev_helper import W1, answering_daemon, control_listener
 from test_udev_helper import run as run_python_helper
 
 from pymultipathd import locations, udevlink
+from pymultipathd.cli import udev_helper
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SOURCE = os.path.join(REPO, "udev", "pymultipath-udev.c")
@@ -224,3 +226,283 @@ def test_the_fronts_constants_are_the_python_helpers(monkeypatch):
     assert float(defines["TIMEOUT_S"]) == udevlink.TIMEOUT
     assert defines["DEFAULT_SOCKET"] == f'"{locations.helper_socket()}"'
     assert defines["ASKED_VAR"] == f'"{udevlink.ASKED_VAR}"'
+
+
+# --- no daemon: the front answers itself --------------------------------------------------------------------
+# The front built with its own control socket names (upstream's are the host's: a multipathd running there
+# must not change these tests), and the Python helper pointed at the same ones: the oracle.
+
+CONTROL_NAME = f"@/pymp-test/{os.getpid()}/front-control"
+# pymultipathd.locations' variables the front reads as Python does; any other one sends the call to Python
+HONOURED = ("PYMULTIPATH_SYSFS", "PYMULTIPATH_RUNDIR", "PYMULTIPATH_HELPER_SOCKET")
+
+
+@pytest.fixture(scope="module")
+def control_path(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("control") / "multipathd.socket")
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory, control_path):
+    """The front of `front`, with control sockets of its own (CONTROL_NAME, control_path)."""
+    return build(tmp_path_factory.mktemp("alone"),
+                 f'#!/bin/sh\necho "fallback:$*:$PYMULTIPATH_DAEMON_ASKED"\nexit {FALLBACK_RC}\n',
+                 f"-DTIMEOUT_S=1 -DCONTROL_NAME='\"{CONTROL_NAME}\"' -DCONTROL_PATH='\"{control_path}\"'")
+
+
+def dm_holder(tree: Tree, dm: str, uuid: bytes | None, slaves: list[str],
+              holds: list[str] | None = None) -> None:
+    """Device-mapper device `dm` with dm/uuid `uuid` (None: no such file) and these slaves; `holds`: the
+    devices whose holders/ name it (default: the slaves, as the kernel links both ways)."""
+    base = tree.sys / "block" / dm
+    (base / "slaves").mkdir(parents=True)
+    (base / "dev").write_text("254:9\n")
+    if uuid is not None:
+        (base / "dm").mkdir()
+        (base / "dm" / "uuid").write_bytes(uuid)
+    for s in slaves:
+        (base / "slaves" / s).symlink_to(tree.sys / "class" / "block" / s)
+    for h in slaves if holds is None else holds:
+        (tree.sys / "class" / "block" / h / "holders" / dm).symlink_to(base)
+
+
+def timer(tree: Tree, dev_t: str, seconds: float) -> Path:
+    """A smart-mode wait of `dev_t` ending `seconds` from now (mtime = deadline)."""
+    directory = tree.run / "find_multipaths"
+    directory.mkdir(exist_ok=True)
+    (directory / dev_t).touch()
+    deadline = time.time() + seconds
+    os.utime(directory / dev_t, (deadline, deadline))
+    return directory / dev_t
+
+
+def call_alone(alone: str, tree: Tree, *args: str, **env: str):
+    """The front as udev runs it, in `tree` (the two locations it honours), with no daemon to ask."""
+    return call(alone, *args, PYMULTIPATH_SYSFS=str(tree.sys), PYMULTIPATH_RUNDIR=str(tree.run), **env)
+
+
+def python_alone(tree: Tree, control_path: str, monkeypatch, capsys, flag: str,
+                 dev: str) -> tuple[int, str, str]:
+    """What the Python helper prints and returns, in `tree`, looking for the daemon where `alone` looks."""
+    for k, v in tree.env(MULTIPATH_SOCKET_NAME=CONTROL_NAME, PYMULTIPATH_SOCKET_PATH=control_path).items():
+        monkeypatch.setenv(k, v)
+    capsys.readouterr()
+    rc = udev_helper.main([flag, dev], env={})
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture
+def held_tree(tmp_path):
+    """Disks held and not held by multipath maps, and by other holders, two with a wait running."""
+    tree = Tree(tmp_path)
+    for i, name in enumerate("bcdefghijklmn"):
+        tree.disk(f"sd{name}", f"8:{16 * (i + 1)}", W1)
+    tree.partition("sdg", "sdg1", "8:97")
+    tree.partition("sdn", "sdn1", "8:209")
+    dm_holder(tree, "dm-0", b"mpath-36001405aaaa\n", ["sdb", "sdc"])   # sdb, sdc: paths of a map
+    dm_holder(tree, "dm-1", b"LVM-Zx9aQ3bd\n", ["sdd"])                  # sdd: an LVM physical volume
+    dm_holder(tree, "dm-2", b"mpath-36001405gggg\n", ["sdg1"])          # sdg1, not sdg: a map's path
+    dm_holder(tree, "dm-3", b" \t\n\v\f\r\x1c\x1d\x1e\x1fmpath-36001405hhhh\n", ["sdh"])  # str.strip()s
+    dm_holder(tree, "dm-4", None, ["sdi"])                              # no dm/uuid: not a map
+    dm_holder(tree, "dm-5", b"mpath-36001405kkkk\n", [], holds=["sdk"])  # held, but not among its slaves
+    dm_holder(tree, "dm-6", b"", ["sdl"])
+    dm_holder(tree, "dm-7", b"mpath", ["sdm"])
+    dm_holder(tree, "dm-10", b"mpath-36001405nnnn\n", ["sdn", "sdn1"], holds=["sdn1"])  # found by sdn1
+    (tree.sys / "block" / "md0").mkdir()                                # sdj: in an md array
+    (tree.sys / "block" / "sdj" / "holders" / "md0").symlink_to(tree.sys / "block" / "md0")
+    return tree
+
+
+# -u's answer of each device in held_tree (timers: sdb and sde 100.x s from now, sdf over)
+HELD_TREE_ANSWERS = {
+    "sdb": 'FIND_MULTIPATHS_WAIT_UNTIL="101"\nDM_MULTIPATH_DEVICE_PATH="1"\n',
+    "sdc": 'DM_MULTIPATH_DEVICE_PATH="1"\n',
+    "sdd": 'DM_MULTIPATH_DEVICE_PATH="0"\n',
+    "sde": 'FIND_MULTIPATHS_WAIT_UNTIL="101"\nDM_MULTIPATH_DEVICE_PATH="0"\n',
+    "sdf": 'FIND_MULTIPATHS_WAIT_UNTIL="0"\nDM_MULTIPATH_DEVICE_PATH="0"\n',
+    "sdg": 'DM_MULTIPATH_DEVICE_PATH="0"\n',
+    "sdg1": 'DM_MULTIPATH_DEVICE_PATH="1"\n',
+    "sdh": 'DM_MULTIPATH_DEVICE_PATH="1"\n',
+    "sdi": 'DM_MULTIPATH_DEVICE_PATH="0"\n',
+    "sdj": 'DM_MULTIPATH_DEVICE_PATH="0"\n',
+    "sdk": 'DM_MULTIPATH_DEVICE_PATH="0"\n',
+    "sdl": 'DM_MULTIPATH_DEVICE_PATH="0"\n',
+    "sdm": 'DM_MULTIPATH_DEVICE_PATH="0"\n',
+    "sdn": 'DM_MULTIPATH_DEVICE_PATH="1"\n',
+}
+
+
+def test_with_no_daemon_the_front_answers_as_the_python_helper(alone, control_path, held_tree, monkeypatch,
+                                                               capsys):
+    """The conformance oracle: for every disk, -u and -c, the front's exit status, stdout and stderr are the
+    Python helper's, byte for byte, and it did not run the Python helper to get them."""
+    for dev, expected in HELD_TREE_ANSWERS.items():
+        for flag in ("-u", "-c"):
+            # fresh deadlines for each pair: 100.95 s rounds up to 101 for the next 0.95 s
+            timer(held_tree, "8:16", 100.95)  # sdb
+            timer(held_tree, "8:64", 100.95)  # sde
+            timer(held_tree, "8:80", -5.5)    # sdf
+            r = call_alone(alone, held_tree, flag, f"/dev/{dev}" if flag == "-c" else dev)
+            python = python_alone(held_tree, control_path, monkeypatch, capsys, flag, dev)
+            assert (r.returncode, r.stdout, r.stderr) == python, (flag, dev)
+            held = expected.endswith('"1"\n')
+            said = f"{dev} is {'' if held else 'not '}a valid multipath device path\n"
+            wanted = (0, expected) if flag == "-u" else (0 if held else 1, said)
+            assert (r.returncode, r.stdout) == wanted, (flag, dev)
+
+
+def test_an_unsure_front_runs_the_python_helper(alone, held_tree):
+    """Never a guess: whatever the front cannot read as Python would is Python's to answer."""
+    expect = (FALLBACK_RC, "fallback:-u {}:1\n", "")
+
+    def fell_back(dev: str, **env: str) -> bool:
+        r = call_alone(alone, held_tree, "-u", dev, **env)
+        return (r.returncode, r.stdout, r.stderr) == (expect[0], expect[1].format(dev), expect[2])
+
+    tree = held_tree
+    assert fell_back("sdz")  # no such device: Python's message
+    assert fell_back("..") and fell_back("-x") and fell_back("sd b") and fell_back("sd\u00e9")
+    dm_holder(tree, "dm-8", b"\xc2\xa0mpath-36001405nnnn\n", ["sdl"])  # a no-break space Python strips
+    assert fell_back("sdl")
+    dm_holder(tree, "dm-9", b"mpath-36001405pppp\n", ["sde"])  # held, but its slaves/ cannot be listed
+    (tree.sys / "block" / "dm-9" / "dm" / "uuid").unlink()
+    os.mkfifo(tree.sys / "block" / "dm-9" / "dm" / "uuid")  # not a regular file: nor is it read
+    assert fell_back("sde")
+    (tree.sys / "block" / "sdc" / "dev").write_text("8:32 \n")  # not what sysfs writes
+    assert fell_back("sdc")
+    (tree.sys / "block" / "sdd" / "dev").unlink()
+    os.mkfifo(tree.sys / "block" / "sdd" / "dev")  # would hang a reader: never opened blocking
+    assert fell_back("sdd")
+    (tree.sys / "block" / "sdf" / "dev").write_text("8" * 40 + ":80\n")  # past the bound
+    assert fell_back("sdf")
+    # the front answers in this tree otherwise
+    assert call_alone(alone, tree, "-u", "sdb").stdout == 'DM_MULTIPATH_DEVICE_PATH="1"\n'
+
+
+def test_explain_goes_to_the_python_helper(alone, held_tree):
+    r = call_alone(alone, held_tree, "-c", "sdb", "--explain")
+    assert (r.returncode, r.stdout) == (FALLBACK_RC, "fallback:-c sdb --explain:1\n")
+
+
+@pytest.mark.parametrize("var", sorted(set(locations.ENV_VARS) - set(HONOURED)))
+def test_a_location_moved_elsewhere_goes_to_the_python_helper(alone, held_tree, var):
+    r = call_alone(alone, held_tree, "-u", "sdb", **{var: "/elsewhere"})
+    assert (r.returncode, r.stdout) == (FALLBACK_RC, "fallback:-u sdb:1\n")
+    r = call_alone(alone, held_tree, "-u", "sdb", **{var: ""})  # empty: not set, as locations.py reads it
+    assert (r.returncode, r.stdout) == (0, 'DM_MULTIPATH_DEVICE_PATH="1"\n')
+
+
+def _listen(address: str, backlog: int = 8) -> socket.socket:
+    if not address.startswith("@"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(address)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(locations.unix_address(address))
+    s.listen(backlog)
+    return s
+
+
+def _fill_backlog(listener: socket.socket, address: str) -> list[socket.socket]:
+    """Connections nobody accepts, until the next one would get EAGAIN."""
+    clients = []
+    while True:
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.setblocking(False)
+        try:
+            c.connect(locations.unix_address(address))
+        except BlockingIOError:
+            c.close()
+            return clients
+        clients.append(c)
+        assert len(clients) < 100
+
+
+@pytest.mark.parametrize("which", ["abstract", "path"])
+def test_a_daemon_on_a_control_socket_goes_to_the_python_helper(alone, control_path, held_tree, which,
+                                                                monkeypatch, capsys):
+    """A listener believed on either control socket is a running daemon: the configuration decides, and only
+    Python reads it. A full backlog counts on the pathname (only root creates it), not on an abstract name."""
+    address = CONTROL_NAME if which == "abstract" else control_path
+    listener = _listen(address)
+    try:
+        r = call_alone(alone, held_tree, "-u", "sde")
+        assert (r.returncode, r.stdout) == (FALLBACK_RC, "fallback:-u sde:1\n")
+        listener.close()
+        listener = _listen(address, 0)
+        clients = _fill_backlog(listener, address)
+        r = call_alone(alone, held_tree, "-u", "sde")
+        python = python_alone(held_tree, control_path, monkeypatch, capsys, "-u", "sde")
+        for c in clients:
+            c.close()
+    finally:
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(control_path)
+    if which == "path":
+        assert (r.returncode, r.stdout) == (FALLBACK_RC, "fallback:-u sde:1\n")
+    else:
+        assert (r.returncode, r.stdout, r.stderr) == python == (0, 'DM_MULTIPATH_DEVICE_PATH="0"\n', "")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to listen as another user")
+def test_a_squatter_on_the_abstract_name_is_no_daemon(alone, control_path, held_tree, monkeypatch, capsys):
+    """Anyone may bind the abstract name first: a listener that is neither root nor us does not count, for the
+    front as for Python (facts.daemon_reachable)."""
+    ready, go = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the squatter: binds and listens as nobody, until told to go
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            listener = _listen(CONTROL_NAME)
+            os.write(ready[1], b"!")
+            os.read(go[0], 1)
+            listener.close()
+        finally:
+            os._exit(0)
+    os.close(ready[1])  # the squatter's ends: its exit is an end of file here
+    os.close(go[0])
+    try:
+        assert os.read(ready[0], 1) == b"!", "the squatter could not listen"
+        r = call_alone(alone, held_tree, "-u", "sdb")
+        python = python_alone(held_tree, control_path, monkeypatch, capsys, "-u", "sdb")
+    finally:
+        os.write(go[1], b"!")
+        os.waitpid(pid, 0)
+        os.close(ready[0])
+        os.close(go[1])
+    assert (r.returncode, r.stdout, r.stderr) == python == (0, 'DM_MULTIPATH_DEVICE_PATH="1"\n', "")
+
+
+def test_a_helper_socket_that_answers_still_wins(alone, held_tree, serve):
+    """The daemon's answer first: the front decides alone only when nothing listens on the helper socket;
+    one that listens and declines is the Python helper's case, as before."""
+    serve(udevlink.encode_reply(0, "from the daemon\n", ""))
+    r = call_alone(alone, held_tree, "-u", "sdb", PYMULTIPATH_HELPER_SOCKET=serve.name)
+    assert (r.returncode, r.stdout) == (0, "from the daemon\n")
+
+
+def test_a_declining_helper_socket_goes_to_the_python_helper(alone, held_tree, serve):
+    serve(udevlink.encode_decline("not root"))
+    r = call_alone(alone, held_tree, "-u", "sdb", PYMULTIPATH_HELPER_SOCKET=serve.name)
+    assert (r.returncode, r.stdout) == (FALLBACK_RC, "fallback:-u sdb:1\n")
+
+
+def test_the_fronts_no_daemon_constants_are_pythons():
+    with open(SOURCE) as f:
+        source = f.read()
+    defines = dict(re.findall(r"^#define (\w+) (.+?)(?:\s+/\*.*)?$", source, re.M))
+    upstream = locations.Locations()
+    assert defines["CONTROL_NAME"] == f'"{upstream.socket_name}"'
+    assert defines["CONTROL_PATH"] == f'"{upstream.socket_path}"'
+    assert defines["DEFAULT_SYSFS"] == f'"{upstream.sysfs}"'
+    assert defines["DEFAULT_RUNDIR"] == f'"{upstream.run_dir}"'
+    assert os.path.join(upstream.run_dir, "find_multipaths") == upstream.find_multipaths_dir
+    honoured = {defines[k].strip('"') for k in ("HELPER_SOCKET_VAR", "RUNDIR_VAR", "SYSFS_VAR")}
+    assert honoured == set(HONOURED)
+    table = re.search(r"python_only_vars\[\] = \{(.*?)\};", source, re.S)
+    assert table is not None
+    python_only = re.findall(r'"(\w+)"', table.group(1))
+    # every location variable is either read as locations.py reads it or sends the call to Python
+    assert sorted(python_only + list(HONOURED)) == sorted(locations.ENV_VARS)
