@@ -9,6 +9,8 @@ doubled quote inside quotes is a literal quote. At most four keywords, in the or
 
 from __future__ import annotations
 
+from functools import cache
+
 from pymultipathd.errors import PymultipathError
 from pymultipathd.record import field, record
 
@@ -151,6 +153,8 @@ class Command:
 
 def split_words(text: str) -> list[str]:
     """Split on whitespace; "..." groups words and "" inside quotes is a literal quote."""
+    if '"' not in text:
+        return text.split()  # the same words (str.split's whitespace is isspace()'s), without a loop per char
     words: list[str] = []
     i, n = 0, len(text)
     while i < n:
@@ -230,6 +234,7 @@ def parse(text: str) -> Command:
     return Command(key, params)
 
 
+@cache  # the tables are constants; every request that does not parse gets this help
 def reference() -> str:
     """The command list, for the help reply to a command that does not parse."""
     aliases: dict[str, list[str]] = {}

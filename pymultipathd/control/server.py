@@ -165,13 +165,22 @@ class ControlServer:
             for text in texts:
                 reply, quit_ = await self._answer(text, uid)
                 writer.write(framing.encode(reply))
-                try:
-                    async with asyncio.timeout(self._write_timeout):
-                        await writer.drain()
-                except TimeoutError:
-                    raise _Expired(f"reply not read within {self._write_timeout:g} s") from None
+                await self._drain(writer)
                 if quit_:
                     return
+
+    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+        """Wait, within the write timeout, until the kernel has the whole reply. Most replies fit in the
+        socket's buffer and are there once written: then drain() only reports a connection's error, with no
+        wait to bound, and no timer is set and cancelled for the reply."""
+        if not writer.transport.get_write_buffer_size():
+            await writer.drain()
+            return
+        try:
+            async with asyncio.timeout(self._write_timeout):
+                await writer.drain()
+        except TimeoutError:
+            raise _Expired(f"reply not read within {self._write_timeout:g} s") from None
 
     async def _next_requests(
         self, reader: asyncio.StreamReader, decoder: framing.Decoder
@@ -212,7 +221,10 @@ class ControlServer:
         if uid != 0 and not cmd.read_only:
             return "fail\npermission deny: need to be root\n", False
         try:
-            out = await asyncio.wait_for(self._dispatch(cmd), self._cmd_timeout)
+            # In this connection's task, not one of its own (wait_for's): that task, its scheduling and
+            # its extra turns of the loop cost more than most show commands take to answer.
+            async with asyncio.timeout(self._cmd_timeout):
+                out = await self._dispatch(cmd)
         except CommandFailed as err:
             return f"fail\n{err}\n" if str(err) else "fail\n", False
         except TimeoutError:
