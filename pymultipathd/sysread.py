@@ -8,12 +8,38 @@ from __future__ import annotations
 
 import os
 
+PAGE = 4096  # the most a sysfs attribute's read gives
+
 
 def read_text(path: str) -> str | None:
     """The file's text, stripped; None if it cannot be read."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return f.read().strip()
+    except OSError:
+        return None
+
+
+def read_page(path: str) -> str | None:
+    """A sysfs attribute's text, stripped (None if it cannot be read): one read() of a page, which holds any
+    sysfs attribute, without a buffered text file. For attributes read at every check of every path."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, PAGE).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def pread_page(fd: int) -> str | None:
+    """The text of an attribute kept open, stripped (None if the read fails): sysfs makes an attribute's
+    text afresh for every read at offset 0."""
+    try:
+        return os.pread(fd, PAGE, 0).decode("utf-8", "replace").strip()
     except OSError:
         return None
 

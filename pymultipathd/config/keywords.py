@@ -516,7 +516,7 @@ _TABLE: list[Keyword] = [
         "D",
         "Timeout of checker commands in seconds (unset: the device's SCSI timeout, "
         "/sys/block/DEV/device/timeout).",
-        effect="policy/settings.py map_settings -> daemon/core.py Core.check_and_apply "
+        effect="policy/settings.py map_settings -> daemon/core.py Core._check_timeout "
         "(each check's deadline); "
         "tests: unit/test_keyword_effects.py",
     ),

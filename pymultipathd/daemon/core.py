@@ -94,6 +94,10 @@ class Core:
         # the old ID_SERIAL on change events, so the fresh one stays until the device is removed
         self.wwid_override: dict[str, str] = {}
         self._rechecking: set[str] = set()  # paths whose identity read is still in the kernel
+        # paths whose check is in flight or whose verdict is being carried out (start_checks skips them),
+        # and the tasks carrying out verdicts that call for actions
+        self._checking: set[str] = set()
+        self._carrying: set[asyncio.Task] = set()
         self._sampling: dict[str, asyncio.Task] = {}  # marginal_path_*'s I/O error checks under way, by path
         self._batch_first: float | None = None
         self._batch_handle: asyncio.TimerHandle | None = None
@@ -262,7 +266,7 @@ class Core:
                 sampling.cancel()
             if old is not None:
                 del self.state.paths[dev]
-                checkers.forget_path(os.path.join("/dev", dev))
+                self._forget_checks(dev)
                 if old.wwid:
                     self._queue(old.wwid)
                 log.info("%s: path removed", dev, extra=fields(dev=dev, map=old.map))
@@ -283,6 +287,12 @@ class Core:
             if action == "add":
                 self.held_back.discard(f.wwid)
             self._queue(f.wwid)  # a WWID held back is dropped when the batch closes
+
+    def _forget_checks(self, dev: str) -> None:
+        """What the checkers keep of a removed path: a checker's memory, the descriptor kept open."""
+        devnode = os.path.join("/dev", dev)
+        checkers.forget_path(devnode)
+        self.runner.forget(devnode)
 
     def resync_disks(self) -> int:
         """Uevents were lost (the netlink socket overflowed): every disk is treated as changed and every
@@ -698,31 +708,119 @@ class Core:
 
     # --- checking and failover ----------------------------------------------------------------------
 
+    def start_checks(self, due: Iterable[PathState]) -> None:
+        """Check these due paths (the checker loop's round): all are handed to the CheckRunner now, and each
+        verdict is applied when it comes back; the threads' results of a round reach the loop in a few
+        batches, with no coroutine per path. A path whose last check is still in flight or being carried
+        out is skipped. One path's failure is logged with its path and map; the others go on."""
+        for p in due:
+            if p.dev in self._checking:
+                continue
+            self._checking.add(p.dev)
+            try:
+                timeout = self._check_timeout(p)
+                res = self.runner.submit(f"/dev/{p.dev}", p.checker, timeout, self._checked, p, p.prio_name,
+                                         p.prio_args, dev_state=True)
+            except Exception as err:
+                self._check_failed(p, err)
+                continue
+            if res is not None:  # answered at once (still in flight, unknown checker)
+                self._checked(p, res)
+
+    def _checked(self, p: PathState, outcome: checkers.Outcome) -> None:
+        """A verdict of start_checks' reaches the loop: applied now, and only a verdict that calls for
+        actions (or for an identity read, recheck_wwid) goes on as a task."""
+        if isinstance(outcome, BaseException):  # the checker raised (a bug, not a verdict on the path)
+            self._check_failed(p, outcome)
+            return
+        try:
+            if not self._note_check(p, outcome):
+                self._checking.discard(p.dev)
+                return
+            if self._identity_due(p, outcome):
+                self._carry_on(p, self._after_identity(p, outcome, self._check_timeout(p)))
+                return
+            todo = self._decide_check(p, outcome)
+            if todo:  # a healthy path's check decides nothing
+                self._carry_on(p, self.execute(todo))
+                return
+        except Exception as err:
+            self._check_failed(p, err)
+            return
+        self._checking.discard(p.dev)
+
+    def _carry_on(self, p: PathState, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._carrying.add(task)
+        task.add_done_callback(functools.partial(self._carried, p))
+
+    def _carried(self, p: PathState, task: asyncio.Task) -> None:
+        self._carrying.discard(task)
+        self._checking.discard(p.dev)
+        if not task.cancelled() and (err := task.exception()) is not None:
+            self._check_failed(p, err)
+
+    def _check_failed(self, p: PathState, err: BaseException) -> None:
+        # its next_check is left as it was: the path is checked again at the next tick
+        self._checking.discard(p.dev)
+        log.error("%s: checking the path (map %s) failed", p.dev, p.map, exc_info=err,
+                  extra=fields(dev=p.dev, map=p.map))
+
     async def check_and_apply(self, p: PathState) -> None:
-        """Check one due path and act on the verdict (fail or reinstate it; revisit its map)."""
-        s = self.settings_of(self.state.maps[p.map]) if p.map in self.state.maps else MapSettings()
-        timeout = s.checker_timeout or p.scsi_timeout
-        dev = os.path.join("/dev", p.dev)
-        res = await self.runner.check(dev, p.checker, timeout, p.prio_name, p.prio_args)
+        """Check one path and act on the verdict (fail or reinstate it; revisit its map): start_checks for
+        one path, awaited."""
+        timeout = self._check_timeout(p)
+        res = await self.runner.check(f"/dev/{p.dev}", p.checker, timeout, p.prio_name, p.prio_args,
+                                      dev_state=True)
+        if not self._note_check(p, res):
+            return
+        if self._identity_due(p, res):
+            await self._after_identity(p, res, timeout)
+            return
+        todo = self._decide_check(p, res)
+        if todo:
+            await self.execute(todo)
+
+    def _check_timeout(self, p: PathState) -> float:
+        m = self.state.maps.get(p.map) if p.map else None
+        s = self.settings_of(m) if m is not None else MapSettings()
+        return s.checker_timeout or p.scsi_timeout
+
+    def _note_check(self, p: PathState, res: checkers.CheckResult) -> bool:
+        """Take in what a check read besides its verdict; False if the path was removed while it was checked
+        (its name may belong to another device now): the result is stale."""
         if self.state.paths.get(p.dev) is not p:
-            return  # removed while checked (its name may belong to another device now): the result is stale
-        p.dev_state = sysinfo.dev_state(p.dev)
+            return False
+        # the checker's thread read the device state; a check with no answer read none, so it is read here
+        p.dev_state = res.dev_state if res.dev_state is not None else sysinfo.dev_state(p.dev)
         if res.prio is not None:
             p.prio_due = False
-        if res.state.usable and not p.usable and p.chk_state is not PathCheck.UNDEF and s.recheck_wwid:
-            if p.dev in self._rechecking:  # an earlier read hangs: not reinstated until one answers
-                res = checkers.CheckResult(PathCheck.PENDING, "its identity (recheck_wwid) is still read")
-            else:
-                fresh = await self._recheck_wwid(p, timeout)
-                if self.state.paths.get(p.dev) is not p:
-                    return
-                if fresh is not None:
-                    res = checkers.CheckResult(PathCheck.DOWN, f"the device's WWID is now {fresh}")
-        now = asyncio.get_running_loop().time()
-        todo = decide.path_checked(self.state, ev.PathChecked(p.dev, res.state, now, res.message, res.prio),
-                                   self.settings_of)
-        if todo:  # a healthy path's check decides nothing
+        return True
+
+    def _identity_due(self, p: PathState, res: checkers.CheckResult) -> bool:
+        """recheck_wwid: a path that comes back is asked for its identity before it is reinstated."""
+        if not (res.state.usable and not p.usable and p.chk_state is not PathCheck.UNDEF):
+            return False
+        m = self.state.maps.get(p.map) if p.map else None
+        return bool(m is not None and self.settings_of(m).recheck_wwid)
+
+    async def _after_identity(self, p: PathState, res: checkers.CheckResult, timeout: float) -> None:
+        if p.dev in self._rechecking:  # an earlier read hangs: not reinstated until one answers
+            res = checkers.CheckResult(PathCheck.PENDING, "its identity (recheck_wwid) is still read")
+        else:
+            fresh = await self._recheck_wwid(p, timeout)
+            if self.state.paths.get(p.dev) is not p:
+                return
+            if fresh is not None:
+                res = checkers.CheckResult(PathCheck.DOWN, f"the device's WWID is now {fresh}")
+        todo = self._decide_check(p, res)
+        if todo:
             await self.execute(todo)
+
+    def _decide_check(self, p: PathState, res: checkers.CheckResult) -> list[act.Action]:
+        now = asyncio.get_running_loop().time()
+        return decide.path_checked(self.state, ev.PathChecked(p.dev, res.state, now, res.message, res.prio),
+                                   self.settings_of)
 
     async def _recheck_wwid(self, p: PathState, timeout: float) -> str | None:
         """recheck_wwid: a path that comes back is asked for its identity afresh (VPD page 83h); the new WWID
@@ -892,6 +990,7 @@ class Core:
                 self._path_from_facts(facts.path_facts(p.dev, self.config), p)
             except facts.FactsError:
                 self.state.paths.pop(p.dev, None)  # the device went away with the map
+                self._forget_checks(p.dev)
 
     async def set_path(self, p: PathState, up: bool) -> None:
         """`fail path` / `reinstate path`: the kernel's state for it now; the checker decides whether a

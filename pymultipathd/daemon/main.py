@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import functools
 import logging
 import os
 import signal
@@ -21,13 +20,11 @@ from pymultipathd.control.server import ControlServer
 from pymultipathd.daemon import handlers, limits, logsetup
 from pymultipathd.daemon.core import Core, is_path_candidate
 from pymultipathd.daemon.linkwatch import LinkWatch
-from pymultipathd.daemon.logsetup import fields
 from pymultipathd.daemon.udev_service import UdevService
 from pymultipathd.dm.errors import DMError
 from pymultipathd.dm.ioctl import Control
 from pymultipathd.listen import SocketInUse, bind_unix, holder
 from pymultipathd.paths import sysinfo
-from pymultipathd.policy.state import PathState
 from pymultipathd.record import record
 
 log = logging.getLogger("pymultipathd")
@@ -321,29 +318,19 @@ class Daemon:
     async def _checker_loop(self) -> None:
         """Every round is guarded: an exception (a map removed under a timed failback, a bug) is logged and
         the next round runs; a loop that died would leave every path unchecked while the daemon looked
-        alive. Each completed round is the watchdog's proof of progress."""
+        alive. Each completed round is the watchdog's proof of progress. The due paths of a round go to the
+        core as one batch (Core.start_checks logs a failing path's check with its path and map)."""
         loop = asyncio.get_running_loop()
-        checking: dict[str, asyncio.Task] = {}
         while True:
             try:
                 now = loop.time()
-                for p in list(self.core.state.paths.values()):
-                    if p.map and p.next_check <= now and p.dev not in checking:
-                        t = asyncio.ensure_future(self._check_guarded(p))
-                        checking[p.dev] = t
-                        t.add_done_callback(functools.partial(_done, checking, p.dev))
+                self.core.start_checks([p for p in self.core.state.paths.values()
+                                        if p.map and p.next_check <= now])
                 await self.core.policy_tick()
             except Exception:
                 log.exception("checker loop: this round failed; the next one runs as usual")
             self._progress = loop.time()
             await asyncio.sleep(TICK)
-
-    async def _check_guarded(self, p: PathState) -> None:
-        try:
-            await self.core.check_and_apply(p)
-        except Exception:
-            log.exception("%s: checking the path (map %s) failed", p.dev, p.map,
-                          extra=fields(dev=p.dev, map=p.map))
 
     async def _start_progress(self) -> None:
         """While the first assembly runs, report it and ask systemd for more start-up time, but only while it
@@ -386,10 +373,6 @@ class Daemon:
         devs = {p.dev for p in self.core.state.paths.values()
                 if p.map and sysinfo.iscsi_portal(p.dev) in portals}
         await self.core.fail_fast(devs, why)
-
-
-def _done(checking: dict[str, asyncio.Task], dev: str, _task: asyncio.Task) -> None:
-    checking.pop(dev, None)
 
 
 def watchdog_due(now: float, progress: float, watchdog_s: float) -> bool:

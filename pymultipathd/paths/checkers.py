@@ -3,7 +3,9 @@
 Each checker is a blocking function (devnode, timeout) -> CheckResult, run on a worker thread by
 CheckRunner. A check against a hung device can block its thread in the kernel until the SCSI timeout, so the
 runner never starts a second check on a path whose first is still in flight (it reports "pending"), bounds
-the threads in use, and bounds every wait from the event loop's side.
+the threads in use, and bounds every wait from the event loop's side. The daemon checks hundreds of paths
+per interval, so the runner's own cost per check is kept small: no coroutine, future or timer per check, one
+wake-up of the loop per batch of results, and tur's descriptor kept open from one check to the next.
 """
 
 from __future__ import annotations
@@ -11,18 +13,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import heapq
+import itertools
+import logging
+import math
 import mmap
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from pymultipathd.paths import sgio, vendor_checkers
 from pymultipathd.policy.state import USABLE, PathCheck
 from pymultipathd.record import record
 
+log = logging.getLogger("pymultipathd")
 UP, DOWN, GHOST = PathCheck.UP, PathCheck.DOWN, PathCheck.GHOST
 PENDING, TIMEOUT = PathCheck.PENDING, PathCheck.TIMEOUT
 QUEUE_GRACE = 5.0  # seconds a check waits for a pool thread before it takes a thread of its own
@@ -44,6 +51,10 @@ class CheckResult:
     state: PathCheck
     message: str = ""
     prio: int | None = None  # the path's priority, read after a check found it usable (if asked for)
+    dev_state: str | None = None  # the SCSI device state read after the check (if asked for)
+
+
+TUR_OK = CheckResult(UP, "tur ok")  # a healthy path's verdict, made once: most checks end here
 
 
 def _reservation_conflict(res: sgio.SgResult) -> bool:
@@ -64,7 +75,7 @@ def tur_verdict(res: sgio.SgResult) -> CheckResult:
         return CheckResult(UP, "tur: reservation conflict (another initiator holds the LUN reserved), "
                                "path up")
     if res.ok:
-        return CheckResult(UP, "tur ok")
+        return TUR_OK
     if res.host_status == sgio.DID_TIME_OUT:
         return CheckResult(TIMEOUT, f"tur timed out: {sgio.describe(res)}")
     if res.sense_key == NOT_READY and res.asc_ascq == ALUA_STANDBY:
@@ -73,23 +84,42 @@ def tur_verdict(res: sgio.SgResult) -> CheckResult:
     return CheckResult(DOWN, f"tur failed: {sgio.describe(res)}")
 
 
-def tur(devnode: str, timeout: float) -> CheckResult:
-    fd = sgio.open_path(devnode)
-    try:
-        deadline = time.monotonic() + timeout
-        for attempt in range(1, TUR_TRIES + 1):
-            try:
-                res = sgio.sg_io(fd, sgio.TEST_UNIT_READY, timeout_ms=int(timeout * 1000))
-            except OSError as err:
-                if err.errno == errno.ENOTTY:
-                    return CheckResult(PathCheck.WILD,
-                                       "tur: checker not supported by this device (no SG_IO on it)")
-                raise
-            if attempt == TUR_TRIES or time.monotonic() >= deadline or not tur_retry(res):
-                return tur_verdict(res)
-        raise AssertionError("unreachable: the last try returns")
-    finally:
-        os.close(fd)
+def tur_fd(fd: int, timeout: float) -> CheckResult:
+    """TEST UNIT READY through an open descriptor of the path."""
+    deadline = time.monotonic() + timeout
+    for attempt in range(1, TUR_TRIES + 1):
+        try:
+            res = sgio.sg_io(fd, sgio.TEST_UNIT_READY, timeout_ms=int(timeout * 1000))
+        except OSError as err:
+            if err.errno == errno.ENOTTY:
+                return CheckResult(PathCheck.WILD,
+                                   "tur: checker not supported by this device (no SG_IO on it)")
+            raise
+        if attempt == TUR_TRIES or time.monotonic() >= deadline or not tur_retry(res):
+            return tur_verdict(res)
+    raise AssertionError("unreachable: the last try returns")
+
+
+class FdChecker:
+    """A checker that sends its commands through a descriptor of the path. Called with a devnode, it opens
+    the path for that one check; CheckRunner instead keeps each path's descriptor open from one check to the
+    next, as upstream keeps pp->fd: the open, the sg node's lookup in sysfs and the close cost more than the
+    command itself."""
+
+    __slots__ = ("on_fd",)
+
+    def __init__(self, on_fd: Callable[[int, float], CheckResult]) -> None:
+        self.on_fd = on_fd
+
+    def __call__(self, devnode: str, timeout: float) -> CheckResult:
+        fd = sgio.open_path(devnode)
+        try:
+            return self.on_fd(fd, timeout)
+        finally:
+            os.close(fd)
+
+
+tur = FdChecker(tur_fd)
 
 
 def readsector0(devnode: str, timeout: float) -> CheckResult:
@@ -153,145 +183,405 @@ def check_now(devnode: str, checker: str, timeout: float) -> CheckResult:
     return _guarded(func, devnode, timeout)
 
 
+Outcome = CheckResult | BaseException  # how a check ends: its result, or what its checker raised
+Deliver = Callable[[Any, Outcome], None]
+STILL_RUNNING = CheckResult(PENDING, "previous check still running")
+NO_THREAD = CheckResult(PENDING, "waiting for a checker thread (checks of hung paths hold them)")
+STOPPED = CheckResult(PENDING, "checks stopped (the daemon is stopping)")
+DRAIN_BATCH = 64  # finished checks the loop takes in per callback
+TIMER_SLACK = 0.005  # seconds: deadlines this close are due now (the loop's timers may fire a little early)
+
+
+class _Job:
+    """One check of one path, from its submission to its end. The event loop makes it and answers its
+    caller; the thread that runs it stores `started`, `verdict` and last `outcome`, each a single attribute
+    store the loop only reads. `taken` is claimed under the runner's lock: a queued job runs on one thread."""
+
+    __slots__ = ("devnode", "checker", "func", "timeout", "prio_name", "prio_args", "want_state", "deliver",
+                 "token", "loop", "taken", "started", "escaped", "verdict", "verdict_at", "outcome",
+                 "answered", "stuck")
+
+    def __init__(self, devnode: str, checker: str, func: Callable[[str, float], CheckResult], timeout: float,
+                 prio_name: str | None, prio_args: str, want_state: bool, deliver: Deliver, token: Any,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.devnode, self.checker, self.func, self.timeout = devnode, checker, func, timeout
+        self.prio_name, self.prio_args, self.want_state = prio_name, prio_args, want_state
+        self.deliver, self.token, self.loop = deliver, token, loop
+        self.taken = False       # a thread has it (claimed by a pool thread, or by the loop for its own)
+        self.started = 0.0       # monotonic time its check began on a thread (0: not yet)
+        self.escaped = 0.0       # monotonic time the loop gave it a thread of its own (0: it did not)
+        self.verdict: CheckResult | None = None  # the checker's, before the priority is read
+        self.verdict_at = 0.0
+        self.outcome: Outcome | None = None  # its end, stored last by its thread
+        self.answered = False    # its caller has its answer (the outcome, or "timeout"/"pending" said for it)
+        self.stuck = False       # counted among the runner's stuck checks
+
+
 class CheckRunner:
-    """Runs checkers off the event loop: bounded threads, one check in flight per path."""
+    """Runs checkers off the event loop: bounded threads, one check in flight per path.
+
+    A check is a job on a queue the runner's threads take from. Finished jobs go to one list that the loop
+    drains in one callback: a round of checks wakes the loop once per batch of results, not several times
+    per check. The loop watches the deadlines of jobs in one heap under one timer: a job queued past its
+    grace runs on a thread of its own; one that started and outlives its timeout is answered "timeout" and
+    counted stuck; a usable verdict whose prioritizer does not come back is answered without the priority.
+    The clock starts when a thread takes the check: a check waiting for a thread is never timed out."""
 
     def __init__(self, max_threads: int = 32) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="checker")
+        # the prioritizers need sysfs helpers the checkers do not
+        from pymultipathd.paths import prio, sysinfo
+
+        self._prio = prio
+        self._states = sysinfo.KeptStates()  # the device state attribute of each path, kept open
         self._max_threads = max_threads
-        self._inflight: dict[str, asyncio.Future[CheckResult]] = {}
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads = 0  # pool threads started (they live as long as the runner)
+        self._lock = threading.Lock()  # claims of queued jobs, _busy, _finished and _draining
+        self._busy = 0  # pool threads running a check
+        self._finished: list[_Job] = []  # ended on their threads, not yet seen by the loop
+        self._draining = False  # a drain of _finished is scheduled on the loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inflight: dict[str, _Job] = {}
         # devnodes whose check outlived its timeout and still holds a thread in the kernel
         self._stuck: set[str] = set()
-        self._started_at: dict[str, float] = {}  # loop time a thread took each in-flight check
+        self._deadlines: list[tuple[float, int, _Job]] = []  # (when, order, job): the loop's next look at it
+        self._order = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._fds: dict[str, int] = {}  # devnode -> the descriptor FdCheckers use, kept between checks
+        self._forgotten: set[str] = set()  # removed paths whose check was in flight: closed after it
+        self._closed = False
 
-    async def check(self, devnode: str, checker: str, timeout: float,
-                    prio_name: str | None = None, prio_args: str = "") -> CheckResult:
+    async def check(self, devnode: str, checker: str, timeout: float, prio_name: str | None = None,
+                    prio_args: str = "", *, dev_state: bool = False) -> CheckResult:
         """Run `checker` on devnode; with prio_name, a usable path's priority is read in the same thread
         (an RTPG to the array can hang as a TUR can, so it never runs on the event loop). The checker's
         verdict stands on its own, as upstream's: a prioritizer that is slow or does not come back leaves the
         priority unknown (prio None, the last one kept) and never turns a good check into a timeout."""
+        fut: asyncio.Future[CheckResult] = asyncio.get_running_loop().create_future()
+        now = self.submit(devnode, checker, timeout, _settle, fut, prio_name, prio_args, dev_state=dev_state)
+        return now if now is not None else await fut
+
+    def submit(self, devnode: str, checker: str, timeout: float, deliver: Deliver, token: Any,
+               prio_name: str | None = None, prio_args: str = "", *, dev_state: bool = False
+               ) -> CheckResult | None:
+        """check() without a coroutine, for a round of many paths: `deliver(token, outcome)` hears the end on
+        the event loop, once. A check that needs no thread (unknown checker, the path's previous check still
+        in flight) is answered at once: its result is returned and `deliver` is not called. With dev_state,
+        the thread reads the SCSI device state after the check too (CheckResult.dev_state): sysfs I/O."""
         func = CHECKERS.get(checker)
         if func is None:
             return CheckResult(DOWN, f"unknown checker {checker!r}")
+        if self._closed:
+            return STOPPED
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._adopt(loop)
+        now = time.monotonic()
         running = self._inflight.get(devnode)
-        if running is not None and not running.done():
+        if running is not None:
             # Started long ago and not back: stuck in the kernel, whether or not anyone still waits for it
             # (its caller may have given up while it was queued).
-            since = self._started_at.get(devnode)
-            if since is not None and loop.time() - since > timeout:
-                self._mark_stuck(devnode, running)
-            return CheckResult(PENDING, "previous check still running")
-        started: asyncio.Future[Any] = loop.create_future()
-        started.add_done_callback(lambda _f: self._started_at.__setitem__(devnode, loop.time()))
-        checked: asyncio.Future[CheckResult] = loop.create_future()  # the checker's verdict, before the prio
-
-        def verdict(res: CheckResult) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (the daemon is stopping)
-                loop.call_soon_threadsafe(_set, checked, res)
-
-        def job() -> CheckResult:
-            loop.call_soon_threadsafe(_set, started)
-            return _guarded(func, devnode, timeout, prio_name, prio_args, verdict)
-
-        queued: Future[Any] | None = None
+            if running.started and now - running.started > timeout:
+                self._mark_stuck(running)
+            return STILL_RUNNING
+        job = _Job(devnode, checker, func, timeout, prio_name, prio_args, dev_state, deliver, token, loop)
+        self._inflight[devnode] = job
         if len(self._stuck) * 2 < self._max_threads:
-            queued = self._pool.submit(job)
-            fut: asyncio.Future[Any] = asyncio.wrap_future(queued, loop=loop)
+            self._queue.put(job)
+            self._grow()
+            # One that waits too long for the pool (hung checks hold it) leaves the queue then.
+            self._watch_until(now + min(timeout + 1.0, QUEUE_GRACE), job)
         else:
             # Hung checks hold half the pool or more (a dead fabric): every other path's check gets a
             # thread of its own, so healthy paths are still checked. One check in flight per path bounds
             # these threads by the number of paths.
-            fut = _on_own_thread(loop, job)
-        self._inflight[devnode] = fut
-        try:
-            # The clock starts when a thread takes the check: a check waiting for a thread is never timed
-            # out (the daemon would fail a path that works). One that waits too long for the pool (hung
-            # checks hold it) leaves the queue and runs on a thread of its own.
-            grace = min(timeout + 1.0, QUEUE_GRACE)
-            done, _ = await asyncio.wait({started, fut}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
-            if not done and queued is not None and queued.cancel():
-                fut = _on_own_thread(loop, job)
-                self._inflight[devnode] = fut
-                done, _ = await asyncio.wait({started, fut}, timeout=timeout + 1.0,
-                                             return_when=asyncio.FIRST_COMPLETED)
-            if not done:
-                return CheckResult(PENDING, "waiting for a checker thread (checks of hung paths hold them)")
-            # On timeout the thread keeps running: we stop waiting but remember it is in flight.
-            done, _ = await asyncio.wait({checked, fut}, timeout=timeout + 1.0,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if not done:
-                self._mark_stuck(devnode, fut)
-                return CheckResult(TIMEOUT, f"{checker} did not answer within {timeout:g} s")
-            if not fut.done():  # the verdict is in; the prioritizer is still talking to the device
-                await asyncio.wait({fut}, timeout=PRIO_TIMEOUTS * timeout + 1.0)
-            if fut.done():
-                return fut.result()
-            res = checked.result()
-            return CheckResult(res.state, f"{res.message} (priority not read within "
-                               f"{PRIO_TIMEOUTS * timeout:g} s)".lstrip())
-        finally:
-            if fut.done():
-                self._inflight.pop(devnode, None)
-                self._started_at.pop(devnode, None)
+            job.taken = True
+            self._own_thread(job, now)
+        return None
 
-    def _mark_stuck(self, devnode: str, fut: asyncio.Future[Any]) -> None:
-        if devnode not in self._stuck:
-            self._stuck.add(devnode)
-            fut.add_done_callback(lambda _f: self._stuck.discard(devnode))
+    def forget(self, devnode: str) -> None:
+        """The path is gone: close the descriptors kept for it, once its check in flight (if any) has ended,
+        as that check's thread may be using them."""
+        if devnode in self._inflight:
+            self._forgotten.add(devnode)
+        else:
+            self._release(devnode)
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop: checks still queued never run (closed from their event loop, they are answered "pending"
+        now, so nobody waits for them), threads in the kernel are left to end on their own, kept descriptors
+        are closed."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._loop is not None and _running_loop() is self._loop:
+            for job in list(self._inflight.values()):
+                if not job.answered and self._claim(job):
+                    self._answer(job, STOPPED)
+        for _ in range(self._threads):
+            self._queue.put(None)
+        for devnode in list(self._fds):
+            self._release(devnode)
+        self._states.close_all()
 
+    # --- the event loop's side ---------------------------------------------------------------------------
 
-def _on_own_thread(loop: asyncio.AbstractEventLoop,
-                   job: Callable[[], CheckResult]) -> asyncio.Future[CheckResult]:
-    fut: asyncio.Future[CheckResult] = loop.create_future()
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Another event loop than the last one (a new asyncio.run): whoever waited on the old one is gone;
+        jobs still in flight from it end unanswered, and are no longer watched."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, math.inf
+        self._deadlines.clear()
+        with self._lock:
+            self._loop = loop
+            self._draining = bool(self._finished)
+        if self._draining:
+            loop.call_soon(self._drain)
 
-    def deliver(res: CheckResult | None, err: BaseException | None) -> None:
-        if fut.done():
+    def _grow(self) -> None:
+        """One more pool thread while queued checks outnumber the free threads, up to max_threads."""
+        if self._threads < self._max_threads and self._queue.qsize() > self._threads - self._busy:
+            self._threads += 1
+            threading.Thread(target=self._serve, name=f"checker_{self._threads - 1}", daemon=True).start()
+
+    def _own_thread(self, job: _Job, now: float) -> None:
+        job.escaped = now
+        threading.Thread(target=self._run_own, args=(job,), name="checker-own", daemon=True).start()
+        self._watch_until(now + job.timeout + 1.0, job)
+
+    def _watch_until(self, when: float, job: _Job) -> None:
+        heapq.heappush(self._deadlines, (when, next(self._order), job))
+        if when < self._timer_at:
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        assert self._loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_later(max(0.0, when - time.monotonic()), self._on_deadlines)
+
+    def _on_deadlines(self) -> None:
+        self._timer = None
+        self._timer_at = -math.inf  # jobs watched again meanwhile arm nothing: the timer is set at the end
+        now = time.monotonic() + TIMER_SLACK
+        heap = self._deadlines
+        try:
+            while heap and heap[0][0] <= now:
+                job = heapq.heappop(heap)[2]
+                if not job.answered and job.outcome is None:  # else it is answered, or its drain is coming
+                    self._deadline(job, now)
+        finally:
+            self._timer_at = math.inf
+            if heap:
+                self._arm(heap[0][0])
+
+    def _deadline(self, job: _Job, now: float) -> None:
+        """A deadline of a job not answered yet: what its stage calls for now."""
+        timeout = job.timeout
+        if not job.started:
+            if not job.escaped:
+                if self._claim(job):  # still queued after its grace: hung checks hold the pool
+                    self._own_thread(job, now)
+                else:  # a pool thread took it this instant
+                    self._watch_until(now + timeout + 1.0, job)
+            elif now >= job.escaped + timeout + 1.0:
+                self._answer(job, NO_THREAD)
+            else:
+                self._watch_until(job.escaped + timeout + 1.0, job)
             return
-        if err is not None:
-            fut.set_exception(err)
+        verdict = job.verdict
+        if verdict is None:
+            end = job.started + timeout + 1.0
+            if now < end:
+                self._watch_until(end, job)
+                return
+            # The thread keeps running: its caller stops waiting, and the check stays in flight.
+            self._mark_stuck(job)
+            self._answer(job, CheckResult(TIMEOUT, f"{job.checker} did not answer within {timeout:g} s"))
+            return
+        end = job.verdict_at + PRIO_TIMEOUTS * timeout + 1.0
+        if now < end:  # the verdict is in; the prioritizer is still talking to the device
+            self._watch_until(end, job)
+            return
+        self._answer(job, CheckResult(verdict.state, f"{verdict.message} (priority not read within "
+                                      f"{PRIO_TIMEOUTS * timeout:g} s)".lstrip()))
+
+    def _claim(self, job: _Job) -> bool:
+        with self._lock:
+            if job.taken:
+                return False
+            job.taken = True
+            return True
+
+    def _mark_stuck(self, job: _Job) -> None:
+        if not job.stuck:
+            job.stuck = True
+            self._stuck.add(job.devnode)
+
+    def _drain(self) -> None:
+        # A bounded batch per callback: the loop serves the control socket and uevents in between, as a
+        # round of a thousand results applied in one go would hold them for as long as it takes.
+        with self._lock:
+            jobs = self._finished[:DRAIN_BATCH]
+            del self._finished[:DRAIN_BATCH]
+            self._draining = more = bool(self._finished)  # the rest: this drain comes again (no wake-up)
+        for job in jobs:
+            self._retire(job)
+        if more and self._loop is not None:
+            self._loop.call_soon(self._drain)
+
+    def _retire(self, job: _Job) -> None:
+        devnode = job.devnode
+        if self._inflight.get(devnode) is job:
+            del self._inflight[devnode]
+            if devnode in self._forgotten:
+                self._forgotten.discard(devnode)
+                self._release(devnode)
+        if job.stuck:
+            self._stuck.discard(devnode)
+        if not job.answered:
+            assert job.outcome is not None
+            self._answer(job, job.outcome)
+
+    def _answer(self, job: _Job, outcome: Outcome) -> None:
+        job.answered = True
+        if job.loop is not self._loop:
+            return  # its loop has ended, and whoever waited on it
+        try:
+            job.deliver(job.token, outcome)
+        except Exception:  # one caller's fault must not cost the others their results
+            log.exception("%s: handing over the result of its check failed", job.devnode)
+
+    def _release(self, devnode: str) -> None:
+        """Close what is kept open for the path (no check of it is in flight)."""
+        fd = self._fds.pop(devnode, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._states.close(devnode.rpartition("/")[2])
+
+    # --- the threads' side -------------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None or self._closed:
+                return
+            with self._lock:
+                if job.taken:  # it left the queue for a thread of its own meanwhile
+                    continue
+                job.taken = True
+                job.started = time.monotonic()
+                self._busy += 1
+            self._run(job, pooled=True)
+
+    def _run_own(self, job: _Job) -> None:
+        job.started = time.monotonic()
+        self._run(job, pooled=False)
+
+    def _run(self, job: _Job, *, pooled: bool) -> None:
+        try:
+            outcome: Outcome = self._check(job)
+        except BaseException as err:  # handed to the caller, as a pool's future would
+            outcome = err
+        job.outcome = outcome
+        with self._lock:
+            if pooled:
+                self._busy -= 1
+            self._finished.append(job)
+            wake, self._draining = not self._draining, True
+            loop = self._loop
+        if wake and loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop closed meanwhile (the daemon is stopping, a test's loop ended)
+                with self._lock:
+                    if self._loop is loop:
+                        self._draining = False
+
+    def _check(self, job: _Job) -> CheckResult:
+        """The check, then (usable paths, with prio_name) the priority and (want_state) the device state."""
+        devnode, timeout = job.devnode, job.timeout
+        try:
+            func = job.func
+            res = self._check_kept(job, func) if isinstance(func, FdChecker) else func(devnode, timeout)
+        except OSError as err:
+            res = CheckResult(DOWN, f"cannot check {devnode}: {err.strerror or err}")
+        job.verdict_at = time.monotonic()
+        job.verdict = res
+        name = devnode.rpartition("/")[2]
+        prio = None
+        if job.prio_name and res.state in USABLE:
+            with contextlib.suppress(OSError):  # else the last known priority is kept
+                prio = self._prio.priority(job.prio_name, name, job.prio_args, timeout)
+        state = self._states.read(name) if job.want_state else None
+        if prio is None and state is None:
+            return res
+        return CheckResult(res.state, res.message, prio, state)
+
+    def _check_kept(self, job: _Job, func: FdChecker) -> CheckResult:
+        """An FdChecker's check through the descriptor kept for the path (one check in flight per path: no
+        other thread has it). Only a usable verdict keeps it. A kept descriptor's verdict that is neither
+        usable nor a timeout is not taken on its word: the descriptor may be stale (the sg driver reloaded,
+        the device removed and another added under the name), so it is closed and the path checked again
+        through a fresh open, with what is left of the check's time. That verdict stands: it is what a check
+        opening the node every time says, and a descriptor of a device that went away is never used again."""
+        devnode, timeout = job.devnode, job.timeout
+        fd = self._fds.pop(devnode, None)
+        if fd is not None:
+            began = time.monotonic()
+            try:
+                res = func.on_fd(fd, timeout)
+            except OSError as err:
+                res, failed = None, err
+            except BaseException:
+                os.close(fd)
+                raise
+            if res is not None and (res.state in USABLE or res.state is TIMEOUT):
+                return self._keep_if_usable(devnode, fd, res)
+            os.close(fd)
+            timeout -= time.monotonic() - began
+            if timeout <= 0:  # no time left to ask again: the kept descriptor's word, after all
+                if res is None:
+                    raise failed
+                return res
+        fd = sgio.open_path(devnode)
+        try:
+            res = func.on_fd(fd, timeout)
+        except BaseException:
+            os.close(fd)
+            raise
+        return self._keep_if_usable(devnode, fd, res)
+
+    def _keep_if_usable(self, devnode: str, fd: int, res: CheckResult) -> CheckResult:
+        if res.state in USABLE and not self._closed:
+            self._fds[devnode] = fd
         else:
-            fut.set_result(res)  # type: ignore[arg-type]
-
-    def run() -> None:
-        try:
-            res: CheckResult | None = job()
-            err: BaseException | None = None
-        except BaseException as e:  # handed to the waiting coroutine, as the pool would
-            res, err = None, e
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (the daemon is stopping)
-            loop.call_soon_threadsafe(deliver, res, err)
-
-    threading.Thread(target=run, name="checker-own", daemon=True).start()
-    return fut
+            os.close(fd)
+        return res
 
 
-def _set(fut: asyncio.Future[Any], value: object = None) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _guarded(func: Callable[[str, float], CheckResult], devnode: str, timeout: float,
-             prio_name: str | None = None, prio_args: str = "",
-             verdict: Callable[[CheckResult], None] | None = None) -> CheckResult:
-    """The check, then (usable paths, with prio_name) the priority; `verdict` hears the check's result
-    before the priority is read."""
+def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
-        res = func(devnode, timeout)
-    except OSError as err:
-        res = CheckResult(DOWN, f"cannot check {devnode}: {err.strerror or err}")
-    if verdict is not None:
-        verdict(res)
-    if prio_name and res.state in USABLE:
-        from pymultipathd.paths import prio  # the prioritizers need sysfs helpers the checkers do not
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
-        try:
-            return CheckResult(res.state, res.message, prio.priority(prio_name, os.path.basename(devnode),
-                                                                       prio_args, timeout))
-        except OSError:
-            pass  # keep the last known priority
-    return res
+
+def _settle(fut: asyncio.Future[CheckResult], outcome: Outcome) -> None:
+    if fut.done():  # its caller gave up (cancelled)
+        return
+    if isinstance(outcome, BaseException):
+        fut.set_exception(outcome)
+    else:
+        fut.set_result(outcome)
+
+
+def _guarded(func: Callable[[str, float], CheckResult], devnode: str, timeout: float) -> CheckResult:
+    try:
+        return func(devnode, timeout)
+    except OSError as err:
+        return CheckResult(DOWN, f"cannot check {devnode}: {err.strerror or err}")

@@ -7,6 +7,7 @@ import errno
 import fcntl
 import os
 import sys
+import threading
 
 from pymultipathd import locations
 from pymultipathd.record import record
@@ -80,41 +81,67 @@ class SgResult:
 
 
 MAX_TIMEOUT_MS = 0xFFFFFFFF
+SENSE_LEN = 64
+MAX_CDB = 255  # cmd_len is one byte
+HDR_SIZE = ctypes.sizeof(SgIoHdr)
+GOOD_NO_DATA = SgResult(ok=True, status=GOOD, host_status=DID_OK, driver_status=0, sense=b"", data=b"")
+
+
+class _Buffers(threading.local):
+    """A thread's header, sense and CDB buffers, reused by each of its commands (one at a time: the ioctl
+    returns before the next begins). Building the ctypes objects anew cost several times the ioctl's own
+    Python cost, at every check of every path."""
+
+    def __init__(self) -> None:
+        self.hdr = SgIoHdr()
+        self.hdr_at = ctypes.addressof(self.hdr)
+        self.sense = ctypes.create_string_buffer(SENSE_LEN)
+        self.cdb = ctypes.create_string_buffer(MAX_CDB)
+
+
+_buffers = _Buffers()
 
 
 def sg_io(fd: int, cdb: bytes, data_len: int = 0, timeout_ms: int = 30000,
           data_out: bytes | None = None) -> SgResult:
     """Issue one command, reading up to `data_len` bytes from the device or sending `data_out` to it;
     raises OSError if the ioctl itself fails (no such device, not SCSI)."""
-    cdb_buf = ctypes.create_string_buffer(cdb, len(cdb))
-    sense = ctypes.create_string_buffer(64)
+    b = _buffers
+    hdr = b.hdr
+    ctypes.memset(b.hdr_at, 0, HDR_SIZE)  # also the reply's fields: nothing of the last command is left
+    ctypes.memmove(b.cdb, cdb, len(cdb))
+    data = None
     if data_out is not None:
         data = ctypes.create_string_buffer(data_out, max(len(data_out), 1))
-        direction, length = SG_DXFER_TO_DEV, len(data_out)
+        hdr.dxfer_direction, hdr.dxfer_len = SG_DXFER_TO_DEV, len(data_out)
+    elif data_len:
+        data = ctypes.create_string_buffer(data_len)
+        hdr.dxfer_direction, hdr.dxfer_len = SG_DXFER_FROM_DEV, data_len
     else:
-        data = ctypes.create_string_buffer(max(data_len, 1))
-        direction, length = (SG_DXFER_FROM_DEV if data_len else SG_DXFER_NONE), data_len
-    hdr = SgIoHdr(
-        interface_id=ord("S"),
-        dxfer_direction=direction,
-        cmd_len=len(cdb),
-        mx_sb_len=len(sense),
-        dxfer_len=length,
-        dxferp=ctypes.cast(data, ctypes.c_void_p) if length else None,
-        cmdp=ctypes.cast(cdb_buf, ctypes.c_void_p),
-        sbp=ctypes.cast(sense, ctypes.c_void_p),
-        # the header's timeout is 32 bits and 0 means the kernel's default: a huge checker_timeout must
-        # neither wrap to a short one nor become 0
-        timeout=min(max(timeout_ms, 1), MAX_TIMEOUT_MS),
-    )
+        hdr.dxfer_direction = SG_DXFER_NONE
+    if data is not None and hdr.dxfer_len:
+        hdr.dxferp = ctypes.addressof(data)
+    hdr.interface_id = ord("S")
+    hdr.cmd_len = len(cdb)
+    hdr.mx_sb_len = SENSE_LEN
+    hdr.cmdp = ctypes.addressof(b.cdb)
+    hdr.sbp = ctypes.addressof(b.sense)
+    # the header's timeout is 32 bits and 0 means the kernel's default: a huge checker_timeout must neither
+    # wrap to a short one nor become 0
+    hdr.timeout = min(max(timeout_ms, 1), MAX_TIMEOUT_MS)
     fcntl.ioctl(fd, SG_IO, hdr)
+    ok = (hdr.info & SG_INFO_OK_MASK) == 0
+    status, host_status, driver_status = hdr.status, hdr.host_status, hdr.driver_status
+    sense_len = hdr.sb_len_wr
+    if data is None and ok and not (status or host_status or driver_status or sense_len):
+        return GOOD_NO_DATA  # a TEST UNIT READY that passed: most commands sent, one shared answer
     return SgResult(
-        ok=(hdr.info & SG_INFO_OK_MASK) == 0,
-        status=hdr.status,
-        host_status=hdr.host_status,
-        driver_status=hdr.driver_status,
-        sense=sense.raw[: hdr.sb_len_wr],
-        data=data.raw[: max(0, data_len - hdr.resid)] if data_len and data_out is None else b"",
+        ok=ok,
+        status=status,
+        host_status=host_status,
+        driver_status=driver_status,
+        sense=b.sense.raw[:sense_len],
+        data=data.raw[: max(0, data_len - hdr.resid)] if data is not None and data_out is None else b"",
     )
 
 

@@ -5,12 +5,13 @@ paths disappear under our feet and a vanished path is handled by its remove ueve
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
 
 from pymultipathd import locations
-from pymultipathd.sysread import device_dir
+from pymultipathd.sysread import device_dir, pread_page, read_page
 from pymultipathd.sysread import read_attr as _read
 
 
@@ -32,9 +33,57 @@ def size_sectors(dev: str) -> int:
         return 0
 
 
+def _state_path(dev: str) -> str:
+    return f"{locations.sysfs()}/block/{dev}/device/state"
+
+
 def dev_state(dev: str) -> str:
     """SCSI device state (running, offline, blocked, transport-offline); "running" for non-SCSI devices."""
-    return _read(os.path.join(block_dir(dev), "device", "state")) or "running"
+    return read_page(_state_path(dev)) or "running"
+
+
+class KeptStates:
+    """dev_state of paths read after every check: through a descriptor of each path's state attribute kept
+    open (sysfs makes the text afresh at every read); the path walk of an open, a dozen directories deep
+    behind two links, was most of a read's cost. A descriptor whose read fails (its device was removed:
+    sysfs answers ENODEV) is closed and the attribute opened again by name, so a device that took the name
+    is read, never the one that left. One caller per dev at a time (CheckRunner: one check per path)."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+
+    def read(self, dev: str) -> str:
+        fd = self._fds.pop(dev, None)
+        if fd is not None:
+            text = pread_page(fd)
+            if text is not None:
+                self._fds[dev] = fd
+                return text or "running"
+            _close(fd)
+        try:
+            fd = os.open(_state_path(dev), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return "running"  # no SCSI device behind the name (or it is gone), as dev_state says
+        text = pread_page(fd)
+        if text is None:
+            _close(fd)
+            return "running"
+        self._fds[dev] = fd
+        return text or "running"
+
+    def close(self, dev: str) -> None:
+        fd = self._fds.pop(dev, None)
+        if fd is not None:
+            _close(fd)
+
+    def close_all(self) -> None:
+        for dev in list(self._fds):
+            self.close(dev)
+
+
+def _close(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def target_node_name(dev: str) -> str:

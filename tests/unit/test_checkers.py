@@ -1,6 +1,7 @@
 import asyncio
 import ctypes
 import errno
+import os
 import threading
 import time
 
@@ -327,3 +328,303 @@ def test_sg_io_timeout_neither_wraps_nor_becomes_the_kernels_default(monkeypatch
     monkeypatch.setattr(sgio.fcntl, "ioctl", lambda fd, req, hdr: seen.append(hdr.timeout))
     sgio.sg_io(-1, sgio.TEST_UNIT_READY, timeout_ms=timeout_ms)
     assert seen == [sent]
+
+
+def _pipe_sg(monkeypatch, answer):
+    """SG_IO answered by `answer(cdb)`, on descriptors that are the read ends of pipes: one is closed once
+    writing to its pipe fails."""
+    pipes: list[tuple[int, int]] = []
+
+    def open_path(devnode: str, *, write: bool = False) -> int:
+        r, w = os.pipe()
+        pipes.append((r, w))
+        return r
+
+    monkeypatch.setattr(sgio, "open_path", open_path)
+    monkeypatch.setattr(sgio, "sg_io", lambda fd, cdb, data_len=0, timeout_ms=0: answer(cdb))
+    return pipes
+
+
+def _closed(pipe: tuple[int, int]) -> bool:
+    try:
+        os.write(pipe[1], b"x")
+    except BrokenPipeError:
+        return True
+    return False
+
+
+def test_tur_keeps_a_paths_descriptor_between_healthy_checks_only(monkeypatch):
+    """As upstream keeps pp->fd: one open for as long as the path answers. A kept descriptor's bad verdict is
+    asked again through a fresh open (the descriptor may be stale), whose verdict stands; then it is closed
+    too, and the next check opens the node afresh."""
+    answers = [good(), good(), good(), host_error(DID_NO_CONNECT), host_error(DID_NO_CONNECT), good()]
+    pipes = _pipe_sg(monkeypatch, lambda cdb: answers.pop(0))
+    runner = CheckRunner()
+
+    async def scenario() -> list[str]:
+        return [(await runner.check("/dev/sdx", "tur", 1.0)).state for _ in range(5)]
+
+    try:
+        assert asyncio.run(scenario()) == [checkers.UP] * 3 + [checkers.DOWN, checkers.UP]
+        assert answers == [] and len(pipes) == 3
+        assert _closed(pipes[0]) and _closed(pipes[1]) and not _closed(pipes[2])
+    finally:
+        runner.close()
+    assert _closed(pipes[2])  # closing the runner closes what it kept
+
+
+def test_a_stale_kept_descriptor_is_not_taken_at_its_word(monkeypatch):
+    """The sg driver reloaded, or the device removed and another added under its name: SG_IO through the
+    kept descriptor fails, and a fresh open checks the path as it is now."""
+    answers: list[sgio.SgResult | OSError] = [good(), OSError(errno.ENODEV, "No such device"), good()]
+
+    def answer(cdb: bytes) -> sgio.SgResult:
+        res = answers.pop(0)
+        if isinstance(res, OSError):
+            raise res
+        return res
+
+    pipes = _pipe_sg(monkeypatch, answer)
+    runner = CheckRunner()
+
+    async def scenario() -> list[str]:
+        return [(await runner.check("/dev/sdx", "tur", 1.0)).state for _ in range(2)]
+
+    try:
+        assert asyncio.run(scenario()) == [checkers.UP, checkers.UP]
+        assert len(pipes) == 2 and _closed(pipes[0]) and not _closed(pipes[1])
+    finally:
+        runner.close()
+
+
+def test_a_timeout_through_a_kept_descriptor_is_not_asked_again(monkeypatch):
+    """A device that did not answer would not answer a fresh open either: the check's time is spent."""
+    answers = [good(), host_error(DID_TIME_OUT), good()]
+    pipes = _pipe_sg(monkeypatch, lambda cdb: answers.pop(0))
+    runner = CheckRunner()
+
+    async def scenario() -> list[str]:
+        return [(await runner.check("/dev/sdx", "tur", 1.0)).state for _ in range(3)]
+
+    try:
+        assert asyncio.run(scenario()) == [checkers.UP, checkers.TIMEOUT, checkers.UP]
+        assert len(pipes) == 2 and _closed(pipes[0])
+    finally:
+        runner.close()
+
+
+def test_a_removed_paths_descriptor_is_closed_once_its_check_in_flight_ends(monkeypatch):
+    release = threading.Event()
+
+    def answer(cdb: bytes) -> sgio.SgResult:
+        release.wait(10)
+        return good()
+
+    pipes = _pipe_sg(monkeypatch, answer)
+    runner = CheckRunner()
+
+    async def scenario() -> None:
+        assert (await asyncio.gather(runner.check("/dev/sdx", "tur", 5.0),
+                                     _later(release.set)))[0].state == checkers.UP
+        release.clear()
+        running = asyncio.ensure_future(runner.check("/dev/sdx", "tur", 5.0))
+        await asyncio.sleep(0.05)
+        runner.forget("/dev/sdx")  # the path is removed while its thread still sends through the descriptor
+        assert not _closed(pipes[0])
+        release.set()
+        await running
+        await asyncio.sleep(0)  # the loop saw the check end
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        runner.close()
+    assert len(pipes) == 1 and _closed(pipes[0])
+
+
+async def _later(what) -> None:
+    await asyncio.sleep(0.05)
+    what()
+
+
+def test_a_round_of_results_wakes_the_loop_once(monkeypatch):
+    """Results that threads return while the loop is busy wake it once; it takes them in bounded batches
+    (other work runs in between), and each is answered once."""
+    monkeypatch.setitem(checkers.CHECKERS, "fine", lambda dev, t: checkers.CheckResult(checkers.UP, "ok"))
+    runner = CheckRunner()
+    drains = []
+    real = runner._drain
+    runner._drain = lambda: (drains.append(len(runner._finished)), real())  # type: ignore[method-assign]
+    heard: list[tuple[str, str]] = []
+
+    async def scenario() -> None:
+        for i in range(200):
+            assert runner.submit(f"/dev/sd{i}", "fine", 1.0, lambda dev, res: heard.append((dev, res.state)),
+                                 f"sd{i}") is None
+        deadline = time.monotonic() + 10
+        while len(runner._finished) < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the loop is busy: the threads' results wait for it
+        await asyncio.sleep(0.05)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        runner.close()
+    assert drains == [200, 200 - checkers.DRAIN_BATCH, 200 - 2 * checkers.DRAIN_BATCH,
+                      200 - 3 * checkers.DRAIN_BATCH]
+    assert sorted(heard) == sorted((f"sd{i}", checkers.UP) for i in range(200))
+    assert runner._inflight == {}
+
+
+def test_a_checker_that_raises_hands_its_error_to_the_caller(monkeypatch):
+    def bug(dev: str, t: float) -> checkers.CheckResult:
+        raise RuntimeError("checker bug")
+
+    monkeypatch.setitem(checkers.CHECKERS, "bug", bug)
+    runner = CheckRunner()
+    try:
+        with pytest.raises(RuntimeError, match="checker bug"):
+            asyncio.run(runner.check("/dev/sdx", "bug", 1.0))
+        assert runner._inflight == {}  # and the path can be checked again
+    finally:
+        runner.close()
+
+
+def test_a_caller_that_gives_up_leaves_the_check_to_end_on_its_own(monkeypatch):
+    release = threading.Event()
+    monkeypatch.setitem(checkers.CHECKERS, "slow", lambda dev, t: release.wait(10) and checkers.CheckResult(
+        checkers.UP, "ok"))
+    runner = CheckRunner()
+
+    async def scenario() -> tuple[str, str]:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(runner.check("/dev/sdx", "slow", 5.0), 0.05)
+        pending = (await runner.check("/dev/sdx", "slow", 5.0)).state  # one check in flight per path
+        release.set()
+        while "/dev/sdx" in runner._inflight:
+            await asyncio.sleep(0.01)
+        return pending, (await runner.check("/dev/sdx", "slow", 5.0)).state
+
+    try:
+        assert asyncio.run(scenario()) == (checkers.PENDING, checkers.UP)
+    finally:
+        release.set()
+        runner.close()
+
+
+def test_the_device_state_is_read_with_the_check_when_asked(monkeypatch):
+    from pymultipathd.paths import sysinfo
+
+    seen: list[str] = []
+
+    def read(self: sysinfo.KeptStates, dev: str) -> str:
+        seen.append(threading.current_thread().name)
+        return "blocked"
+
+    monkeypatch.setattr(sysinfo.KeptStates, "read", read)
+    runner = CheckRunner()
+    try:
+        assert asyncio.run(runner.check("/dev/sdx", "none", 1.0)).dev_state is None
+        res = asyncio.run(runner.check("/dev/sdx", "none", 1.0, dev_state=True))
+    finally:
+        runner.close()
+    assert (res.state, res.dev_state) == (checkers.UP, "blocked")
+    assert len(seen) == 1 and seen[0].startswith("checker")
+
+
+def test_sg_io_reuses_its_buffers_and_keeps_nothing_of_the_last_reply(monkeypatch):
+    replies = []
+
+    def ioctl(fd: int, req: int, hdr: sgio.SgIoHdr) -> int:
+        cdb = ctypes.string_at(hdr.cmdp, hdr.cmd_len)
+        replies.append((cdb, hdr.status, hdr.sb_len_wr, hdr.dxfer_len))
+        if cdb[0] == 0x12:  # INQUIRY: 5 bytes of data, the rest of the allocation left (resid)
+            ctypes.memmove(hdr.dxferp, b"ABCDE", 5)
+            hdr.resid = hdr.dxfer_len - 5
+        elif cdb == sgio.read10(0, 1):  # a CHECK CONDITION with sense data
+            ctypes.memmove(hdr.sbp, fixed_sense(sgio.NOT_READY, 0x04, 0x0B), 18)
+            hdr.status, hdr.sb_len_wr, hdr.info = sgio.CHECK_CONDITION, 18, 1
+        return 0
+
+    monkeypatch.setattr(sgio.fcntl, "ioctl", ioctl)
+    failed = sgio.sg_io(-1, sgio.read10(0, 1))
+    assert (failed.ok, failed.sense_key, failed.asc_ascq) == (False, sgio.NOT_READY, (0x04, 0x0B))
+    assert sgio.sg_io(-1, sgio.TEST_UNIT_READY) is sgio.GOOD_NO_DATA  # nothing of the failed reply is left
+    inq = sgio.sg_io(-1, sgio.inquiry(0x83, 64), data_len=64)
+    assert (inq.ok, inq.data) == (True, b"ABCDE")
+    assert [(c, s, n) for c, s, n, _ in replies] == [(sgio.read10(0, 1), 0, 0), (sgio.TEST_UNIT_READY, 0, 0),
+                                                     (sgio.inquiry(0x83, 64), 0, 0)]
+    assert [d for *_, d in replies] == [0, 0, 64]
+
+
+def test_sg_io_buffers_are_each_threads_own(monkeypatch):
+    seen: dict[str, int] = {}
+
+    def ioctl(fd: int, req: int, hdr: sgio.SgIoHdr) -> int:
+        seen[threading.current_thread().name] = hdr.sbp
+        return 0
+
+    monkeypatch.setattr(sgio.fcntl, "ioctl", ioctl)
+    sgio.sg_io(-1, sgio.TEST_UNIT_READY)
+    t = threading.Thread(target=sgio.sg_io, args=(-1, sgio.TEST_UNIT_READY), name="other")
+    t.start()
+    t.join()
+    assert len(set(seen.values())) == 2
+
+
+def test_kept_device_states_follow_a_device_that_took_the_name(tmp_path, monkeypatch):
+    """The state attribute stays open between reads; one whose read fails (its device was removed, sysfs
+    says ENODEV) is opened again by name, so the device now behind the name is read."""
+    from pymultipathd import locations
+    from pymultipathd.paths import sysinfo
+
+    monkeypatch.setattr(locations, "sysfs", lambda: str(tmp_path))
+    attr = tmp_path / "block" / "sdz" / "device" / "state"
+    attr.parent.mkdir(parents=True)
+    attr.write_text("running\n")
+    states = sysinfo.KeptStates()
+    assert states.read("sdz") == "running"
+    attr.write_text("blocked\n")
+    assert states.read("sdz") == "blocked"  # read afresh through the same descriptor
+    new = tmp_path / "new"
+    new.write_text("offline\n")
+    os.replace(new, attr)  # another device behind the name
+    real = sysinfo.pread_page
+    failed: list[int] = []
+    monkeypatch.setattr(sysinfo, "pread_page", lambda fd: failed.append(fd) if not failed else real(fd))
+    assert states.read("sdz") == "offline" and len(failed) == 1
+    assert states.read("nosuch") == "running"  # no SCSI device: as sysinfo.dev_state
+    states.close_all()
+    assert states._fds == {}
+
+
+def test_closing_answers_the_checks_still_queued(monkeypatch):
+    """A stop drops the checks no thread has taken: their callers hear "pending" at once rather than wait
+    for an answer that will not come; a check asked afterwards is not started."""
+    release, ran = threading.Event(), []
+
+    def hang(dev: str, t: float) -> checkers.CheckResult:
+        ran.append(dev)
+        release.wait(10)
+        return checkers.CheckResult(checkers.UP, "ok")
+
+    monkeypatch.setitem(checkers.CHECKERS, "hang", hang)
+    runner = CheckRunner(max_threads=1)
+
+    async def scenario() -> tuple[str, str, str]:
+        first = asyncio.ensure_future(runner.check("/dev/sdx", "hang", 5.0))
+        queued = asyncio.ensure_future(runner.check("/dev/sdy", "hang", 5.0))
+        await asyncio.sleep(0.05)
+        runner.close()
+        late = await runner.check("/dev/sdz", "hang", 5.0)
+        res = await queued
+        release.set()
+        return res.message, late.message, (await first).state
+
+    try:
+        queued, late, first = asyncio.run(scenario())
+    finally:
+        release.set()
+    assert queued == late == "checks stopped (the daemon is stopping)"
+    assert first == checkers.UP and ran == ["/dev/sdx"]

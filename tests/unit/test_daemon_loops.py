@@ -13,43 +13,48 @@ from pymultipathd.daemon import main
 from pymultipathd.policy.state import PathState
 
 
-class FlakyCore:
-    """Stands in for Core: one due path whose check raises, and a policy tick that raises once."""
+def test_the_checker_loop_outlives_a_failing_round_and_a_failing_check(monkeypatch, caplog):
+    from pymultipathd.config import load
+    from pymultipathd.daemon.core import Core
+    from pymultipathd.paths import checkers
 
-    def __init__(self) -> None:
-        self.ticks = 0
-        self.checks = 0
-        path = PathState(dev="sdb", dev_t="8:16", facts=PathFacts(dev="sdb"))
-        path.map, path.next_check = "mpatha", 0.0
-        self.state = types.SimpleNamespace(paths={"sdb": path})
+    monkeypatch.setattr(main, "TICK", 0.01)
+    calls: list[str] = []
 
-    async def policy_tick(self) -> None:
-        self.ticks += 1
-        if self.ticks == 1:
-            raise KeyError("mpatha")  # e.g. a timed failback on a map removed meanwhile
-
-    async def check_and_apply(self, p: PathState) -> None:
-        self.checks += 1
-        p.next_check = 1e18
+    def bug(devnode: str, timeout: float) -> checkers.CheckResult:
+        calls.append(devnode)
         raise RuntimeError("checker bug")
 
-
-def test_the_checker_loop_outlives_a_failing_round_and_a_failing_check(monkeypatch, caplog):
-    monkeypatch.setattr(main, "TICK", 0.01)
+    monkeypatch.setitem(checkers.CHECKERS, "bug", bug)
     daemon = main.Daemon(main.parse_args([]))
-    daemon.core = FlakyCore()
+    core = daemon.core = Core(load.parse_text(""), ctl=None)
+    core.state.paths["sdb"] = PathState(dev="sdb", dev_t="8:16", facts=PathFacts(dev="sdb"), checker="bug",
+                                        map="mpatha")
+    ticks: list[float] = []
+
+    async def policy_tick() -> None:
+        ticks.append(0.0)
+        if len(ticks) == 1:
+            raise KeyError("mpatha")  # e.g. a timed failback on a map removed meanwhile
+
+    core.policy_tick = policy_tick  # type: ignore[method-assign]
 
     async def scenario() -> None:
         loop_task = asyncio.ensure_future(daemon._checker_loop())
         await asyncio.sleep(0.3)
         loop_task.cancel()
 
-    with caplog.at_level(logging.ERROR, logger="pymultipathd"):
-        asyncio.run(scenario())
-    assert daemon.core.ticks > 3 and daemon.core.checks == 1  # went on after both faults
+    try:
+        with caplog.at_level(logging.ERROR, logger="pymultipathd"):
+            asyncio.run(scenario())
+    finally:
+        core.runner.close()
+    # went on after both faults; the failed check left the path due, so it was checked again
+    assert len(ticks) > 3 and len(calls) > 1
     assert daemon._progress > 0
     assert "checker loop: this round failed" in caplog.text
     assert "sdb: checking the path (map mpatha) failed" in caplog.text
+    assert "RuntimeError: checker bug" in caplog.text
 
 
 def test_the_watchdog_is_pinged_only_while_the_checker_loop_makes_progress():
