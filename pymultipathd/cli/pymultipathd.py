@@ -171,6 +171,9 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
             command = argv[0][2:] or join_words(argv[1:])
             return _one(command, timeout) if command else _interactive(_history_file(env), timeout)
         return _one(join_words(argv), timeout)
+    # asyncio takes ssl when it can (`try: import ssl`), and ssl brings libssl and libcrypto: about 4 MB of a
+    # daemon that never speaks TLS. As if absent, as it is in the initramfs (initrd/manifest.py).
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
     from pymultipathd.daemon import main as daemon_main
 
     return daemon_main.run(argv, env)

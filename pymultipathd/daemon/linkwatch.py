@@ -1,4 +1,4 @@
-"""Fast failure detection for network paths: watch links and addresses over rtnetlink (pyroute2).
+"""Fast failure detection for network paths: watch links and addresses over rtnetlink (daemon/rtnl.py).
 
 A checker notices a dead iSCSI path only after its interval plus the initiator's own timeouts. The kernel
 tells us at once when the interface carrying the path goes down or loses the address, so those paths are
@@ -7,21 +7,23 @@ failed immediately; the checker then confirms and later reinstates them.
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 
+from pymultipathd.daemon import rtnl
+
 log = logging.getLogger("pymultipathd")
 
-RTMGRP_LINK = 0x1
-RTMGRP_IPV4_IFADDR = 0x10
-RTMGRP_IPV6_IFADDR = 0x100
+GROUPS = rtnl.RTMGRP_LINK | rtnl.RTMGRP_IPV4_IFADDR | rtnl.RTMGRP_IPV6_IFADDR
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 
 OnTrouble = Callable[[set[str], str], Awaitable[None]]  # (portal addresses, reason)
+
+
+def is_running(flags: int) -> bool:
+    """Up for traffic: administratively up and with a carrier; anything less is a link down."""
+    return bool(flags & IFF_UP and flags & IFF_LOWER_UP)
 
 
 class LinkWatch:
@@ -30,69 +32,95 @@ class LinkWatch:
         self._on_trouble = on_trouble
         self._addr_if: dict[str, int] = {}  # local address -> ifindex
         self._names: dict[int, str] = {}
+        self._running: dict[int, bool] = {}  # ifindex -> running, as last seen (to compare after a resync)
         self._portal_if: dict[str, int | None] = {}  # remembered while links are up: routes vanish when down
+        self._query: rtnl.Query | None = None
 
     async def run(self) -> None:
-        # pyroute2 takes over a second to import under emulation: in a thread, not on the loop that is
-        # assembling maps at start-up meanwhile.
-        pyroute2 = await asyncio.to_thread(importlib.import_module, "pyroute2")
-        AsyncIPRoute = pyroute2.AsyncIPRoute  # noqa: N806 - the class, under its own name
+        # subscribed before the dumps, so that nothing happening meanwhile is missed (it comes after them)
+        with rtnl.Events(GROUPS) as events, rtnl.Query() as query:
+            self._query = query
+            await self._resync(report=False)
+            while True:
+                try:
+                    batch = await events.next()
+                except rtnl.Overrun as why:
+                    log.warning("link watch: events lost (%s); reading links and addresses again", why)
+                    await self._resync(report=True)
+                    continue
+                for event in batch:
+                    await self._handle(event)
 
-        async with AsyncIPRoute() as ipr:
-            await ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
-            async with AsyncIPRoute() as query:
-                for msg in [m async for m in await query.addr("dump")]:
-                    self._learn_addr(msg, add=True)
-                for msg in [m async for m in await query.link("dump")]:
-                    self._names[msg["index"]] = msg.get("ifname") or str(msg["index"])
-                await self._remember_portals(query)
-                async for msg in ipr.get():
-                    await self._handle(msg, query)
+    async def _resync(self, report: bool) -> None:
+        """Learn addresses and links from dumps. After lost events (`report`), what the lost ones would have
+        told is reported: portal addresses gone, links that went down."""
+        assert self._query is not None
+        addrs = await self._query.addresses()
+        links = await self._query.links()
+        before = set(self._addr_if)
+        self._addr_if = {}
+        for a in addrs:
+            self._learn_addr(a)
+        was_running = self._running
+        self._running = {link.index: is_running(link.flags) for link in links}
+        self._names = {link.index: link.ifname or str(link.index) for link in links}
+        if report:
+            for addr in sorted(before - set(self._addr_if)):
+                await self._address_gone(addr)
+            for link in links:
+                if not is_running(link.flags) and was_running.get(link.index, True):
+                    await self._link_down(link.index)
+        await self._remember_portals()
 
-    def _learn_addr(self, msg: object, add: bool) -> str | None:
-        addr = msg.get("address") or msg.get("local")  # type: ignore[attr-defined]
+    def _learn_addr(self, event: rtnl.AddrEvent) -> str | None:
+        addr = event.address
         if not addr:
             return None
-        if add:
-            self._addr_if[addr] = msg["index"]  # type: ignore[index]
+        if event.added:
+            self._addr_if[addr] = event.index
         else:
             self._addr_if.pop(addr, None)
         return addr
 
-    async def _interface_of(self, portal: str, query: object) -> int | None:
+    async def _interface_of(self, portal: str) -> int | None:
         if portal in self._addr_if:  # target on this host (test beds): the address's own interface
             return self._addr_if[portal]
+        assert self._query is not None
         try:
-            ipaddress.ip_address(portal)
-            routes = [r async for r in await query.route("get", dst=portal)]  # type: ignore[attr-defined]
-        except Exception:  # unroutable or not an address: nothing to map
+            return await self._query.route_oif(portal)  # None: unroutable, or not an address
+        except (OSError, TimeoutError) as err:
+            log.warning("link watch: cannot ask the route to %s: %s", portal, str(err) or "no answer")
             return None
-        return routes[0].get("oif") if routes else None
 
-    async def _remember_portals(self, query: object) -> None:
+    async def _remember_portals(self) -> None:
         for portal in self._portals():
-            self._portal_if[portal] = await self._interface_of(portal, query)
+            self._portal_if[portal] = await self._interface_of(portal)
 
-    async def _handle(self, msg: object, query: object) -> None:
-        event = msg.get("event")  # type: ignore[attr-defined]
-        if event == "RTM_NEWADDR":
-            self._learn_addr(msg, add=True)
-        elif event == "RTM_DELADDR":
-            addr = self._learn_addr(msg, add=False)
-            hit = {p for p in self._portals() if p == addr}
-            if hit:
-                await self._on_trouble(hit, f"address {addr} removed")
-        elif event == "RTM_NEWLINK":
-            index, flags = msg["index"], msg["flags"]  # type: ignore[index]
-            self._names[index] = msg.get("ifname") or self._names.get(index, str(index))  # type: ignore
-            if flags & IFF_UP and flags & IFF_LOWER_UP:
-                await self._remember_portals(query)
-                return
-            hit = set()
-            for portal in self._portals():
-                known = self._portal_if.get(portal)
-                where = known if known is not None else await self._interface_of(portal, query)
-                if where == index:
-                    hit.add(portal)
-            if hit:
-                await self._on_trouble(hit, f"link {self._names[index]} down")
+    async def _handle(self, event: rtnl.Event) -> None:
+        if isinstance(event, rtnl.AddrEvent):
+            addr = self._learn_addr(event)
+            if not event.added and addr:
+                await self._address_gone(addr)
+            return
+        index = event.index
+        self._names[index] = event.ifname or self._names.get(index, str(index))
+        self._running[index] = is_running(event.flags)
+        if self._running[index]:
+            await self._remember_portals()
+            return
+        await self._link_down(index)
+
+    async def _address_gone(self, addr: str) -> None:
+        hit = {p for p in self._portals() if p == addr}
+        if hit:
+            await self._on_trouble(hit, f"address {addr} removed")
+
+    async def _link_down(self, index: int) -> None:
+        hit = set()
+        for portal in self._portals():
+            known = self._portal_if.get(portal)
+            where = known if known is not None else await self._interface_of(portal)
+            if where == index:
+                hit.add(portal)
+        if hit:
+            await self._on_trouble(hit, f"link {self._names.get(index, str(index))} down")

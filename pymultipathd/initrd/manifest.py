@@ -18,8 +18,8 @@ the launcher's sys.path, imports the programs' modules (the daemon, `pymultipath
 boot may need), then every module those import inside functions (found in their source), and reports
 sys.modules and the shared objects mapped into it. Of the standard library only what was imported goes
 in (the `encodings` package whole: codecs are looked up by name at run time); a third-party package that
-was imported goes in whole, since its own lazy imports cannot be seen from outside (pyroute2 loads its
-message classes on first use). Values with a newline are refused: the shell reads the list by line.
+was imported goes in whole, since its own lazy imports cannot be seen from outside (a package may load
+its modules on first use). Values with a newline are refused: the shell reads the list by line.
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ ISCSI_MODULES = ("iscsi_tcp",)
 # less those that analyse offline and have no use at boot: they would bring pydantic (~10 MB).
 ENTRIES = ("pymultipathd.cli.pymultipath", "pymultipathd.cli.pymultipathd", "pymultipathd.daemon.main",
            "pymultipathd.cli.persist_cmd")
-# pyroute2 (5 MB, and ssl with it: 6 MB more) only serves the link watch, which the boot script turns off
-# (--no-linkwatch): the initramfs daemon runs for seconds, and the root's daemon watches links after.
+# The boot script turns the link watch off (--no-linkwatch): the initramfs daemon runs for seconds, and the
+# root's daemon watches links after. The watch itself is ours (daemon/rtnl.py) and costs next to nothing.
 OFFLINE = ("pymultipathd.cli.classify_cmd", "pymultipathd.cli.verify_cmd", "pymultipathd.cli.manpages",
-           "pymultipathd.cli.compat_install", "pymultipathd.cli.launcher", "pymultipathd.initrd", "pyroute2")
+           "pymultipathd.cli.compat_install", "pymultipathd.cli.launcher", "pymultipathd.initrd")
 # stdlib modules imported on paths the probe does not walk (time.strptime, the thread pool of to_thread)
 EXTRA_STDLIB = ("_strptime", "concurrent.futures.thread", "logging.handlers", "ctypes.util")
 # Imported, but only under `try: ... except ImportError`: asyncio takes ssl if it is there. Nothing here

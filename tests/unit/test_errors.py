@@ -12,6 +12,7 @@ import pytest
 from pymultipathd.cli import classify_cmd, persist_cmd, wwids_cmd
 from pymultipathd.config import ConfigError, ere
 from pymultipathd.control import client, framing, grammar, server
+from pymultipathd.daemon import rtnl
 from pymultipathd.dm import errors as dm_errors
 from pymultipathd.dm import maps, table
 from pymultipathd.errors import PymultipathError
@@ -33,6 +34,7 @@ NOT_ROOTED = {"_Expired", "FrozenInstanceError"}
     (framing.FrameError, ValueError), (grammar.CommandError, ValueError), (table.TableError, ValueError),
     (maps.PartitionTableError, ValueError), (ere.RegexError, ValueError), (keys.BadKey, ValueError),
     (codec.CodecError, ValueError), (persist_cmd.Usage, None), (persist_cmd.NoMap, None),
+    (rtnl.NetlinkError, OSError), (rtnl.Overrun, None),
 ])
 def test_every_project_error_has_the_one_root(error, also):
     assert issubclass(error, PymultipathError)

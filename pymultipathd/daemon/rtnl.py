@@ -1,0 +1,363 @@
+"""A small rtnetlink reader for the link watch: link and address notifications, link and address dumps, and
+the route to an address, over a plain AF_NETLINK/NETLINK_ROUTE socket.
+
+pyroute2 did this before, at about 13 MB of the daemon's memory for three kinds of message. Here the parsing
+is pure (bytes in, typed records out; anything malformed is skipped, never raised) and apart from the
+sockets: `Events` reads the multicast groups, `Query` sends requests and collects their replies. Neither
+blocks the event loop (non-blocking sockets, woken by loop.add_reader) and every read takes at most
+RECV_BUFFER bytes: a longer datagram is cut by the kernel and dropped here (an event socket reports that as
+lost events, as it does ENOBUFS, so that its user can dump again); every request has a timeout.
+
+Formats: linux/netlink.h (nlmsghdr, nlmsgerr, rtattr alignment), linux/rtnetlink.h (rtmsg),
+linux/if_link.h (ifinfomsg), linux/if_addr.h (ifaddrmsg).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import struct
+from collections.abc import Iterator
+
+from pymultipathd.errors import PymultipathError
+from pymultipathd.record import record
+
+RECV_BUFFER = 64 * 1024   # bytes read per datagram: dump parts are at most ~32 KiB (netlink_dump's skb)
+EVENT_BUFFER = 1 << 20    # kernel receive buffer asked for the event socket (kernel memory, not ours)
+REQUEST_TIMEOUT = 5.0     # seconds for the kernel to answer a request; it answers at once or never
+DUMP_ATTEMPTS = 3         # dumps redone when the kernel says the table changed under them
+
+# linux/netlink.h
+NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 1, 2, 3, 4
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_DUMP_INTR = 0x1, 0x2, 0x10
+NLM_F_DUMP = 0x300  # NLM_F_ROOT | NLM_F_MATCH
+NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
+SO_RCVBUFFORCE = 33  # asm-generic/socket.h; the socket module does not name it
+# linux/rtnetlink.h
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+RTM_NEWROUTE, RTM_GETROUTE = 24, 26
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
+IFLA_IFNAME = 3
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_DST, RTA_OIF = 1, 4
+
+HEADER = struct.Struct("=IHHII")    # nlmsghdr: length, type, flags, sequence, port id
+ATTR = struct.Struct("=HH")         # rtattr: length, type
+IFINFO = struct.Struct("=BxHiII")   # ifinfomsg: family, type, index, flags, change
+IFADDR = struct.Struct("=BBBBI")    # ifaddrmsg: family, prefix length, flags, scope, index
+RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg: family, dst/src length, tos, table, protocol, scope, type, flags
+ERRNO = struct.Struct("=i")         # nlmsgerr's error (negative errno, 0 for an acknowledgement)
+U32 = struct.Struct("=I")
+ADDRESS_SIZE: dict[int, int] = {socket.AF_INET: 4, socket.AF_INET6: 16}
+
+
+@record(frozen=True)
+class LinkEvent:
+    """RTM_NEWLINK: a link's state now (a notification, or one record of a link dump)."""
+
+    index: int
+    flags: int              # ifi_flags: IFF_UP, IFF_LOWER_UP, ...
+    ifname: str | None = None  # absent from some notifications
+
+
+@record(frozen=True)
+class AddrEvent:
+    """RTM_NEWADDR (added) or RTM_DELADDR: an address of interface `index`, as text (None when absent)."""
+
+    index: int
+    address: str | None
+    added: bool
+
+
+Event = LinkEvent | AddrEvent
+
+
+class Overrun(PymultipathError):
+    """Notifications were lost (the socket buffer overran, or a datagram was too long): dump again."""
+
+
+class NetlinkError(PymultipathError, OSError):
+    """The kernel refused a request (NLMSG_ERROR, or an error at the end of a dump)."""
+
+
+# ------------------------------------------------------------------------------------ parsing (pure)
+
+def _align(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """(type, flags, sequence, payload) of each message of a datagram. A header whose length does not fit
+    ends the walk: the messages after it cannot be found."""
+    at = 0
+    while at + HEADER.size <= len(data):
+        length, kind, flags, seq, _port = HEADER.unpack_from(data, at)
+        if length < HEADER.size or at + length > len(data):
+            return
+        yield kind, flags, seq, data[at + HEADER.size:at + length]
+        at += _align(length)
+
+
+def attributes(data: bytes) -> dict[int, bytes]:
+    """type -> value of a run of rtattrs (the first of a type wins); stops at a malformed one."""
+    out: dict[int, bytes] = {}
+    at = 0
+    while at + ATTR.size <= len(data):
+        length, kind = ATTR.unpack_from(data, at)
+        if length < ATTR.size or at + length > len(data):
+            break
+        out.setdefault(kind & NLA_TYPE_MASK, data[at + ATTR.size:at + length])
+        at += _align(length)
+    return out
+
+
+def address_text(family: int, raw: bytes | None) -> str | None:
+    """An IPv4 or IPv6 address as inet_ntop writes it (so as iSCSI's sysfs shows portals); None if not one."""
+    if raw is None or ADDRESS_SIZE.get(family) != len(raw):
+        return None
+    return socket.inet_ntop(family, raw)
+
+
+def parse_link(payload: bytes) -> LinkEvent | None:
+    if len(payload) < IFINFO.size:
+        return None
+    _family, _type, index, flags, _change = IFINFO.unpack_from(payload)
+    name = attributes(payload[IFINFO.size:]).get(IFLA_IFNAME)
+    ifname = name.split(b"\0", 1)[0].decode("utf-8", "replace") if name else None
+    return LinkEvent(index=index, flags=flags, ifname=ifname or None)
+
+
+def parse_addr(payload: bytes, added: bool) -> AddrEvent | None:
+    """IFA_ADDRESS, else IFA_LOCAL: IPv6 gives only the former; IPv4 both, equal but on point-to-point links
+    (where IFA_ADDRESS is the peer's; pyroute2's reading, kept)."""
+    if len(payload) < IFADDR.size:
+        return None
+    family, _plen, _flags, _scope, index = IFADDR.unpack_from(payload)
+    attrs = attributes(payload[IFADDR.size:])
+    address = address_text(family, attrs.get(IFA_ADDRESS)) or address_text(family, attrs.get(IFA_LOCAL))
+    return AddrEvent(index=index, address=address, added=added)
+
+
+def parse_route_oif(payload: bytes) -> int | None:
+    """The output interface of an RTM_NEWROUTE (None without one: a multipath or unreachable route)."""
+    if len(payload) < RTMSG.size:
+        return None
+    oif = attributes(payload[RTMSG.size:]).get(RTA_OIF)
+    return U32.unpack(oif)[0] if oif is not None and len(oif) == U32.size else None
+
+
+def parse_error(payload: bytes) -> int:
+    """The errno of an NLMSG_ERROR (0: an acknowledgement); EPROTO when too short to say."""
+    if len(payload) < ERRNO.size:
+        return errno.EPROTO
+    return -ERRNO.unpack_from(payload)[0]
+
+
+def decode(kind: int, payload: bytes) -> Event | None:
+    """The record of a notification the link watch follows; None for any other message or a malformed one."""
+    if kind == RTM_NEWLINK:
+        return parse_link(payload)
+    if kind in (RTM_NEWADDR, RTM_DELADDR):
+        return parse_addr(payload, added=kind == RTM_NEWADDR)
+    return None
+
+
+def events(data: bytes) -> list[Event]:
+    """The records of a datagram of notifications."""
+    out = []
+    for kind, _flags, _seq, payload in messages(data):
+        event = decode(kind, payload)
+        if event is not None:
+            out.append(event)
+    return out
+
+
+class Reply:
+    """The messages answering request `seq`, fed datagram by datagram: complete at NLMSG_DONE, at an
+    NLMSG_ERROR, or at a message without NLM_F_MULTI (the one answer of a request that is not a dump).
+    Messages of other sequence numbers (late answers to a request that timed out) are ignored."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.records: list[tuple[int, bytes]] = []  # (type, payload)
+        self.error = 0             # errno the kernel answered with
+        self.interrupted = False   # NLM_F_DUMP_INTR: the table changed during the dump; it may be incoherent
+        self.done = False
+
+    def feed(self, data: bytes) -> None:
+        for kind, flags, seq, payload in messages(data):
+            if seq != self.seq or self.done or kind in (NLMSG_NOOP, NLMSG_OVERRUN):
+                continue
+            if flags & NLM_F_DUMP_INTR:
+                self.interrupted = True
+            if kind == NLMSG_ERROR:
+                self.error, self.done = parse_error(payload), True
+            elif kind == NLMSG_DONE:
+                # since Linux 4.x the end of a dump carries the error that cut it short, if any
+                self.error = parse_error(payload) if len(payload) >= ERRNO.size else 0
+                self.done = True
+            else:
+                self.records.append((kind, payload))
+                self.done = not flags & NLM_F_MULTI
+
+
+def request(kind: int, flags: int, seq: int, body: bytes) -> bytes:
+    return HEADER.pack(HEADER.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body
+
+
+def route_request(dst: str, seq: int) -> bytes | None:
+    """RTM_GETROUTE for the host route to `dst`; None when `dst` is not an IPv4 or IPv6 address."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            raw = socket.inet_pton(family, dst)
+        except (OSError, ValueError):
+            continue
+        attr = ATTR.pack(ATTR.size + len(raw), RTA_DST) + raw
+        return request(RTM_GETROUTE, 0, seq, RTMSG.pack(family, len(raw) * 8, 0, 0, 0, 0, 0, 0, 0) + attr)
+    return None
+
+
+# ---------------------------------------------------------------------------------------- sockets
+
+async def _readable(fd: int) -> None:
+    """Until `fd` is readable. One waiter per descriptor: the loop keeps one reader callback per fd (Query
+    takes a lock, Events has one consumer)."""
+    loop = asyncio.get_running_loop()
+    woken: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not woken.done():  # a wake-up already queued when the waiter was cancelled
+            woken.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await woken
+    finally:
+        loop.remove_reader(fd)
+
+
+class _Socket:
+    """A non-blocking NETLINK_ROUTE socket, bound to multicast `groups` (0: none, for requests)."""
+
+    def __init__(self, groups: int = 0) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        try:
+            self.sock.setblocking(False)
+            self.sock.bind((0, groups))
+        except OSError:
+            self.sock.close()
+            raise
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> _Socket:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    async def receive(self) -> tuple[bytes, bool]:
+        """One datagram and whether the kernel cut it (longer than RECV_BUFFER). OSError(ENOBUFS) when
+        messages were dropped because the socket's buffer was full."""
+        while True:
+            try:
+                data, _anc, flags, _addr = self.sock.recvmsg(RECV_BUFFER)
+            except BlockingIOError:
+                await _readable(self.sock.fileno())
+                continue
+            return data, bool(flags & socket.MSG_TRUNC)
+
+
+class Events(_Socket):
+    """Notifications of the rtnetlink multicast `groups` (RTMGRP_*)."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__(groups)
+        # room for a burst (every VLAN of a trunk flapping at once); root may pass net.core.rmem_max
+        for option in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, option, EVENT_BUFFER)
+                break
+            except OSError:
+                continue
+
+    def __enter__(self) -> Events:
+        return self
+
+    async def next(self) -> list[Event]:
+        """The records of the next datagram (often none: messages of other kinds); Overrun when some were
+        lost."""
+        try:
+            data, cut = await self.receive()
+        except OSError as err:
+            if err.errno == errno.ENOBUFS:
+                raise Overrun("the socket's receive buffer overran (ENOBUFS)") from None
+            raise
+        if cut:
+            raise Overrun(f"a datagram longer than {RECV_BUFFER} bytes was cut")
+        return events(data)
+
+
+class Query(_Socket):
+    """Requests and their replies, one at a time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seq = 0
+        self._lock = asyncio.Lock()
+
+    def __enter__(self) -> Query:
+        return self
+
+    def next_seq(self) -> int:
+        self._seq = self._seq % 0xFFFFFFFF + 1
+        return self._seq
+
+    async def ask(self, message: bytes, seq: int) -> Reply:
+        """Send a request and collect its reply; TimeoutError after REQUEST_TIMEOUT."""
+        async with self._lock:
+            self.sock.send(message)  # to the kernel: handled within the call, never EAGAIN
+            reply = Reply(seq)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                while not reply.done:
+                    data, cut = await self.receive()
+                    if cut:  # a lost part of the reply would leave it incomplete, or waiting for its end
+                        raise NetlinkError(errno.EMSGSIZE, f"a reply longer than {RECV_BUFFER} bytes")
+                    reply.feed(data)
+            return reply
+
+    async def dump(self, kind: int, body: bytes) -> list[tuple[int, bytes]]:
+        """Every record of a table; redone (a few times) when the table changed during the dump."""
+        for _ in range(DUMP_ATTEMPTS):
+            seq = self.next_seq()
+            reply = await self.ask(request(kind, NLM_F_DUMP, seq, body), seq)
+            if reply.error:
+                raise NetlinkError(reply.error, f"rtnetlink dump {kind}: {os.strerror(reply.error)}")
+            if not reply.interrupted:
+                break
+        return reply.records  # the last attempt's, even if interrupted: as good as any later one
+
+    async def links(self) -> list[LinkEvent]:
+        records = await self.dump(RTM_GETLINK, IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+        return [link for kind, p in records if kind == RTM_NEWLINK and (link := parse_link(p)) is not None]
+
+    async def addresses(self) -> list[AddrEvent]:
+        records = await self.dump(RTM_GETADDR, IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+        return [a for kind, p in records if kind == RTM_NEWADDR and (a := parse_addr(p, True)) is not None]
+
+    async def route_oif(self, dst: str) -> int | None:
+        """The interface the kernel would send to `dst` through; None when it has no route there (its answer
+        is an error) or `dst` is not an address."""
+        seq = self.next_seq()
+        message = route_request(dst, seq)
+        if message is None:
+            return None
+        reply = await self.ask(message, seq)
+        for kind, payload in reply.records:
+            if kind == RTM_NEWROUTE:
+                return parse_route_oif(payload)
+        return None
