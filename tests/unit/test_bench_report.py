@@ -1,20 +1,64 @@
 """The benchmark report renders every section from a results dict (pure formatting, run by `make bench`)."""
 
-from tests.vm import bench_report
+from tests.vm import bench_host, bench_report
+
+SHOW = {c: {k: {"median_ms": m, "p90_ms": m, "max_ms": m, "calls": 20} for k in ("idle", "storm")}
+        for c, m in (("show paths", 8.0), ("show maps", 5.0))}
+THEIR_SHOW = {c: {k: {"median_ms": 10.0, "p90_ms": 12.0, "max_ms": 20.0, "calls": 20}
+                  for k in ("idle", "storm")} for c in ("show paths", "show maps")}
 
 
-def test_render_daemon_section_with_both_cpu_figures():
-    rows = [{"daemon": "ours", "paths": 512, "seconds": 88.7, "rss_mib": 50.2, "cpu_s_per_interval": 0.766,
-             "cpu_s_per_interval_after_start": 1.786, "creates": 256, "reloads": 0,
-             "show_paths": {k: {"median_ms": 36.7, "p90_ms": 58.1, "max_ms": 65.5, "calls": 30}
-                            for k in ("idle", "storm")}},
-            {"daemon": "theirs", "paths": 512, "seconds": 38.1, "rss_mib": 47.1, "cpu_s_per_interval": 0.532}]
-    text = bench_report.render({"daemon": {"startup": rows, "hotplug": [], "failover": {}},
-                                "notes": ["a note"]})
+def _results():
+    rows = [{"daemon": "ours", "paths": 512, "seconds": 20.0, "rss_mib": 50.2, "cpu_s_per_interval": 0.1,
+             "cpu_s_per_interval_after_start": 0.4, "creates": 256, "reloads": 0, "show": SHOW,
+             "profile": {"steady": {"seconds": 30, "samples": 10, "own": [["tick (daemon/core.py)", 6, 60.0]],
+                                    "total": [["run (asyncio/events.py)", 10, 100.0]]}}},
+            {"daemon": "theirs", "paths": 512, "seconds": 40.0, "rss_mib": 47.1, "cpu_s_per_interval": 0.5,
+             "cpu_s_per_interval_after_start": 0.5, "show": THEIR_SHOW}]
+    return {"meta": {"commit": "abc123", "dirty": False, "date": "2026-12-07 06:00 UTC"},
+            "daemon": {"startup": rows, "hotplug": [], "failover": {"ours": {"seconds": 0.1},
+                                                                    "theirs": {"seconds": 8.0}},
+                       "pathdown": {"ours": {"rounds": [3.0, 5.0], "median_s": 4.0},
+                                    "theirs": {"rounds": [2.0, 4.0], "median_s": 3.0}},
+                       "errors": ["hot-plug 256 paths ours: TimeoutError()"]}}
+
+
+def test_the_report_names_its_commit_and_checks_each_target():
+    text = bench_report.render(_results())
     assert text.startswith("# Benchmarks")
-    assert "- a note" in text
-    assert "| 512 | 88.7 | 38.1 | 2.33 | 50.2 / 47.1 | 0.766 (1.786) / 0.532 | 256 / 0 |" in text
-    assert "| 512 | pymultipathd | 36.7 (58.1) | 36.7 (58.1, 65.5) |" in text
+    assert "- commit: abc123\n" in text
+    assert "| start-up convergence, by paths | <= 0.7 | 512 0.50 | yes |" in text
+    assert "| RSS, by paths | <= 1.0 | 512 1.07 | no (1 of 1) |" in text
+    assert "| `show paths`, idle and storm, by paths | <= 0.8 | 512 idle 0.80, 512 storm 0.80 | yes |" in text
+    assert "| failover detection, link cut | < 0.05 |  0.01 | yes |" in text
+    assert "| path-down detection, links up (checker only) | <= 1.0 | median 1.33 | no (1 of 1) |" in text
+    assert ("| 512 | 20.0 / 40.0 | 0.50 | 50.2 / 47.1 | 1.07 | 0.4 / 0.5 | 0.80 | 0.1 / 0.5 | 0.20 "
+            "| 256 / 0 |") in text
+    assert "| tick (daemon/core.py) | 60.0 | run (asyncio/events.py) | 100.0 |" in text
+    assert "- hot-plug 256 paths ours: TimeoutError()" in text
+
+
+def test_the_hand_written_analysis_survives_a_new_report():
+    first = bench_report.render(_results())
+    edited = first.replace(bench_report.ANALYSIS_END, "Why: because.\n" + bench_report.ANALYSIS_END)
+    again = bench_report.render(_results(), edited)
+    assert "Why: because.\n" in again and again.count(bench_report.ANALYSIS) == 1
+
+
+def test_a_dirty_tree_is_named():
+    results = _results()
+    results["meta"]["dirty"] = True
+    assert "- commit: abc123 with uncommitted changes\n" in bench_report.render(results)
+
+
+def test_the_guests_results_merge_into_one():
+    a = {"udev": {"reps": 1},
+         "daemon": {"startup": [{"paths": 64}], "errors": ["x"], "failover": {"ours": 1}}}
+    b = {"daemon": {"startup": [{"paths": 1024}], "errors": []}}
+    merged = bench_host.merge([a, b])
+    assert merged["udev"] == {"reps": 1}
+    assert [r["paths"] for r in merged["daemon"]["startup"]] == [64, 1024]
+    assert merged["daemon"]["errors"] == ["x"] and merged["daemon"]["failover"] == {"ours": 1}
 
 
 def test_start_up_rows_must_show_one_create_per_map_and_no_reload():

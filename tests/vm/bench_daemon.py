@@ -1,24 +1,33 @@
 """Daemon benchmarks, ours against Debian's multipathd 0.9.4 in the same boot (run by tests/vm/bench.py).
 
-- start-up convergence: N paths (scsi_debug LUNs x 2) are present, as after udev's coldplug at boot; time from
-  `systemctl start` to every map present in device mapper (dmsetup, the independent view), for 64/256/512
-  paths. The disks are made once per count and both daemons run over the same ones, one after the other.
-  As at boot, the daemon's socket listens while udev first sees the disks (the socket unit starts before
-  coldplug), so udev's helper has already claimed them when either daemon starts;
-- hot-plug convergence: the daemon runs and 64 paths appear at once (a uevent storm); time from the module
-  load to every map present. Under TCG the kernel's SCSI scan and udev's own rules dominate this figure;
-- failover detection: an iSCSI portal's link is cut; time until the kernel table shows the path failed;
-- footprint: the daemon's RSS and CPU seconds per checker interval, with every map of the largest count;
-- `show paths` latency at the largest count, idle and while a uevent storm runs (`udevadm trigger` of a
-  change event on every path at once), over one connection speaking the shared protocol to either daemon.
+scale(counts): for each count of paths (scsi_debug LUNs x 2), both daemons in turn over the same disks:
+- start-up convergence: the paths are present, as after udev's coldplug at boot; time from `systemctl
+  start` to every map present in device mapper (dmsetup, the independent view). As at boot, the daemon's
+  socket listens while udev first sees the disks (the socket unit starts before coldplug), so udev's
+  helper has already claimed them when either daemon starts;
+- footprint: RSS, and CPU seconds per checker interval over the first three intervals and in steady state;
+- `show paths`, `show maps` and `show topology` round trips, idle and while a uevent storm runs (`udevadm
+  trigger` of a change event on every path at once), over one connection speaking the shared protocol;
+- at one count, our daemon's profile (py-spy) in steady state and during a storm.
+events(): hot-plug convergence (the daemon runs and the paths appear at once; under TCG the kernel's SCSI
+scan and udev's own rules dominate), failover detection (an iSCSI portal's link is cut), and path-down
+detection with the links up (the LUN is unmapped from the target: checkers only).
 Nothing here asserts a time: it measures and returns numbers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
+import os
 import re
+import signal
+import statistics
+import subprocess
+import threading
 import time
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from pymultipathd.control import client
 from pymultipathd.paths import facts
@@ -26,9 +35,11 @@ from tests.vm import dm, iscsi, scsidebug, upstream
 from tests.vm.bench_udev import MultipathState, StandInDaemon, stats
 from tests.vm.pympd import Pympd
 from tests.vm.sysutil import run as sh
-from tests.vm.sysutil import wait_for
+from tests.vm.sysutil import wait_for, write_sysfs
 
-PATH_COUNTS = (64, 256, 512)
+PATH_COUNTS = (64, 256, 512, 1024)
+HOTPLUG_COUNTS = (64, 256)
+T = TypeVar("T")
 INTERVAL = 5  # polling_interval for both daemons (upstream's default)
 STEADY_AFTER = 2 * 4 * INTERVAL  # seconds until every check has backed off to max_polling_interval (4 x)
 
@@ -85,31 +96,159 @@ def _footprint(which: str) -> dict:
             "cpu_s_per_interval_after_start": first}
 
 
-def _latencies_ms(n: int) -> list[float]:
+SHOW = ("show paths", "show maps", "show topology")
+
+
+def _latencies_ms(command: str, n: int) -> list[float]:
     with client.connect(timeout=60) as sock:
         times = []
         for _ in range(n):
             t0 = time.perf_counter()
-            reply = client.request(sock, "show paths")
+            reply = client.request(sock, command)
             times.append((time.perf_counter() - t0) * 1000.0)
             if reply.startswith("fail"):
-                raise RuntimeError(f"show paths failed: {reply[:200]}")
+                raise RuntimeError(f"{command} failed: {reply[:200]}")
     return times
 
 
-def show_paths_latency(n: int = 30) -> dict:
-    """`show paths` round trips, idle and during a storm: one change uevent for every sd disk at once. One
-    burst is enough: under TCG udev works through a few events a second, so 512 of them keep it and the
-    daemon busy for minutes, longer than the samples take (repeated bursts only grew a backlog that took
-    longer to drain than the benchmark's time limit)."""
-    idle = _latencies_ms(n)
+def _storm() -> None:
+    """One change uevent for every sd disk at once. One burst is enough: under TCG udev works through a few
+    events a second, so hundreds of them keep it and the daemon busy for minutes, longer than the samples
+    take (repeated bursts only grew a backlog that took longer to drain than the benchmark's time limit)."""
     sh(["udevadm", "trigger", "--action=change", "--subsystem-match=block", "--sysname-match=sd*"])
+    time.sleep(2)  # let the first events reach the daemon
+
+
+def _drain() -> None:
+    sh(["udevadm", "settle", "--timeout=1800"], check=False, timeout=1900)
+
+
+def show_latency(n: int = 20) -> dict:
+    """Round trips of `show paths`, `show maps` and `show topology` over one connection each, idle and
+    during a storm; the three commands take turns, so each sees the same stage of the storm."""
+    idle = {c: _latencies_ms(c, n) for c in SHOW}
+    _storm()
+    busy: dict[str, list[float]] = {c: [] for c in SHOW}
     try:
-        time.sleep(2)  # let the first events reach the daemon
-        busy = _latencies_ms(n)
+        for _ in range(n // 5):
+            for c in SHOW:
+                busy[c] += _latencies_ms(c, 5)
     finally:
-        sh(["udevadm", "settle", "--timeout=1200"], check=False, timeout=1300)
-    return {"idle": stats(idle), "storm": stats(busy)}
+        _drain()
+    return {c: {"idle": stats(idle[c]), "storm": stats(busy[c])} for c in SHOW}
+
+
+PROFILE_S = 30  # seconds of samples per profile
+PY_SPY = "/opt/pymp/bin/py-spy"
+
+
+class Sampler:
+    """py-spy sampling one process (every thread, 50 a second, never pausing it) until stop(), folded into
+    its busiest functions: by own samples (where the CPU went) and by samples in which the function was on
+    the stack (what it cost with its callees). start_unit() waits for a unit's main process to exist first,
+    so a start-up can be sampled from its first seconds."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._raw = f"/tmp/pyspy-{time.monotonic_ns()}.txt"
+        self._thread: threading.Thread | None = None
+        self._t0 = 0.0
+
+    def start(self, pid: int) -> Sampler:
+        self._t0 = time.monotonic()
+        self._proc = subprocess.Popen([PY_SPY, "record", "--pid", str(pid), "--rate", "50", "--nonblocking",
+                                       "--format", "raw", "--output", self._raw],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return self
+
+    def start_unit(self, unit: str, within: float = 60) -> Sampler:
+        def wait_then_start() -> None:
+            end = time.monotonic() + within
+            while time.monotonic() < end:
+                with contextlib.suppress(Exception):
+                    pid = _pid(unit)
+                    if pid:
+                        self.start(pid)
+                        return
+                time.sleep(0.05)
+
+        self._thread = threading.Thread(target=wait_then_start, name="sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict:
+        if self._thread is not None:
+            self._thread.join()
+        if self._proc is None:
+            return {"error": "the process to sample did not appear"}
+        seconds = round(time.monotonic() - self._t0)
+        self._proc.send_signal(signal.SIGINT)  # py-spy writes what it has and exits
+        try:
+            _, err = self._proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            return {"error": "py-spy did not stop"}
+        try:
+            with open(self._raw) as f:
+                return {"seconds": seconds, **fold(f)}
+        except OSError as e:
+            return {"error": f"py-spy wrote nothing ({e}): {err.decode(errors='replace')[-300:]}"}
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self._raw)
+
+
+def fold(lines: Iterable[str], top: int = 15) -> dict:
+    """py-spy's raw output ("frame;frame;... count" per line) -> samples and the busiest functions."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in lines:
+        stack, _, count = line.rstrip("\n").rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        frames = [_frame(x) for x in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for fr in set(frames):
+            total[fr] = total.get(fr, 0) + n
+
+    def ranked(d: dict[str, int]) -> list[list]:
+        best = sorted(d.items(), key=lambda kv: -kv[1])[:top]
+        return [[k, v, round(100.0 * v / max(samples, 1), 1)] for k, v in best]
+
+    return {"samples": samples, "own": ranked(own), "total": ranked(total)}
+
+
+def _profile(pid: int, seconds: int = PROFILE_S) -> dict:
+    sampler = Sampler().start(pid)
+    time.sleep(seconds)
+    return sampler.stop()
+
+
+def _frame(frame: str) -> str:
+    """"func (/opt/.../pymultipathd/daemon/core.py:123)" -> "func (daemon/core.py)": lines vary by sample."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("/pymultipathd/", "/site-packages/", "/python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{name} ({path})" if path else name
+
+
+def profiles() -> dict:
+    """Our daemon's busiest functions in steady state and during a storm (after the measured samples, so
+    the sampler's own CPU does not weigh on them)."""
+    pid = _pid(_unit("ours"))
+    steady = _profile(pid)
+    _storm()
+    try:
+        storm = _profile(pid)
+    finally:
+        _drain()
+    return {"steady": steady, "storm": storm}
 
 
 def _made_once() -> dict:
@@ -130,16 +269,18 @@ def _claimed(dev_t: str) -> bool:
     return (facts.udev_properties(dev_t) or {}).get("DM_MULTIPATH_DEVICE_PATH") == "1"
 
 
-def startup(paths: int, footprint: bool) -> list[dict]:
-    """Both daemons in turn over the same `paths` disks: start to every map present."""
+def startup(paths: int, *, profile: bool = False) -> list[dict]:
+    """Both daemons in turn over the same `paths` disks: start to every map present, then the footprint and
+    the show commands' round trips; with `profile`, our daemon's busiest functions after those."""
     luns = paths // 2
     sd = scsidebug.ScsiDebug(luns, 2, 4)
     t0 = time.monotonic()
     # The boot state while udev first sees the disks: the configuration in place and the control socket
     # listening, as the socket unit's does from early boot. udev's helper then sees a daemon and claims the
-    # paths, so neither daemon starts by re-announcing every path.
-    with MultipathState("greedy"), StandInDaemon(answering=False):
-        sd.load(timeout=1800)
+    # paths, so neither daemon starts by re-announcing every path. The stand-in answers the helper as a
+    # running pymultipathd does (the same classifier), so making the disks costs no Python start per disk.
+    with MultipathState("greedy"), StandInDaemon(answering=True):
+        sd.load(timeout=3600)
     claimed = sum(_claimed(p.devno) for p in sd.paths)
     print(f"  {paths} scsi_debug paths ready in {time.monotonic() - t0:.0f} s, {claimed} claimed by udev",
           flush=True)
@@ -155,15 +296,31 @@ def startup(paths: int, footprint: bool) -> list[dict]:
                     row.update(_made_once())
                 rows.append(row)
                 print(f"  start-up {row}", flush=True)  # as soon as known: a time limit may end the rest
-                if footprint:
-                    row.update(_footprint(which))
-                    print(f"  footprint {row}", flush=True)
-                    row["show_paths"] = show_paths_latency()
-                    print(f"  show paths {row['show_paths']}", flush=True)
+                row.update(_footprint(which))
+                print(f"  footprint {row}", flush=True)
+                row["show"] = show_latency()
+                print(f"  show {row['show']}", flush=True)
+                if profile and which == "ours":
+                    row["profile"] = profiles()
+                    print(f"  profile {row['profile']}", flush=True)
+        if profile:  # last: the sampler's own CPU must not weigh on the measured start-up
+            rows[0]["profile"]["start-up"] = startup_profile(luns)
     finally:
         dm.remove_multipath_maps()
-        sd.unload(timeout=1800)
+        sd.unload(timeout=3600)
     return rows
+
+
+def startup_profile(luns: int) -> dict:
+    """Our daemon sampled from its first seconds until every map exists (the maps of the runs before were
+    removed when those daemons stopped)."""
+    sampler = Sampler().start_unit(_unit("ours"))
+    with _daemon("ours", start_timeout=1800):
+        try:
+            wait_for(lambda: len(dm.multipath_maps()) >= luns, 1800, f"{luns} maps, sampled")
+        finally:
+            result = sampler.stop()
+    return result
 
 
 def hotplug(which: str, paths: int) -> dict:
@@ -185,7 +342,9 @@ def hotplug(which: str, paths: int) -> dict:
     return {"daemon": which, "paths": paths, "seconds": round(seconds, 2)}
 
 
-def failover(which: str) -> dict:
+def link_cut(which: str) -> dict:
+    """A portal's link is cut: both daemons may learn it from the network (ours follows link state over
+    netlink) or from their checker."""
     bed = iscsi.IscsiBed(luns=1, size_mb=64)
     bed.setup()
     try:
@@ -204,35 +363,95 @@ def failover(which: str) -> dict:
     return {"seconds": round(seconds, 2)}
 
 
-def run_all(path_counts: tuple[int, ...] = PATH_COUNTS, hotplug_paths: int = 64) -> dict:
-    results: dict = {"startup": [], "hotplug": [], "failover": {}}
-    # one failed measurement (a timeout at 512 paths under TCG, say) must not lose the others
-    errors = results["errors"] = []
+PATHDOWN_ROUNDS = 3
+
+
+def path_down() -> dict:
+    """The storage behind the target goes away while every link stays up: the LUN's target port group turns
+    ALUA "unavailable" (as a controller that lost its back end reports it). No I/O runs, so only a checker
+    can see it: TUR then answers NOT READY, 04/0C. (Unmapping the LUN from the portal group is no test: the
+    session keeps its cached mapping and TURs go on succeeding.) Seconds from the change until the kernel
+    table shows a path failed; the daemons take turns, `PATHDOWN_ROUNDS` each, on one iSCSI bed. Where in
+    its polling interval a checker is when the change comes decides most of each figure (up to
+    max_polling_interval, 20 s, for both), so the median of the rounds is what compares."""
+    bed = iscsi.IscsiBed(luns=1, size_mb=64)
+    bed.setup()
+    result: dict = {"ours": [], "theirs": []}
+    try:
+        group = glob.glob("/sys/kernel/config/target/core/*/lun0/alua/default_tg_pt_gp")[0]
+        for _ in range(PATHDOWN_ROUNDS):
+            for which in ("ours", "theirs"):
+                result[which].append(_pathdown_round(which, f"{group}/alua_access_state"))
+                print(f"  path down {which}: {result[which][-1]} s", flush=True)
+    finally:
+        bed.teardown()
+    return {w: {"rounds": r, "median_s": statistics.median(r) if r else None} for w, r in result.items()}
+
+
+def _pathdown_round(which: str, state_file: str) -> float:
+    with _daemon(which):
+        wait_for(lambda: len(dm.multipath_maps()) == 1, 120, f"the map from {which}")
+        name = dm.multipath_maps()[0]
+        wait_for(lambda: _states(name) == ["A", "A"], 120, "both paths active")
+        time.sleep(STEADY_AFTER)  # the checks backed off, as on a host that runs for days
+        t0 = time.monotonic()
+        write_sysfs(state_file, "3")  # unavailable
+        try:
+            wait_for(lambda: "F" in _states(name), 120, "a path to be failed")
+            seconds = round(time.monotonic() - t0, 2)
+        finally:
+            write_sysfs(state_file, "0")  # active/optimized
+        wait_for(lambda: _states(name) == ["A", "A"], 180, "both paths back")
+    return seconds
+
+
+def _states(name: str) -> list[str]:
+    return [p.state for _, paths in dm.status(name).groups for p in paths]
+
+
+def _try(errors: list[str], what: str, fn: Callable[[], T]) -> T | None:
+    """One failed measurement (a timeout at 1024 paths under TCG, say) must not lose the others."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - reported in the results
+        errors.append(f"{what}: {e!r}")
+        print(f"  {what} FAILED: {e!r}", flush=True)
+        return None
+
+
+def scale(path_counts: tuple[int, ...] = PATH_COUNTS, profile_at: int | None = None) -> dict:
+    """Start-up, footprint and show commands at each count; our profile at `profile_at`."""
+    results: dict = {"startup": [], "errors": []}
+    errors = results["errors"]
     for n in path_counts:
-        try:
-            rows = startup(n, footprint=n == max(path_counts))
-        except Exception as e:  # noqa: BLE001 - reported in the results
-            errors.append(f"start-up {n} paths: {e!r}")
-            continue
-        results["startup"] += rows
-        errors += made_once_errors(rows)
-    for which in ("ours", "theirs"):
-        try:
-            r = hotplug(which, hotplug_paths)
-        except Exception as e:  # noqa: BLE001
-            errors.append(f"hot-plug {which}: {e!r}")
-            continue
-        results["hotplug"].append(r)
-        print(f"  hot-plug {r}", flush=True)
-    for which in ("ours", "theirs"):
-        try:
-            results["failover"][which] = failover(which)
-        except Exception as e:  # noqa: BLE001
-            errors.append(f"failover {which}: {e!r}")
-            continue
-        print(f"  failover {which}: {results['failover'][which]}", flush=True)
+        rows = _try(errors, f"start-up {n} paths", lambda n=n: startup(n, profile=n == profile_at))
+        if rows:
+            results["startup"] += rows
+            errors += made_once_errors(rows)
+    return results
+
+
+def events(hotplug_paths: tuple[int, ...] = HOTPLUG_COUNTS, *, failover: bool = True,
+           pathdown: bool = True) -> dict:
+    """Hot-plug convergence, failover on a link cut, path down with the links up."""
+    results: dict = {"hotplug": [], "failover": {}, "errors": []}
+    errors = results["errors"]
+    for n in hotplug_paths:
+        for which in ("ours", "theirs"):
+            r = _try(errors, f"hot-plug {n} paths {which}", lambda which=which, n=n: hotplug(which, n))
+            if r:
+                results["hotplug"].append(r)
+                print(f"  hot-plug {r}", flush=True)
+    for which in ("ours", "theirs") if failover else ():
+        r = _try(errors, f"failover {which}", lambda which=which: link_cut(which))
+        if r:
+            results["failover"][which] = r
+            print(f"  failover {which}: {r}", flush=True)
+    down = _try(errors, "path down", path_down) if pathdown else None
+    if down:
+        results["pathdown"] = down
     return results
 
 
 def run() -> dict:
-    return run_all()
+    return {**scale(), **events()}

@@ -1,12 +1,13 @@
-"""Wall time of our udev helper against Debian's `/sbin/multipath -u DEV`, same devices, same boot.
+"""Wall time of our udev helper against Debian's `/sbin/multipath -u|-c DEV`, same devices, same boot.
 
-Ours is timed as udev runs it: the compiled front (udev/pymultipath-udev.c) with the daemon answering, and
-with no daemon (the front falls back to `pymultipath -u`); and the Python helper asked directly, for
-reference.
+Ours is timed as udev runs it, the compiled front (udev/pymultipath-udev.c): with a daemon (its helper
+service answers) and with none (the front answers the no-daemon rules itself); `-u` and `-c`, in every
+find_multipaths mode. The Python helper asked directly with the daemon answering is timed for reference.
 
     from tests.vm import bench_udev
-    bench_udev.run() -> {"reps": N, "devices": [...], "modes": {"smart": {"pymultipath": {"median_ms": ..,
-                         "p90_ms": ..}, "multipath": {...}, "ratio_median": .., "verdicts_agree": True}, ...}}
+    bench_udev.run() -> {"reps": N, "devices": [...], "modes": {"smart": {"daemon": {"front -u": {"median_ms":
+                         .., "p90_ms": ..}, "multipath -u": {...}, ...}, "alone": {...}, "verdicts_agree":
+                         True, ...}, ...}}
 
 Runs inside the test VM only (scsi_debug, a config in /etc/multipath.conf, both restored after). Also holds
 the pieces tests/vm/test_classify_vm.py shares with it: the stand-in daemon listener and the config/state
@@ -189,17 +190,17 @@ def device_path_value(tool: str, dev: str, env: dict[str, str] | None = None) ->
     return ""
 
 
-# env for our helper with no daemon to answer: it decides in its own process (the helper socket is elsewhere)
-ALONE = {**os.environ, "PYMULTIPATH_HELPER_SOCKET": "@/pymp-bench/nobody-answers"}
+def valid_path(tool: str, dev: str, env: dict[str, str] | None = None) -> bool:
+    """`tool -c dev` says the disk is a multipath path (exit status 0)."""
+    return subprocess.run([tool, "-c", dev], capture_output=True, check=False, env=env).returncode == 0
 
 
-def _time_calls(tool: str, devs: list[str], reps: int, env: dict[str, str] | None = None) -> list[float]:
+def _time_calls(tool: str, flag: str, devs: list[str], env: dict[str, str] | None = None) -> list[float]:
     times = []
-    for _ in range(reps):
-        for dev in devs:
-            t0 = time.perf_counter()
-            subprocess.run([tool, "-u", dev], capture_output=True, check=False, env=env)
-            times.append((time.perf_counter() - t0) * 1000.0)
+    for dev in devs:
+        t0 = time.perf_counter()
+        subprocess.run([tool, flag, dev], capture_output=True, check=False, env=env)
+        times.append((time.perf_counter() - t0) * 1000.0)
     return times
 
 
@@ -225,46 +226,64 @@ def importtime_top(dev: str, n: int = 15) -> list[tuple[str, int]]:
     return sorted(rows, key=lambda r: -r[1])[:n]
 
 
-def run(reps: int = 20, modes: tuple[str, ...] = ("strict", "greedy", "smart")) -> dict:
-    """Time both helpers on the disks of a 2-LUN x 2-path scsi_debug, `reps` rounds each, per mode. Ours
-    three times: the front answered by the daemon's helper service (what udev runs whenever pymultipathd
-    runs), the Python helper answered likewise, and the front alone (no daemon answers: `pymultipath -u`
-    loads the configuration and classifier itself). The tools alternate round by round, so a slow patch of
-    the guest hits all alike."""
+# (name, program, flag, environment): what is timed in every mode, with the daemon (stand-in) and without
+TOOLS = (("front -u", FRONT, "-u"), ("multipath -u", UPSTREAM, "-u"),
+         ("front -c", FRONT, "-c"), ("multipath -c", UPSTREAM, "-c"))
+
+
+def _rounds(devs: list[str], reps: int, tools: tuple[tuple[str, str, str], ...],
+            env: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
+    """`reps` rounds; the tools alternate round by round, so a slow patch of the guest hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name, _, _ in tools}
+    for _ in range(reps):
+        for name, tool, flag in tools:
+            times[name] += _time_calls(tool, flag, devs, env)
+    return {name: stats(t) for name, t in times.items()}
+
+
+def _verdicts(devs: list[str], env: dict[str, str] | None = None) -> dict[str, dict[str, object]]:
+    return {d: {"front -u": device_path_value(FRONT, d, env), "multipath -u": device_path_value(UPSTREAM, d),
+                "front -c": valid_path(FRONT, d, env), "multipath -c": valid_path(UPSTREAM, d)}
+            for d in devs}
+
+
+def _agree(verdicts: dict[str, dict[str, object]]) -> bool:
+    return all(v["front -u"] == v["multipath -u"] and v["front -c"] == v["multipath -c"]
+               for v in verdicts.values())
+
+
+def run(reps: int = 10, modes: tuple[str, ...] = ("strict", "greedy", "smart")) -> dict:
+    """Both helpers, `-u` and `-c`, on the disks of a 2-LUN x 2-path scsi_debug, `reps` rounds each, per
+    mode: with a daemon (ours: the front answered by the daemon's helper service, what udev runs whenever
+    pymultipathd runs; upstream's sees a listener on the control socket) and with none (boot before the
+    daemon, the initramfs, a stopped daemon: nothing listens anywhere). The Python helper asked directly
+    with the daemon answering is timed for reference."""
     from tests.vm import scsidebug
 
     result: dict = {"reps": reps, "modes": {}}
     sd = scsidebug.ScsiDebug(luns=2, paths_per_lun=2, dev_size_mb=8)
     # Loaded under greedy: the disks are claimed, never released (DM_MULTIPATH_DEVICE_PATH=0 in the udev db),
     # so smart answers the same for both tools (docs/classification.md: released outside udev differs).
-    with MultipathState("greedy", timeout=5) as state, StandInDaemon():
-        sd.load()
+    with MultipathState("greedy", timeout=5) as state:
+        with StandInDaemon():
+            sd.load()
         try:
-            devs = [p.dev for p in sd.paths]
+            # half the disks: the per-call cost does not depend on which
+            devs = [p.dev for p in sd.paths][::2]
             result["devices"] = devs
             for mode in modes:
                 state.write_conf(mode, 5)
-                verdicts = {dev: (device_path_value(FRONT, dev), device_path_value(UPSTREAM, dev))
-                            for dev in devs}
-                others = {d: (device_path_value(FRONT, d, ALONE), device_path_value(OURS, d)) for d in devs}
-                ours: list[float] = []
-                ours_python: list[float] = []
-                ours_alone: list[float] = []
-                theirs: list[float] = []
-                for _ in range(reps):
-                    ours += _time_calls(FRONT, devs, 1)
-                    ours_python += _time_calls(OURS, devs, 1)
-                    ours_alone += _time_calls(FRONT, devs, 1, ALONE)
-                    theirs += _time_calls(UPSTREAM, devs, 1)
-                o, p, a, u = stats(ours), stats(ours_python), stats(ours_alone), stats(theirs)
-                result["modes"][mode] = {
-                    "pymultipath": o, "pymultipath_python": p, "pymultipath_alone": a, "multipath": u,
-                    "ratio_median": round(o["median_ms"] / u["median_ms"], 2),
-                    "ratio_median_alone": round(a["median_ms"] / u["median_ms"], 2),
-                    "alone_agrees": all(others[d] == (verdicts[d][0],) * 2 for d in devs),
-                    "verdicts": {d: {"pymultipath": a, "multipath": b} for d, (a, b) in verdicts.items()},
-                    "verdicts_agree": all(a == b for a, b in verdicts.values()),
-                }
+                row: dict = {}
+                with StandInDaemon():
+                    row["verdicts_daemon"] = _verdicts(devs)
+                    row["daemon"] = _rounds(devs, reps, (*TOOLS, ("pymultipath -u", OURS, "-u")))
+                stop_wait_timers()
+                clear_wait_files()
+                # nothing listens on any of the daemons' sockets now
+                row["verdicts_alone"] = _verdicts(devs)
+                row["alone"] = _rounds(devs, reps, TOOLS)
+                row["verdicts_agree"] = _agree(row["verdicts_daemon"]) and _agree(row["verdicts_alone"])
+                result["modes"][mode] = row
                 stop_wait_timers()
                 clear_wait_files()
             result["importtime_top_us"] = importtime_top(devs[0])

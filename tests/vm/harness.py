@@ -424,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="with the whole suite, also run shell-check in a third guest at the same time, and "
                         "rootboot after them")
     sub.add_parser("demo", help="run tests/vm/demo.py in the guest")
-    sub.add_parser("bench", help="run tests/vm/bench.py in the guest")
+    sub.add_parser("bench", help="every benchmark (tests/vm/bench_host.py: two guests, then the root boots); "
+                                 "with bench.py ITEMs, only those in one guest")
     sub.add_parser("shell", help="interactive root shell in the guest")
     sub.add_parser("shell-check", help="check `shell` works: boot it through a pty, run one test by name")
     r = sub.add_parser("rootboot", help="boot a root file system on a multipath map with our initramfs "
@@ -453,6 +454,10 @@ def main(argv: list[str] | None = None) -> int:
         return shell()
     if ns.cmd == "shell-check":
         return shell_check()
+    if ns.cmd == "bench" and not extra:
+        from tests.vm import bench_host
+
+        return bench_host.run()
     if ns.cmd == "rootboot":
         from tests.vm import rootboot
 

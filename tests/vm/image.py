@@ -31,7 +31,8 @@ DEBS = [
 ]
 
 # Python packages of the guest venv (/opt/pymp, sees python3-systemd through --system-site-packages).
-PY_PACKAGES = ["pydantic>=2", "pyudev", "pyroute2", "pytest", "pytest-timeout", "hypothesis"]
+PY_PACKAGES = ["pydantic>=2", "pyudev", "pyroute2", "pytest", "pytest-timeout", "hypothesis",
+               "py-spy"]  # py-spy: `make bench`'s profiles of the running daemon
 GUEST_PY = "3.11"  # bookworm's python3: the wheels are fetched for this version
 VENV = "/opt/pymp"
 INITRD_MODULES = ["virtio_pci", "virtio_blk", "ext4"]  # the root disk (9p comes later, modules-load.d)

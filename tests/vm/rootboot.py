@@ -200,12 +200,13 @@ def _run(stage: Stage, img: Path) -> int:
     return stage.finish()
 
 
-def run(smp: str | None = None, *, compare: bool = False) -> int:
+def run(smp: str | None = None, *, compare: bool = False, base: Path | None = None) -> int:
     """The boots; `compare`: also build Debian's image and boot it (docs/benchmarks.md's figures; minutes
-    more of guest time, so not in `make check`). `smp`: CPUs per guest (PYMP_VM_SMP, else 2)."""
+    more of guest time, so not in `make check`). `smp`: CPUs per guest (PYMP_VM_SMP, else 2); `base`: the
+    output directory (default out/vm/rootboot), where summary.json ends up."""
     smp = smp or os.environ.get("PYMP_VM_SMP", "2")
     img = image.build()
-    base = harness.out_dir("rootboot")
+    base = base or harness.out_dir("rootboot")
     base.mkdir(parents=True, exist_ok=True)
     disk, kept, theirs = base / "rootdisk.qcow2", base / "rootboot-initrd.img", base / "debian-initrd.img"
     # a developer's shortcut: PYMP_ROOTBOOT_REUSE=1 boots the disk and images of the last build again

@@ -1,0 +1,114 @@
+"""`make bench` on the host (stdlib only): every benchmark of docs/benchmarks.md from one commit in one run.
+
+Two one-CPU guests boot side by side, each running tests/vm/bench.py on part of the list (every row pairs
+ours and upstream's in one boot, so a row's ratio never spans two guests); when the first is done, the
+root-on-multipath boots (tests/vm/rootboot.py --compare) run in its place. The results are merged into
+out/vm/bench/bench.json with the commit, the date and the machine, for tests/vm/bench_report.py.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import threading
+import time
+
+from tests.vm import bench, harness, image, rootboot
+
+# (name, bench.py items): about equal guest time each (2026-12-07: the 1024-path start-up alone takes about
+# as long as everything else)
+GUESTS = (("events", ["udev", "dm", "events", "scale:64,256,512"]),
+          ("scale", ["scale:1024@1024"]))
+SMP = "1"
+
+
+def _git(*args: str) -> str:
+    p = subprocess.run(["git", "-C", str(harness.REPO), *args], capture_output=True, text=True, check=False)
+    return p.stdout.strip()
+
+
+def meta() -> dict:
+    """What the report names: the commit (and whether the tree had changes), the date, the machine."""
+    qemu = subprocess.run([harness.QEMU, "--version"], capture_output=True, text=True, check=False)
+    return {"commit": _git("rev-parse", "--short=12", "HEAD"), "dirty": bool(_git("status", "--porcelain",
+                                                                                  "--untracked-files=no")),
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "host": f"{platform.node()}, {os.cpu_count()} cores, {_cpu()}",
+            "qemu": (qemu.stdout.splitlines() or ["?"])[0], "guest_cpus": int(SMP),
+            "guest_mib": int(os.environ.get("PYMP_VM_MEM") or 2048),
+            "guests": {name: items for name, items in GUESTS}}
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def merge(parts: list[dict]) -> dict:
+    """The guests' bench.json files as one: the daemon's rows and errors from both, the rest as given."""
+    out: dict = {}
+    for part in parts:
+        for key, value in part.items():
+            if key == "daemon":
+                bench.merge(out.setdefault("daemon", {}), value)
+            else:
+                out[key] = value
+    return out
+
+
+def run() -> int:
+    img = image.build()
+    limit = harness._limit("bench", None)
+    jobs = [harness.Job("bench", items, harness.out_dir(f"bench-{name}"), limit, label=f"[{name}] ")
+            for name, items in GUESTS]
+    root_out = harness.out_dir("bench-rootboot")
+    root_codes: list[int] = []
+    root = threading.Thread(target=lambda: root_codes.append(rootboot.run(SMP, compare=True, base=root_out)),
+                            name="rootboot")
+    t0 = time.monotonic()
+    try:
+        for job in jobs:
+            job.start(img, SMP)
+        while True:
+            alive = [job.running() for job in jobs]  # a list: every job streams on every round
+            if not all(alive) and not root.is_alive() and not root_codes:
+                root.start()  # one CPU is free now
+            if not any(alive):
+                break
+            time.sleep(0.5)
+    finally:
+        for job in jobs:
+            job.kill()
+    codes = [job.finish() for job in jobs]
+    if not root_codes and not root.is_alive():
+        root.start()
+    root.join()
+    parts = []
+    for job in jobs:
+        try:
+            parts.append(json.loads((job.out / "bench.json").read_text()))
+        except (OSError, ValueError) as e:
+            parts.append({"errors": [f"{job.label.strip()}: no results ({e})"]})
+    results = merge(parts)
+    try:
+        results["rootboot"] = json.loads((root_out / "summary.json").read_text())
+    except (OSError, ValueError) as e:
+        results["rootboot"] = {"errors": [f"no root-on-multipath figures ({e})"]}
+    results["meta"] = {**meta(), "wall_s": round(time.monotonic() - t0)}
+    out = harness.out_dir("bench")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "bench.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.rename(out / "bench.json")
+    m = results["meta"]
+    harness._say(f"benchmarks of {m['commit']} in {m['wall_s']} s: {out / 'bench.json'}")
+    return max([*codes, *(root_codes or [3])])
