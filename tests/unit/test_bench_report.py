@@ -18,8 +18,8 @@ def _results():
     return {"meta": {"commit": "abc123", "dirty": False, "date": "2026-12-07 06:00 UTC"},
             "daemon": {"startup": rows, "hotplug": [], "failover": {"ours": {"seconds": 0.1},
                                                                     "theirs": {"seconds": 8.0}},
-                       "pathdown": {"ours": {"rounds": [3.0, 5.0], "median_s": 4.0},
-                                    "theirs": {"rounds": [2.0, 4.0], "median_s": 3.0}},
+                       "pathdown": {"ours": {"rounds": [3.0, 5.0], "median_s": 4.0, "mean_s": 4.0},
+                                    "theirs": {"rounds": [2.0, 4.0], "median_s": 3.0, "mean_s": 3.0}},
                        "errors": ["hot-plug 256 paths ours: TimeoutError()"]}}
 
 
@@ -31,7 +31,7 @@ def test_the_report_names_its_commit_and_checks_each_target():
     assert "| RSS, by paths | <= 1.0 | 512 1.07 | no (1 of 1) |" in text
     assert "| `show paths`, idle and storm, by paths | <= 0.8 | 512 idle 0.80, 512 storm 0.80 | yes |" in text
     assert "| failover detection, link cut | < 0.05 |  0.01 | yes |" in text
-    assert "| path-down detection, links up (checker only) | <= 1.0 | median 1.33 | no (1 of 1) |" in text
+    assert "| path-down detection, links up (checker only) | <= 1.0 | mean 1.33 | no (1 of 1) |" in text
     assert ("| 512 | 20.0 / 40.0 | 0.50 | 50.2 / 47.1 | 1.07 | 0.4 / 0.5 | 0.80 | 0.1 / 0.5 | 0.20 "
             "| 256 / 0 |") in text
     assert "| tick (daemon/core.py) | 60.0 | run (asyncio/events.py) | 100.0 |" in text

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import random
 import re
 import signal
 import statistics
@@ -41,7 +42,8 @@ PATH_COUNTS = (64, 256, 512, 1024)
 HOTPLUG_COUNTS = (64, 256)
 T = TypeVar("T")
 INTERVAL = 5  # polling_interval for both daemons (upstream's default)
-STEADY_AFTER = 2 * 4 * INTERVAL  # seconds until every check has backed off to max_polling_interval (4 x)
+MAX_POLLING = 4 * INTERVAL  # max_polling_interval: both daemons' default, 4 x polling_interval
+STEADY_AFTER = 2 * MAX_POLLING  # seconds until every check has backed off to max_polling_interval (4 x)
 
 
 def _conf(extra: str = "") -> str:
@@ -363,7 +365,7 @@ def link_cut(which: str) -> dict:
     return {"seconds": round(seconds, 2)}
 
 
-PATHDOWN_ROUNDS = 3
+PATHDOWN_ROUNDS = 4
 
 
 def path_down() -> dict:
@@ -373,7 +375,8 @@ def path_down() -> dict:
     session keeps its cached mapping and TURs go on succeeding.) Seconds from the change until the kernel
     table shows a path failed; the daemons take turns, `PATHDOWN_ROUNDS` each, on one iSCSI bed. Where in
     its polling interval a checker is when the change comes decides most of each figure (up to
-    max_polling_interval, 20 s, for both), so the median of the rounds is what compares."""
+    max_polling_interval, 20 s, for both): each round starts at a random point of it, and the mean of the
+    rounds is what compares."""
     bed = iscsi.IscsiBed(luns=1, size_mb=64)
     bed.setup()
     result: dict = {"ours": [], "theirs": []}
@@ -385,7 +388,8 @@ def path_down() -> dict:
                 print(f"  path down {which}: {result[which][-1]} s", flush=True)
     finally:
         bed.teardown()
-    return {w: {"rounds": r, "median_s": statistics.median(r) if r else None} for w, r in result.items()}
+    return {w: {"rounds": r, "median_s": statistics.median(r) if r else None,
+                "mean_s": round(statistics.mean(r), 2) if r else None} for w, r in result.items()}
 
 
 def _pathdown_round(which: str, state_file: str) -> float:
@@ -393,7 +397,9 @@ def _pathdown_round(which: str, state_file: str) -> float:
         wait_for(lambda: len(dm.multipath_maps()) == 1, 120, f"the map from {which}")
         name = dm.multipath_maps()[0]
         wait_for(lambda: _states(name) == ["A", "A"], 120, "both paths active")
-        time.sleep(STEADY_AFTER)  # the checks backed off, as on a host that runs for days
+        # The checks backed off, as on a host that runs for days; then a random point of their interval, or
+        # each round would catch both daemons at the same phase and measure only when each happened to start.
+        time.sleep(STEADY_AFTER + random.uniform(0, MAX_POLLING))
         t0 = time.monotonic()
         write_sysfs(state_file, "3")  # unavailable
         try:

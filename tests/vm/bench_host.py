@@ -20,8 +20,8 @@ from tests.vm import bench, harness, image, rootboot
 
 # (name, bench.py items): about equal guest time each (2026-12-07: the 1024-path start-up alone takes about
 # as long as everything else)
-GUESTS = (("events", ["udev", "dm", "events", "scale:64,256,512"]),
-          ("scale", ["scale:1024@1024"]))
+GUESTS = (("events", ["udev", "dm", "hotplug:64,256", "failover", "scale:64,256,512"]),
+          ("scale", ["scale:1024@1024", "pathdown"]))
 SMP = "1"
 
 

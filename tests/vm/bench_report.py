@@ -214,17 +214,17 @@ def _events(d: dict, targets: Targets) -> list[str]:
     down = d.get("pathdown", {})
     if down:
         o, t = down.get("ours", {}), down.get("theirs", {})
-        ratio = _ratio(o.get("median_s"), t.get("median_s"))
-        targets.add("path-down detection, links up (checker only)", "<= 1.0", [("median", ratio)])
+        ratio = _ratio(o.get("mean_s"), t.get("mean_s"))
+        targets.add("path-down detection, links up (checker only)", "<= 1.0", [("mean", ratio)])
         out += ["", "Path down with the links up: the LUN's target port group turns ALUA \"unavailable\" "
                 "(the storage behind the target is gone; TUR answers NOT READY) with no I/O running, so only "
                 "a checker can see it; seconds until the kernel table shows a path failed, after the checks "
                 "had backed off. Where each checker is in its interval (up to 20 s for both) decides most of "
-                "each round.", "",
-                "| pymultipathd s, rounds (median) | multipathd s, rounds (median) | ratio of medians |",
+                "each round, so each round starts at a random point of it.", "",
+                "| pymultipathd s, rounds (mean) | multipathd s, rounds (mean) | ratio of means |",
                 "|---|---|---|",
-                f"| {', '.join(map(str, o.get('rounds', [])))} ({o.get('median_s')}) "
-                f"| {', '.join(map(str, t.get('rounds', [])))} ({t.get('median_s')}) | {_r(ratio)} |"]
+                f"| {', '.join(map(str, o.get('rounds', [])))} ({o.get('mean_s')}) "
+                f"| {', '.join(map(str, t.get('rounds', [])))} ({t.get('mean_s')}) | {_r(ratio)} |"]
     return out
 
 
