@@ -74,9 +74,10 @@ def _header(meta: dict) -> list[str]:
 def _udev(r: dict, targets: Targets) -> list[str]:
     out = ["## udev helper: `-u` and `-c` per call (wall time)", "",
            f"{r.get('reps', '?')} rounds over the disks {', '.join(r.get('devices', []))}, ms, median (p90). "
-           "Ours as udev runs it, the compiled front (udev/pymultipath-udev.c). With a daemon: ours answered "
-           "by the daemon's helper service, upstream's seeing a listener on the control socket. Alone: "
-           "nothing listens (boot before the daemon, the initramfs, a stopped daemon).", "",
+           "Ours as udev runs it, the compiled front (udev/pymultipath-udev.c). With a daemon: our "
+           "pymultipathd runs in that mode (it answers the front through its helper service and has made "
+           "the maps the mode calls for, which both tools then see; upstream's sees it listen on the control "
+           "socket). Alone: nothing listens (boot before the daemon, the initramfs, a stopped daemon).", "",
            "| mode | daemon | ours -u | multipath -u | ratio | ours -c | multipath -c | ratio "
            "| `pymultipath -u` (Python) | same verdicts |",
            "|---|---|---|---|---|---|---|---|---|---|"]

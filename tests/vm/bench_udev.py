@@ -254,11 +254,12 @@ def _agree(verdicts: dict[str, dict[str, object]]) -> bool:
 
 def run(reps: int = 10, modes: tuple[str, ...] = ("strict", "greedy", "smart")) -> dict:
     """Both helpers, `-u` and `-c`, on the disks of a 2-LUN x 2-path scsi_debug, `reps` rounds each, per
-    mode: with a daemon (ours: the front answered by the daemon's helper service, what udev runs whenever
-    pymultipathd runs; upstream's sees a listener on the control socket) and with none (boot before the
-    daemon, the initramfs, a stopped daemon: nothing listens anywhere). The Python helper asked directly
-    with the daemon answering is timed for reference."""
+    mode: with a daemon (our pymultipathd running with that mode: the front is answered by its helper
+    service, what udev runs whenever pymultipathd runs; upstream's sees it listen on the control socket)
+    and with none (boot before the daemon, the initramfs, a stopped daemon: nothing listens anywhere). The
+    Python helper asked directly with the daemon answering is timed for reference."""
     from tests.vm import scsidebug
+    from tests.vm.pympd import Pympd
 
     result: dict = {"reps": reps, "modes": {}}
     sd = scsidebug.ScsiDebug(luns=2, paths_per_lun=2, dev_size_mb=8)
@@ -274,7 +275,10 @@ def run(reps: int = 10, modes: tuple[str, ...] = ("strict", "greedy", "smart")) 
             for mode in modes:
                 state.write_conf(mode, 5)
                 row: dict = {}
-                with StandInDaemon():
+                # our real daemon, as on a running host: it answers from its loaded configuration and its
+                # own view of maps and paths (a stand-in answering from the files reads all of sysfs per
+                # request); it also makes the maps this mode calls for, which both tools then see
+                with Pympd(conf_text(mode, 5), show_journal=False):
                     row["verdicts_daemon"] = _verdicts(devs)
                     row["daemon"] = _rounds(devs, reps, (*TOOLS, ("pymultipath -u", OURS, "-u")))
                 stop_wait_timers()
