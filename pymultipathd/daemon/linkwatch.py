@@ -3,10 +3,16 @@
 A checker notices a dead iSCSI path only after its interval plus the initiator's own timeouts. The kernel
 tells us at once when the interface carrying the path goes down or loses the address, so those paths are
 failed immediately; the checker then confirms and later reinstates them.
+
+The watch must outlive its failures: a dump the kernel does not answer in time (RTNL held by a driver), or
+refuses, or any unexpected error restarts it on new sockets after a back-off (RETRY_FIRST doubling up to
+RETRY_MAX), and what changed meanwhile is reported from the dumps as after lost events. Only cancelling
+run() ends it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -17,6 +23,9 @@ log = logging.getLogger("pymultipathd")
 GROUPS = rtnl.RTMGRP_LINK | rtnl.RTMGRP_IPV4_IFADDR | rtnl.RTMGRP_IPV6_IFADDR
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
+RETRY_FIRST = 1.0   # seconds before the watch is started again after a failure, doubled each time in a row
+RETRY_MAX = 30.0
+HEALTHY = 60.0      # seconds a watch must have run for its failure to count as the first again
 
 OnTrouble = Callable[[set[str], str], Awaitable[None]]  # (portal addresses, reason)
 
@@ -35,12 +44,35 @@ class LinkWatch:
         self._running: dict[int, bool] = {}  # ifindex -> running, as last seen (to compare after a resync)
         self._portal_if: dict[str, int | None] = {}  # remembered while links are up: routes vanish when down
         self._query: rtnl.Query | None = None
+        self._synced = False  # a resync has succeeded: the next compares with what it learnt
 
     async def run(self) -> None:
-        # subscribed before the dumps, so that nothing happening meanwhile is missed (it comes after them)
+        """Watch until cancelled; every failure is logged and the watch started again after a back-off."""
+        loop = asyncio.get_running_loop()
+        delay = RETRY_FIRST
+        while True:
+            started = loop.time()
+            try:
+                await self._watch()
+            except (OSError, TimeoutError) as err:  # NetlinkError is an OSError
+                why = str(err) or type(err).__name__
+                log.warning("link watch: %s; starting again in %g s", why, delay)
+            except Exception:
+                log.exception("link watch failed; starting again in %g s", delay)
+            finally:
+                self._query = None
+            if loop.time() - started >= HEALTHY:
+                delay = RETRY_FIRST
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def _watch(self) -> None:
+        # subscribed before the dumps, so that nothing happening meanwhile is missed (it comes after them);
+        # new sockets each time: a request that timed out may have left a dump running on the old one
         with rtnl.Events(GROUPS) as events, rtnl.Query() as query:
             self._query = query
-            await self._resync(report=False)
+            # after a failure, what changed while nothing was watched is reported as after lost events
+            await self._resync(report=self._synced)
             while True:
                 try:
                     batch = await events.next()
@@ -70,6 +102,7 @@ class LinkWatch:
             for link in links:
                 if not is_running(link.flags) and was_running.get(link.index, True):
                     await self._link_down(link.index)
+        self._synced = True
         await self._remember_portals()
 
     def _learn_addr(self, event: rtnl.AddrEvent) -> str | None:

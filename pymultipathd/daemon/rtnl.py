@@ -1,12 +1,18 @@
 """A small rtnetlink reader for the link watch: link and address notifications, link and address dumps, and
-the route to an address, over a plain AF_NETLINK/NETLINK_ROUTE socket.
+the route to an address, over plain AF_NETLINK/NETLINK_ROUTE sockets.
 
 pyroute2 did this before, at about 13 MB of the daemon's memory for three kinds of message. Here the parsing
 is pure (bytes in, typed records out; anything malformed is skipped, never raised) and apart from the
 sockets: `Events` reads the multicast groups, `Query` sends requests and collects their replies. Neither
-blocks the event loop (non-blocking sockets, woken by loop.add_reader) and every read takes at most
-RECV_BUFFER bytes: a longer datagram is cut by the kernel and dropped here (an event socket reports that as
-lost events, as it does ENOBUFS, so that its user can dump again); every request has a timeout.
+blocks the event loop. `Events` only receives, from a non-blocking socket woken by loop.add_reader: taking an
+already queued notification off a socket that never asked for a dump is a dequeue (netlink_recvmsg runs a
+dump callback, which takes the RTNL lock on older kernels, only on the socket that asked for the dump).
+`Query` runs each request and its reply on a thread of its own with a blocking socket: before Linux ~6.9-6.11
+(RHEL 8 and 9 among them) link and address dumps and route lookups take rtnl_mutex, the first part of a dump
+within send() and the later ones within recvmsg(), and a driver holding RTNL for seconds would otherwise stall
+the whole loop; a request that does not come back in time leaves its thread and socket behind (see Query).
+Every read takes at most RECV_BUFFER bytes: a longer datagram is cut by the kernel and dropped here (an event
+socket reports that as lost events, as it does ENOBUFS, so that its user can dump again).
 
 Formats: linux/netlink.h (nlmsghdr, nlmsgerr, rtattr alignment), linux/rtnetlink.h (rtmsg),
 linux/if_link.h (ifinfomsg), linux/if_addr.h (ifaddrmsg).
@@ -15,19 +21,28 @@ linux/if_link.h (ifinfomsg), linux/if_addr.h (ifaddrmsg).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
+import logging
 import os
+import queue
 import socket
 import struct
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from pymultipathd.errors import PymultipathError
 from pymultipathd.record import record
+
+log = logging.getLogger("pymultipathd")
 
 RECV_BUFFER = 64 * 1024   # bytes read per datagram: dump parts are at most ~32 KiB (netlink_dump's skb)
 EVENT_BUFFER = 1 << 20    # kernel receive buffer asked for the event socket (kernel memory, not ours)
 REQUEST_TIMEOUT = 5.0     # seconds for the kernel to answer a request; it answers at once or never
 DUMP_ATTEMPTS = 3         # dumps redone when the kernel says the table changed under them
+MAX_ABANDONED = 4         # requests left stuck in the kernel (each holding a thread and a socket) at most
 
 # linux/netlink.h
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 1, 2, 3, 4
@@ -223,8 +238,8 @@ def route_request(dst: str, seq: int) -> bytes | None:
 # ---------------------------------------------------------------------------------------- sockets
 
 async def _readable(fd: int) -> None:
-    """Until `fd` is readable. One waiter per descriptor: the loop keeps one reader callback per fd (Query
-    takes a lock, Events has one consumer)."""
+    """Until `fd` is readable. One waiter per descriptor: the loop keeps one reader callback per fd (Events
+    has one consumer)."""
     loop = asyncio.get_running_loop()
     woken: asyncio.Future[None] = loop.create_future()
 
@@ -240,7 +255,9 @@ async def _readable(fd: int) -> None:
 
 
 class _Socket:
-    """A non-blocking NETLINK_ROUTE socket, bound to multicast `groups` (0: none, for requests)."""
+    """A non-blocking NETLINK_ROUTE socket bound to multicast `groups`, read on the loop. It only receives:
+    it never sends a request, so never has a dump running, and its recvmsg only dequeues notifications already
+    queued (no RTNL lock taken, however old the kernel); requests go through Query, off the loop."""
 
     def __init__(self, groups: int = 0) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
@@ -302,34 +319,182 @@ class Events(_Socket):
         return events(data)
 
 
-class Query(_Socket):
-    """Requests and their replies, one at a time."""
+class _Worker:
+    """One daemon thread running the calls given to it, in order. A call stuck in the kernel holds only this
+    thread, and a daemon thread does not hold up the process's exit (a ThreadPoolExecutor's would)."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...],
+                                            concurrent.futures.Future[Any]] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        job: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._jobs.put((fn, args, job))
+        return job
+
+    def stop(self) -> None:
+        """End the thread once the calls given before are done."""
+        self._jobs.put(None)
+
+    def _serve(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            fn, args, job = item
+            if not job.set_running_or_notify_cancel():  # cancelled while queued
+                continue
+            try:
+                job.set_result(fn(*args))
+            except BaseException as err:  # handed to the waiter, as a ThreadPoolExecutor does
+                job.set_exception(err)
+
+
+_abandoned_lock = threading.Lock()
+_abandoned = 0  # requests abandoned while still inside the kernel (their threads not back yet)
+
+
+def abandoned() -> int:
+    """How many abandoned requests have not come back from the kernel yet."""
+    with _abandoned_lock:
+        return _abandoned
+
+
+def _exchange(sock: socket.socket, message: bytes, seq: int) -> Reply:
+    """On a Query's thread: send a request and collect its reply. The socket is blocking with SO_SNDTIMEO and
+    SO_RCVTIMEO, which bound the waits for buffer room and for a datagram; a wait for rtnl_mutex inside the
+    call is bounded by nothing, which is why this runs off the loop."""
+    deadline = time.monotonic() + REQUEST_TIMEOUT
+    try:
+        sock.send(message)
+    except BlockingIOError:  # SO_SNDTIMEO ran out
+        raise TimeoutError("the request could not be sent in time") from None
+    reply = Reply(seq)
+    while not reply.done:
+        if time.monotonic() > deadline:  # answers of other requests kept coming, never this one's end
+            raise TimeoutError(f"no complete answer in {REQUEST_TIMEOUT} s")
+        try:
+            data, _anc, flags, _addr = sock.recvmsg(RECV_BUFFER)
+        except BlockingIOError:  # SO_RCVTIMEO ran out
+            raise TimeoutError(f"no answer in {REQUEST_TIMEOUT} s") from None
+        if flags & socket.MSG_TRUNC:  # a lost part would leave the reply incomplete, or waiting for its end
+            raise NetlinkError(errno.EMSGSIZE, f"a reply longer than {RECV_BUFFER} bytes")
+        reply.feed(data)
+    return reply
+
+
+class _Channel:
+    """A blocking request socket and the thread that alone uses it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.worker = _Worker("rtnl-query")
+
+    def close(self) -> None:
+        """Closed on its own thread, after the call it may be in: never under a call still using the socket
+        (its descriptor could be reused meanwhile)."""
+        self.worker.submit(self.sock.close)
+        self.worker.stop()
+
+    def abandon(self) -> None:
+        """Left to a request still in the kernel: closed, and no longer counted, when that comes back."""
+        global _abandoned
+        with _abandoned_lock:
+            _abandoned += 1
+
+        def back() -> None:
+            global _abandoned
+            self.sock.close()
+            with _abandoned_lock:
+                _abandoned -= 1
+            log.info("rtnetlink: an abandoned request came back from the kernel")
+
+        self.worker.submit(back)
+        self.worker.stop()
+
+
+class Query:
+    """Requests and their replies, one at a time, each on the thread of the current channel (a blocking
+    socket and its thread) while the loop awaits it for at most REQUEST_TIMEOUT. A request that does not
+    finish cleanly in time (no answer, cancelled, a reply cut short) may leave the kernel inside a call, or a
+    dump running on the socket (the next dump would be refused with EBUSY): its channel is abandoned, to be
+    closed when the call returns, and the next request opens a new one. At most MAX_ABANDONED such requests
+    are left in the kernel at once; past that, requests fail at once (NetlinkError EBUSY) instead of leaving
+    another thread behind."""
 
     def __init__(self) -> None:
-        super().__init__()
         self._seq = 0
         self._lock = asyncio.Lock()
+        self._channel: _Channel | None = self._open()
 
     def __enter__(self) -> Query:
         return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def _socket(self) -> socket.socket:
+        """A new NETLINK_ROUTE socket for requests (a test's fake kernel hands out its own)."""
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        try:
+            sock.bind((0, 0))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _open(self) -> _Channel:
+        stuck = abandoned()
+        if stuck >= MAX_ABANDONED:
+            raise NetlinkError(errno.EBUSY, f"{stuck} rtnetlink requests are still stuck in the kernel; "
+                                            "not asking more until one comes back")
+        sock = self._socket()
+        try:
+            sock.setblocking(True)
+            seconds = max(REQUEST_TIMEOUT, 0.001)
+            timeval = struct.pack("@ll", int(seconds), int(seconds % 1 * 1_000_000))
+            for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+                sock.setsockopt(socket.SOL_SOCKET, option, timeval)
+        except OSError:
+            sock.close()
+            raise
+        return _Channel(sock)
 
     def next_seq(self) -> int:
         self._seq = self._seq % 0xFFFFFFFF + 1
         return self._seq
 
     async def ask(self, message: bytes, seq: int) -> Reply:
-        """Send a request and collect its reply; TimeoutError after REQUEST_TIMEOUT."""
+        """Send a request and collect its reply, off the loop; TimeoutError after REQUEST_TIMEOUT."""
         async with self._lock:
-            self.sock.send(message)  # to the kernel: handled within the call, never EAGAIN
-            reply = Reply(seq)
-            async with asyncio.timeout(REQUEST_TIMEOUT):
-                while not reply.done:
-                    data, cut = await self.receive()
-                    if cut:  # a lost part of the reply would leave it incomplete, or waiting for its end
-                        raise NetlinkError(errno.EMSGSIZE, f"a reply longer than {RECV_BUFFER} bytes")
-                    reply.feed(data)
-            return reply
-
+            if self._channel is None:
+                self._channel = self._open()
+            channel = self._channel
+            job = channel.worker.submit(_exchange, channel.sock, message, seq)
+            try:
+                async with asyncio.timeout(REQUEST_TIMEOUT):
+                    return await asyncio.wrap_future(job)
+            except TimeoutError as err:
+                if not err.args:  # the loop's timeout, not the thread's
+                    raise TimeoutError(f"no answer from the kernel in {REQUEST_TIMEOUT} s") from None
+                raise
+            finally:
+                # anything but a reply read to its end leaves the socket in doubt; a job that is not done is
+                # still inside the kernel (a cancelled one that had not started is done)
+                job.cancel()  # if not started yet (the loop's cancelling of it comes only later)
+                clean = job.done() and not job.cancelled() and job.exception() is None
+                if not clean:
+                    self._channel = None
+                    if job.done():
+                        channel.close()
+                    else:
+                        channel.abandon()
+                        log.warning("rtnetlink: a request still in the kernel after %s s; leaving its thread "
+                                    "and socket (%d left so far, at most %d), asking on a new socket",
+                                    REQUEST_TIMEOUT, abandoned(), MAX_ABANDONED)
     async def dump(self, kind: int, body: bytes) -> list[tuple[int, bytes]]:
         """Every record of a table; redone (a few times) when the table changed during the dump."""
         for _ in range(DUMP_ATTEMPTS):

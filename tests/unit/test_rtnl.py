@@ -15,6 +15,8 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -231,14 +233,43 @@ def test_corrupted_bytes_never_raise(flips):
 # ------------------------------------------------------------------ requests against a fake kernel
 
 class FakeKernel:
-    """A Query whose netlink socket is one end of a datagram pair; the test is the kernel at the other."""
+    """A Query whose netlink sockets are ends of datagram pairs; the test is the kernel at the other ends
+    (`kernel`, the latest: a request that timed out makes the query open a new socket). While `hold` is set
+    to an unset threading.Event, the sockets handed out block in send() until it is set, as a kernel waiting
+    for the RTNL lock does."""
 
     def __init__(self):
-        self.query = rtnl.Query()
-        self.query.sock.close()
-        self.query.sock, self.kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.query.sock.setblocking(False)
-        self.kernel.setblocking(False)
+        self.kernels: list[socket.socket] = []
+        self.hold: threading.Event | None = None
+        self.pending: list[bytes] = []  # answers queued on the next socket handed out
+        fake = self
+
+        class Query(rtnl.Query):
+            def _socket(self):
+                return fake._socket()
+
+        self.Query = Query
+        self.query = Query()
+
+    def reopen(self) -> None:
+        """A new query (its first socket opened now: stuck while `hold` says so; with the current timeout)."""
+        self.query.close()
+        self.query = self.Query()
+
+    def _socket(self) -> socket.socket:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        theirs.setblocking(False)
+        self.kernels.append(theirs)
+        for d in self.pending:
+            theirs.send(d)
+        self.pending = []
+        if self.hold is not None:
+            return _Stuck(self.hold, fileno=mine.detach())
+        return mine
+
+    @property
+    def kernel(self) -> socket.socket:
+        return self.kernels[-1]
 
     def answer(self, *datagrams: bytes) -> None:  # queued before the request: the query reads them after
         for d in datagrams:
@@ -253,8 +284,24 @@ class FakeKernel:
                 return out
 
     def close(self):
+        if self.hold is not None:
+            self.hold.set()
         self.query.close()
-        self.kernel.close()
+        for k in self.kernels:
+            k.close()
+
+
+class _Stuck(socket.socket):
+    """A socket whose send() waits for `release`, as the kernel waits for rtnl_mutex held by a driver, then
+    fails (the fake kernel has no answer for it)."""
+
+    def __init__(self, release: threading.Event, fileno: int):
+        super().__init__(socket.AF_UNIX, socket.SOCK_DGRAM, 0, fileno)
+        self.release = release
+
+    def send(self, data, flags=0):
+        self.release.wait()
+        raise ConnectionResetError(errno.ECONNRESET, "let go")
 
 
 @pytest.fixture
@@ -262,6 +309,10 @@ def fake():
     k = FakeKernel()
     yield k
     k.close()
+    deadline = time.monotonic() + 10  # no request left in a fake kernel for the next test to count
+    while rtnl.abandoned() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rtnl.abandoned() == 0
 
 
 def test_route_get(fake):
@@ -312,10 +363,88 @@ def test_dump_error_raises(fake):
 
 def test_request_timeout(fake, monkeypatch):
     monkeypatch.setattr(rtnl, "REQUEST_TIMEOUT", 0.05)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError, match="no answer"):
         asyncio.run(fake.query.route_oif("203.0.113.9"))
-    fake.answer(route(5, seq=1), route(6, seq=2))  # the late answer is ignored by the next request
+    assert len(fake.kernels) == 1  # the next request's socket is opened when it is asked
+    fake.kernels[0].send(route(5, seq=1))  # the late answer lets the abandoned thread go, on the old socket
+    fake.pending = [route(6, seq=2)]
     assert asyncio.run(fake.query.route_oif("203.0.113.9")) == 6
+    assert len(fake.kernels) == 2 and fake.asked()[0][2] == 2  # asked on a new socket
+
+
+def test_unanswered_request_does_not_block_the_loop(fake, monkeypatch):
+    """The kernel does not come back from send() (RTNL held): the loop runs on, the request times out, its
+    thread and socket are left behind, and the next request is asked on a new socket and answered."""
+    monkeypatch.setattr(rtnl, "REQUEST_TIMEOUT", 0.2)
+    fake.hold = threading.Event()
+    fake.reopen()  # a query whose first socket blocks in send()
+
+    async def scenario():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        t = asyncio.ensure_future(ticker())
+        begun = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await fake.query.route_oif("203.0.113.9")
+        assert 0.15 < time.monotonic() - begun < 2 and ticks >= 8  # the loop went on meanwhile
+        assert rtnl.abandoned() == 1
+        stuck, fake.hold = fake.hold, None
+        fake.pending = [route(4, seq=2)]
+        assert await fake.query.route_oif("203.0.113.9") == 4  # not queued behind the stuck one
+        stuck.set()  # the kernel lets the old request go: its thread closes its socket and ends
+        await _until(lambda: rtnl.abandoned() == 0, "abandoned request back")
+        t.cancel()
+
+    asyncio.run(scenario())
+    assert len(fake.kernels) == 3  # the fixture's first query's socket, the stuck one, the new one
+
+
+def test_abandoned_requests_are_bounded(fake, monkeypatch, caplog):
+    monkeypatch.setattr(rtnl, "REQUEST_TIMEOUT", 0.05)
+    monkeypatch.setattr(rtnl, "MAX_ABANDONED", 2)
+    release = threading.Event()
+    fake.hold = release
+    fake.reopen()
+
+    async def scenario():
+        for _ in range(2):
+            with pytest.raises(TimeoutError):
+                await fake.query.route_oif("203.0.113.9")
+        begun = time.monotonic()
+        with pytest.raises(rtnl.NetlinkError) as e:  # no third thread left behind: refused at once
+            await fake.query.route_oif("203.0.113.9")
+        assert e.value.errno == errno.EBUSY and time.monotonic() - begun < 0.05
+        release.set()
+        await _until(lambda: rtnl.abandoned() == 0, "abandoned requests back")
+        fake.hold = None
+        fake.pending = [route(3, seq=4)]
+        return await fake.query.route_oif("203.0.113.9")
+
+    assert asyncio.run(scenario()) == 3
+    assert "leaving its thread and socket (2 left so far, at most 2)" in caplog.text
+
+
+def test_cancelled_request_leaves_its_socket(fake):
+    """A request cancelled while in the kernel: its socket may still have a dump running; not used again."""
+    async def scenario():
+        ask = asyncio.ensure_future(fake.query.links())
+        await asyncio.sleep(0.05)
+        ask.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await ask
+        fake.kernels[0].send(done(1))  # the kernel finishes: the thread comes back
+        await _until(lambda: rtnl.abandoned() == 0, "abandoned request back")
+        fake.pending = [link(1, UP, "lo", seq=2, nlflags=rtnl.NLM_F_MULTI) + done(2)]
+        return await fake.query.links()
+
+    assert asyncio.run(scenario()) == [rtnl.LinkEvent(1, UP, "lo")]
+    assert len(fake.kernels) == 2
 
 
 def test_reply_longer_than_the_buffer(fake, monkeypatch):
@@ -497,6 +626,82 @@ def test_run_dumps_again_after_lost_events(monkeypatch, caplog):
     asyncio.run(scenario())
     assert trouble == [({"192.0.2.7"}, "address 192.0.2.7 removed")]
     assert "events lost (the socket's receive buffer overran (ENOBUFS))" in caplog.text
+
+
+class FailingQuery(FakeQuery):
+    """Its address dumps raise what `failures` holds, one per dump, first (None: that one succeeds)."""
+
+    def __init__(self, failures, **kw):
+        super().__init__(**kw)
+        self.failures = list(failures)
+
+    async def addresses(self):
+        failure = self.failures.pop(0) if self.failures else None
+        if failure is not None:
+            raise failure
+        return await super().addresses()
+
+
+def _watch_with(monkeypatch, query, event_lists):
+    """run() over `query` (counting how often one is made) and one FakeEvents per start, in turn."""
+    monkeypatch.setattr(linkwatch, "RETRY_FIRST", 0.01)
+    made = []
+
+    def new_query():
+        made.append(query)
+        return _Ctx(query)
+
+    feeds = [FakeEvents(items) for items in event_lists]
+    monkeypatch.setattr(rtnl, "Query", new_query)
+    monkeypatch.setattr(rtnl, "Events", lambda groups: feeds.pop(0) if feeds else FakeEvents([]))
+    return made
+
+
+def test_watch_survives_failed_dumps(monkeypatch, caplog):
+    """A resync after lost events times out, the dumps of the next start are refused: the watch starts
+    again each time (new sockets), reports what changed while it was down, and then what it sees."""
+    q = FailingQuery([None, TimeoutError("no answer from the kernel in 5.0 s"),
+                      rtnl.NetlinkError(errno.EBUSY, "rtnetlink dump 22: Device or resource busy")],
+                     links=[rtnl.LinkEvent(2, UP, "eth0"), rtnl.LinkEvent(3, UP, "eth1")],
+                     routes={"203.0.113.1": 2, "203.0.113.2": 3})
+
+    def lose():
+        q.link_list = [rtnl.LinkEvent(2, 0, "eth0"), rtnl.LinkEvent(3, UP, "eth1")]  # eth0 down, unseen
+        return rtnl.Overrun("the socket's receive buffer overran (ENOBUFS)")
+
+    made = _watch_with(monkeypatch, q, [[lose], [], [[rtnl.LinkEvent(3, IFF_UP, "eth1")]]])
+    w, trouble = make_watch({"203.0.113.1", "203.0.113.2"}, None)
+
+    async def scenario():
+        task = asyncio.ensure_future(w.run())
+        await _until(lambda: len(trouble) == 2 or task.done(), "both links down")
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert trouble == [({"203.0.113.1"}, "link eth0 down"), ({"203.0.113.2"}, "link eth1 down")]
+    assert len(made) == 3
+    assert "link watch: no answer from the kernel in 5.0 s; starting again in 0.01 s" in caplog.text
+    assert "rtnetlink dump 22: Device or resource busy; starting again in 0.02 s" in caplog.text
+
+
+def test_watch_restarts_after_an_unexpected_error(monkeypatch, caplog):
+    q = FakeQuery(links=[rtnl.LinkEvent(2, UP, "eth0")], routes={"203.0.113.1": 2})
+    made = _watch_with(monkeypatch, q, [[RuntimeError("boom")], [[rtnl.LinkEvent(2, 0, "eth0")]]])
+    w, trouble = make_watch({"203.0.113.1"}, None)
+
+    async def scenario():
+        task = asyncio.ensure_future(w.run())
+        await _until(lambda: trouble or task.done(), "link down")
+        assert not task.done()
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert trouble == [({"203.0.113.1"}, "link eth0 down")]
+    assert len(made) == 2 and "link watch failed; starting again in 0.01 s" in caplog.text
+    assert "RuntimeError: boom" in caplog.text
 
 
 class _Ctx:
