@@ -289,7 +289,8 @@ class Core:
             self._queue(f.wwid)  # a WWID held back is dropped when the batch closes
 
     def _forget_checks(self, dev: str) -> None:
-        """What the checkers keep of a removed path: a checker's memory, the descriptor kept open."""
+        """What the checkers keep of a removed path: a checker's memory, the sg node's name, the device state
+        attribute kept open."""
         devnode = os.path.join("/dev", dev)
         checkers.forget_path(devnode)
         self.runner.forget(devnode)

@@ -4,8 +4,15 @@ Each checker is a blocking function (devnode, timeout) -> CheckResult, run on a 
 CheckRunner. A check against a hung device can block its thread in the kernel until the SCSI timeout, so the
 runner never starts a second check on a path whose first is still in flight (it reports "pending"), bounds
 the threads in use, and bounds every wait from the event loop's side. The daemon checks hundreds of paths
-per interval, so the runner's own cost per check is kept small: no coroutine, future or timer per check, one
-wake-up of the loop per batch of results, and tur's descriptor kept open from one check to the next.
+per interval, so the runner's own cost per check is kept small: no coroutine, future or timer per check, and
+one wake-up of the loop per batch of results.
+
+Descriptors: a check opens the path's device node (its sg node, sgio.open_path) and closes it when it ends;
+none is kept between checks (a kept one would cost a descriptor per path against max_fds, hold off O_EXCL
+openers of the sg node and pin the sg module; only the sg node's name is kept, see sgio.open_path). The
+runner keeps one descriptor per path open, its sysfs device state attribute (sysinfo.KeptStates), and drops
+them all once the open-file limit is reached. Running out of descriptors (EMFILE, ENFILE) says nothing about
+the path: such a check is answered "pending", never "down".
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import math
 import mmap
 import os
 import queue
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -100,26 +108,12 @@ def tur_fd(fd: int, timeout: float) -> CheckResult:
     raise AssertionError("unreachable: the last try returns")
 
 
-class FdChecker:
-    """A checker that sends its commands through a descriptor of the path. Called with a devnode, it opens
-    the path for that one check; CheckRunner instead keeps each path's descriptor open from one check to the
-    next, as upstream keeps pp->fd: the open, the sg node's lookup in sysfs and the close cost more than the
-    command itself."""
-
-    __slots__ = ("on_fd",)
-
-    def __init__(self, on_fd: Callable[[int, float], CheckResult]) -> None:
-        self.on_fd = on_fd
-
-    def __call__(self, devnode: str, timeout: float) -> CheckResult:
-        fd = sgio.open_path(devnode)
-        try:
-            return self.on_fd(fd, timeout)
-        finally:
-            os.close(fd)
-
-
-tur = FdChecker(tur_fd)
+def tur(devnode: str, timeout: float) -> CheckResult:
+    fd = sgio.open_path(devnode)
+    try:
+        return tur_fd(fd, timeout)
+    finally:
+        os.close(fd)
 
 
 def readsector0(devnode: str, timeout: float) -> CheckResult:
@@ -171,8 +165,13 @@ CHECKERS: dict[str, Callable[[str, float], CheckResult]] = {
     "none": none,
     **vendor_checkers.CHECKERS,  # emc_clariion, hp_sw, rdac, cciss_tur
 }
-# What a checker remembers of a path (emc_clariion keeps each path's array WWN) goes with the path.
-forget_path = vendor_checkers.forget_path
+
+
+def forget_path(devnode: str) -> None:
+    """What the checkers remember of a removed path goes with it: emc_clariion's array WWN, the sg node's
+    name."""
+    vendor_checkers.forget_path(devnode)
+    sgio.forget_node(devnode)
 
 
 def check_now(devnode: str, checker: str, timeout: float) -> CheckResult:
@@ -187,6 +186,7 @@ Outcome = CheckResult | BaseException  # how a check ends: its result, or what i
 Deliver = Callable[[Any, Outcome], None]
 STILL_RUNNING = CheckResult(PENDING, "previous check still running")
 NO_THREAD = CheckResult(PENDING, "waiting for a checker thread (checks of hung paths hold them)")
+NO_NEW_THREAD = CheckResult(PENDING, "no thread to run the check (the system would not start one)")
 STOPPED = CheckResult(PENDING, "checks stopped (the daemon is stopping)")
 DRAIN_BATCH = 64  # finished checks the loop takes in per callback
 TIMER_SLACK = 0.005  # seconds: deadlines this close are due now (the loop's timers may fire a little early)
@@ -232,7 +232,7 @@ class CheckRunner:
         from pymultipathd.paths import prio, sysinfo
 
         self._prio = prio
-        self._states = sysinfo.KeptStates()  # the device state attribute of each path, kept open
+        self._states = sysinfo.KeptStates()  # the device state attribute of each path, kept open (see top)
         self._max_threads = max_threads
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads = 0  # pool threads started (they live as long as the runner)
@@ -248,8 +248,9 @@ class CheckRunner:
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
-        self._fds: dict[str, int] = {}  # devnode -> the descriptor FdCheckers use, kept between checks
         self._forgotten: set[str] = set()  # removed paths whose check was in flight: closed after it
+        self._warned_fds = False  # the open-file limit was reached (warned once)
+        self._warned_threads = False  # a thread could not be started (warned until one starts again)
         self._closed = False
 
     async def check(self, devnode: str, checker: str, timeout: float, prio_name: str | None = None,
@@ -297,12 +298,15 @@ class CheckRunner:
             # thread of its own, so healthy paths are still checked. One check in flight per path bounds
             # these threads by the number of paths.
             job.taken = True
-            self._own_thread(job, now)
+            if not self._own_thread(job, now):
+                job.answered = True
+                self._abandon(job)
+                return NO_NEW_THREAD
         return None
 
     def forget(self, devnode: str) -> None:
-        """The path is gone: close the descriptors kept for it, once its check in flight (if any) has ended,
-        as that check's thread may be using them."""
+        """The path is gone: close the descriptor kept for it, once its check in flight (if any) has ended,
+        as that check's thread may be using it."""
         if devnode in self._inflight:
             self._forgotten.add(devnode)
         else:
@@ -321,8 +325,6 @@ class CheckRunner:
                     self._answer(job, STOPPED)
         for _ in range(self._threads):
             self._queue.put(None)
-        for devnode in list(self._fds):
-            self._release(devnode)
         self._states.close_all()
 
     # --- the event loop's side ---------------------------------------------------------------------------
@@ -343,13 +345,33 @@ class CheckRunner:
     def _grow(self) -> None:
         """One more pool thread while queued checks outnumber the free threads, up to max_threads."""
         if self._threads < self._max_threads and self._queue.qsize() > self._threads - self._busy:
-            self._threads += 1
-            threading.Thread(target=self._serve, name=f"checker_{self._threads - 1}", daemon=True).start()
+            # counted once started: a pool that could not grow leaves its queued checks to their grace,
+            # after which each tries a thread of its own
+            thread = threading.Thread(target=self._serve, name=f"checker_{self._threads}", daemon=True)
+            if self._start(thread):
+                self._threads += 1
 
-    def _own_thread(self, job: _Job, now: float) -> None:
-        job.escaped = now
-        threading.Thread(target=self._run_own, args=(job,), name="checker-own", daemon=True).start()
+    def _own_thread(self, job: _Job, now: float) -> bool:
+        """Run the claimed job on a thread of its own; False if no thread could be started (the job is
+        untouched: its caller answers it and lets it go)."""
+        if not self._start(threading.Thread(target=self._run_own, args=(job,), name="checker-own",
+                                            daemon=True)):
+            return False
+        job.escaped = now  # read on the loop only (this thread), never by the check's
         self._watch_until(now + job.timeout + 1.0, job)
+        return True
+
+    def _start(self, thread: threading.Thread) -> bool:
+        try:
+            thread.start()
+        except Exception as err:  # RuntimeError "can't start new thread": out of memory or of tasks
+            if not self._warned_threads:
+                self._warned_threads = True
+                log.warning("cannot start a checker thread: %s; checks that need one are answered "
+                            "\"pending\" until threads can be started", err)
+            return False
+        self._warned_threads = False
+        return True
 
     def _watch_until(self, when: float, job: _Job) -> None:
         heapq.heappush(self._deadlines, (when, next(self._order), job))
@@ -384,7 +406,10 @@ class CheckRunner:
         if not job.started:
             if not job.escaped:
                 if self._claim(job):  # still queued after its grace: hung checks hold the pool
-                    self._own_thread(job, now)
+                    if not self._own_thread(job, now):
+                        # claimed, so no pool thread runs it: its caller hears "pending" and may ask again
+                        self._abandon(job)
+                        self._answer(job, NO_NEW_THREAD)
                 else:  # a pool thread took it this instant
                     self._watch_until(now + timeout + 1.0, job)
             elif now >= job.escaped + timeout + 1.0:
@@ -434,17 +459,21 @@ class CheckRunner:
             self._loop.call_soon(self._drain)
 
     def _retire(self, job: _Job) -> None:
+        self._abandon(job)
+        if job.stuck:
+            self._stuck.discard(job.devnode)
+        if not job.answered:
+            assert job.outcome is not None
+            self._answer(job, job.outcome)
+
+    def _abandon(self, job: _Job) -> None:
+        """The job holds the path no more: it ended, or never ran and never will."""
         devnode = job.devnode
         if self._inflight.get(devnode) is job:
             del self._inflight[devnode]
             if devnode in self._forgotten:
                 self._forgotten.discard(devnode)
                 self._release(devnode)
-        if job.stuck:
-            self._stuck.discard(devnode)
-        if not job.answered:
-            assert job.outcome is not None
-            self._answer(job, job.outcome)
 
     def _answer(self, job: _Job, outcome: Outcome) -> None:
         job.answered = True
@@ -457,10 +486,7 @@ class CheckRunner:
 
     def _release(self, devnode: str) -> None:
         """Close what is kept open for the path (no check of it is in flight)."""
-        fd = self._fds.pop(devnode, None)
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        sgio.forget_node(devnode)
         self._states.close(devnode.rpartition("/")[2])
 
     # --- the threads' side -------------------------------------------------------------------------------
@@ -506,10 +532,10 @@ class CheckRunner:
         """The check, then (usable paths, with prio_name) the priority and (want_state) the device state."""
         devnode, timeout = job.devnode, job.timeout
         try:
-            func = job.func
-            res = self._check_kept(job, func) if isinstance(func, FdChecker) else func(devnode, timeout)
+            res = job.func(devnode, timeout)
         except OSError as err:
-            res = CheckResult(DOWN, f"cannot check {devnode}: {err.strerror or err}")
+            res = self._out_of_fds(job, err) if err.errno in sgio.OUT_OF_FDS else \
+                CheckResult(DOWN, f"cannot check {devnode}: {err.strerror or err}")
         job.verdict_at = time.monotonic()
         job.verdict = res
         name = devnode.rpartition("/")[2]
@@ -522,46 +548,25 @@ class CheckRunner:
             return res
         return CheckResult(res.state, res.message, prio, state)
 
-    def _check_kept(self, job: _Job, func: FdChecker) -> CheckResult:
-        """An FdChecker's check through the descriptor kept for the path (one check in flight per path: no
-        other thread has it). Only a usable verdict keeps it. A kept descriptor's verdict that is neither
-        usable nor a timeout is not taken on its word: the descriptor may be stale (the sg driver reloaded,
-        the device removed and another added under the name), so it is closed and the path checked again
-        through a fresh open, with what is left of the check's time. That verdict stands: it is what a check
-        opening the node every time says, and a descriptor of a device that went away is never used again."""
-        devnode, timeout = job.devnode, job.timeout
-        fd = self._fds.pop(devnode, None)
-        if fd is not None:
-            began = time.monotonic()
+    def _out_of_fds(self, job: _Job, err: OSError) -> CheckResult:
+        """The check could not open the path: the daemon (EMFILE) or the host (ENFILE) is out of descriptors,
+        which says nothing of the path. The descriptors kept for paths' states go first and the check is
+        tried once more; if it still cannot open, the path's state stands ("pending")."""
+        if self._states.keeping:
+            self._states.drop_all()
             try:
-                res = func.on_fd(fd, timeout)
-            except OSError as err:
-                res, failed = None, err
-            except BaseException:
-                os.close(fd)
-                raise
-            if res is not None and (res.state in USABLE or res.state is TIMEOUT):
-                return self._keep_if_usable(devnode, fd, res)
-            os.close(fd)
-            timeout -= time.monotonic() - began
-            if timeout <= 0:  # no time left to ask again: the kept descriptor's word, after all
-                if res is None:
-                    raise failed
-                return res
-        fd = sgio.open_path(devnode)
-        try:
-            res = func.on_fd(fd, timeout)
-        except BaseException:
-            os.close(fd)
-            raise
-        return self._keep_if_usable(devnode, fd, res)
-
-    def _keep_if_usable(self, devnode: str, fd: int, res: CheckResult) -> CheckResult:
-        if res.state in USABLE and not self._closed:
-            self._fds[devnode] = fd
-        else:
-            os.close(fd)
-        return res
+                return job.func(job.devnode, job.timeout)  # the open failed: no command was sent yet
+            except OSError as again:
+                if again.errno not in sgio.OUT_OF_FDS:
+                    return CheckResult(DOWN, f"cannot check {job.devnode}: {again.strerror or again}")
+                err = again
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if not self._warned_fds:
+            self._warned_fds = True
+            log.warning("out of file descriptors (%s; open-file limit %d): paths that cannot be opened are "
+                        "not checked, their states stand; raise max_fds", err.strerror or err, limit)
+        return CheckResult(PENDING, f"cannot open {job.devnode} to check it: {err.strerror or err} "
+                                    f"(open-file limit {limit}, max_fds)")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -106,6 +106,8 @@ def sg_io(fd: int, cdb: bytes, data_len: int = 0, timeout_ms: int = 30000,
           data_out: bytes | None = None) -> SgResult:
     """Issue one command, reading up to `data_len` bytes from the device or sending `data_out` to it;
     raises OSError if the ioctl itself fails (no such device, not SCSI)."""
+    if not 6 <= len(cdb) <= MAX_CDB:  # a CDB is 6 bytes at least; cmd_len and the thread's buffer hold 255
+        raise ValueError(f"a SCSI command of {len(cdb)} bytes (6 to {MAX_CDB} can be sent)")
     b = _buffers
     hdr = b.hdr
     ctypes.memset(b.hdr_at, 0, HDR_SIZE)  # also the reply's fields: nothing of the last command is left
@@ -162,12 +164,50 @@ def generic_node(devnode: str) -> str:
     return node if os.path.exists(node) else devnode
 
 
+# devnode -> the sg node generic_node found for it. A path is opened for each check (no descriptor of the
+# device is kept: one would count against max_fds for every path, hold off O_EXCL openers of the sg node and
+# pin the sg module); only the node's name is kept, as its lookup (a listdir in sysfs) cost more than the
+# open. Checked before each use against the disk's sysfs directory (one stat), so a device that took the
+# disk's name is never reached through its predecessor's sg node; dropped by forget_node.
+_sg_nodes: dict[str, str] = {}
+OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE})  # the daemon's or the system's open-file limit
+
+
+def _sg_node_holds(devnode: str, node: str) -> bool:
+    """Is `node` still the SCSI generic node of the disk named as devnode is."""
+    return os.path.exists(
+        f"{locations.sysfs()}/block/{os.path.basename(devnode)}/device/scsi_generic/{os.path.basename(node)}")
+
+
+def forget_node(devnode: str) -> None:
+    """The path is gone: its sg node's name is looked up afresh if the name is used again."""
+    _sg_nodes.pop(devnode, None)
+
+
 def open_path(devnode: str, *, write: bool = False) -> int:
-    """A descriptor for SG_IO on the path; `write` for commands that change the device's state (the
-    kernel lets a read-only descriptor send only commands it knows to be harmless)."""
+    """A descriptor for SG_IO on the path, opened for the caller to close; `write` for commands that
+    change the device's state (the kernel lets a read-only descriptor send only commands it knows to be
+    harmless). Raises OSError, EMFILE/ENFILE (OUT_OF_FDS) included: out of descriptors is the host's
+    state, never the path's."""
     # O_NONBLOCK: opening must not wait for a medium; the checker must never hang in open().
     flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_NONBLOCK | os.O_CLOEXEC
+    node = _sg_nodes.get(devnode)
+    if node is not None:
+        if _sg_node_holds(devnode, node):
+            try:
+                return _open_node(devnode, node, flags)
+            except OSError as err:
+                if err.errno in OUT_OF_FDS:
+                    raise
+        # gone, or no longer this disk's: looked up again
+        _sg_nodes.pop(devnode, None)
     node = generic_node(devnode)
+    if node != devnode:  # a disk without one is looked up each time: the sg driver may be loaded later
+        _sg_nodes[devnode] = node
+    return _open_node(devnode, node, flags)
+
+
+def _open_node(devnode: str, node: str, flags: int) -> int:
     try:
         return os.open(node, flags)
     except OSError as err:

@@ -6,6 +6,7 @@ paths disappear under our feet and a vanished path is handled by its remove ueve
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import re
@@ -47,29 +48,49 @@ class KeptStates:
     open (sysfs makes the text afresh at every read); the path walk of an open, a dozen directories deep
     behind two links, was most of a read's cost. A descriptor whose read fails (its device was removed:
     sysfs answers ENODEV) is closed and the attribute opened again by name, so a device that took the name
-    is read, never the one that left. One caller per dev at a time (CheckRunner: one check per path)."""
+    is read, never the one that left: a kept descriptor never reads another device's state.
+
+    Each kept descriptor counts against the daemon's open-file limit (one per path). When the limit is
+    reached (EMFILE, ENFILE) `drop_all` closes every one and the attribute is opened for each read from then
+    on: the descriptors a check needs come first. One caller per dev at a time (CheckRunner: one check per
+    path)."""
 
     def __init__(self) -> None:
         self._fds: dict[str, int] = {}
+        self.keeping = True  # False once descriptors ran out: each read opens and closes the attribute
 
     def read(self, dev: str) -> str:
         fd = self._fds.pop(dev, None)
         if fd is not None:
             text = pread_page(fd)
             if text is not None:
-                self._fds[dev] = fd
+                self._put(dev, fd)
                 return text or "running"
             _close(fd)
         try:
             fd = os.open(_state_path(dev), os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return "running"  # no SCSI device behind the name (or it is gone), as dev_state says
+        except OSError as err:
+            if err.errno not in (errno.EMFILE, errno.ENFILE) or not self.keeping:
+                return "running"  # no SCSI device behind the name (or it is gone), as dev_state says
+            self.drop_all()
+            return self.read(dev)  # once more, keeping none
         text = pread_page(fd)
         if text is None:
             _close(fd)
             return "running"
-        self._fds[dev] = fd
+        self._put(dev, fd)
         return text or "running"
+
+    def _put(self, dev: str, fd: int) -> None:
+        if self.keeping:
+            self._fds[dev] = fd
+        else:
+            _close(fd)
+
+    def drop_all(self) -> None:
+        """Out of descriptors: close every kept one, and keep none from now on."""
+        self.keeping = False
+        self.close_all()
 
     def close(self, dev: str) -> None:
         fd = self._fds.pop(dev, None)

@@ -353,53 +353,12 @@ def _closed(pipe: tuple[int, int]) -> bool:
     return False
 
 
-def test_tur_keeps_a_paths_descriptor_between_healthy_checks_only(monkeypatch):
-    """As upstream keeps pp->fd: one open for as long as the path answers. A kept descriptor's bad verdict is
-    asked again through a fresh open (the descriptor may be stale), whose verdict stands; then it is closed
-    too, and the next check opens the node afresh."""
-    answers = [good(), good(), good(), host_error(DID_NO_CONNECT), host_error(DID_NO_CONNECT), good()]
-    pipes = _pipe_sg(monkeypatch, lambda cdb: answers.pop(0))
-    runner = CheckRunner()
-
-    async def scenario() -> list[str]:
-        return [(await runner.check("/dev/sdx", "tur", 1.0)).state for _ in range(5)]
-
-    try:
-        assert asyncio.run(scenario()) == [checkers.UP] * 3 + [checkers.DOWN, checkers.UP]
-        assert answers == [] and len(pipes) == 3
-        assert _closed(pipes[0]) and _closed(pipes[1]) and not _closed(pipes[2])
-    finally:
-        runner.close()
-    assert _closed(pipes[2])  # closing the runner closes what it kept
-
-
-def test_a_stale_kept_descriptor_is_not_taken_at_its_word(monkeypatch):
-    """The sg driver reloaded, or the device removed and another added under its name: SG_IO through the
-    kept descriptor fails, and a fresh open checks the path as it is now."""
-    answers: list[sgio.SgResult | OSError] = [good(), OSError(errno.ENODEV, "No such device"), good()]
-
-    def answer(cdb: bytes) -> sgio.SgResult:
-        res = answers.pop(0)
-        if isinstance(res, OSError):
-            raise res
-        return res
-
-    pipes = _pipe_sg(monkeypatch, answer)
-    runner = CheckRunner()
-
-    async def scenario() -> list[str]:
-        return [(await runner.check("/dev/sdx", "tur", 1.0)).state for _ in range(2)]
-
-    try:
-        assert asyncio.run(scenario()) == [checkers.UP, checkers.UP]
-        assert len(pipes) == 2 and _closed(pipes[0]) and not _closed(pipes[1])
-    finally:
-        runner.close()
-
-
-def test_a_timeout_through_a_kept_descriptor_is_not_asked_again(monkeypatch):
-    """A device that did not answer would not answer a fresh open either: the check's time is spent."""
-    answers = [good(), host_error(DID_TIME_OUT), good()]
+def test_tur_opens_the_path_for_each_check_and_asks_once(monkeypatch):
+    """No descriptor of the device is kept between checks (one per path would count against max_fds, hold
+    off O_EXCL openers of the sg node and pin the sg module): each check opens the node and closes it. A bad
+    verdict is the check's word: the path is not asked again (a second TUR with what is left of the time
+    could time out, and set off SCSI error handling on a struggling path)."""
+    answers = [good(), host_error(DID_NO_CONNECT), good()]
     pipes = _pipe_sg(monkeypatch, lambda cdb: answers.pop(0))
     runner = CheckRunner()
 
@@ -407,40 +366,289 @@ def test_a_timeout_through_a_kept_descriptor_is_not_asked_again(monkeypatch):
         return [(await runner.check("/dev/sdx", "tur", 1.0)).state for _ in range(3)]
 
     try:
-        assert asyncio.run(scenario()) == [checkers.UP, checkers.TIMEOUT, checkers.UP]
-        assert len(pipes) == 2 and _closed(pipes[0])
+        assert asyncio.run(scenario()) == [checkers.UP, checkers.DOWN, checkers.UP]
+        assert answers == [] and len(pipes) == 3
+        assert all(_closed(p) for p in pipes)
     finally:
         runner.close()
 
 
-def test_a_removed_paths_descriptor_is_closed_once_its_check_in_flight_ends(monkeypatch):
+def _sg_tree(tmp_path, monkeypatch, sg: str) -> tuple[str, object]:
+    """/dev/sdx (a plain file) whose sysfs directory names `sg` as its SCSI generic node; the devnode."""
+    from pymultipathd import locations
+
+    monkeypatch.setattr(locations, "sysfs", lambda: str(tmp_path / "sys"))
+    dev = tmp_path / "dev"
+    dev.mkdir(exist_ok=True)
+    (dev / "sdx").write_text("sd")
+    _sg_link(tmp_path, sg)
+    return str(dev / "sdx"), dev
+
+
+def _sg_link(tmp_path, sg: str) -> None:
+    import shutil
+
+    gen = tmp_path / "sys" / "block" / "sdx" / "device" / "scsi_generic"
+    shutil.rmtree(gen, ignore_errors=True)
+    (gen / sg).mkdir(parents=True)
+    (tmp_path / "dev" / sg).write_text(sg)
+
+
+def _read_node(fd: int) -> str:
+    try:
+        return os.pread(fd, 16, 0).decode()
+    finally:
+        os.close(fd)
+
+
+def test_the_sg_nodes_name_is_kept_and_followed_when_the_device_changes(tmp_path, monkeypatch):
+    """The sg node's lookup (a listdir in sysfs) is done once per path; the name is checked against the
+    disk's sysfs directory at each open, so another device that took the disk's name (with another sg node)
+    is opened through its own node, and the name is dropped when the path is forgotten."""
+    devnode, dev = _sg_tree(tmp_path, monkeypatch, "sg3")
+    lookups: list[str] = []
+    real = sgio.generic_node
+    monkeypatch.setattr(sgio, "generic_node", lambda d: (lookups.append(d), real(d))[1])
+    monkeypatch.setattr(sgio, "_sg_nodes", {})
+    assert _read_node(sgio.open_path(devnode)) == "sg3"
+    assert _read_node(sgio.open_path(devnode)) == "sg3"
+    assert len(lookups) == 1  # the name was kept
+    _sg_link(tmp_path, "sg7")  # the device was replaced under the same name: another sg node
+    assert _read_node(sgio.open_path(devnode)) == "sg7" and len(lookups) == 2
+    os.unlink(dev / "sg7")  # the node cannot be opened: looked up again (and the disk's own node used)
+    assert _read_node(sgio.open_path(devnode)) == "sd" and len(lookups) == 3
+    _sg_link(tmp_path, "sg7")
+    assert _read_node(sgio.open_path(devnode)) == "sg7"
+    checkers.forget_path(devnode)  # the path is removed
+    assert sgio._sg_nodes == {}
+
+
+def test_a_kept_sg_nodes_name_still_falls_back_when_the_node_is_held_exclusively(tmp_path, monkeypatch):
+    devnode, dev = _sg_tree(tmp_path, monkeypatch, "sg3")
+    monkeypatch.setattr(sgio, "_sg_nodes", {devnode: str(dev / "sg3")})
+    real = os.open
+
+    def busy(path, flags, *a):
+        if path.endswith("sg3"):
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return real(path, flags, *a)
+
+    monkeypatch.setattr(sgio.os, "open", busy)
+    assert _read_node(sgio.open_path(devnode)) == "sd"
+
+
+def test_out_of_descriptors_never_fails_a_path(monkeypatch, caplog):
+    """EMFILE (the daemon's max_fds) or ENFILE (the host's) when a check opens the path says nothing of the
+    path: the check is "pending" (the path's state stands), with one warning naming the limit."""
+    opened: list[str] = []
+
+    def no_fds(dev: str, t: float) -> checkers.CheckResult:
+        opened.append(dev)
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setitem(checkers.CHECKERS, "nofds", no_fds)
+    runner = CheckRunner()
+    try:
+        first = asyncio.run(runner.check("/dev/sdx", "nofds", 1.0))
+        second = asyncio.run(runner.check("/dev/sdy", "nofds", 1.0))
+    finally:
+        runner.close()
+    assert first.state == second.state == checkers.PENDING
+    assert "Too many open files" in first.message and "open-file limit" in first.message
+    assert len(opened) == 3  # tried once more after the kept descriptors were let go, then no more
+    warnings = [r for r in caplog.records if "out of file descriptors" in r.getMessage()]
+    assert len(warnings) == 1 and "open-file limit" in warnings[0].getMessage()
+
+
+def test_out_of_descriptors_lets_the_kept_ones_go_first(tmp_path, monkeypatch):
+    """The device state attributes kept open are closed, and kept no more, before the check is tried again."""
+    from pymultipathd import locations
+
+    monkeypatch.setattr(locations, "sysfs", lambda: str(tmp_path))
+    for d in ("sdx", "sdy"):
+        attr = tmp_path / "block" / d / "device" / "state"
+        attr.parent.mkdir(parents=True)
+        attr.write_text("running\n")
+    fail = [False]
+
+    def check(dev: str, t: float) -> checkers.CheckResult:
+        if fail[0]:
+            fail[0] = False
+            raise OSError(errno.EMFILE, "Too many open files")
+        return checkers.CheckResult(checkers.UP, "ok")
+
+    monkeypatch.setitem(checkers.CHECKERS, "tight", check)
+    runner = CheckRunner()
+
+    async def scenario() -> list[checkers.CheckResult]:
+        out = [await runner.check("/dev/sdx", "tight", 1.0, dev_state=True)]
+        kept.update(runner._states._fds)
+        fail[0] = True
+        out.append(await runner.check("/dev/sdy", "tight", 1.0, dev_state=True))
+        return out
+
+    kept: dict[str, int] = {}
+    try:
+        first, second = asyncio.run(scenario())
+        assert list(kept) == ["sdx"] and runner._states._fds == {}  # sdx's was closed, sdy's not kept
+        assert not runner._states.keeping
+        with pytest.raises(OSError):
+            os.fstat(kept["sdx"])
+    finally:
+        runner.close()
+    assert (first.state, second.state) == (checkers.UP, checkers.UP)
+    assert second.dev_state == "running" and second.message == "ok"
+
+
+def test_kept_device_states_let_go_when_descriptors_run_out(tmp_path, monkeypatch):
+    from pymultipathd import locations
+    from pymultipathd.paths import sysinfo
+
+    monkeypatch.setattr(locations, "sysfs", lambda: str(tmp_path))
+    for d in ("sda", "sdb"):
+        attr = tmp_path / "block" / d / "device" / "state"
+        attr.parent.mkdir(parents=True)
+        attr.write_text("offline\n")
+    states = sysinfo.KeptStates()
+    assert states.read("sda") == "offline" and len(states._fds) == 1
+    real, failed = os.open, []
+
+    def emfile_once(path, flags, *a):
+        if not failed:
+            failed.append(path)
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(path, flags, *a)
+
+    monkeypatch.setattr(sysinfo.os, "open", emfile_once)
+    assert states.read("sdb") == "offline"  # read after the kept ones were closed: never a made-up state
+    assert failed and states._fds == {} and not states.keeping
+    assert states.read("sda") == "offline" and states._fds == {}
+
+
+def test_a_removed_paths_kept_state_is_closed_once_its_check_in_flight_ends(tmp_path, monkeypatch):
+    from pymultipathd import locations
+
+    monkeypatch.setattr(locations, "sysfs", lambda: str(tmp_path))
+    attr = tmp_path / "block" / "sdx" / "device" / "state"
+    attr.parent.mkdir(parents=True)
+    attr.write_text("running\n")
     release = threading.Event()
-
-    def answer(cdb: bytes) -> sgio.SgResult:
-        release.wait(10)
-        return good()
-
-    pipes = _pipe_sg(monkeypatch, answer)
+    monkeypatch.setitem(checkers.CHECKERS, "slow", lambda dev, t: release.wait(10) and checkers.CheckResult(
+        checkers.UP, "ok"))
+    monkeypatch.setattr(sgio, "_sg_nodes", {"/dev/sdx": "/dev/sg9"})
     runner = CheckRunner()
 
     async def scenario() -> None:
-        assert (await asyncio.gather(runner.check("/dev/sdx", "tur", 5.0),
-                                     _later(release.set)))[0].state == checkers.UP
+        release.set()
+        await runner.check("/dev/sdx", "slow", 5.0, dev_state=True)
         release.clear()
-        running = asyncio.ensure_future(runner.check("/dev/sdx", "tur", 5.0))
+        running = asyncio.ensure_future(runner.check("/dev/sdx", "slow", 5.0, dev_state=True))
         await asyncio.sleep(0.05)
-        runner.forget("/dev/sdx")  # the path is removed while its thread still sends through the descriptor
-        assert not _closed(pipes[0])
+        runner.forget("/dev/sdx")  # the path is removed while its thread still reads through the descriptor
+        assert "sdx" in runner._states._fds
         release.set()
         await running
         await asyncio.sleep(0)  # the loop saw the check end
 
     try:
         asyncio.run(scenario())
+        assert runner._states._fds == {} and sgio._sg_nodes == {}
     finally:
         release.set()
         runner.close()
-    assert len(pipes) == 1 and _closed(pipes[0])
+
+
+def _start_fails_once(monkeypatch, when=lambda t: True) -> list[str]:
+    """threading.Thread.start raises as when the system has no thread to give, once (for a thread `when`
+    picks); the names of the threads it refused."""
+    real, refused = threading.Thread.start, []
+
+    def start(self: threading.Thread) -> None:
+        if not refused and when(self):
+            refused.append(self.name)
+            raise RuntimeError("can't start new thread")
+        real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    return refused
+
+
+def test_a_check_whose_own_thread_cannot_start_leaves_the_path_checkable(monkeypatch, caplog):
+    """Hung checks hold half the pool (a dead fabric): each check gets a thread of its own. One the system
+    will not start is answered "pending" and lets the path go, so the path is checked at a later round, not
+    "still running" for ever."""
+    release, runner = _dead_fabric(monkeypatch)
+
+    async def scenario() -> tuple[checkers.CheckResult, checkers.CheckResult]:
+        hung = await runner.check("/dev/hung0", "hang", 0.1)
+        assert hung.state == checkers.TIMEOUT and runner._stuck == {"/dev/hung0"}
+        refused = _start_fails_once(monkeypatch)
+        first = await runner.check("/dev/sdx", "fine", 0.2)
+        assert refused == ["checker-own"] and "/dev/sdx" not in runner._inflight
+        return first, await runner.check("/dev/sdx", "fine", 0.2)
+
+    try:
+        first, second = asyncio.run(scenario())
+    finally:
+        release.set()
+        runner.close()
+    assert first == checkers.NO_NEW_THREAD and first.state == checkers.PENDING
+    assert second.state == checkers.UP
+    assert "cannot start a checker thread" in caplog.text
+
+
+def test_a_queued_check_whose_own_thread_cannot_start_is_answered_and_let_go(monkeypatch):
+    """A check that waited its grace for the pool (held by a hung check) and then finds no thread of its
+    own is answered "pending"; no pool thread runs it later, and the path's next check runs."""
+    monkeypatch.setattr(checkers, "QUEUE_GRACE", 0.05)
+    release, runner = _dead_fabric(monkeypatch)
+    runner._max_threads = 1
+
+    async def scenario() -> tuple[checkers.CheckResult, checkers.CheckResult]:
+        hung = asyncio.ensure_future(runner.check("/dev/hung0", "hang", 5.0))
+        await asyncio.sleep(0.02)
+        refused = _start_fails_once(monkeypatch)
+        first = await asyncio.wait_for(runner.check("/dev/sdx", "fine", 5.0), 2)
+        assert refused == ["checker-own"] and "/dev/sdx" not in runner._inflight
+        second = await asyncio.wait_for(runner.check("/dev/sdx", "fine", 5.0), 2)
+        release.set()
+        await hung
+        return first, second
+
+    try:
+        first, second = asyncio.run(scenario())
+    finally:
+        release.set()
+        runner.close()
+    assert first == checkers.NO_NEW_THREAD
+    assert second.state == checkers.UP
+
+
+def test_a_pool_thread_that_cannot_start_is_not_counted(monkeypatch):
+    """The pool could not grow: the check waits its grace and runs on a thread of its own; the pool grows
+    at a later check."""
+    monkeypatch.setattr(checkers, "QUEUE_GRACE", 0.05)
+    monkeypatch.setitem(checkers.CHECKERS, "fine", lambda dev, t: checkers.CheckResult(checkers.UP, "ok"))
+    refused = _start_fails_once(monkeypatch)
+    runner = CheckRunner()
+
+    async def scenario() -> tuple[str, str]:
+        first = await asyncio.wait_for(runner.check("/dev/sdx", "fine", 5.0), 2)
+        assert refused == ["checker_0"] and runner._threads == 0
+        return first.state, (await runner.check("/dev/sdy", "fine", 5.0)).state
+
+    try:
+        assert asyncio.run(scenario()) == (checkers.UP, checkers.UP)
+        assert runner._threads == 1
+    finally:
+        runner.close()
+
+
+@pytest.mark.parametrize("length", [0, 5, 256, 300])
+def test_sg_io_refuses_a_command_its_buffer_cannot_hold(monkeypatch, length):
+    monkeypatch.setattr(sgio.fcntl, "ioctl", lambda fd, req, hdr: pytest.fail("sent"))
+    with pytest.raises(ValueError):
+        sgio.sg_io(-1, bytes(length))
 
 
 async def _later(what) -> None:

@@ -6,6 +6,7 @@ its path and map, and the device state read on the checker's thread, not on the 
 from __future__ import annotations
 
 import asyncio
+import errno
 import threading
 from collections.abc import Callable
 
@@ -193,3 +194,57 @@ def test_a_check_that_raises_is_logged_and_the_others_go_on(monkeypatch, caplog)
     assert "sdb: checking the path (map mpatha) failed" in caplog.text
     assert sdb.next_check == 0.0 and sdb.chk_state is PathCheck.DOWN  # due again at the next tick
     assert sdc.next_check > 0.0
+
+
+def test_a_check_with_no_thread_to_run_on_leaves_the_path_to_the_next_round(monkeypatch):
+    """Hung checks hold the pool, and the system will not start the thread of its own a check needs: the
+    path is answered "pending" and checked at a later round, never held as "in flight" for ever."""
+    calls: list[str] = []
+
+    def fine(dev: str, t: float) -> checkers.CheckResult:
+        calls.append(dev)
+        return checkers.CheckResult(PathCheck.UP, "fine")
+
+    core, done = _core(monkeypatch, fine)
+    sdc = core.state.paths["sdc"]
+    core.runner._max_threads = 2
+    core.runner._stuck.add("/dev/hung")  # a hung check holds half the pool: each check needs its own thread
+    real, refused = threading.Thread.start, []
+
+    def start(self: threading.Thread) -> None:
+        if not refused:
+            refused.append(self.name)
+            raise RuntimeError("can't start new thread")
+        real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        core.start_checks([sdc])
+        assert refused and not core._checking  # answered at once: "pending"
+        assert loop.time() < sdc.next_check <= loop.time() + 1.0
+        core.start_checks([sdc])  # its next round
+        await _settled(core)
+        await core.close()
+
+    asyncio.run(go())
+    assert calls == ["/dev/sdc"] and sdc.chk_state is PathCheck.UP
+
+
+def test_a_check_out_of_descriptors_leaves_a_working_path_alone(monkeypatch):
+    """max_fds reached: the check cannot open the path, which says nothing of the path. It is not failed."""
+    def no_fds(dev: str, t: float) -> checkers.CheckResult:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    core, done = _core(monkeypatch, no_fds)
+    sdc = core.state.paths["sdc"]
+
+    async def go() -> None:
+        core.start_checks([sdc])
+        await _settled(core)
+        await core.close()
+
+    asyncio.run(go())
+    assert sdc.chk_state is PathCheck.UP
+    assert not [a for a in done if not isinstance(a, act.Log)]
