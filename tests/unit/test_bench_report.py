@@ -70,3 +70,15 @@ def test_start_up_rows_must_show_one_create_per_map_and_no_reload():
     errors = made_once_errors([{**good, "reloads": 3}, {**good, "paths": 64}])
     assert errors == ["start-up 512 paths: 256 maps created and 3 reloaded, want 256 and 0",
                       "start-up 64 paths: 256 maps created and 0 reloaded, want 32 and 0"]
+
+
+def test_a_guest_stopped_at_its_limit_keeps_the_items_it_finished(tmp_path):
+    (tmp_path / "run.log").write_text(
+        "booted\n== bench udev\n{\n  \"reps\": 1\n}\n== bench udev: 3 s\n\n== bench scale:64\n{\n"
+        "  \"startup\": [{\"paths\": 64}],\n  \"errors\": []\n}\n== bench scale:64: 9 s\n\n"
+        "== bench pathdown\n")
+    got = bench_host.guest_results(tmp_path, "[scale]")
+    assert got["udev"] == {"reps": 1} and got["daemon"]["startup"] == [{"paths": 64}]
+    assert "the rest not measured" in got["daemon"]["errors"][0]
+    (tmp_path / "bench.json").write_text('{"dm": {}}')
+    assert bench_host.guest_results(tmp_path, "[scale]") == {"dm": {}}

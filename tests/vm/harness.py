@@ -31,7 +31,7 @@ from pathlib import Path
 from tests.vm import image
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_TIMEOUTS = {"test": 2400, "demo": 600, "bench": 5400, "script": 1200}
+DEFAULT_TIMEOUTS = {"test": 2400, "demo": 600, "bench": 7200, "script": 1200}
 QEMU = "qemu-system-x86_64"
 _LOCKS: list = []
 
