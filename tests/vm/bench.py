@@ -5,8 +5,8 @@
       dm                      tests/vm/bench_dm.py: device-mapper operations
       events                  bench_daemon.events(): hot-plug at 64 and 256 paths, failover, path down
       hotplug:N[,N...] | failover | pathdown    one of those alone
-      scale:N[,N...][@P]      bench_daemon.scale(): start-up, footprint, show commands at N paths each;
-                              our daemon's profile at P paths
+      scale:N[,N...][@P][:calm]  bench_daemon.scale(): start-up, footprint, show commands at N paths
+                              each; our daemon's profile at P paths; `:calm`: no uevent storm
     default: udev dm events scale:64,256,512,1024@1024
 
 Results go to /mnt/out/bench.json (bench.json in the job's output directory on the host) as {"udev": ..,
@@ -45,9 +45,10 @@ def plan(item: str) -> tuple[str, Callable[[], dict]]:
     if item in ("failover", "pathdown"):
         return "daemon", lambda: daemon.events((), failover=item == "failover", pathdown=item == "pathdown")
     if item.startswith("scale:"):
-        counts, _, at = item[6:].partition("@")
+        spec, calm, _ = item[6:].partition(":calm")
+        counts, _, at = spec.partition("@")
         sizes = tuple(int(n) for n in counts.split(","))
-        return "daemon", lambda: daemon.scale(sizes, profile_at=int(at) if at else None)
+        return "daemon", lambda: daemon.scale(sizes, profile_at=int(at) if at else None, storm=not calm)
     raise SystemExit(f"bench.py: unknown item {item!r} (see the module's docstring)")
 
 

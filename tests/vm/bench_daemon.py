@@ -117,7 +117,9 @@ def _storm() -> None:
     """One change uevent for every sd disk at once. One burst is enough: under TCG udev works through a few
     events a second, so hundreds of them keep it and the daemon busy for minutes, longer than the samples
     take (repeated bursts only grew a backlog that took longer to drain than the benchmark's time limit)."""
-    sh(["udevadm", "trigger", "--action=change", "--subsystem-match=block", "--sysname-match=sd*"])
+    # `udevadm trigger` writes every disk's uevent file itself: over a minute for 1024 disks under TCG
+    sh(["udevadm", "trigger", "--action=change", "--subsystem-match=block", "--sysname-match=sd*"],
+       timeout=900)
     time.sleep(2)  # let the first events reach the daemon
 
 
@@ -125,10 +127,12 @@ def _drain() -> None:
     sh(["udevadm", "settle", "--timeout=1800"], check=False, timeout=1900)
 
 
-def show_latency(n: int = 20) -> dict:
+def show_latency(n: int = 20, storm: bool = True) -> dict:
     """Round trips of `show paths`, `show maps` and `show topology` over one connection each, idle and
-    during a storm; the three commands take turns, so each sees the same stage of the storm."""
+    (with `storm`) during a storm; the three commands take turns, so each sees the same stage of it."""
     idle = {c: _latencies_ms(c, n) for c in SHOW}
+    if not storm:
+        return {c: {"idle": stats(idle[c])} for c in SHOW}
     _storm()
     busy: dict[str, list[float]] = {c: [] for c in SHOW}
     try:
@@ -240,11 +244,13 @@ def _frame(frame: str) -> str:
     return f"{name} ({path})" if path else name
 
 
-def profiles() -> dict:
+def profiles(storm: bool = True) -> dict:
     """Our daemon's busiest functions in steady state and during a storm (after the measured samples, so
     the sampler's own CPU does not weigh on them)."""
     pid = _pid(_unit("ours"))
     steady = _profile(pid)
+    if not storm:
+        return {"steady": steady}
     _storm()
     try:
         storm = _profile(pid)
@@ -271,9 +277,19 @@ def _claimed(dev_t: str) -> bool:
     return (facts.udev_properties(dev_t) or {}).get("DM_MULTIPATH_DEVICE_PATH") == "1"
 
 
-def startup(paths: int, *, profile: bool = False) -> list[dict]:
+def _phase(row: dict, what: str, fn: Callable[[], object]) -> None:
+    """One measurement after the start-up; one that fails is noted in the row, and the others go on."""
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - reported in the results
+        row.setdefault("errors", []).append(f"{row['daemon']} at {row['paths']} paths, {what}: {e!r}")
+        print(f"  {what} FAILED: {e!r}", flush=True)
+
+
+def startup(paths: int, *, profile: bool = False, storm: bool = True) -> list[dict]:
     """Both daemons in turn over the same `paths` disks: start to every map present, then the footprint and
-    the show commands' round trips; with `profile`, our daemon's busiest functions after those."""
+    the show commands' round trips (with `storm`, during one too); with `profile`, our daemon's busiest
+    functions after those."""
     luns = paths // 2
     sd = scsidebug.ScsiDebug(luns, 2, 4)
     t0 = time.monotonic()
@@ -298,15 +314,16 @@ def startup(paths: int, *, profile: bool = False) -> list[dict]:
                     row.update(_made_once())
                 rows.append(row)
                 print(f"  start-up {row}", flush=True)  # as soon as known: a time limit may end the rest
-                row.update(_footprint(which))
+                _phase(row, "footprint", lambda row=row, which=which: row.update(_footprint(which)))
                 print(f"  footprint {row}", flush=True)
-                row["show"] = show_latency()
-                print(f"  show {row['show']}", flush=True)
+                _phase(row, "show", lambda row=row: row.__setitem__("show", show_latency(storm=storm)))
+                print(f"  show {row.get('show')}", flush=True)
                 if profile and which == "ours":
-                    row["profile"] = profiles()
-                    print(f"  profile {row['profile']}", flush=True)
-        if profile:  # last: the sampler's own CPU must not weigh on the measured start-up
-            rows[0]["profile"]["start-up"] = startup_profile(luns)
+                    _phase(row, "profile", lambda row=row: row.__setitem__("profile", profiles(storm)))
+                    print(f"  profile {row.get('profile')}", flush=True)
+        if profile and rows:  # last: the sampler's own CPU must not weigh on the measured start-up
+            _phase(rows[0], "start-up profile",
+                   lambda: rows[0].setdefault("profile", {}).__setitem__("start-up", startup_profile(luns)))
     finally:
         dm.remove_multipath_maps()
         sd.unload(timeout=3600)
@@ -425,15 +442,18 @@ def _try(errors: list[str], what: str, fn: Callable[[], T]) -> T | None:
         return None
 
 
-def scale(path_counts: tuple[int, ...] = PATH_COUNTS, profile_at: int | None = None) -> dict:
-    """Start-up, footprint and show commands at each count; our profile at `profile_at`."""
+def scale(path_counts: tuple[int, ...] = PATH_COUNTS, profile_at: int | None = None, *,
+          storm: bool = True) -> dict:
+    """Start-up, footprint and show commands at each count; our profile at `profile_at`; `storm`: also
+    during a uevent storm (minutes of udev's work per storm at 1024 paths under TCG)."""
     results: dict = {"startup": [], "errors": []}
     errors = results["errors"]
     for n in path_counts:
-        rows = _try(errors, f"start-up {n} paths", lambda n=n: startup(n, profile=n == profile_at))
+        rows = _try(errors, f"start-up {n} paths",
+                    lambda n=n: startup(n, profile=n == profile_at, storm=storm))
         if rows:
             results["startup"] += rows
-            errors += made_once_errors(rows)
+            errors += made_once_errors(rows) + [e for r in rows for e in r.pop("errors", [])]
     return results
 
 
