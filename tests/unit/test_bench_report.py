@@ -74,11 +74,26 @@ def test_start_up_rows_must_show_one_create_per_map_and_no_reload():
 
 def test_a_guest_stopped_at_its_limit_keeps_the_items_it_finished(tmp_path):
     (tmp_path / "run.log").write_text(
-        "booted\n== bench udev\n{\n  \"reps\": 1\n}\n== bench udev: 3 s\n\n== bench scale:64\n{\n"
+        "booted\n== bench udev\n{\n  \"reps\": 1\n}\n== bench udev: 3 s\n\n"
+        "== bench dm\nstep | ms\ncreate | 1\n{\n  \"maps\": 2\n}\n== bench dm: 5 s\n\n== bench scale:64\n{\n"
         "  \"startup\": [{\"paths\": 64}],\n  \"errors\": []\n}\n== bench scale:64: 9 s\n\n"
         "== bench pathdown\n")
     got = bench_host.guest_results(tmp_path, "[scale]")
     assert got["udev"] == {"reps": 1} and got["daemon"]["startup"] == [{"paths": 64}]
+    assert got["dm"] == {"maps": 2}
     assert "the rest not measured" in got["daemon"]["errors"][0]
     (tmp_path / "bench.json").write_text('{"dm": {}}')
     assert bench_host.guest_results(tmp_path, "[scale]") == {"dm": {}}
+
+
+def test_the_rows_of_a_scale_item_cut_short_are_kept(tmp_path):
+    (tmp_path / "run.log").write_text(
+        "== bench scale:64,256\n  64 scsi_debug paths ready in 73 s\n"
+        "  start-up {'daemon': 'ours', 'paths': 64, 'seconds': 7.7}\n"
+        "  footprint {'daemon': 'ours', 'paths': 64, 'seconds': 7.7, 'rss_mib': 31.1}\n"
+        "  show {'show paths': {'idle': {'median_ms': 7.7}}}\n"
+        "  start-up {'daemon': 'theirs', 'paths': 64, 'seconds': 6.3}\n")
+    rows = bench_host.guest_results(tmp_path, "[events]")["daemon"]["startup"]
+    assert rows == [{"daemon": "ours", "paths": 64, "seconds": 7.7, "rss_mib": 31.1,
+                     "show": {"show paths": {"idle": {"median_ms": 7.7}}}},
+                    {"daemon": "theirs", "paths": 64, "seconds": 6.3}]

@@ -8,6 +8,7 @@ out/vm/bench/bench.json with the commit, the date and the machine, for tests/vm/
 
 from __future__ import annotations
 
+import ast
 import datetime
 import json
 import os
@@ -68,6 +69,11 @@ def merge(parts: list[dict]) -> dict:
     return out
 
 
+# "== bench ITEM", the item's own output (bench_dm prints a table), its results as JSON, "== bench ITEM: N s"
+FINISHED_ITEM = re.compile(r"^== bench (\S+)\n(?:[^\n]*\n)*?(\{\n(?:[^\n]*\n)*?\})\n== bench \1: \d+ s$",
+                           re.M)
+
+
 def guest_results(out: Path, label: str) -> dict:
     """A guest's bench.json; else (a guest of an older bench.py stopped at its time limit) the results of
     the items it finished, as bench.py printed them to run.log between "== bench ITEM" and its time."""
@@ -80,15 +86,36 @@ def guest_results(out: Path, label: str) -> dict:
         text = (out / "run.log").read_text(errors="replace")
     except OSError:
         return {"errors": [missing]}
-    for item, body in re.findall(r"^== bench (\S+)\n(\{.*?^\})\n== bench \1: \d+ s$", text, re.M | re.S):
+    for item, body in FINISHED_ITEM.findall(text):
         try:
             key = bench.KEYS.get(item.split(":")[0], "daemon")
             bench.merge(results.setdefault(key, {}), json.loads(body))
         except ValueError:
             continue
+    cut = re.search(r"^== bench (scale:\S+)\n(?![\s\S]*^== bench \1: \d+ s$)([\s\S]*)", text, re.M)
+    if cut:  # a scale item the guest did not finish: the rows it printed as it went
+        bench.merge(results.setdefault("daemon", {}), {"startup": printed_rows(cut.group(2))})
     results.setdefault("daemon", {}).setdefault("errors", []).append(
         f"{missing}: the finished items' results taken from run.log, the rest not measured")
     return results
+
+
+def printed_rows(text: str) -> list[dict]:
+    """The start-up rows bench_daemon.startup printed line by line ("  start-up {...}", then "  footprint",
+    "  show", "  profile" of the same row)."""
+    rows: list[dict] = []
+    for what, literal in re.findall(r"^  (start-up|footprint|show|profile) (\{.*\})$", text, re.M):
+        try:
+            value = ast.literal_eval(literal)
+        except (ValueError, SyntaxError):
+            continue
+        if what == "start-up":
+            rows.append(value)
+        elif rows and what == "footprint":
+            rows[-1].update(value)
+        elif rows:
+            rows[-1][what] = value
+    return rows
 
 
 def run() -> int:
