@@ -68,7 +68,8 @@ def _header(meta: dict) -> list[str]:
             f"- date: {meta.get('date', '?')}; the whole run took {meta.get('wall_s', '?')} s",
             f"- host: {meta.get('host', '?')}; {meta.get('qemu', '?')}",
             f"- guests: {meta.get('guest_cpus', '?')} CPU and {meta.get('guest_mib', '?')} MiB each, two "
-            f"side by side ({guests}); the root-on-multipath boots after the first of them", *(f"- {note}" for note in meta.get("notes", []))]
+            f"side by side ({guests}); the root-on-multipath boots after the first of them",
+            *(f"- {note}" for note in meta.get("notes", []))]
 
 
 def _udev(r: dict, targets: Targets) -> list[str]:
