@@ -10,11 +10,12 @@ THEIR_SHOW = {c: {k: {"median_ms": 10.0, "p90_ms": 12.0, "max_ms": 20.0, "calls"
 
 def _results():
     rows = [{"daemon": "ours", "paths": 512, "seconds": 20.0, "rss_mib": 50.2, "cpu_s_per_interval": 0.1,
-             "cpu_s_per_interval_after_start": 0.4, "creates": 256, "reloads": 0, "show": SHOW,
+             "cpu_s_per_interval_after_start": 0.4, "creates": 256, "reloads": 0, "show": SHOW, "stop_s": 0.3,
              "profile": {"steady": {"seconds": 30, "samples": 10, "own": [["tick (daemon/core.py)", 6, 60.0]],
                                     "total": [["run (asyncio/events.py)", 10, 100.0]]}}},
             {"daemon": "theirs", "paths": 512, "seconds": 40.0, "rss_mib": 47.1, "cpu_s_per_interval": 0.5,
-             "cpu_s_per_interval_after_start": 0.5, "show": THEIR_SHOW}]
+             "cpu_s_per_interval_after_start": 0.5, "show": THEIR_SHOW, "stop_s": 45.0,
+             "stalled": {"wchan": {"1": "do_epoll_wait", "2": "futex_wait_queue"}, "stacks": "..."}}]
     return {"meta": {"commit": "abc123", "dirty": False, "date": "2026-12-07 06:00 UTC"},
             "daemon": {"startup": rows, "hotplug": [], "failover": {"ours": {"seconds": 0.1},
                                                                     "theirs": {"seconds": 8.0}},
@@ -33,7 +34,9 @@ def test_the_report_names_its_commit_and_checks_each_target():
     assert "| failover detection, link cut | < 0.05 |  0.01 | yes |" in text
     assert "| path-down detection, links up (checker only) | <= 1.0 | mean 1.33 | no (1 of 1) |" in text
     assert ("| 512 | 20.0 / 40.0 | 0.50 | 50.2 / 47.1 | 1.07 | 0.4 / 0.5 | 0.80 | 0.1 / 0.5 | 0.20 "
-            "| 256 / 0 |") in text
+            "| 256 / 0 | 0.3 / 45.0 |") in text
+    assert ("theirs at 512 paths took over 30 s to stop; its threads waited in do_epoll_wait, "
+            "futex_wait_queue") in text
     assert "| tick (daemon/core.py) | 60.0 | run (asyncio/events.py) | 100.0 |" in text
     assert "- hot-plug 256 paths ours: TimeoutError()" in text
 
@@ -64,9 +67,10 @@ def test_the_guests_results_merge_into_one():
 def test_start_up_rows_must_show_one_create_per_map_and_no_reload():
     from tests.vm.bench_daemon import made_once_errors
 
-    good = {"daemon": "ours", "paths": 512, "creates": 256, "reloads": 0}
-    theirs = {"daemon": "theirs", "paths": 512}
-    assert made_once_errors([good, theirs]) == []
+    good = {"daemon": "ours", "paths": 512, "seconds": 20.0, "creates": 256, "reloads": 0}
+    theirs = {"daemon": "theirs", "paths": 512, "seconds": 30.0}
+    never_started = {"daemon": "ours", "paths": 512, "errors": ["ours at 512 paths: TimeoutError()"]}
+    assert made_once_errors([good, theirs, never_started]) == []
     errors = made_once_errors([{**good, "reloads": 3}, {**good, "paths": 64}])
     assert errors == ["start-up 512 paths: 256 maps created and 3 reloaded, want 256 and 0",
                       "start-up 64 paths: 256 maps created and 0 reloaded, want 32 and 0"]

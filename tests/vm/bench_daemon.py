@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import random
 import re
@@ -73,8 +74,56 @@ def _cpu_s(pid: int) -> float:
 def _daemon(which: str, start_timeout: float = 180) -> Pympd | upstream.UpstreamMultipathd:
     """Context manager running one daemon with the shared configuration; maps are removed on exit."""
     if which == "ours":
-        return Pympd(_conf(), show_journal=False, start_timeout=start_timeout)
-    return upstream.UpstreamMultipathd(config=_conf(), start_timeout=start_timeout)
+        return Pympd(_conf(), show_journal=False, start_timeout=start_timeout, stop_timeout=STOP_TIMEOUT)
+    return upstream.UpstreamMultipathd(config=_conf(), start_timeout=start_timeout, stop_timeout=STOP_TIMEOUT)
+
+
+# `systemctl stop` of our daemon over 1024 paths once took more than 120 s (2026-12-07, cause not found):
+# a slow stop is a result to report, not a reason to lose the rows measured before it
+STOP_TIMEOUT = 900
+
+
+STOP_SLOW = 30  # a stop slower than this has the daemon's threads recorded while it waits
+
+
+def _stop(which: str) -> dict:
+    """Seconds from `systemctl stop` of the daemon's service until systemd has it stopped; a slow stop also
+    gives where each of the daemon's threads was (py-spy's stacks, the kernel's wait channels) and systemd's
+    view of the job, to tell a busy daemon from a busy systemd."""
+    pid = _pid(_unit(which))
+    t0 = time.monotonic()
+    stop = subprocess.Popen(["systemctl", "stop", _unit(which)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        stop.wait(STOP_SLOW)
+        result: dict = {}
+    except subprocess.TimeoutExpired:
+        result = {"stalled": _stall_report(pid, which)}
+    try:
+        _, err = stop.communicate(timeout=max(1.0, STOP_TIMEOUT - (time.monotonic() - t0)))
+    except subprocess.TimeoutExpired:
+        stop.kill()
+        raise RuntimeError(f"`systemctl stop {_unit(which)}` still waiting after {STOP_TIMEOUT} s") from None
+    if stop.returncode:
+        raise RuntimeError(f"`systemctl stop {_unit(which)}` failed: {err.strip()}")
+    return {"stop_s": round(time.monotonic() - t0, 2), **result}
+
+
+def _stall_report(pid: int, which: str) -> dict:
+    def out(argv: list[str]) -> str:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        return (p.stdout + p.stderr)[-4000:]
+
+    wchan = {}
+    for task in glob.glob(f"/proc/{pid}/task/*"):
+        with contextlib.suppress(OSError), open(f"{task}/wchan") as f:
+            wchan[os.path.basename(task)] = f.read().strip() or "running"
+    report = {"wchan": wchan, "jobs": out(["systemctl", "list-jobs", "--no-pager"]),
+              "state": out(["systemctl", "show", "-p", "ActiveState,SubState,MainPID", _unit(which)])}
+    if which == "ours":
+        report["stacks"] = out([PY_SPY, "dump", "--pid", str(pid), "--nonblocking"])
+    print(f"  stop slower than {STOP_SLOW} s: {json.dumps(report, indent=1)}", flush=True)
+    return report
 
 
 def _unit(which: str) -> str:
@@ -149,10 +198,10 @@ PY_SPY = "/opt/pymp/bin/py-spy"
 
 
 class Sampler:
-    """py-spy sampling one process (every thread, 50 a second, never pausing it) until stop(), folded into
-    its busiest functions: by own samples (where the CPU went) and by samples in which the function was on
-    the stack (what it cost with its callees). start_unit() waits for a unit's main process to exist first,
-    so a start-up can be sampled from its first seconds."""
+    """py-spy sampling one process (the thread holding the GIL, 50 a second, never pausing it) until stop(),
+    folded into its busiest functions: by own samples (where the CPU went) and by samples in which the
+    function was on the stack (what it cost with its callees). start_unit() waits for a unit's main process
+    to exist first, so a start-up can be sampled from its first seconds."""
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
@@ -162,8 +211,11 @@ class Sampler:
 
     def start(self, pid: int) -> Sampler:
         self._t0 = time.monotonic()
+        # --gil --idle: a sample is the thread holding the GIL, whatever the scheduler says of it. py-spy's
+        # default keeps only threads the kernel shows running, and on a one-CPU guest the daemon is never
+        # running while py-spy itself is: a steady state at 5 % CPU gave 0 samples in 30 s.
         self._proc = subprocess.Popen([PY_SPY, "record", "--pid", str(pid), "--rate", "50", "--nonblocking",
-                                       "--format", "raw", "--output", self._raw],
+                                       "--gil", "--idle", "--format", "raw", "--output", self._raw],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         return self
 
@@ -270,7 +322,8 @@ def made_once_errors(rows: list[dict]) -> list[str]:
     """Our start-up over N paths of N/2 LUNs must create each map once and reload none."""
     return [f"start-up {r['paths']} paths: {r.get('creates')} maps created and {r.get('reloads')} reloaded, "
             f"want {r['paths'] // 2} and 0" for r in rows
-            if r["daemon"] == "ours" and (r.get("creates"), r.get("reloads")) != (r["paths"] // 2, 0)]
+            if r["daemon"] == "ours" and "seconds" in r
+            and (r.get("creates"), r.get("reloads")) != (r["paths"] // 2, 0)]
 
 
 def _claimed(dev_t: str) -> bool:
@@ -302,25 +355,16 @@ def startup(paths: int, *, profile: bool = False, storm: bool = True) -> list[di
     claimed = sum(_claimed(p.devno) for p in sd.paths)
     print(f"  {paths} scsi_debug paths ready in {time.monotonic() - t0:.0f} s, {claimed} claimed by udev",
           flush=True)
-    rows = []
+    rows: list[dict] = []
     try:
         for which in ("ours", "theirs"):
             row: dict = {"daemon": which, "paths": paths, "claimed_at_start": claimed}
-            t0 = time.monotonic()
-            with _daemon(which, start_timeout=1800):
-                wait_for(lambda: len(dm.multipath_maps()) >= luns, 1800, f"{luns} maps from {which}")
-                row["seconds"] = round(time.monotonic() - t0, 2)
-                if which == "ours":
-                    row.update(_made_once())
-                rows.append(row)
-                print(f"  start-up {row}", flush=True)  # as soon as known: a time limit may end the rest
-                _phase(row, "footprint", lambda row=row, which=which: row.update(_footprint(which)))
-                print(f"  footprint {row}", flush=True)
-                _phase(row, "show", lambda row=row: row.__setitem__("show", show_latency(storm=storm)))
-                print(f"  show {row.get('show')}", flush=True)
-                if profile and which == "ours":
-                    _phase(row, "profile", lambda row=row: row.__setitem__("profile", profiles(storm)))
-                    print(f"  profile {row.get('profile')}", flush=True)
+            try:
+                _measure(row, which, luns, profile=profile, storm=storm)
+            except Exception as e:  # noqa: BLE001 - one daemon's failure must not lose the other's rows
+                row.setdefault("errors", []).append(f"{which} at {paths} paths: {e!r}")
+                print(f"  {which} at {paths} paths FAILED: {e!r}", flush=True)
+            rows.append(row)  # without "seconds" (no start-up) it carries only its errors
         if profile and rows:  # last: the sampler's own CPU must not weigh on the measured start-up
             _phase(rows[0], "start-up profile",
                    lambda: rows[0].setdefault("profile", {}).__setitem__("start-up", startup_profile(luns)))
@@ -328,6 +372,27 @@ def startup(paths: int, *, profile: bool = False, storm: bool = True) -> list[di
         dm.remove_multipath_maps()
         sd.unload(timeout=3600)
     return rows
+
+
+def _measure(row: dict, which: str, luns: int, *, profile: bool, storm: bool) -> None:
+    """One daemon's start-up over the disks there, then (each noted in `row` as it is known, so a time limit
+    or a failure keeps what came before) its footprint, show round trips, profile and stop."""
+    t0 = time.monotonic()
+    with _daemon(which, start_timeout=1800):
+        wait_for(lambda: len(dm.multipath_maps()) >= luns, 1800, f"{luns} maps from {which}")
+        row["seconds"] = round(time.monotonic() - t0, 2)
+        if which == "ours":
+            row.update(_made_once())
+        print(f"  start-up {row}", flush=True)  # as soon as known: a time limit may end the rest
+        _phase(row, "footprint", lambda: row.update(_footprint(which)))
+        print(f"  footprint {row}", flush=True)
+        _phase(row, "show", lambda: row.__setitem__("show", show_latency(storm=storm)))
+        print(f"  show {row.get('show')}", flush=True)
+        if profile and which == "ours":
+            _phase(row, "profile", lambda: row.__setitem__("profile", profiles(storm)))
+            print(f"  profile {row.get('profile')}", flush=True)
+        _phase(row, "stop", lambda: row.update(_stop(which)))
+        print(f"  stop {row.get('stop_s')} s", flush=True)
 
 
 def startup_profile(luns: int) -> dict:
@@ -452,8 +517,8 @@ def scale(path_counts: tuple[int, ...] = PATH_COUNTS, profile_at: int | None = N
         rows = _try(errors, f"start-up {n} paths",
                     lambda n=n: startup(n, profile=n == profile_at, storm=storm))
         if rows:
-            results["startup"] += rows
             errors += made_once_errors(rows) + [e for r in rows for e in r.pop("errors", [])]
+            results["startup"] += [r for r in rows if "seconds" in r]
     return results
 
 

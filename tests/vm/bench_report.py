@@ -131,11 +131,11 @@ def _startup(d: dict, targets: Targets) -> list[str]:
            "every map exists in device mapper. Then RSS, and CPU seconds per checker interval (5 s) over "
            "the first three intervals after start-up (every path checked each interval) and in steady state "
            "(checks backed off to max_polling_interval). Maps made / reloaded: ours, from `show status` (one "
-           "create per map and no reload is right).", "",
+           "create per map and no reload is right). Stop: seconds `systemctl stop` took at the end.", "",
            "| paths | start-up s ours / theirs | ratio | RSS MiB ours / theirs | ratio "
            "| CPU s first intervals ours / theirs | ratio | CPU s steady ours / theirs | ratio "
-           "| maps made / reloaded |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| maps made / reloaded | stop s ours / theirs |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     conv, rss, first, steady = [], [], [], []
     for paths in sorted(startup):
         o, t = startup[paths].get("ours", {}), startup[paths].get("theirs", {})
@@ -152,7 +152,14 @@ def _startup(d: dict, targets: Targets) -> list[str]:
                    f"| {o.get('cpu_s_per_interval_after_start', '-')} / "
                    f"{t.get('cpu_s_per_interval_after_start', '-')} | {_r(rf)} "
                    f"| {o.get('cpu_s_per_interval', '-')} / {t.get('cpu_s_per_interval', '-')} | {_r(rs)} "
-                   f"| {o.get('creates', '-')} / {o.get('reloads', '-')} |")
+                   f"| {o.get('creates', '-')} / {o.get('reloads', '-')} "
+                   f"| {o.get('stop_s', '-')} / {t.get('stop_s', '-')} |")
+    for paths in sorted(startup):
+        for which, row in sorted(startup[paths].items()):
+            if "stalled" in row:
+                waits = sorted(set(row["stalled"].get("wchan", {}).values()))
+                out.append(f"\n{which} at {paths} paths took over 30 s to stop; its threads waited in "
+                           f"{', '.join(waits) or 'nothing recorded'} (bench.json has the stacks)")
     targets.add("start-up convergence, by paths", "<= 0.7", conv)
     targets.add("RSS, by paths", "<= 1.0", rss)
     targets.add("CPU per checker interval, first three intervals, by paths", "<= 0.8", first)
@@ -242,7 +249,7 @@ def _profiles(d: dict) -> list[str]:
                 out += ["", f"### Our daemon at {paths} paths, {phase}: not sampled ({s['error']})"]
                 continue
             out += ["", f"### Our daemon at {paths} paths, {phase} ({s['samples']} samples in "
-                    f"{s['seconds']} s, every thread, py-spy at 50 Hz; idle threads are not sampled)", "",
+                    f"{s['seconds']} s, py-spy at 50 Hz, the thread holding the GIL)", "",
                     "| own samples: function (module) | % | on the stack: function (module) | % |",
                     "|---|---|---|---|"]
             for (fo, _, po), (ft, _, pt) in zip(s["own"], s["total"], strict=False):

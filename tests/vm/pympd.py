@@ -41,10 +41,11 @@ def config(mode: str = "greedy", **defaults: object) -> str:
 
 class Pympd:
     def __init__(self, conf: str | None = None, *, show_journal: bool = True,
-                 start_timeout: float = 180) -> None:
+                 start_timeout: float = 180, stop_timeout: float = 120) -> None:
         self.conf = conf if conf is not None else config()
         self.show_journal = show_journal
         self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
         self._saved: SavedFiles | None = None
         self._since = 0
 
@@ -65,7 +66,7 @@ class Pympd:
         run(["systemctl", "start", UNIT], timeout=self.start_timeout)
 
     def stop(self) -> None:
-        run(["systemctl", "stop", UNIT], check=False, timeout=120)
+        run(["systemctl", "stop", UNIT], check=False, timeout=self.stop_timeout)
 
     def __exit__(self, *exc: object) -> None:
         if self.show_journal:

@@ -67,9 +67,10 @@ def _text(path: str) -> str:
 
 
 class UpstreamMultipathd:
-    def __init__(self, config: str = GREEDY, start_timeout: float = 120) -> None:
+    def __init__(self, config: str = GREEDY, start_timeout: float = 120, stop_timeout: float = 120) -> None:
         self.config = config
         self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
         self._saved: SavedFiles | None = None
 
     def start(self) -> UpstreamMultipathd:
@@ -95,7 +96,7 @@ class UpstreamMultipathd:
         return wait_for(find, timeout, f"multipathd to create a map for WWID {wwid}", interval=0.5)
 
     def stop(self) -> None:
-        run(["systemctl", "stop", *reversed(UNITS)], check=False, timeout=120)
+        run(["systemctl", "stop", *reversed(UNITS)], check=False, timeout=self.stop_timeout)
         dm.remove_multipath_maps()
         run(["systemctl", "mask", *UNITS])
         if self._saved is not None:
