@@ -367,7 +367,7 @@ def startup(paths: int, *, profile: bool = False, storm: bool = True) -> list[di
             rows.append(row)  # without "seconds" (no start-up) it carries only its errors
         if profile and rows:  # last: the sampler's own CPU must not weigh on the measured start-up
             _phase(rows[0], "start-up profile",
-                   lambda: rows[0].setdefault("profile", {}).__setitem__("start-up", startup_profile(luns)))
+                   lambda: rows[0].setdefault("profile", {}).update(startup_profiles(luns)))
     finally:
         dm.remove_multipath_maps()
         sd.unload(timeout=3600)
@@ -395,16 +395,18 @@ def _measure(row: dict, which: str, luns: int, *, profile: bool, storm: bool) ->
         print(f"  stop {row.get('stop_s')} s", flush=True)
 
 
-def startup_profile(luns: int) -> dict:
+def startup_profiles(luns: int) -> dict:
     """Our daemon sampled from its first seconds until every map exists (the maps of the runs before were
-    removed when those daemons stopped)."""
+    removed when those daemons stopped), then over the first three checker intervals after it: the window
+    of the footprint's "CPU first intervals", where udev works through the new maps' events."""
     sampler = Sampler().start_unit(_unit("ours"))
     with _daemon("ours", start_timeout=1800):
         try:
             wait_for(lambda: len(dm.multipath_maps()) >= luns, 1800, f"{luns} maps, sampled")
         finally:
-            result = sampler.stop()
-    return result
+            started = sampler.stop()
+        first = _profile(_pid(_unit("ours")), 3 * INTERVAL)
+    return {"start-up": started, "first intervals": first}
 
 
 def hotplug(which: str, paths: int) -> dict:

@@ -241,7 +241,7 @@ def _profiles(d: dict) -> list[str]:
     prof = [(row["paths"], row["profile"]) for row in d.get("startup", []) if row.get("profile")]
     out: list[str] = []
     for paths, p in prof:
-        for phase in ("start-up", "steady", "storm"):
+        for phase in ("start-up", "first intervals", "steady", "storm"):
             s = p.get(phase)
             if not s:
                 continue
