@@ -39,6 +39,7 @@ from pymultipathd.policy import events as ev
 from pymultipathd.policy.settings import MapSettings, Resolve, map_settings
 from pymultipathd.policy.state import DaemonState, IoCheck, MapState, MapStats, PathCheck, PathState
 from pymultipathd.record import replace
+from pymultipathd.threadname import name_this_thread
 
 log = logging.getLogger("pymultipathd")
 T = TypeVar("T")
@@ -74,16 +75,20 @@ class Core:
         self.ctl = ctl
         self.state = DaemonState(started=time.time())
         self.runner = checkers.CheckRunner()
-        self._dm_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dm")
+        self._dm_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dm",
+                                             initializer=name_this_thread)
         # reads through maps (partition tables, holders scans): a few, so one map hung on queued I/O leaves
         # the others
-        self._io_thread = ThreadPoolExecutor(max_workers=4, thread_name_prefix="map-io")
+        self._io_thread = ThreadPoolExecutor(max_workers=4, thread_name_prefix="map-io",
+                                             initializer=name_this_thread)
         # sysfs writes of transport settings: apart from the map-io threads, which reads through a queueing
         # map can hold
-        self._sysfs_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sysfs")
+        self._sysfs_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sysfs",
+                                             initializer=name_this_thread)
         self._sysfs_job: asyncio.Future[list[tuple[str, str]]] | None = None
         # change uevents asked of the kernel (retrigger_*): a thread of their own, never waited for
-        self._uevent_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uevent")
+        self._uevent_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uevent",
+                                             initializer=name_this_thread)
         self._uevent_job: asyncio.Future[bool] | None = None
         self._pending: set[str] = set()
         # WWIDs whose map an administrator removed (del map): a change uevent of their paths (late ones from

@@ -18,6 +18,7 @@ import threading
 import time
 
 from pymultipathd.record import field, record
+from pymultipathd.threadname import name_this_thread
 
 IO_TIMEOUT = 60.0     # seconds after which a read that has not returned counts as failed (upstream's figure)
 READ_SIZE = 4096      # a multiple of every logical block size up to 4 KiB, so O_DIRECT takes it
@@ -48,6 +49,7 @@ _live_lock = threading.Lock()
 
 def _read_loop(node: str, counts: Counts, until: float) -> None:
     global _live
+    name_this_thread()
     try:
         _reads(node, counts, until)
     except Exception as err:  # a sample that broke must not pass for a healthy one (no reads, no errors)

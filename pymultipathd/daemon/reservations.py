@@ -29,6 +29,7 @@ from pymultipathd.daemon.logsetup import fields
 from pymultipathd.policy.state import DaemonState, MapState, PathCheck, PathState
 from pymultipathd.reservation import keys, mapops
 from pymultipathd.store import StoreError
+from pymultipathd.threadname import name_this_thread
 
 log = logging.getLogger("pymultipathd")
 MARGIN = 5.0         # seconds past a path's own timeout before a command is given up on
@@ -47,8 +48,10 @@ class Reservations:
         self.state = state
         self._resolve_map = resolve_map
         self._timeout_of = timeout_of
-        self._thread = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="pr")
-        self._file_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prkeys")
+        self._thread = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="pr",
+                                          initializer=name_this_thread)
+        self._file_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prkeys",
+                                               initializer=name_this_thread)
         self._busy: set[str] = set()  # paths with a command in the kernel
         self.prkeys: dict[str, keys.Key] = {}
         self.prkeys_file = keys.default_prkeys_file()

@@ -35,6 +35,7 @@ from typing import Any
 
 from pymultipathd.errors import PymultipathError
 from pymultipathd.record import record
+from pymultipathd.threadname import name_this_thread
 
 log = logging.getLogger("pymultipathd")
 
@@ -338,6 +339,7 @@ class _Worker:
         self._jobs.put(None)
 
     def _serve(self) -> None:
+        name_this_thread()
         while (item := self._jobs.get()) is not None:
             fn, args, job = item
             if not job.set_running_or_notify_cancel():  # cancelled while queued

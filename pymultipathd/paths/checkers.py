@@ -36,6 +36,7 @@ from typing import Any
 from pymultipathd.paths import sgio, vendor_checkers
 from pymultipathd.policy.state import USABLE, PathCheck
 from pymultipathd.record import record
+from pymultipathd.threadname import name_this_thread
 
 log = logging.getLogger("pymultipathd")
 UP, DOWN, GHOST = PathCheck.UP, PathCheck.DOWN, PathCheck.GHOST
@@ -492,6 +493,7 @@ class CheckRunner:
     # --- the threads' side -------------------------------------------------------------------------------
 
     def _serve(self) -> None:
+        name_this_thread()
         while True:
             job = self._queue.get()
             if job is None or self._closed:
@@ -505,6 +507,7 @@ class CheckRunner:
             self._run(job, pooled=True)
 
     def _run_own(self, job: _Job) -> None:
+        name_this_thread()
         job.started = time.monotonic()
         self._run(job, pooled=False)
 
