@@ -130,10 +130,41 @@ def _unit(which: str) -> str:
     return "pymultipathd.service" if which == "ours" else "multipathd.service"
 
 
-def _cpu_per_interval(pid: int) -> float:
-    cpu0, w0 = _cpu_s(pid), time.monotonic()
+def _thread_cpu(pid: int) -> dict[str, tuple[int, int]]:
+    """(user, system) clock ticks of the process's live threads, summed by the kernel's thread name less a
+    trailing number (a pool's threads as one: checker_0, checker_1 -> checker). Our daemon names its threads
+    (pymultipathd/threadname.py); upstream's all carry the process's name."""
+    ticks: dict[str, tuple[int, int]] = {}
+    for task in glob.glob(f"/proc/{pid}/task/*/stat"):
+        try:
+            with open(task) as f:
+                text = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        comm, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 1:].split()
+        name = re.sub(r"[_-]?\d+$", "", comm) or comm
+        user, system = ticks.get(name, (0, 0))
+        ticks[name] = (user + int(rest[11]), system + int(rest[12]))
+    return ticks
+
+
+def _cpu_per_interval(pid: int) -> tuple[float, dict[str, list[float]]]:
+    """CPU seconds per checker interval over three intervals, and the same split by thread as [user,
+    system] (user: the daemon's own code; system: the kernel's work on its behalf, SCSI commands and
+    ioctls). Threads that ended in the window are in the total only, as "(ended)"."""
+    cpu0, threads0, w0 = _cpu_s(pid), _thread_cpu(pid), time.monotonic()
     time.sleep(3 * INTERVAL)
-    return round((_cpu_s(pid) - cpu0) / ((time.monotonic() - w0) / INTERVAL), 3)
+    cpu1, threads1 = _cpu_s(pid), _thread_cpu(pid)
+    per = (time.monotonic() - w0) / INTERVAL * 100  # ticks per second (USER_HZ) x intervals
+    split = {}
+    for name, (user, system) in threads1.items():
+        u0, s0 = threads0.get(name, (0, 0))
+        split[name] = [round(max(0, user - u0) / per, 3), round(max(0, system - s0) / per, 3)]
+    total = round((cpu1 - cpu0) / (per / 100), 3)
+    ended = round(total - sum(u + s for u, s in split.values()), 3)
+    if ended > 0.005:
+        split["(ended)"] = [ended, 0.0]
+    return total, {k: v for k, v in split.items() if v[0] + v[1] > 0}
 
 
 def _footprint(which: str) -> dict:
@@ -141,10 +172,12 @@ def _footprint(which: str) -> dict:
     once every healthy path's checks have backed off to max_polling_interval (both daemons' default: four
     polling intervals), which is what a host with hundreds of paths pays for as long as it runs."""
     pid = _pid(_unit(which))
-    first = _cpu_per_interval(pid)
+    first, first_split = _cpu_per_interval(pid)
     time.sleep(STEADY_AFTER)
-    return {"rss_mib": round(_rss_kib(pid) / 1024, 1), "cpu_s_per_interval": _cpu_per_interval(pid),
-            "cpu_s_per_interval_after_start": first}
+    steady, steady_split = _cpu_per_interval(pid)
+    return {"rss_mib": round(_rss_kib(pid) / 1024, 1), "cpu_s_per_interval": steady,
+            "cpu_s_per_interval_after_start": first,
+            "cpu_by_thread": {"first intervals": first_split, "steady": steady_split}}
 
 
 SHOW = ("show paths", "show maps", "show topology")

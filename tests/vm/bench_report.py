@@ -167,6 +167,27 @@ def _startup(d: dict, targets: Targets) -> list[str]:
     return out
 
 
+def _threads(d: dict, _targets: Targets) -> list[str]:
+    """Where each daemon's CPU per interval went, by thread and as user / system time (system: the kernel
+    working for the thread, e.g. SCSI commands and ioctls); the busiest few threads of each window."""
+    rows = []
+    for paths, pair in sorted(_pairs(d.get("startup", [])).items()):
+        for which, row in sorted(pair.items()):
+            for phase, split in (row.get("cpu_by_thread") or {}).items():
+                busiest = sorted(split.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:5]
+                cells = ", ".join(f"{_md(name)} {u:.3f} / {s:.3f}" for name, (u, s) in busiest)
+                rows.append(f"| {paths} | {which} | {phase} | {cells or '-'} |")
+    if not rows:
+        return []
+    return ["## CPU per checker interval by thread", "",
+            "The same windows as the start-up table's CPU columns, each thread's CPU seconds per interval as "
+            "user / system (system: the kernel at work for the thread, e.g. the SCSI commands of checks and "
+            "device-mapper ioctls). Our daemon names its threads (checker, dm, map-io, ...; the event loop "
+            "has the process's name); upstream's threads all carry the process's name, so they show as "
+            "one. The five busiest of each window.", "",
+            "| paths | daemon | window | thread user / system s |", "|---|---|---|---|", *rows]
+
+
 def _show(d: dict, targets: Targets) -> list[str]:
     startup = _pairs(d.get("startup", []))
     out = ["## `show paths`, `show maps`, `show topology`", "",
@@ -313,8 +334,8 @@ def render(results: dict, previous: str = "") -> str:
     d = results.get("daemon", {})
     body: list[list[str]] = []
     sections: list[tuple[dict | None, Callable[[dict, Targets], list[str]]]] = [
-        (results.get("udev"), _udev), (results.get("dm"), _dm), (d or None, _startup), (d or None, _show),
-        (d or None, _events)]
+        (results.get("udev"), _udev), (results.get("dm"), _dm), (d or None, _startup), (d or None, _threads),
+        (d or None, _show), (d or None, _events)]
     for part, fn in sections:
         if part and (fn is not _dm or "ms_per_map" in part):
             body.append(fn(part, targets))
