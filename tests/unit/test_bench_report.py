@@ -11,8 +11,8 @@ THEIR_SHOW = {c: {k: {"median_ms": 10.0, "p90_ms": 12.0, "max_ms": 20.0, "calls"
 def _results():
     rows = [{"daemon": "ours", "paths": 512, "seconds": 20.0, "rss_mib": 50.2, "cpu_s_per_interval": 0.1,
              "cpu_s_per_interval_after_start": 0.4, "creates": 256, "reloads": 0, "show": SHOW, "stop_s": 0.3,
-             "cpu_by_thread": {"first intervals": {"pymultipathd": [0.05, 0.01], "checker": [0.02, 0.3],
-                                                   "dm": [0.0, 0.02]}},
+             "cpu_by_thread": {"first intervals": {"user": 0.3, "system": 0.1, "threads": {
+                 "pymultipathd": 0.06, "checker": 0.32, "dm": 0.02}}},
              "profile": {"steady": {"seconds": 30, "samples": 10, "own": [["tick (daemon/core.py)", 6, 60.0]],
                                     "total": [["run (asyncio/events.py)", 10, 100.0]]}}},
             {"daemon": "theirs", "paths": 512, "seconds": 40.0, "rss_mib": 47.1, "cpu_s_per_interval": 0.5,
@@ -107,5 +107,5 @@ def test_the_rows_of_a_scale_item_cut_short_are_kept(tmp_path):
 
 def test_cpu_by_thread_lists_the_busiest_threads_first():
     text = bench_report.render(_results())
-    assert ("| 512 | ours | first intervals | checker 0.020 / 0.300, pymultipathd 0.050 / 0.010, "
-            "dm 0.000 / 0.020 |") in text
+    assert ("| 512 | ours | first intervals | 0.3 / 0.1 | checker 0.320, pymultipathd 0.060, dm 0.020 |"
+            in text)

@@ -65,10 +65,11 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def _cpu_s(pid: int) -> float:
+def _cpu_ticks(pid: int) -> tuple[int, int]:
+    """(user, system) clock ticks (USER_HZ = 100) of the whole process, its ended threads included."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, USER_HZ = 100
+    return int(fields[11]), int(fields[12])
 
 
 def _daemon(which: str, start_timeout: float = 180) -> Pympd | upstream.UpstreamMultipathd:
@@ -130,41 +131,43 @@ def _unit(which: str) -> str:
     return "pymultipathd.service" if which == "ours" else "multipathd.service"
 
 
-def _thread_cpu(pid: int) -> dict[str, tuple[int, int]]:
-    """(user, system) clock ticks of the process's live threads, summed by the kernel's thread name less a
-    trailing number (a pool's threads as one: checker_0, checker_1 -> checker). Our daemon names its threads
-    (pymultipathd/threadname.py); upstream's all carry the process's name."""
-    ticks: dict[str, tuple[int, int]] = {}
-    for task in glob.glob(f"/proc/{pid}/task/*/stat"):
+def _thread_cpu(pid: int) -> dict[str, int]:
+    """Nanoseconds on a CPU of the process's live threads (schedstat), summed by the kernel's thread name
+    less a trailing number (a pool's threads as one: checker_0, checker_1 -> checker). Our daemon names
+    its threads (pymultipathd/threadname.py); upstream's all carry the process's name. Not the threads'
+    utime and stime: those are whole ticks each, and a pool of threads with a few milliseconds apiece
+    loses most of its time to the rounding."""
+    runtime: dict[str, int] = {}
+    for task in glob.glob(f"/proc/{pid}/task/*"):
         try:
-            with open(task) as f:
-                text = f.read()
-        except OSError:  # the thread ended meanwhile
+            with open(f"{task}/comm") as f:
+                comm = f.read().strip()
+            with open(f"{task}/schedstat") as f:
+                ns = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):  # the thread ended meanwhile
             continue
-        comm, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 1:].split()
         name = re.sub(r"[_-]?\d+$", "", comm) or comm
-        user, system = ticks.get(name, (0, 0))
-        ticks[name] = (user + int(rest[11]), system + int(rest[12]))
-    return ticks
+        runtime[name] = runtime.get(name, 0) + ns
+    return runtime
 
 
-def _cpu_per_interval(pid: int) -> tuple[float, dict[str, list[float]]]:
-    """CPU seconds per checker interval over three intervals, and the same split by thread as [user,
-    system] (user: the daemon's own code; system: the kernel's work on its behalf, SCSI commands and
-    ioctls). Threads that ended in the window are in the total only, as "(ended)"."""
-    cpu0, threads0, w0 = _cpu_s(pid), _thread_cpu(pid), time.monotonic()
+def _cpu_per_interval(pid: int) -> tuple[float, dict]:
+    """CPU seconds per checker interval over three intervals, and how they split: the process's user and
+    system time (system: the kernel's work for it, SCSI commands and ioctls), and each thread's share.
+    Threads that ended in the window are in the total only, as "(ended)"."""
+    ticks0, threads0, w0 = _cpu_ticks(pid), _thread_cpu(pid), time.monotonic()
     time.sleep(3 * INTERVAL)
-    cpu1, threads1 = _cpu_s(pid), _thread_cpu(pid)
-    per = (time.monotonic() - w0) / INTERVAL * 100  # ticks per second (USER_HZ) x intervals
-    split = {}
-    for name, (user, system) in threads1.items():
-        u0, s0 = threads0.get(name, (0, 0))
-        split[name] = [round(max(0, user - u0) / per, 3), round(max(0, system - s0) / per, 3)]
-    total = round((cpu1 - cpu0) / (per / 100), 3)
-    ended = round(total - sum(u + s for u, s in split.values()), 3)
-    if ended > 0.005:
-        split["(ended)"] = [ended, 0.0]
-    return total, {k: v for k, v in split.items() if v[0] + v[1] > 0}
+    ticks1, threads1 = _cpu_ticks(pid), _thread_cpu(pid)
+    intervals = (time.monotonic() - w0) / INTERVAL
+    user, system = ((b - a) / 100.0 / intervals for a, b in zip(ticks0, ticks1, strict=True))
+    threads = {name: round(max(0, ns - threads0.get(name, 0)) / 1e9 / intervals, 3)
+               for name, ns in threads1.items()}
+    ended = round(user + system - sum(threads.values()), 3)
+    if ended > 0.01:  # beyond the ticks' rounding
+        threads["(ended)"] = ended
+    split = {"user": round(user, 3), "system": round(system, 3),
+             "threads": {k: v for k, v in threads.items() if v > 0}}
+    return round(user + system, 3), split
 
 
 def _footprint(which: str) -> dict:

@@ -168,24 +168,26 @@ def _startup(d: dict, targets: Targets) -> list[str]:
 
 
 def _threads(d: dict, _targets: Targets) -> list[str]:
-    """Where each daemon's CPU per interval went, by thread and as user / system time (system: the kernel
-    working for the thread, e.g. SCSI commands and ioctls); the busiest few threads of each window."""
+    """Where each daemon's CPU per interval went: user / system time of the process, and the busiest few
+    threads of each window by their time on a CPU."""
     rows = []
     for paths, pair in sorted(_pairs(d.get("startup", [])).items()):
         for which, row in sorted(pair.items()):
             for phase, split in (row.get("cpu_by_thread") or {}).items():
-                busiest = sorted(split.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:5]
-                cells = ", ".join(f"{_md(name)} {u:.3f} / {s:.3f}" for name, (u, s) in busiest)
-                rows.append(f"| {paths} | {which} | {phase} | {cells or '-'} |")
+                busiest = sorted(split.get("threads", {}).items(), key=lambda kv: -kv[1])[:5]
+                cells = ", ".join(f"{_md(name)} {s:.3f}" for name, s in busiest)
+                rows.append(f"| {paths} | {which} | {phase} | {split.get('user', '-')} / "
+                            f"{split.get('system', '-')} | {cells or '-'} |")
     if not rows:
         return []
     return ["## CPU per checker interval by thread", "",
-            "The same windows as the start-up table's CPU columns, each thread's CPU seconds per interval as "
-            "user / system (system: the kernel at work for the thread, e.g. the SCSI commands of checks and "
-            "device-mapper ioctls). Our daemon names its threads (checker, dm, map-io, ...; the event loop "
-            "has the process's name); upstream's threads all carry the process's name, so they show as "
-            "one. The five busiest of each window.", "",
-            "| paths | daemon | window | thread user / system s |", "|---|---|---|---|", *rows]
+            "The same windows as the start-up table's CPU columns, in CPU seconds per interval: the "
+            "process's user / system time (system: the kernel at work for it, e.g. the SCSI commands of "
+            "checks and device-mapper ioctls), and the five busiest threads by their time on a CPU "
+            "(schedstat). Our daemon names its threads (checker, dm, map-io, ...; the event loop has the "
+            "process's name); upstream's all carry the process's name, so they show as one.", "",
+            "| paths | daemon | window | user / system s | busiest threads s |", "|---|---|---|---|---|",
+            *rows]
 
 
 def _show(d: dict, targets: Targets) -> list[str]:
