@@ -121,6 +121,16 @@ def run_dir() -> str:
     return current().run_dir
 
 
+# the fingerprint our initramfs's boot script leaves for the root's daemon (initramfs/pymultipathd-boot
+# copies it there under this name)
+INITRAMFS_FINGERPRINT = "initramfs-fingerprint.json"
+
+
+def initramfs_fingerprint() -> str:
+    """What the initramfs classified with, left for the root's daemon to compare (initrd/fingerprint.py)."""
+    return os.path.join(run_dir(), INITRAMFS_FINGERPRINT)
+
+
 def failed_wwids_dir() -> str:
     return current().failed_wwids_dir
 

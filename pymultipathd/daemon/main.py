@@ -151,9 +151,9 @@ class Daemon:
         the initramfs itself: the fingerprint there is its own, and the root is not mounted yet."""
         if any(os.path.exists(f) for f in INITRAMFS_MARKERS):
             return
-        from pymultipathd.initrd.fingerprint import check_initramfs_fingerprint
-
-        self.initramfs_warnings = await asyncio.to_thread(check_initramfs_fingerprint, config)
+        if not os.path.exists(locations.initramfs_fingerprint()):
+            return  # not booted with our initramfs: nothing to compare, and no thread started for it
+        self.initramfs_warnings = await asyncio.to_thread(_initramfs_warnings, config)
         for w in self.initramfs_warnings:
             log.warning("%s", w)
 
@@ -373,6 +373,17 @@ class Daemon:
         devs = {p.dev for p in self.core.state.paths.values()
                 if p.map and sysinfo.iscsi_portal(p.dev) in portals}
         await self.core.fail_fast(devs, why)
+
+
+def _initramfs_warnings(config: Config) -> list[str]:
+    """check_initramfs_fingerprint, on a worker thread. Without a fingerprint (not booted with our initramfs)
+    its module is not even imported: it brings hashlib, whose OpenSSL costs the daemon megabytes of memory
+    and, under emulation, a fifth of a second of import in the first interval after start-up."""
+    if not os.path.exists(locations.initramfs_fingerprint()):
+        return []
+    from pymultipathd.initrd.fingerprint import check_initramfs_fingerprint
+
+    return check_initramfs_fingerprint(config)
 
 
 def watchdog_due(now: float, progress: float, watchdog_s: float) -> bool:

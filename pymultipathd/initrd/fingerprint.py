@@ -39,7 +39,7 @@ from pymultipathd.errors import PymultipathError
 from pymultipathd.record import record
 
 FORMAT = 1
-FILE_NAME = "initramfs-fingerprint.json"  # in locations.run_dir()
+FILE_NAME = locations.INITRAMFS_FINGERPRINT  # in locations.run_dir()
 MAX_FILE = 1 << 20  # bytes read of a fingerprint file; ours are a few kilobytes (LIST_MAX bounds the lists)
 LIST_MAX = 2000  # wwids or bindings listed by value; beyond, only their count and digest
 FIX = "pymultipath verify --fix (or update-initramfs -u / dracut -f)"
@@ -277,7 +277,7 @@ def check_initramfs_fingerprint(config: Config, path: str | None = None) -> list
     classified with (the file its boot script left in RUN_DIR) and the root's inputs now, and how to fix
     them. No file (not booted with our initramfs, or multipath off in it): nothing to say. Never raises
     for a bad file: that is a warning too."""
-    path = path or os.path.join(locations.run_dir(), FILE_NAME)
+    path = path or locations.initramfs_fingerprint()
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_FILE + 1)
