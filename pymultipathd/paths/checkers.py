@@ -10,8 +10,9 @@ one wake-up of the loop per batch of results.
 Descriptors: a check opens the path's device node (its sg node, sgio.open_path) and closes it when it ends;
 none is kept between checks (a kept one would cost a descriptor per path against max_fds, hold off O_EXCL
 openers of the sg node and pin the sg module; only the sg node's name is kept, see sgio.open_path). The
-runner keeps one descriptor per path open, its sysfs device state attribute (sysinfo.KeptStates), and drops
-them all once the open-file limit is reached. Running out of descriptors (EMFILE, ENFILE) says nothing about
+runner keeps descriptors of each path's sysfs attributes open (sysinfo.KeptAttribute: its device state, and
+the ALUA access state and preferred-path flag the sysfs prioritizer reads), and drops them all once the
+open-file limit is reached. Running out of descriptors (EMFILE, ENFILE) says nothing about
 the path: such a check is answered "pending", never "down".
 """
 
@@ -31,12 +32,15 @@ import resource
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymultipathd.paths import sgio, vendor_checkers
 from pymultipathd.policy.state import USABLE, PathCheck
 from pymultipathd.record import record
 from pymultipathd.threadname import name_this_thread
+
+if TYPE_CHECKING:
+    from pymultipathd.paths import sysinfo
 
 log = logging.getLogger("pymultipathd")
 UP, DOWN, GHOST = PathCheck.UP, PathCheck.DOWN, PathCheck.GHOST
@@ -234,6 +238,8 @@ class CheckRunner:
 
         self._prio = prio
         self._states = sysinfo.KeptStates()  # the device state attribute of each path, kept open (see top)
+        # what the sysfs prioritizer (detect_prio's choice on ALUA paths) reads at every check, kept open too
+        self._alua = {a: sysinfo.KeptAttribute(a) for a in prio.SYSFS_ATTRIBUTES}
         self._max_threads = max_threads
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads = 0  # pool threads started (they live as long as the runner)
@@ -326,7 +332,14 @@ class CheckRunner:
                     self._answer(job, STOPPED)
         for _ in range(self._threads):
             self._queue.put(None)
-        self._states.close_all()
+        for kept in self._kept():
+            kept.close_all()
+
+    def _kept(self) -> tuple[sysinfo.KeptAttribute, ...]:
+        return (self._states, *self._alua.values())
+
+    def _kept_attribute(self, dev: str, attribute: str) -> str:
+        return self._alua[attribute].read(dev) or ""
 
     # --- the event loop's side ---------------------------------------------------------------------------
 
@@ -488,7 +501,8 @@ class CheckRunner:
     def _release(self, devnode: str) -> None:
         """Close what is kept open for the path (no check of it is in flight)."""
         sgio.forget_node(devnode)
-        self._states.close(devnode.rpartition("/")[2])
+        for kept in self._kept():
+            kept.close(devnode.rpartition("/")[2])
 
     # --- the threads' side -------------------------------------------------------------------------------
 
@@ -545,7 +559,8 @@ class CheckRunner:
         prio = None
         if job.prio_name and res.state in USABLE:
             with contextlib.suppress(OSError):  # else the last known priority is kept
-                prio = self._prio.priority(job.prio_name, name, job.prio_args, timeout)
+                prio = self._prio.priority(job.prio_name, name, job.prio_args, timeout,
+                                           read=self._kept_attribute)
         state = self._states.read(name) if job.want_state else None
         if prio is None and state is None:
             return res
@@ -555,8 +570,9 @@ class CheckRunner:
         """The check could not open the path: the daemon (EMFILE) or the host (ENFILE) is out of descriptors,
         which says nothing of the path. The descriptors kept for paths' states go first and the check is
         tried once more; if it still cannot open, the path's state stands ("pending")."""
-        if self._states.keeping:
-            self._states.drop_all()
+        if any(kept.keeping for kept in self._kept()):
+            for kept in self._kept():
+                kept.drop_all()
             try:
                 return job.func(job.devnode, job.timeout)  # the open failed: no command was sent yet
             except OSError as again:

@@ -95,12 +95,24 @@ def prio_const(dev: str, args: str = "", timeout: float = 30.0) -> int:
     return 1
 
 
-def prio_sysfs(dev: str, args: str = "", timeout: float = 30.0) -> int:
-    """The kernel's view (device/access_state, device/preferred_path); PRIO_UNDEF when it keeps none."""
-    state = sysinfo.access_state(dev)
+# (dev, attribute of its SCSI device) -> the attribute's text, "" when there is none
+AttributeReader = Callable[[str, str], str]
+SYSFS_ATTRIBUTES = ("access_state", "preferred_path")  # what prio_sysfs reads
+
+
+def _by_name(dev: str, attribute: str) -> str:
+    return sysinfo.device_attribute(dev, attribute)
+
+
+def prio_sysfs(dev: str, args: str = "", timeout: float = 30.0, *,
+               read: AttributeReader | None = None) -> int:
+    """The kernel's view (device/access_state, device/preferred_path); PRIO_UNDEF when it keeps none.
+    `read`: how the attributes are read (the checker's kept descriptors), by name if not given."""
+    read = read or _by_name
+    state = read(dev, "access_state")
     if not state:
         return PRIO_UNDEF
-    return alua_value(state, sysinfo.preferred_path(dev), exclusive_pref(args))
+    return alua_value(state, read(dev, "preferred_path") == "1", exclusive_pref(args))
 
 
 def prio_alua(dev: str, args: str = "", timeout: float = 30.0) -> int:
@@ -166,11 +178,16 @@ def clip_args(args: str) -> str:
     return args if len(raw) <= PRIO_ARGS_MAX else raw[:PRIO_ARGS_MAX].decode("utf-8", "surrogateescape")
 
 
-def priority(name: str, dev: str, args: str = "", timeout: float = 30.0) -> int:
+def priority(name: str, dev: str, args: str = "", timeout: float = 30.0, *,
+             read: AttributeReader | None = None) -> int:
     """Priority of the path by prioritizer `name`; PRIO_UNDEF for a name not registered and for any
-    negative answer (upstream takes every negative priority for "undefined")."""
+    negative answer (upstream takes every negative priority for "undefined"). `read`: how the sysfs
+    prioritizer reads its attributes (the checker's kept descriptors; by name if not given)."""
     func = PRIORITIZERS.get(name)
     if func is None:
         return PRIO_UNDEF
-    value = func(dev, clip_args(args), timeout)
+    if func is prio_sysfs:
+        value = prio_sysfs(dev, clip_args(args), timeout, read=read)
+    else:
+        value = func(dev, clip_args(args), timeout)
     return value if value >= 0 else PRIO_UNDEF

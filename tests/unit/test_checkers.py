@@ -222,7 +222,7 @@ def test_a_slow_prioritizer_never_fails_a_healthy_path(monkeypatch):
 
     release = threading.Event()
 
-    def slow(name, dev, args="", timeout=30.0):
+    def slow(name, dev, args="", timeout=30.0, read=None):
         if name == "never":
             release.wait(30)
         else:
@@ -836,3 +836,45 @@ def test_closing_answers_the_checks_still_queued(monkeypatch):
         release.set()
     assert queued == late == "checks stopped (the daemon is stopping)"
     assert first == checkers.UP and ran == ["/dev/sdx"]
+
+
+def test_the_sysfs_prioritizer_reads_through_descriptors_kept_per_path(tmp_path, monkeypatch):
+    """detect_prio's prioritizer on ALUA paths reads two attributes at every check: through descriptors kept
+    open like the device state's, read afresh each time, and closed when the path is forgotten."""
+    from pymultipathd import locations
+
+    monkeypatch.setattr(locations, "sysfs", lambda: str(tmp_path))
+    device = tmp_path / "block" / "sdx" / "device"
+    device.mkdir(parents=True)
+    (device / "access_state").write_text("active/optimized\n")
+    (device / "preferred_path").write_text("0\n")
+    monkeypatch.setitem(checkers.CHECKERS, "fine", lambda dev, t: checkers.CheckResult(checkers.UP, "ok"))
+    monkeypatch.setattr(sgio, "_sg_nodes", {})
+    opened: list[str] = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+    runner = CheckRunner()
+
+    async def scenario() -> list[int | None]:
+        prios = [(await runner.check("/dev/sdx", "fine", 5.0, "sysfs")).prio]
+        (device / "access_state").write_text("standby\n")
+        (device / "preferred_path").write_text("1\n")
+        prios.append((await runner.check("/dev/sdx", "fine", 5.0, "sysfs")).prio)
+        runner.forget("/dev/sdx")
+        return prios
+
+    try:
+        assert asyncio.run(scenario()) == [50, 81]  # the second read saw the new values
+        assert sorted(os.path.basename(p) for p in opened) == ["access_state", "preferred_path"]  # once each
+        assert all(kept._fds == {} for kept in runner._alua.values())
+    finally:
+        runner.close()
+
+
+def test_a_missing_attribute_reads_as_none_and_keeps_nothing(tmp_path, monkeypatch):
+    from pymultipathd import locations
+    from pymultipathd.paths import sysinfo
+
+    monkeypatch.setattr(locations, "sysfs", lambda: str(tmp_path))
+    kept = sysinfo.KeptAttribute("access_state")
+    assert kept.read("sdq") is None and kept._fds == {}

@@ -27,7 +27,7 @@ def test_the_daemon_reads_a_new_paths_priority_on_a_checker_thread(monkeypatch):
     _sysinfo(monkeypatch)
     calls: list[tuple[str, str, str, float]] = []
 
-    def fake_priority(name: str, dev: str, args: str = "", timeout: float = 30.0) -> int:
+    def fake_priority(name: str, dev: str, args: str = "", timeout: float = 30.0, read=None) -> int:
         calls.append((threading.current_thread().name, name, args, timeout))
         return 50
 
@@ -52,7 +52,7 @@ def test_a_priority_that_does_not_come_back_stays_due(monkeypatch):
     _sysinfo(monkeypatch, timeout=0.2)
     release = threading.Event()
 
-    def hung(name: str, dev: str, args: str = "", timeout: float = 30.0) -> int:
+    def hung(name: str, dev: str, args: str = "", timeout: float = 30.0, read=None) -> int:
         release.wait(10)
         return 10
 
@@ -71,7 +71,7 @@ def test_a_priority_that_does_not_come_back_stays_due(monkeypatch):
 
 def test_the_cli_reads_the_priority_at_once(monkeypatch):
     _sysinfo(monkeypatch)
-    monkeypatch.setattr(prio, "priority", lambda name, dev, args="", timeout=30.0: 10)
+    monkeypatch.setattr(prio, "priority", lambda name, dev, args="", timeout=30.0, read=None: 10)
     resolve = topology.resolver(load.parse_text("defaults {\n prio alua\n checker_timeout 7\n}\n"),
                                 FACTS.wwid, FACTS.vendor, FACTS.product)
     p = topology.path_state(FACTS, resolve, None)

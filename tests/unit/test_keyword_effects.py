@@ -425,7 +425,7 @@ def sysfs(monkeypatch):
                         ("unit_serial", "s"), ("dev_state", "running")):
         monkeypatch.setattr(sysinfo, name, lambda dev, v=value: v)
     monkeypatch.setattr(sysinfo, "access_state", lambda dev: state["access"])
-    monkeypatch.setattr(prio, "priority", lambda name, dev, args="", timeout=30.0: 1)
+    monkeypatch.setattr(prio, "priority", lambda name, dev, args="", timeout=30.0, read=None: 1)
     return topology, state
 
 

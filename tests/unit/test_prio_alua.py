@@ -119,9 +119,18 @@ def test_exclusive_pref_bit_syntax(args, wanted):
     ],
 )
 def test_sysfs_values(monkeypatch, state, pref, args, value):
-    monkeypatch.setattr(sysinfo, "access_state", lambda dev: state)
-    monkeypatch.setattr(sysinfo, "preferred_path", lambda dev: pref)
+    attributes = {"access_state": state, "preferred_path": "1" if pref else "0"}
+    monkeypatch.setattr(sysinfo, "device_attribute", lambda dev, attribute: attributes[attribute])
     assert prio.prio_sysfs("sdb", args) == value
+    # the checker's kept descriptors read the same attributes, and priority() hands its reader over
+    asked = []
+
+    def kept(dev: str, attribute: str) -> str:
+        asked.append((dev, attribute))
+        return attributes[attribute]
+
+    assert prio.priority("sysfs", "sdb", args, read=kept) == value
+    assert asked and {a for _, a in asked} <= set(prio.SYSFS_ATTRIBUTES) and {d for d, _ in asked} == {"sdb"}
 
 
 def test_the_sysfs_fallback_gets_the_arguments(monkeypatch):
