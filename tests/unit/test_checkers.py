@@ -852,7 +852,12 @@ def test_the_sysfs_prioritizer_reads_through_descriptors_kept_per_path(tmp_path,
     monkeypatch.setattr(sgio, "_sg_nodes", {})
     opened: list[str] = []
     real_open = os.open
-    monkeypatch.setattr(os, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
     runner = CheckRunner()
 
     async def scenario() -> list[int | None]:
