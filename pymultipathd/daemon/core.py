@@ -84,11 +84,11 @@ class Core:
         # sysfs writes of transport settings: apart from the map-io threads, which reads through a queueing
         # map can hold
         self._sysfs_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sysfs",
-                                             initializer=name_this_thread)
+                                                initializer=name_this_thread)
         self._sysfs_job: asyncio.Future[list[tuple[str, str]]] | None = None
         # change uevents asked of the kernel (retrigger_*): a thread of their own, never waited for
         self._uevent_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uevent",
-                                             initializer=name_this_thread)
+                                                 initializer=name_this_thread)
         self._uevent_job: asyncio.Future[bool] | None = None
         self._pending: set[str] = set()
         # WWIDs whose map an administrator removed (del map): a change uevent of their paths (late ones from

@@ -376,11 +376,9 @@ class Daemon:
 
 
 def _initramfs_warnings(config: Config) -> list[str]:
-    """check_initramfs_fingerprint, on a worker thread. Without a fingerprint (not booted with our initramfs)
-    its module is not even imported: it brings hashlib, whose OpenSSL costs the daemon megabytes of memory
-    and, under emulation, a fifth of a second of import in the first interval after start-up."""
-    if not os.path.exists(locations.initramfs_fingerprint()):
-        return []
+    """check_initramfs_fingerprint, imported and run on a worker thread: its module brings hashlib, whose
+    OpenSSL costs the daemon megabytes of memory and, under emulation, a fifth of a second of import. Only
+    called when there is a fingerprint to compare (Daemon.compare_initramfs)."""
     from pymultipathd.initrd.fingerprint import check_initramfs_fingerprint
 
     return check_initramfs_fingerprint(config)

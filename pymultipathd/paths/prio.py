@@ -100,15 +100,11 @@ AttributeReader = Callable[[str, str], str]
 SYSFS_ATTRIBUTES = ("access_state", "preferred_path")  # what prio_sysfs reads
 
 
-def _by_name(dev: str, attribute: str) -> str:
-    return sysinfo.device_attribute(dev, attribute)
-
-
 def prio_sysfs(dev: str, args: str = "", timeout: float = 30.0, *,
                read: AttributeReader | None = None) -> int:
     """The kernel's view (device/access_state, device/preferred_path); PRIO_UNDEF when it keeps none.
     `read`: how the attributes are read (the checker's kept descriptors), by name if not given."""
-    read = read or _by_name
+    read = read or sysinfo.device_attribute
     state = read(dev, "access_state")
     if not state:
         return PRIO_UNDEF

@@ -155,7 +155,7 @@ def dh_state(dev: str) -> str:
 
 def device_attribute(dev: str, attribute: str) -> str:
     """An attribute of the path's SCSI device (device/<attribute>), stripped; "" if there is none."""
-    return _read(os.path.join(block_dir(dev), "device", attribute))
+    return _read(_attr_path(dev, attribute))
 
 
 def access_state(dev: str) -> str:

@@ -234,24 +234,35 @@ def test_no_sysfs_gives_the_base_modules(tmp_path):
     assert manifest.kernel_items(str(tmp_path)) == [("module", m) for m in manifest.BASE_MODULES]
 
 
-def test_the_daemon_compares_only_when_the_initramfs_left_a_fingerprint(root_files):
+def _compare(config_text: str) -> list[str]:
+    """What the daemon's start-up comparison warns of (Daemon.compare_initramfs, as run after discovery)."""
+    import asyncio
+
     from pymultipathd.daemon import main as daemon_main
 
-    assert daemon_main._initramfs_warnings(parse_text(CONF)) == []
+    daemon = daemon_main.Daemon(daemon_main.parse_args([]))
+    asyncio.run(daemon.compare_initramfs(parse_text(config_text)))
+    return daemon.initramfs_warnings
+
+
+def test_the_daemon_compares_only_when_the_initramfs_left_a_fingerprint(root_files):
+    assert _compare(CONF) == []
     _image_fingerprint(root_files)
     (root_files / "etc" / "wwids").write_text("/3600a/\n/3600z/\n")
-    warnings = daemon_main._initramfs_warnings(parse_text(CONF))
+    warnings = _compare(CONF)
     assert warnings[1] == "initramfs fingerprint: wwids: initramfs only: nothing, root only: 3600z"
 
 
 def test_without_a_fingerprint_the_daemon_never_imports_hashlib(tmp_path):
     # hashlib brings OpenSSL: megabytes of the daemon's memory for a comparison that has nothing to compare
-    code = ("import sys\n"
+    code = ("import asyncio, sys\n"
             "from pymultipathd import locations\n"
             "from pymultipathd.config.load import parse_text\n"
             "from pymultipathd.daemon import main\n"
             f"locations.install(locations.Locations(run_dir={str(tmp_path)!r}))\n"
-            "assert main._initramfs_warnings(parse_text('')) == []\n"
+            "daemon = main.Daemon(main.parse_args([]))\n"
+            "asyncio.run(daemon.compare_initramfs(parse_text('')))\n"
+            "assert daemon.initramfs_warnings == []\n"
             "print(sorted(m for m in ('hashlib', '_hashlib', 'pymultipathd.initrd.fingerprint')"
             " if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
