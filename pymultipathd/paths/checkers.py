@@ -46,6 +46,13 @@ log = logging.getLogger("pymultipathd")
 UP, DOWN, GHOST = PathCheck.UP, PathCheck.DOWN, PathCheck.GHOST
 PENDING, TIMEOUT = PathCheck.PENDING, PathCheck.TIMEOUT
 QUEUE_GRACE = 5.0  # seconds a check waits for a pool thread before it takes a thread of its own
+# The pool starts this many threads as soon as checks queue. A healthy check takes milliseconds of CPU, so a
+# few threads keep up with a round of hundreds; every thread more costs the loop a start and the round
+# context switches between threads that take turns on the GIL anyway.
+EAGER_THREADS = 4
+# Beyond those, the pool grows by one thread each time a backlog has lasted this long: checks slower than the
+# pool can take (hung devices holding threads, a slow array) make it grow, a burst of quick ones does not.
+GROW_AFTER = 0.25
 # A prioritizer may send several commands, each bounded by the check's timeout (alua up to 3, hp_sw up to
 # 4, path_latency io_num): after the checker's verdict, the priority gets this many timeouts of its own.
 PRIO_TIMEOUTS = 4
@@ -225,7 +232,8 @@ class _Job:
 class CheckRunner:
     """Runs checkers off the event loop: bounded threads, one check in flight per path.
 
-    A check is a job on a queue the runner's threads take from. Finished jobs go to one list that the loop
+    A check is a job on a queue the runner's threads take from; the pool grows past its first
+    EAGER_THREADS only while a backlog lasts (see GROW_AFTER). Finished jobs go to one list that the loop
     drains in one callback: a round of checks wakes the loop once per batch of results, not several times
     per check. The loop watches the deadlines of jobs in one heap under one timer: a job queued past its
     grace runs on a thread of its own; one that started and outlives its timeout is answered "timeout" and
@@ -255,6 +263,7 @@ class CheckRunner:
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self._grow_timer: asyncio.TimerHandle | None = None  # a backlog's look, GROW_AFTER after it was seen
         self._forgotten: set[str] = set()  # removed paths whose check was in flight: closed after it
         self._warned_fds = False  # the open-file limit was reached (warned once)
         self._warned_threads = False  # a thread could not be started (warned until one starts again)
@@ -324,8 +333,9 @@ class CheckRunner:
         now, so nobody waits for them), threads in the kernel are left to end on their own, kept descriptors
         are closed."""
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._grow_timer):
+            if timer is not None:
+                timer.cancel()
         if self._loop is not None and _running_loop() is self._loop:
             for job in list(self._inflight.values()):
                 if not job.answered and self._claim(job):
@@ -346,9 +356,10 @@ class CheckRunner:
     def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
         """Another event loop than the last one (a new asyncio.run): whoever waited on the old one is gone;
         jobs still in flight from it end unanswered, and are no longer watched."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer, self._timer_at = None, math.inf
+        for timer in (self._timer, self._grow_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer, self._timer_at, self._grow_timer = None, math.inf, None
         self._deadlines.clear()
         with self._lock:
             self._loop = loop
@@ -356,14 +367,37 @@ class CheckRunner:
         if self._draining:
             loop.call_soon(self._drain)
 
+    def _backlog(self) -> bool:
+        """More checks queued than pool threads free to take them, and room for another thread."""
+        return self._threads < self._max_threads and self._queue.qsize() > self._threads - self._busy
+
     def _grow(self) -> None:
-        """One more pool thread while queued checks outnumber the free threads, up to max_threads."""
-        if self._threads < self._max_threads and self._queue.qsize() > self._threads - self._busy:
-            # counted once started: a pool that could not grow leaves its queued checks to their grace,
-            # after which each tries a thread of its own
-            thread = threading.Thread(target=self._serve, name=f"checker_{self._threads}", daemon=True)
-            if self._start(thread):
-                self._threads += 1
+        """A check was queued: a thread more at once while the pool is below EAGER_THREADS, else a look
+        GROW_AFTER from now at whether the backlog is still there."""
+        if not self._backlog():
+            return
+        if self._threads < EAGER_THREADS:
+            self._add_thread()
+        elif self._grow_timer is None:
+            assert self._loop is not None
+            self._grow_timer = self._loop.call_later(GROW_AFTER, self._grow_later)
+
+    def _grow_later(self) -> None:
+        """The backlog outlasted GROW_AFTER: one more thread, and another look while it lasts."""
+        self._grow_timer = None
+        if self._closed or not self._backlog():
+            return
+        self._add_thread()
+        if self._backlog():
+            assert self._loop is not None
+            self._grow_timer = self._loop.call_later(GROW_AFTER, self._grow_later)
+
+    def _add_thread(self) -> None:
+        # counted once started: a pool that could not grow leaves its queued checks to their grace, after
+        # which each tries a thread of its own
+        thread = threading.Thread(target=self._serve, name=f"checker_{self._threads}", daemon=True)
+        if self._start(thread):
+            self._threads += 1
 
     def _own_thread(self, job: _Job, now: float) -> bool:
         """Run the claimed job on a thread of its own; False if no thread could be started (the job is

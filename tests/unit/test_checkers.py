@@ -883,3 +883,51 @@ def test_a_missing_attribute_reads_as_none_and_keeps_nothing(tmp_path, monkeypat
     monkeypatch.setattr(locations, "sysfs", lambda: str(tmp_path))
     kept = sysinfo.KeptAttribute("access_state")
     assert kept.read("sdq") is None and kept._fds == {}
+
+
+def test_a_burst_of_quick_checks_runs_on_the_eager_threads_only(monkeypatch):
+    """A round of hundreds of healthy paths is submitted at once; each check takes milliseconds, so the
+    first few threads keep up. Starting a thread per queued check (up to the limit) cost the loop a start
+    each and the round its context switches."""
+    monkeypatch.setattr(checkers, "GROW_AFTER", 30.0)  # the backlog is gone long before this
+    monkeypatch.setitem(checkers.CHECKERS, "fine", lambda dev, t: checkers.CheckResult(checkers.UP, "ok"))
+    runner = CheckRunner(max_threads=32)
+
+    async def burst() -> list[checkers.CheckResult]:
+        return await asyncio.gather(*(runner.check(f"/dev/sd{i}", "fine", 5.0) for i in range(256)))
+
+    try:
+        results = asyncio.run(burst())
+    finally:
+        runner.close()
+    assert all(r.state == checkers.UP for r in results)
+    assert 1 <= runner._threads <= checkers.EAGER_THREADS
+
+
+def test_a_backlog_that_lasts_grows_the_pool_a_thread_at_a_time(monkeypatch):
+    """Hung devices hold the eager threads: the checks queued behind them get more pool threads, one per
+    GROW_AFTER while the backlog lasts, up to max_threads and no further."""
+    monkeypatch.setattr(checkers, "GROW_AFTER", 0.02)
+    release = threading.Event()
+    monkeypatch.setitem(checkers.CHECKERS, "hang", lambda dev, t: release.wait(30) and checkers.CheckResult(
+        checkers.UP, "late"))
+    limit = checkers.EAGER_THREADS + 3
+    runner = CheckRunner(max_threads=limit)
+
+    async def scenario() -> tuple[int, int, int]:
+        for i in range(limit + 5):
+            runner.submit(f"/dev/sd{i}", "hang", 20.0, lambda token, outcome: None, None)
+        eager = runner._threads
+        deadline = time.monotonic() + 10
+        while runner._busy < limit and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # several more looks at the backlog: the limit holds
+        return eager, runner._busy, runner._threads
+
+    try:
+        eager, busy, threads = asyncio.run(scenario())
+    finally:
+        release.set()
+        runner.close()
+    assert eager == checkers.EAGER_THREADS
+    assert busy == threads == limit
