@@ -9,15 +9,36 @@ from __future__ import annotations
 import os
 
 PAGE = 4096  # the most a sysfs attribute's read gives
+CHUNK = 65536  # bytes asked for per read() of a whole file
 
 
 def read_text(path: str) -> str | None:
     """The file's text, stripped; None if it cannot be read."""
+    raw = _read_all(path)
+    return None if raw is None else raw.decode("utf-8", "replace").strip()
+
+
+def _read_all(path: str) -> bytes | None:
+    """The whole file, or None if it cannot be read. Unbuffered: open() would add a stat, a terminal check
+    and a seek to the open, read and close that a small kernel file needs, and every system call is dear
+    under emulation, where discovery reads a dozen attributes per disk. Read until the end: a /proc file may
+    come in several pieces, each shorter than asked for."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        first = os.read(fd, CHUNK)
+        if not first:
+            return first
+        chunks = [first]
+        while chunk := os.read(fd, CHUNK):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def read_page(path: str) -> str | None:
@@ -50,11 +71,7 @@ def read_attr(path: str) -> str:
 
 
 def read_bytes(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
+    return _read_all(path) or b""
 
 
 def _follow(path: str) -> str:
