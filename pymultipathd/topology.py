@@ -80,20 +80,20 @@ def path_state(f: classify.PathFacts, resolve: Resolve, old: PathState | None, *
     p = old or PathState(dev=f.dev, dev_t=f.dev_t, facts=f)
     p.facts, p.dev_t = f, f.dev_t
     if not same_device:  # fixed for a device's life: not re-read on each of its change events
-        p.hcil = sysinfo.hcil(f.dev)
-        p.node_name = sysinfo.target_node_name(f.dev)
-        p.host_wwnn, p.host_wwpn, p.tgt_wwpn = sysinfo.fc_names_shown(f.dev)
-        p.adapter = sysinfo.host_adapter(f.dev) or "[undef]"
+        devpath = sysinfo.device_path(f.dev)  # once for the four readers that start from it
+        p.hcil = sysinfo.hcil(f.dev, devpath=devpath)
+        p.node_name = sysinfo.target_node_name(f.dev, devpath=devpath)
+        p.host_wwnn, p.host_wwpn, p.tgt_wwpn = sysinfo.fc_names_shown(f.dev, devpath=devpath)
+        p.adapter = sysinfo.host_adapter(f.dev, devpath=devpath) or "[undef]"
         p.scsi_timeout = sysinfo.command_timeout(f.dev)
     p.size = sysinfo.size_sectors(f.dev)
     p.serial = f.properties.get("ID_SCSI_SERIAL") or sysinfo.unit_serial(f.dev)
     p.dev_state = sysinfo.dev_state(f.dev)
     p.dh_state = sysinfo.dh_state(f.dev)  # the kernel may attach one after the device appeared
-    checker = str(resolve("path_checker") or "tur")
-    if resolve("detect_checker") and sysinfo.access_state(f.dev):
-        checker = "tur"
-    p.checker = checker
-    name = prio.choose(str(resolve("prio") or "const"), bool(resolve("detect_prio")), f.dev)
+    detect_checker, detect_prio = bool(resolve("detect_checker")), bool(resolve("detect_prio"))
+    alua = sysinfo.access_state(f.dev) if detect_checker or detect_prio else ""
+    p.checker = "tur" if detect_checker and alua else str(resolve("path_checker") or "tur")
+    name = prio.choose(str(resolve("prio") or "const"), detect_prio, alua)
     args = str(resolve("prio_args") or "") if name == resolve("prio") else ""
     if old is None or (name, args) != (p.prio_name, p.prio_args):  # otherwise the checker keeps it current
         p.prio_name, p.prio_args = name, args

@@ -194,15 +194,18 @@ class Usage:
 
 
 def path_facts(dev: str, config: Config | None = None, *, usage: Usage | None = None,
-               properties: dict[str, str] | None = None, env: Mapping[str, str] | None = None) -> PathFacts:
+               properties: dict[str, str] | None = None, env: Mapping[str, str] | None = None,
+               disk_dev_t: str | None = None) -> PathFacts:
     """Facts about block device `dev` (kernel name). FactsError if there is no such block device.
     Properties: `properties` if given, else those of the udev event in `env` (the environment udev ran the
     helper with, passed down from its entry; None: there is no event) if it is about `dev`, else udev's
-    database entry."""
-    dev_t = _read(os.path.join(_block_dir(dev), "dev")) or _read(os.path.join(_disk_dir(dev), "dev"))
+    database entry. `disk_dev_t`: the device's number as a caller that found it in /sys/block (where the
+    kernel lists whole disks only) read it there; saves reading it and the device's type again."""
+    dev_t = (disk_dev_t or _read(os.path.join(_block_dir(dev), "dev"))
+             or _read(os.path.join(_disk_dir(dev), "dev")))
     if not dev_t:
         raise FactsError(f"{dev}: no such block device in {locations.sysfs()}/class/block")
-    devtype = _devtype(dev)
+    devtype = "disk" if disk_dev_t else _devtype(dev)
     if properties is None:
         properties = _event_properties(dev, env) or udev_properties(dev_t) or {}
     if devtype != "disk":
@@ -337,7 +340,7 @@ def _initialized_disks(config: Config | None, usage: Usage, skip: str | None = N
         if props is None:  # udev has not finished with it: not a sibling yet (as upstream)
             continue
         try:
-            found.append(path_facts(name, config, usage=usage, properties=props))
+            found.append(path_facts(name, config, usage=usage, properties=props, disk_dev_t=dev_t))
         except FactsError:  # removed since the listing: not a sibling any more
             continue
     return found

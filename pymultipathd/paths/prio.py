@@ -160,10 +160,10 @@ PRIORITIZERS: dict[str, Prioritizer] = {
 }
 
 
-def choose(configured: str | None, detect_prio: bool, dev: str) -> str:
-    """The prioritizer to use: detect_prio picks ALUA (sysfs) when the path reports an access state;
-    otherwise the configured one if it is registered, else const."""
-    if detect_prio and sysinfo.access_state(dev):
+def choose(configured: str | None, detect_prio: bool, access_state: str) -> str:
+    """The prioritizer to use: detect_prio picks ALUA (sysfs) when the path reports an access state (the
+    path's sysinfo.access_state); otherwise the configured one if it is registered, else const."""
+    if detect_prio and access_state:
         return "sysfs"
     return configured if configured is not None and configured in PRIORITIZERS else "const"
 

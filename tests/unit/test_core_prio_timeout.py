@@ -19,7 +19,7 @@ FACTS = PathFacts(dev="sdb", dev_t="8:16", wwid="3600a", vendor="ACME", product=
 def _sysinfo(monkeypatch, timeout: float = 45.0) -> None:
     for name, value in (("hcil", "3:0:0:1"), ("target_node_name", "t"), ("size_sectors", 8),
                         ("unit_serial", "s"), ("dev_state", "running"), ("access_state", "")):
-        monkeypatch.setattr(sysinfo, name, lambda dev, v=value: v)
+        monkeypatch.setattr(sysinfo, name, lambda dev, devpath=None, v=value: v)
     monkeypatch.setattr(sysinfo, "command_timeout", lambda dev: timeout)
 
 

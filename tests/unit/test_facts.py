@@ -30,6 +30,17 @@ def test_disk_facts(tree):
     assert p.properties["ID_SERIAL"] == W1
 
 
+def test_a_listed_disk_has_the_facts_of_one_looked_up_by_name(tree, monkeypatch):
+    """Discovery lists /sys/block (whole disks only) and passes on the number it read there: the facts
+    are those of the same disk looked up by name, without reading its number and type again."""
+    tree.disk("sdb", "8:16", W1)
+    tree.partition("sdb", "sdb1", "8:17")
+    by_name = facts.path_facts("sdb", parse_text(""))
+    monkeypatch.setattr(facts, "_devtype", lambda dev: pytest.fail(f"{dev}: type read again"))
+    listed = facts.world_all(parse_text("")).paths
+    assert listed == (by_name,)
+
+
 @pytest.mark.parametrize(("transport", "protocol"), [
     ("rport-1:0-0", "scsi:fcp"), ("end_device-1:0", "scsi:sas"),
     ("usb1", "scsi:usb"), ("pseudo_0", "scsi:unspec"),

@@ -423,7 +423,7 @@ def sysfs(monkeypatch):
     state = {"access": "active/optimized"}
     for name, value in (("hcil", "3:0:0:1"), ("target_node_name", "t"), ("size_sectors", 8),
                         ("unit_serial", "s"), ("dev_state", "running")):
-        monkeypatch.setattr(sysinfo, name, lambda dev, v=value: v)
+        monkeypatch.setattr(sysinfo, name, lambda dev, devpath=None, v=value: v)
     monkeypatch.setattr(sysinfo, "access_state", lambda dev: state["access"])
     monkeypatch.setattr(prio, "priority", lambda name, dev, args="", timeout=30.0, read=None: 1)
     return topology, state

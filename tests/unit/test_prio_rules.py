@@ -26,17 +26,19 @@ def test_undef_is_the_registrys():
 @pytest.mark.parametrize("name", ["weightedpath", "path_latency", "iet", "random"])
 def test_registered_and_chosen(name):
     assert prio.PRIORITIZERS[name].__module__ == prio_rules.__name__
-    assert prio.choose(name, False, "sdb") == name
-    assert prio.choose(name, True, "sdb-without-sysfs") == name  # no ALUA access state: the configured one
+    assert prio.choose(name, False, "") == name
+    assert prio.choose(name, True, "") == name  # no ALUA access state: the configured one
+    assert prio.choose(name, True, "active/optimized") == "sysfs"
+    assert prio.choose(name, False, "active/optimized") == name  # detect_prio off
 
 
 def test_unknown_names():
-    assert prio.choose("nosuch", False, "sdb") == "const" and prio.choose(None, False, "sdb") == "const"
+    assert prio.choose("nosuch", False, "") == "const" and prio.choose(None, False, "") == "const"
     assert prio.priority("nosuch", "sdb") == prio.PRIO_UNDEF
 
 
 def test_ana_on_a_scsi_path_is_undefined():
-    assert prio.choose("ana", False, "sdb") == "ana"
+    assert prio.choose("ana", False, "") == "ana"
     assert prio.priority("ana", "sdb") == prio.PRIO_UNDEF
 
 

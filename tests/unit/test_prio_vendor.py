@@ -31,7 +31,7 @@ def test_undef_is_the_registrys():
 @pytest.mark.parametrize("name", ["emc", "ontap", "rdac", "hp_sw", "hds", "datacore"])
 def test_registered(name):
     assert prio.PRIORITIZERS[name].__module__ == vendor_prio.__name__
-    assert prio.choose(name, False, "sdb") == name
+    assert prio.choose(name, False, "") == name
 
 
 # --- emc: VPD page C0h, "unit path report" ------------------------------------------------------------------
