@@ -50,8 +50,9 @@ QUEUE_GRACE = 5.0  # seconds a check waits for a pool thread before it takes a t
 # few threads keep up with a round of hundreds; every thread more costs the loop a start and the round
 # context switches between threads that take turns on the GIL anyway.
 EAGER_THREADS = 4
-# Beyond those, the pool grows by one thread each time a backlog has lasted this long: checks slower than the
-# pool can take (hung devices holding threads, a slow array) make it grow, a burst of quick ones does not.
+# Beyond those, the pool grows each time a backlog has lasted this long, by as many threads as it has (up to
+# the checks waiting): checks slower than the pool can take (hung devices holding threads, a slow array, a
+# busy loop holding the GIL) make it grow within a second, a burst of quick ones does not.
 GROW_AFTER = 0.25
 # A prioritizer may send several commands, each bounded by the check's timeout (alua up to 3, hp_sw up to
 # 4, path_latency io_num): after the checker's verdict, the priority gets this many timeouts of its own.
@@ -383,11 +384,12 @@ class CheckRunner:
             self._grow_timer = self._loop.call_later(GROW_AFTER, self._grow_later)
 
     def _grow_later(self) -> None:
-        """The backlog outlasted GROW_AFTER: one more thread, and another look while it lasts."""
+        """The backlog outlasted GROW_AFTER: up to twice the threads, and another look while it lasts."""
         self._grow_timer = None
-        if self._closed or not self._backlog():
-            return
-        self._add_thread()
+        for _ in range(self._threads or 1):
+            if self._closed or not self._backlog():
+                return
+            self._add_thread()
         if self._backlog():
             assert self._loop is not None
             self._grow_timer = self._loop.call_later(GROW_AFTER, self._grow_later)

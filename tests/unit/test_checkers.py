@@ -904,14 +904,14 @@ def test_a_burst_of_quick_checks_runs_on_the_eager_threads_only(monkeypatch):
     assert 1 <= runner._threads <= checkers.EAGER_THREADS
 
 
-def test_a_backlog_that_lasts_grows_the_pool_a_thread_at_a_time(monkeypatch):
-    """Hung devices hold the eager threads: the checks queued behind them get more pool threads, one per
+def test_a_backlog_that_lasts_grows_the_pool(monkeypatch):
+    """Hung devices hold the eager threads: the checks queued behind them get more pool threads, each
     GROW_AFTER while the backlog lasts, up to max_threads and no further."""
     monkeypatch.setattr(checkers, "GROW_AFTER", 0.02)
     release = threading.Event()
     monkeypatch.setitem(checkers.CHECKERS, "hang", lambda dev, t: release.wait(30) and checkers.CheckResult(
         checkers.UP, "late"))
-    limit = checkers.EAGER_THREADS + 3
+    limit = 3 * checkers.EAGER_THREADS + 1  # the pool doubles twice, then stops one thread further
     runner = CheckRunner(max_threads=limit)
 
     async def scenario() -> tuple[int, int, int]:
