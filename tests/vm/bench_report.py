@@ -130,7 +130,8 @@ def _startup(d: dict, targets: Targets) -> list[str]:
            "socket unit listened while udev first saw them). Start-up: seconds from `systemctl start` until "
            "every map exists in device mapper. Then RSS, and CPU seconds per checker interval (5 s) over "
            "the first three intervals after start-up (every path checked each interval) and in steady state "
-           "(checks backed off to max_polling_interval). Maps made / reloaded: ours, from `show status` (one "
+           "(checks backed off to max_polling_interval; over one max_polling_interval, four intervals, which "
+           "holds each path's check once). Maps made / reloaded: ours, from `show status` (one "
            "create per map and no reload is right). Stop: seconds `systemctl stop` took at the end.", "",
            "| paths | start-up s ours / theirs | ratio | RSS MiB ours / theirs | ratio "
            "| CPU s first intervals ours / theirs | ratio | CPU s steady ours / theirs | ratio "
