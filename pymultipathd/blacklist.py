@@ -69,12 +69,59 @@ def device_rules(config: Config) -> list[tuple[DeviceMatch, str]]:
     "default"): the user's blacklist section, then the product_blacklist of every devices entry as upstream
     merged them (setup_default_blist), each entry once. One equal to a built-in entry counts as built-in, so a
     configuration printed by `pymultipath -t` and read back reports the same sources."""
+    return list(_device_rules(config).rules)
+
+
+def _build_device_rules(config: Config) -> tuple[tuple[DeviceMatch, str], ...]:
     builtin = set(_product_blacklist())
     out: list[tuple[DeviceMatch, str]] = []
     for entry in config.blacklist.device + _product_blacklist(config.all_devices()):
         if all(entry != e for e, _ in out):
             out.append((entry, "default" if entry in builtin else "blacklist"))
-    return out
+    return tuple(out)
+
+
+ANSWERS_MAX = 1024  # (vendor, product) pairs whose device-criterion answer is kept, per configuration
+
+
+class _DeviceRules:
+    """device_rules of one configuration, and the first rule each (vendor, product) met. Both depend on the
+    configuration alone, and building the rules (the whole hardware table's product_blacklist, each entry
+    once) and trying every one of them was most of a path's blacklist check, done twice per disk at
+    discovery and again at each event. Kept on the Config, as its hardware table is, until the user's
+    blacklist device entries or its devices table change."""
+
+    __slots__ = ("answers", "builtin", "entries", "rules", "user")
+
+    def __init__(self, config: Config) -> None:
+        self.entries = config.blacklist.device
+        self.builtin, self.user = config.hardware_table()  # the same lists while the table stands
+        self.rules = _build_device_rules(config)
+        self.answers: dict[tuple[str, str], tuple[DeviceMatch, str] | None] = {}
+
+    def holds_for(self, config: Config) -> bool:
+        builtin, user = config.hardware_table()
+        return builtin is self.builtin and user is self.user and config.blacklist.device == self.entries
+
+    def first_match(self, vendor: str, product: str) -> tuple[DeviceMatch, str] | None:
+        key = (vendor, product)
+        try:
+            return self.answers[key]
+        except KeyError:
+            pass
+        hit = next(((e, source) for e, source in self.rules if _device_matches(e, vendor, product)), None)
+        if len(self.answers) >= ANSWERS_MAX:
+            self.answers.clear()
+        self.answers[key] = hit
+        return hit
+
+
+def _device_rules(config: Config) -> _DeviceRules:
+    cached = config.__dict__.get("_device_rules_cache")
+    if not isinstance(cached, _DeviceRules) or not cached.holds_for(config):
+        cached = _DeviceRules(config)
+        config.__dict__["_device_rules_cache"] = cached  # not a field: equality and repr ignore it
+    return cached
 
 
 def effective_blacklist(config: Config) -> BlacklistSpec:
@@ -159,9 +206,9 @@ def check(
                 continue
             if any(_device_matches(e, vendor, product) for e in ex.device):
                 continue
-            for entry, source in device_rules(config):
-                if _device_matches(entry, vendor, product):
-                    return BlacklistVerdict(True, "device", source, _device_text(entry))
+            hit = _device_rules(config).first_match(vendor, product)
+            if hit is not None:
+                return BlacklistVerdict(True, "device", hit[1], _device_text(hit[0]))
             continue
         _, value, user, default, excepts = next(s for s in simple if s[0] == criterion)
         if value is None:

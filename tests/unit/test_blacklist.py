@@ -298,3 +298,32 @@ def test_effective_lists_include_builtins():
     assert effective_blacklist(cfg).wwid == ("x",)
     assert effective_exceptions(cfg).property == ("(SCSI_IDENT_|ID_WWN)",)
     assert effective_exceptions(cfg).wwid == ("y",)
+
+
+def test_device_answers_follow_the_configuration_they_were_made_from():
+    """The device rules and their answers are kept on the Config: a changed blacklist or devices table
+    (records are mutable; reconfigure builds a new Config) is answered by its own rules, never by the
+    ones kept from before."""
+    from pymultipathd.config.model import BlacklistSpec, DeviceMatch
+
+    cfg = parse_text("")
+    assert check(cfg, devnode="sda", vendor="EMC", product="LUNZ") == verdict(True, "device", "default",
+                                                                               "EMC:LUNZ")
+    assert check(cfg, devnode="sda", vendor="ACME", product="Ctl LUN") == OK
+    cfg.blacklist = BlacklistSpec(device=(DeviceMatch("ACME", "^Ctl"),))
+    assert check(cfg, devnode="sda", vendor="ACME", product="Ctl LUN") == verdict(True, "device", "blacklist",
+                                                                                   "ACME:^Ctl")
+    cfg.blacklist = BlacklistSpec()
+    cfg.devices = [{"vendor": "ZETA", "product": ".*", "product_blacklist": "^Gate"}]
+    assert check(cfg, devnode="sda", vendor="ACME", product="Ctl LUN") == OK
+    assert check(cfg, devnode="sda", vendor="ZETA", product="Gateway") == verdict(True, "device", "blacklist",
+                                                                                   "ZETA:^Gate")
+
+
+def test_device_answers_kept_are_bounded():
+    from pymultipathd import blacklist
+
+    cfg = parse_text("")
+    for i in range(blacklist.ANSWERS_MAX + 10):
+        assert check(cfg, devnode="sda", vendor="ACME", product=f"model{i}") == OK
+    assert len(blacklist._device_rules(cfg).answers) <= blacklist.ANSWERS_MAX
