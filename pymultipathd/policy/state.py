@@ -12,6 +12,10 @@ from pymultipathd.classify import MapFacts, PathFacts
 from pymultipathd.dm.table import MultipathStatus, MultipathTable
 from pymultipathd.record import field, record
 
+TYPE_CHECKING = False  # typing costs milliseconds to import; checkers read this as True
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 
 class PathCheck(enum.StrEnum):
     """A checker's verdict on a path (the values are upstream's words in logs and JSON)."""
@@ -157,18 +161,71 @@ class MapState:
         return bool(self.table and self.table.features.queue_if_no_path)
 
 
+class MapTable(dict[str, MapState]):
+    """Maps by name, with an index by WWID that every change of the table keeps in step. A WWID's map is
+    looked up several times per WWID of a batch; a scan of every map for each was O(maps²) per start-up.
+    A map's WWID never changes once it is made, so the index only follows insertions and removals."""
+
+    __slots__ = ("by_wwid",)
+
+    def __init__(self, items: Mapping[str, MapState] | None = None) -> None:
+        super().__init__(items or {})
+        self.by_wwid: dict[str, str] = {}
+        for name, m in self.items():
+            self.by_wwid.setdefault(m.wwid, name)  # the first of two maps of one WWID, as a scan finds it
+
+    def __setitem__(self, name: str, m: MapState) -> None:
+        old = self.get(name)
+        super().__setitem__(name, m)
+        if old is not None:
+            self._unindex(name, old)
+        self.by_wwid.setdefault(m.wwid, name)
+
+    def __delitem__(self, name: str) -> None:
+        m = self[name]
+        super().__delitem__(name)
+        self._unindex(name, m)
+
+    def pop(self, name: str, *default: MapState | None) -> MapState | None:  # type: ignore[override]
+        if name not in self:
+            return super().pop(name, *default)
+        m = super().pop(name)
+        self._unindex(name, m)
+        return m
+
+    def clear(self) -> None:
+        super().clear()
+        self.by_wwid.clear()
+
+    def _unindex(self, name: str, m: MapState) -> None:
+        if self.by_wwid.get(m.wwid) == name:
+            del self.by_wwid[m.wwid]
+            other = next((n for n, o in self.items() if o.wwid == m.wwid), None)  # rare: two of one WWID
+            if other is not None:
+                self.by_wwid[m.wwid] = other
+
+    def _refused(self, *_: object, **__: object) -> None:
+        raise TypeError("MapTable changes one map at a time (table[name] = map, del, pop, clear)")
+
+    update = setdefault = popitem = __ior__ = _refused  # type: ignore[assignment]
+
+    def of_wwid(self, wwid: str) -> MapState | None:
+        name = self.by_wwid.get(wwid)
+        return None if name is None else self.get(name)
+
+
 @record
 class DaemonState:
     paths: dict[str, PathState] = field(default_factory=dict)     # by dev name
-    maps: dict[str, MapState] = field(default_factory=dict)       # by map name
+    maps: dict[str, MapState] = field(default_factory=MapTable)   # by map name
     started: float = 0.0
     by_dev_t: dict[str, str] = field(default_factory=dict)        # path_by_dev_t's index
 
     def map_of_wwid(self, wwid: str) -> MapState | None:
-        for m in self.maps.values():
-            if m.wwid == wwid:
-                return m
-        return None
+        maps = self.maps
+        if isinstance(maps, MapTable):
+            return maps.of_wwid(wwid)
+        return next((m for m in maps.values() if m.wwid == wwid), None)  # a plain dict given to the record
 
     def path_by_dev_t(self, dev_t: str) -> PathState | None:
         # An index checked on use, rebuilt on a miss: `paths` is changed in many places, and a scan per

@@ -28,3 +28,44 @@ def test_set_paths_rebuilds_the_map_facts():
     assert m.paths == ["sda", "sdb"] and m.facts == MapFacts("mpatha", "mpath-3600a", ("sda", "sdb"))
     st.set_paths(m, ["sdb"])
     assert m.facts.paths == ("sdb",)
+
+
+def test_map_of_wwid_follows_every_change_of_the_table():
+    import pytest
+
+    st = DaemonState()
+    a, b = MapState(name="mpatha", wwid="3600a"), MapState(name="mpathb", wwid="3600b")
+    st.maps["mpatha"] = a
+    st.maps["mpathb"] = b
+    assert st.map_of_wwid("3600a") is a and st.map_of_wwid("3600b") is b and st.map_of_wwid("3600c") is None
+    st.forget_map(a)  # pop
+    assert st.map_of_wwid("3600a") is None
+    del st.maps["mpathb"]
+    assert st.map_of_wwid("3600b") is None
+    c = MapState(name="mpathb", wwid="3600c")  # a name used again for another WWID
+    st.maps["mpathb"] = b
+    st.maps["mpathb"] = c
+    assert st.map_of_wwid("3600b") is None and st.map_of_wwid("3600c") is c
+    st.maps.clear()
+    assert st.map_of_wwid("3600c") is None
+    with pytest.raises(TypeError):
+        st.maps.update({"mpathd": MapState(name="mpathd", wwid="3600d")})  # would pass the index by
+
+
+def test_two_maps_of_one_wwid_are_found_until_both_are_gone():
+    """One map per WWID is the rule; if the kernel holds two (made by hand), a lookup finds one of them
+    while either is left, as the scan it replaces did."""
+    st = DaemonState()
+    first, second = MapState(name="mpatha", wwid="3600a"), MapState(name="manual", wwid="3600a")
+    st.maps["mpatha"] = first
+    st.maps["manual"] = second
+    assert st.map_of_wwid("3600a") is first
+    st.forget_map(first)
+    assert st.map_of_wwid("3600a") is second
+    st.forget_map(second)
+    assert st.map_of_wwid("3600a") is None
+
+
+def test_a_state_made_from_a_plain_dict_still_finds_maps():
+    m = MapState(name="mpatha", wwid="3600a")
+    assert DaemonState(maps={"mpatha": m}).map_of_wwid("3600a") is m
