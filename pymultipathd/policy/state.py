@@ -164,22 +164,26 @@ class MapState:
 class MapTable(dict[str, MapState]):
     """Maps by name, with an index by WWID that every change of the table keeps in step. A WWID's map is
     looked up several times per WWID of a batch; a scan of every map for each was O(maps²) per start-up.
-    A map's WWID never changes once it is made, so the index only follows insertions and removals."""
+    A map's WWID never changes once it is made, so the index only follows insertions and removals. It holds
+    every name per WWID, in insertion order: the kernel may hold two maps of one WWID (made by hand), and a
+    lookup finds the first while either is left, as the scan did."""
 
     __slots__ = ("by_wwid",)
 
     def __init__(self, items: Mapping[str, MapState] | None = None) -> None:
         super().__init__(items or {})
-        self.by_wwid: dict[str, str] = {}
+        self.by_wwid: dict[str, list[str]] = {}
         for name, m in self.items():
-            self.by_wwid.setdefault(m.wwid, name)  # the first of two maps of one WWID, as a scan finds it
+            self.by_wwid.setdefault(m.wwid, []).append(name)
 
     def __setitem__(self, name: str, m: MapState) -> None:
         old = self.get(name)
         super().__setitem__(name, m)
+        if old is not None and old.wwid == m.wwid:
+            return  # the name keeps its place in the index
         if old is not None:
             self._unindex(name, old)
-        self.by_wwid.setdefault(m.wwid, name)
+        self.by_wwid.setdefault(m.wwid, []).append(name)
 
     def __delitem__(self, name: str) -> None:
         m = self[name]
@@ -198,11 +202,11 @@ class MapTable(dict[str, MapState]):
         self.by_wwid.clear()
 
     def _unindex(self, name: str, m: MapState) -> None:
-        if self.by_wwid.get(m.wwid) == name:
-            del self.by_wwid[m.wwid]
-            other = next((n for n, o in self.items() if o.wwid == m.wwid), None)  # rare: two of one WWID
-            if other is not None:
-                self.by_wwid[m.wwid] = other
+        names = self.by_wwid.get(m.wwid)
+        if names is not None and name in names:
+            names.remove(name)
+            if not names:
+                del self.by_wwid[m.wwid]
 
     def _refused(self, *_: object, **__: object) -> None:
         raise TypeError("MapTable changes one map at a time (table[name] = map, del, pop, clear)")
@@ -210,8 +214,8 @@ class MapTable(dict[str, MapState]):
     update = setdefault = popitem = __ior__ = _refused  # type: ignore[assignment]
 
     def of_wwid(self, wwid: str) -> MapState | None:
-        name = self.by_wwid.get(wwid)
-        return None if name is None else self.get(name)
+        names = self.by_wwid.get(wwid)
+        return self.get(names[0]) if names else None
 
 
 @record

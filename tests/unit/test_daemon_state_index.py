@@ -46,6 +46,8 @@ def test_map_of_wwid_follows_every_change_of_the_table():
     st.maps["mpathb"] = b
     st.maps["mpathb"] = c
     assert st.map_of_wwid("3600b") is None and st.map_of_wwid("3600c") is c
+    st.maps["mpathb"] = c  # the same map again (a re-read): still found, indexed once
+    assert st.map_of_wwid("3600c") is c and st.maps.by_wwid["3600c"] == ["mpathb"]
     st.maps.clear()
     assert st.map_of_wwid("3600c") is None
     with pytest.raises(TypeError):
