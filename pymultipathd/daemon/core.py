@@ -719,10 +719,12 @@ class Core:
         verdict is applied when it comes back; the threads' results of a round reach the loop in a few
         batches, with no coroutine per path. A path whose last check is still in flight or being carried
         out is skipped. One path's failure is logged with its path and map; the others go on."""
+        now = asyncio.get_running_loop().time()
         for p in due:
             if p.dev in self._checking:
                 continue
             self._checking.add(p.dev)
+            p.check_sent = now
             try:
                 timeout = self._check_timeout(p)
                 res = self.runner.submit(f"/dev/{p.dev}", p.checker, timeout, self._checked, p, p.prio_name,
@@ -825,8 +827,8 @@ class Core:
 
     def _decide_check(self, p: PathState, res: checkers.CheckResult) -> list[act.Action]:
         now = asyncio.get_running_loop().time()
-        return decide.path_checked(self.state, ev.PathChecked(p.dev, res.state, now, res.message, res.prio),
-                                   self.settings_of)
+        return decide.path_checked(self.state, ev.PathChecked(p.dev, res.state, now, res.message, res.prio,
+                                                              p.check_sent), self.settings_of)
 
     async def _recheck_wwid(self, p: PathState, timeout: float) -> str | None:
         """recheck_wwid: a path that comes back is asked for its identity afresh (VPD page 83h); the new WWID

@@ -84,6 +84,11 @@ def path_checked(state: DaemonState, e: ev.PathChecked, settings_of: SettingsOf)
         # no answer yet, or the check waits for a thread: it says nothing about the path
         p.next_check = e.now + PENDING_RECHECK
         return []
+    if e.state.usable and e.sent is not None and e.sent <= p.link_lost:
+        # handed out before the path's network went away: its "up" predates the loss and must not
+        # reinstate what link_trouble failed; a check sent now says how the path is
+        p.next_check = e.now
+        return []
     if e.state is PathCheck.WILD:
         # the configured checker cannot judge this device (an rdac checker on a disk without the RDAC
         # page): as upstream, the path is neither failed nor reinstated, and it is said once
@@ -376,6 +381,7 @@ def link_trouble(state: DaemonState, e: ev.LinkTrouble, settings_of: SettingsOf)
                 out += marginal.path_failed(m, p, rule, e.now)
         p.chk_state = PathCheck.DOWN
         p.next_check = e.now
+        p.link_lost = e.now
         if p.map not in touched:
             touched.append(p.map)
     return out + [act.Refresh(name) for name in touched if name in state.maps]

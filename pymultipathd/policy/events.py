@@ -16,6 +16,7 @@ class PathChecked:
     now: float
     message: str = ""
     prio: int | None = None   # the priority read after the check, if the prioritizer was asked
+    sent: float | None = None  # when the check was handed out (None: not known)
 
 
 @record(frozen=True)

@@ -73,6 +73,8 @@ class PathState:
     dev_state: str = "running"    # SCSI device state from sysfs
     interval: float = 5.0         # current checker interval (backs off while healthy)
     next_check: float = 0.0       # loop time of the next check
+    check_sent: float = 0.0       # loop time the check in flight (or the last one) was handed out
+    link_lost: float = -1.0       # loop time its network last went away (LinkTrouble; -1: never)
     map: str | None = None        # name of the map holding it
     verdict: str = ""             # classifier decision and rule, for show paths / logs
     failures: int = 0             # times a check found it unusable after it was usable (`%0`)

@@ -446,6 +446,20 @@ def test_link_trouble_fails_the_paths_behind_it_at_once():
     assert bed.m.stats.path_faults == 1 and not bed.m.status.path("8:16").active
 
 
+def test_a_check_sent_before_the_link_went_away_reinstates_nothing():
+    """A check in flight when the link went down comes back "up" (its TUR crossed before the cut): that
+    verdict predates the loss, so the path link_trouble failed stays failed until a check sent after it
+    says otherwise. Reinstating it let the same cut fail it twice (link, then address) and count two
+    faults against san_path_err_threshold."""
+    bed = Bed()
+    bed.feed(ev.LinkTrouble(frozenset({"sdb"}), "link eth1 down", 3.0))
+    stale = bed.feed(ev.PathChecked("sdb", UP, 3.2, "tur ok", None, 2.9))
+    assert stale == [] and bed.p("sdb").chk_state is DOWN and bed.p("sdb").next_check == 3.2
+    fresh = bed.feed(ev.PathChecked("sdb", UP, 4.0, "tur ok", None, 3.5))
+    assert "ReinstatePath" in kinds(fresh) and bed.p("sdb").usable
+    assert bed.feed(ev.PathChecked("sdb", DOWN, 5.0, "tur down", None, 2.0)) != []  # a "down" always counts
+
+
 def test_events_for_a_map_removed_meanwhile_do_nothing():
     bed = Bed()
     for e in (ev.MapRevisited("gone", 0.0), ev.MapChanged("gone", 0.0), ev.Tick(0.0)):
