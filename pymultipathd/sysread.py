@@ -28,10 +28,7 @@ def _read_all(path: str) -> bytes | None:
     except OSError:
         return None
     try:
-        first = os.read(fd, CHUNK)
-        if not first:
-            return first
-        chunks = [first]
+        chunks = []
         while chunk := os.read(fd, CHUNK):
             chunks.append(chunk)
         return b"".join(chunks)
