@@ -334,9 +334,7 @@ class CheckRunner:
         now, so nobody waits for them), threads in the kernel are left to end on their own, kept descriptors
         are closed."""
         self._closed = True
-        for timer in (self._timer, self._grow_timer):
-            if timer is not None:
-                timer.cancel()
+        self._cancel_timers()
         if self._loop is not None and _running_loop() is self._loop:
             for job in list(self._inflight.values()):
                 if not job.answered and self._claim(job):
@@ -345,6 +343,11 @@ class CheckRunner:
             self._queue.put(None)
         for kept in self._kept():
             kept.close_all()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._timer, self._grow_timer):
+            if timer is not None:
+                timer.cancel()
 
     def _kept(self) -> tuple[sysinfo.KeptAttribute, ...]:
         return (self._states, *self._alua.values())
@@ -357,9 +360,7 @@ class CheckRunner:
     def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
         """Another event loop than the last one (a new asyncio.run): whoever waited on the old one is gone;
         jobs still in flight from it end unanswered, and are no longer watched."""
-        for timer in (self._timer, self._grow_timer):
-            if timer is not None:
-                timer.cancel()
+        self._cancel_timers()
         self._timer, self._timer_at, self._grow_timer = None, math.inf, None
         self._deadlines.clear()
         with self._lock:
