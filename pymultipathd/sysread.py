@@ -85,3 +85,11 @@ def device_dir(block_dir: str) -> str:
     emulation, where the daemon did this three times per path event. Lexical resolution is exact here:
     sysfs links are one level deep and point at real directories."""
     return _follow(os.path.join(_follow(block_dir), "device"))
+
+
+def close_quietly(fd: int) -> None:
+    """Close a descriptor whose close can tell nothing useful (a read-only one, or one being given up)."""
+    try:
+        os.close(fd)
+    except OSError:
+        pass

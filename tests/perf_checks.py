@@ -12,7 +12,9 @@ Modes:
 Checkers:
   const   a fake checker that answers "up" at once (the loop's and the hand-off's cost alone);
   tur     the real tur checker, its SG_IO ioctl answered GOOD at once by a stub, on files standing for the
-          device nodes (the thread side's Python cost: the sg node's lookup, open, header, buffers, close).
+          device nodes (the thread side's Python cost: the sg node's lookup, open, header, buffers, close);
+  kept    the same with the files taken for sg nodes, so the runner keeps each open (sgio.KeptNodes), as
+          the daemon does for tur on real sg nodes.
 
 "loop CPU" is the event loop thread's own CPU time during the round (time.thread_time there), "total" the
 process's (time.process_time: the checker threads too); "switches" the process's context switches in the
@@ -86,7 +88,7 @@ def _install(checker: str, root: str, devs: list[str]) -> Callable[[], None]:
     """Register the "perf" checker; the undo."""
     os.environ["PYMULTIPATH_SYSFS"] = os.path.join(root, "sys")
     _sysfs_tree(os.path.join(root, "sys"), devs)
-    saved_ioctl, saved_open = sgio.fcntl.ioctl, sgio.open_path
+    saved_ioctl, saved_open, saved_is_sg = sgio.fcntl.ioctl, sgio.open_path, sgio._is_sg_node
     if checker == "const":
         checkers.CHECKERS["perf"] = _const
     else:
@@ -100,11 +102,16 @@ def _install(checker: str, root: str, devs: list[str]) -> Callable[[], None]:
         sgio.fcntl.ioctl = _stub_ioctl  # type: ignore[assignment]
         sgio.open_path = open_path  # type: ignore[assignment]
         checkers.CHECKERS["perf"] = checkers.tur
+        if checker == "kept":
+            checkers.ON_DESCRIPTOR["perf"] = checkers.tur_fd
+            sgio._is_sg_node = lambda fd: True  # type: ignore[assignment]
 
     def undo() -> None:
         sgio.fcntl.ioctl = saved_ioctl  # type: ignore[assignment]
         sgio.open_path = saved_open  # type: ignore[assignment]
+        sgio._is_sg_node = saved_is_sg  # type: ignore[assignment]
         checkers.CHECKERS.pop("perf", None)
+        checkers.ON_DESCRIPTOR.pop("perf", None)
     return undo
 
 
@@ -225,14 +232,14 @@ def main_(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--paths", type=int, nargs="+", default=[256, 1024])
     ap.add_argument("--mode", choices=[*MODES, "all"], default="all")
-    ap.add_argument("--checker", choices=["const", "tur", "all"], default="all")
+    ap.add_argument("--checker", choices=["const", "tur", "kept", "all"], default="all")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tick", type=float, default=0.3, help="the checker loop's tick in mode loop (seconds)")
     ap.add_argument("--profile", action="store_true", help="cProfile of the event loop thread's rounds")
     opts = ap.parse_args(argv)
     main.TICK = opts.tick
     modes = list(MODES) if opts.mode == "all" else [opts.mode]
-    kinds = ["const", "tur"] if opts.checker == "all" else [opts.checker]
+    kinds = ["const", "tur", "kept"] if opts.checker == "all" else [opts.checker]
     print(f"{'mode':7} {'checker':7} {'paths':>6} {'loop CPU/round':>15} {'total CPU/round':>16} "
           f"{'us/check loop':>14} {'us/check total':>15} {'switches/round':>15}")
     for mode in modes:

@@ -7,13 +7,13 @@ the threads in use, and bounds every wait from the event loop's side. The daemon
 per interval, so the runner's own cost per check is kept small: no coroutine, future or timer per check, and
 one wake-up of the loop per batch of results.
 
-Descriptors: a check opens the path's device node (its sg node, sgio.open_path) and closes it when it ends;
-none is kept between checks (a kept one would cost a descriptor per path against max_fds, hold off O_EXCL
-openers of the sg node and pin the sg module; only the sg node's name is kept, see sgio.open_path). The
-runner keeps descriptors of each path's sysfs attributes open (sysinfo.KeptAttribute: its device state, and
-the ALUA access state and preferred-path flag the sysfs prioritizer reads), and drops them all once the
-open-file limit is reached. Running out of descriptors (EMFILE, ENFILE) says nothing about
-the path: such a check is answered "pending", never "down".
+Descriptors: the runner keeps each path's sg node open between checks for the checkers that only send
+commands through it (ON_DESCRIPTOR: tur, readsector0; sgio.KeptNodes says what that costs and what it
+holds); the other checkers open the path for each check and close it when it ends. The runner also keeps
+descriptors of each path's sysfs attributes open (sysinfo.KeptAttribute: its device state, and the ALUA
+access state and preferred-path flag the sysfs prioritizer reads). All are closed when the path is
+forgotten, and dropped once the open-file limit is reached. Running out of descriptors (EMFILE, ENFILE) says
+nothing about the path: such a check is answered "pending", never "down".
 """
 
 from __future__ import annotations
@@ -132,9 +132,13 @@ def tur(devnode: str, timeout: float) -> CheckResult:
 def readsector0(devnode: str, timeout: float) -> CheckResult:
     fd = sgio.open_path(devnode)
     try:
-        res = vendor_checkers.read_sector0(fd, timeout)
+        return readsector0_fd(fd, timeout)
     finally:
         os.close(fd)
+
+
+def readsector0_fd(fd: int, timeout: float) -> CheckResult:
+    res = vendor_checkers.read_sector0(fd, timeout)
     if res is None:  # as upstream: the host, not the path, lacked memory for the transfer
         return CheckResult(UP, "readsector0: no memory on this host for the read, path taken as up")
     if res.ok:
@@ -177,6 +181,14 @@ CHECKERS: dict[str, Callable[[str, float], CheckResult]] = {
     "directio": directio,
     "none": none,
     **vendor_checkers.CHECKERS,  # emc_clariion, hp_sw, rdac, cciss_tur
+}
+
+
+# The checkers above that need no more than a descriptor of the path's sg node: the runner keeps one per
+# path for them (sgio.KeptNodes) and calls these instead of opening the node for each check.
+ON_DESCRIPTOR: dict[str, Callable[[int, float], CheckResult]] = {
+    "tur": tur_fd,
+    "readsector0": readsector0_fd,
 }
 
 
@@ -246,6 +258,7 @@ class CheckRunner:
         from pymultipathd.paths import prio, sysinfo
 
         self._prio = prio
+        self._nodes = sgio.KeptNodes()  # each path's sg node, for the ON_DESCRIPTOR checkers (see top)
         self._states = sysinfo.KeptStates()  # the device state attribute of each path, kept open (see top)
         # what the sysfs prioritizer (detect_prio's choice on ALUA paths) reads at every check, kept open too
         self._alua = {a: sysinfo.KeptAttribute(a) for a in prio.SYSFS_ATTRIBUTES}
@@ -341,6 +354,7 @@ class CheckRunner:
                     self._answer(job, STOPPED)
         for _ in range(self._threads):
             self._queue.put(None)
+        self._nodes.drop_all()  # nodes in use are closed as their checks end
         for kept in self._kept():
             kept.close_all()
 
@@ -538,6 +552,7 @@ class CheckRunner:
     def _release(self, devnode: str) -> None:
         """Close what is kept open for the path (no check of it is in flight)."""
         sgio.forget_node(devnode)
+        self._nodes.close(devnode)
         for kept in self._kept():
             kept.close(devnode.rpartition("/")[2])
 
@@ -585,8 +600,12 @@ class CheckRunner:
     def _check(self, job: _Job) -> CheckResult:
         """The check, then (usable paths, with prio_name) the priority and (want_state) the device state."""
         devnode, timeout = job.devnode, job.timeout
+        on_fd = ON_DESCRIPTOR.get(job.checker)
         try:
-            res = job.func(devnode, timeout)
+            if on_fd is not None:
+                res = self._nodes.use(devnode, on_fd, timeout)
+            else:
+                res = job.func(devnode, timeout)
         except OSError as err:
             res = self._out_of_fds(job, err) if err.errno in sgio.OUT_OF_FDS else \
                 CheckResult(DOWN, f"cannot check {devnode}: {err.strerror or err}")
@@ -607,7 +626,8 @@ class CheckRunner:
         """The check could not open the path: the daemon (EMFILE) or the host (ENFILE) is out of descriptors,
         which says nothing of the path. The descriptors kept for paths' states go first and the check is
         tried once more; if it still cannot open, the path's state stands ("pending")."""
-        if any(kept.keeping for kept in self._kept()):
+        if self._nodes.keeping or any(kept.keeping for kept in self._kept()):
+            self._nodes.drop_all()
             for kept in self._kept():
                 kept.drop_all()
             try:

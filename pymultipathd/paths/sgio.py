@@ -8,9 +8,14 @@ import fcntl
 import os
 import sys
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from pymultipathd import locations
 from pymultipathd.record import record
+from pymultipathd.sysread import close_quietly
+
+T = TypeVar("T")
 
 SG_IO = 0x2285
 SG_DXFER_NONE = -1
@@ -164,10 +169,8 @@ def generic_node(devnode: str) -> str:
     return node if os.path.exists(node) else devnode
 
 
-# devnode -> the sg node generic_node found for it. A path is opened for each check (no descriptor of the
-# device is kept: one would count against max_fds for every path, hold off O_EXCL openers of the sg node and
-# pin the sg module); only the node's name is kept, as its lookup (a listdir in sysfs) cost more than the
-# open. Checked before each use against the disk's sysfs directory (one stat), so a device that took the
+# devnode -> the sg node generic_node found for it, as its lookup (a listdir in sysfs) costs more than the
+# open. Checked before each open against the disk's sysfs directory (one stat), so a device that took the
 # disk's name is never reached through its predecessor's sg node; dropped by forget_node.
 _sg_nodes: dict[str, str] = {}
 OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE})  # the daemon's or the system's open-file limit
@@ -216,6 +219,98 @@ def _open_node(devnode: str, node: str, flags: int) -> int:
         # another program holds the sg node exclusively (O_EXCL, a maintenance tool): the disk's own node
         # still answers, and a busy sg node says nothing about the path
         return os.open(devnode, flags)
+
+
+SCSI_GENERIC_MAJOR = 21  # <linux/major.h>
+SG_SET_RESERVED_SIZE = 0x2275
+
+
+class KeptNodes:
+    """A descriptor of each path's sg node, kept open between checks that only send commands through one
+    (tur, readsector0). Opening the node, with its first command, costs several times the command alone: in
+    the emulated test guest 600 us of CPU for stat, open, TEST UNIT READY and close, 110 us for the TEST
+    UNIT READY on a kept descriptor, and a round checks every path.
+
+    - Only sg nodes are kept. The disk's own node (opened when the sg node is held exclusively or there is
+      none) is closed after each use: a command through it waits uninterruptibly (see generic_node).
+    - Each kept node's reserve buffer is cut to the driver's minimum (a page): the sg driver gives every
+      open one of 32 KiB by default, kernel memory a thousand paths would hold for commands that move at
+      most a block. Commands that need more get buffers of their own from the driver.
+    - A descriptor holds a device, not a name: once the device is removed its commands fail (ENODEV), it
+      never reaches a device that took the name. Any error closes it; the next use opens by name again.
+    - Each counts against the open-file limit (max_fds). `drop_all` (the limit was reached) closes the idle
+      ones and keeps none from then on.
+    - While held the node cannot be opened exclusively (O_EXCL): a program that needs a path's sg node to
+      itself has the daemon forget the path first (`del path`), which closes it (`close`).
+    - One user per devnode at a time (CheckRunner: one check in flight per path). A descriptor in use is
+      out of the table, so `close` and `drop_all` never close one a command is being sent through (its
+      number could be given to another open meanwhile)."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.keeping = True  # False once descriptors ran out: each use opens and closes the node
+
+    def use(self, devnode: str, func: Callable[[int, float], T], timeout: float) -> T:
+        """func(descriptor, timeout) on the path's sg node, opened if none is kept. Raises what open_path
+        raises (EMFILE/ENFILE included) and what func raises."""
+        fd = self._fds.pop(devnode, None)
+        if fd is None:
+            fd = open_path(devnode)
+            keep = _is_sg_node(fd)
+            if keep:
+                _cut_reserve(fd)
+        else:
+            keep = True
+        try:
+            result = func(fd, timeout)
+        except BaseException:
+            close_quietly(fd)
+            raise
+        with self._lock:
+            if keep and self.keeping:
+                self._fds[devnode] = fd
+                return result
+        close_quietly(fd)
+        return result
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    def close(self, devnode: str) -> None:
+        """The path is gone, or its node must be free: close its descriptor (if kept and idle)."""
+        fd = self._fds.pop(devnode, None)
+        if fd is not None:
+            close_quietly(fd)
+
+    def close_all(self) -> None:
+        with self._lock:
+            fds = list(self._fds.values())
+            self._fds.clear()
+        for fd in fds:
+            close_quietly(fd)
+
+    def drop_all(self) -> None:
+        """Out of descriptors, or stopping: close the idle ones and keep none from now on (descriptors in
+        use are closed by their users)."""
+        with self._lock:
+            self.keeping = False
+        self.close_all()
+
+
+def _is_sg_node(fd: int) -> bool:
+    try:
+        return os.major(os.fstat(fd).st_rdev) == SCSI_GENERIC_MAJOR
+    except OSError:
+        return False
+
+
+def _cut_reserve(fd: int) -> None:
+    """The descriptor's reserve buffer down to the driver's minimum (it rounds 0 up to a page)."""
+    try:
+        fcntl.ioctl(fd, SG_SET_RESERVED_SIZE, bytes(4))  # an int 0, passed by address
+    except OSError:  # a buffer in use or mapped: the default stays, which only costs memory
+        pass
 
 
 TEST_UNIT_READY = bytes(6)

@@ -5,14 +5,13 @@ paths disappear under our feet and a vanished path is handled by its remove ueve
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import glob
 import os
 import re
 
 from pymultipathd import locations
-from pymultipathd.sysread import device_dir, pread_page, read_page
+from pymultipathd.sysread import close_quietly, device_dir, pread_page, read_page
 from pymultipathd.sysread import read_attr as _read
 
 
@@ -76,7 +75,7 @@ class KeptAttribute:
             if text is not None:
                 self._put(dev, fd)
                 return text
-            _close(fd)
+            close_quietly(fd)
         try:
             fd = os.open(_attr_path(dev, self.attribute), os.O_RDONLY | os.O_CLOEXEC)
         except OSError as err:
@@ -86,7 +85,7 @@ class KeptAttribute:
             return self.read(dev)  # once more, keeping none
         text = pread_page(fd)
         if text is None:
-            _close(fd)
+            close_quietly(fd)
             return None
         self._put(dev, fd)
         return text
@@ -95,7 +94,7 @@ class KeptAttribute:
         if self.keeping:
             self._fds[dev] = fd
         else:
-            _close(fd)
+            close_quietly(fd)
 
     def drop_all(self) -> None:
         """Out of descriptors: close every kept one, and keep none from now on."""
@@ -105,7 +104,7 @@ class KeptAttribute:
     def close(self, dev: str) -> None:
         fd = self._fds.pop(dev, None)
         if fd is not None:
-            _close(fd)
+            close_quietly(fd)
 
     def close_all(self) -> None:
         for dev in list(self._fds):
@@ -120,11 +119,6 @@ class KeptStates(KeptAttribute):
 
     def read(self, dev: str) -> str:
         return super().read(dev) or "running"  # no SCSI device behind the name, as dev_state says
-
-
-def _close(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
 
 
 def target_node_name(dev: str, devpath: str | None = None) -> str:

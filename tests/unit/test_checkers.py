@@ -353,11 +353,11 @@ def _closed(pipe: tuple[int, int]) -> bool:
     return False
 
 
-def test_tur_opens_the_path_for_each_check_and_asks_once(monkeypatch):
-    """No descriptor of the device is kept between checks (one per path would count against max_fds, hold
-    off O_EXCL openers of the sg node and pin the sg module): each check opens the node and closes it. A bad
-    verdict is the check's word: the path is not asked again (a second TUR with what is left of the time
-    could time out, and set off SCSI error handling on a struggling path)."""
+def test_tur_opens_a_node_that_is_not_an_sg_node_for_each_check_and_asks_once(monkeypatch):
+    """A disk's own node (no sg node, or the sg node held exclusively) is not kept between checks: a command
+    through it waits uninterruptibly. Each check opens it and closes it. A bad verdict is the check's word:
+    the path is not asked again (a second TUR with what is left of the time could time out, and set off
+    SCSI error handling on a struggling path)."""
     answers = [good(), host_error(DID_NO_CONNECT), good()]
     pipes = _pipe_sg(monkeypatch, lambda cdb: answers.pop(0))
     runner = CheckRunner()
@@ -371,6 +371,102 @@ def test_tur_opens_the_path_for_each_check_and_asks_once(monkeypatch):
         assert all(_closed(p) for p in pipes)
     finally:
         runner.close()
+
+
+def _kept_sg(monkeypatch, answer):
+    """_pipe_sg whose descriptors pass for sg nodes; also the SG_SET_RESERVED_SIZE calls seen."""
+    pipes = _pipe_sg(monkeypatch, answer)
+    monkeypatch.setattr(sgio, "_is_sg_node", lambda fd: True)
+    cuts: list[int] = []
+    real_ioctl = sgio.fcntl.ioctl
+    monkeypatch.setattr(sgio.fcntl, "ioctl", lambda fd, req, arg=0: cuts.append(fd) if
+                        req == sgio.SG_SET_RESERVED_SIZE else real_ioctl(fd, req, arg))
+    return pipes, cuts
+
+
+def test_tur_keeps_the_sg_node_open_between_checks_until_the_path_is_forgotten(monkeypatch):
+    """An sg node is opened once for all the path's checks (its reserve buffer cut once, at the open), and
+    closed when the path is forgotten; a path seen again is opened again."""
+    pipes, cuts = _kept_sg(monkeypatch, lambda cdb: good())
+    runner = CheckRunner()
+
+    async def checks(n: int) -> list[str]:
+        return [(await runner.check("/dev/sdx", "tur", 1.0)).state for _ in range(n)]
+
+    try:
+        assert asyncio.run(checks(3)) == [checkers.UP] * 3
+        assert len(pipes) == 1 and not _closed(pipes[0])
+        assert cuts == [pipes[0][0]]
+        runner.forget("/dev/sdx")
+        assert _closed(pipes[0])
+        assert asyncio.run(checks(1)) == [checkers.UP]
+        assert len(pipes) == 2 and not _closed(pipes[1])
+    finally:
+        runner.close()
+    assert _closed(pipes[1])  # stopping closes what is kept
+
+
+def test_a_kept_sg_node_that_fails_is_closed_and_opened_again(monkeypatch):
+    """A kept descriptor whose device was removed answers ENODEV: the check says the path is down, the
+    descriptor is closed, and the next check opens the node by name (the device that has the name now)."""
+    answers: list = [good(), OSError(errno.ENODEV, "No such device"), good()]
+
+    def answer(cdb):
+        got = answers.pop(0)
+        if isinstance(got, OSError):
+            raise got
+        return got
+
+    pipes, _ = _kept_sg(monkeypatch, answer)
+    runner = CheckRunner()
+
+    async def checks(n: int) -> list[checkers.CheckResult]:
+        return [await runner.check("/dev/sdx", "tur", 1.0) for _ in range(n)]
+
+    try:
+        first, gone, again = asyncio.run(checks(3))
+    finally:
+        runner.close()
+    assert (first.state, gone.state, again.state) == (checkers.UP, checkers.DOWN, checkers.UP)
+    assert "No such device" in gone.message
+    assert len(pipes) == 2 and _closed(pipes[0])
+
+
+def test_readsector0_uses_the_kept_sg_node_too(monkeypatch):
+    pipes, _ = _kept_sg(monkeypatch, lambda cdb: good(bytes(512)))
+    monkeypatch.setattr(sgio, "block_size", lambda fd: 512)
+    runner = CheckRunner()
+
+    async def checks() -> list[str]:
+        return [(await runner.check("/dev/sdx", "readsector0", 1.0)).state for _ in range(2)]
+
+    try:
+        assert asyncio.run(checks()) == [checkers.UP, checkers.UP]
+        assert len(pipes) == 1
+    finally:
+        runner.close()
+
+
+def test_a_kept_node_in_use_is_closed_by_its_user_not_under_it(monkeypatch):
+    """drop_all and close while a command is being sent through a kept descriptor leave that descriptor
+    open (its number could otherwise go to another open while the command still runs); its user closes it
+    at the end, and none is kept from then on."""
+    kept = sgio.KeptNodes()
+    r, w = os.pipe()
+    monkeypatch.setattr(sgio, "open_path", lambda devnode, **kw: r)
+    monkeypatch.setattr(sgio, "_is_sg_node", lambda fd: True)
+
+    def send(fd: int, timeout: float) -> bool:
+        kept.drop_all()
+        kept.close("/dev/sdx")
+        os.fstat(fd)  # still open
+        return True
+
+    assert kept.use("/dev/sdx", send, 1.0) is True
+    assert len(kept) == 0 and not kept.keeping
+    with pytest.raises(OSError):
+        os.fstat(r)
+    os.close(w)
 
 
 def _sg_tree(tmp_path, monkeypatch, sg: str) -> tuple[str, object]:
@@ -498,6 +594,38 @@ def test_out_of_descriptors_lets_the_kept_ones_go_first(tmp_path, monkeypatch):
         runner.close()
     assert (first.state, second.state) == (checkers.UP, checkers.UP)
     assert second.dev_state == "running" and second.message == "ok"
+
+
+def test_out_of_descriptors_lets_the_kept_sg_nodes_go(monkeypatch):
+    """A check that cannot open its path for want of descriptors closes the sg nodes kept for other paths,
+    and the path's check goes through with the descriptor that freed (none is kept from then on)."""
+    pipes, _ = _kept_sg(monkeypatch, lambda cdb: good())
+    pipe_open = sgio.open_path
+    short = [False]
+
+    def open_path(devnode: str, *, write: bool = False) -> int:
+        if short[0]:
+            short[0] = False
+            raise OSError(errno.EMFILE, "Too many open files")
+        return pipe_open(devnode, write=write)
+
+    monkeypatch.setattr(sgio, "open_path", open_path)
+    runner = CheckRunner()
+
+    async def scenario() -> list[str]:
+        out = [(await runner.check("/dev/sdx", "tur", 1.0)).state]
+        short[0] = True
+        out.append((await runner.check("/dev/sdy", "tur", 1.0)).state)
+        out.append((await runner.check("/dev/sdy", "tur", 1.0)).state)
+        return out
+
+    try:
+        assert asyncio.run(scenario()) == [checkers.UP] * 3
+        assert _closed(pipes[0])  # sdx's kept node went
+        assert not runner._nodes.keeping and len(runner._nodes) == 0
+        assert _closed(pipes[-1])  # sdy's last check closed its node
+    finally:
+        runner.close()
 
 
 def test_kept_device_states_let_go_when_descriptors_run_out(tmp_path, monkeypatch):

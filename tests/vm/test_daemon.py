@@ -10,7 +10,7 @@ import time
 
 from tests.vm import dm
 from tests.vm.bench_udev import MultipathState, StandInDaemon
-from tests.vm.pympd import Pympd, config
+from tests.vm.pympd import UNIT, Pympd, config
 from tests.vm.sysutil import run, wait_for
 
 
@@ -20,6 +20,23 @@ def _devnos(st: dm.MpathStatus) -> list[str]:
 
 def _dm_state(name: str, devno: str) -> str:
     return dm.status(name).path(devno).state
+
+
+def _sg_node(dev: str) -> str:
+    (sg,) = os.listdir(f"/sys/block/{dev}/device/scsi_generic")
+    return f"/dev/{sg}"
+
+
+def _open_sg_nodes() -> list[str]:
+    """The sg nodes the running daemon holds open, one entry per descriptor."""
+    pid = run(["systemctl", "show", "-p", "MainPID", "--value", UNIT]).strip()
+    links = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:  # closed meanwhile
+            continue
+    return [link for link in links if link.startswith("/dev/sg")]
 
 
 def test_two_path_iscsi_map_assembled_and_usable(iscsi_bed, write_verify):
@@ -210,3 +227,10 @@ def test_many_scsi_debug_luns_each_map_created_once(scsi_debug):
         assert "map reloads: 0" in status, status
         for name in dm.multipath_maps():
             assert len(_devnos(dm.status(name))) == 2
+        # tur sends through each path's sg node, kept open between checks and closed when the path goes
+        nodes = {p.dev: _sg_node(p.dev) for ps in groups.values() for p in ps}
+        want = sorted(nodes.values())
+        wait_for(lambda: sorted(_open_sg_nodes()) == want, 60, "one descriptor of each path's sg node")
+        gone = sorted(nodes)[0]
+        d.cmd("del", "path", gone)
+        wait_for(lambda: nodes[gone] not in _open_sg_nodes(), 30, f"{gone}'s sg node closed after del path")
