@@ -126,6 +126,7 @@ class Core:
         self._resolved_for: Config | None = None  # the config the memos below were filled from
         self._resolved: dict[tuple, dict[str, object]] = {}
         self._settings: dict[tuple, MapSettings] = {}
+        self._named_wwids: frozenset[str] = frozenset()  # the WWIDs the config's multipaths entries name
         self.pr = Reservations(  # persistent-reservation keys through every path (daemon/reservations.py)
             self.state, lambda m: self.resolver(m.wwid, m.vendor, m.product, m.revision),
             lambda p: topology.check_timeout(self.path_resolver(p), p))
@@ -143,6 +144,8 @@ class Core:
         cfg = self.config
         if self._resolved_for is not cfg or len(self._resolved) > RESOLVE_MEMO_MAX:
             self._resolved_for, self._resolved, self._settings = cfg, {}, {}
+            self._named_wwids = frozenset(str(e["wwid"]) for e in cfg.multipaths if e.get("wwid"))
+        wwid = self._memo_wwid(wwid)
         memo = self._resolved.setdefault((wwid, vendor, product, revision, protocol), {})
 
         def resolve(kw: str) -> object:
@@ -152,6 +155,12 @@ class Core:
             return memo[kw]
         return resolve
 
+    def _memo_wwid(self, wwid: str | None) -> str | None:
+        """The WWID as the resolution sees it: only a multipaths entry reads it, so a WWID none names
+        resolves as no WWID, and all the maps of one kind of hardware share one memo (resolving and
+        typing a map's settings cost milliseconds under emulation, for every map at start-up)."""
+        return wwid if wwid in self._named_wwids else None
+
     def path_resolver(self, p: PathState) -> Resolve:
         f = p.facts
         return self.resolver(p.wwid, f.vendor, f.product, f.revision)
@@ -160,7 +169,7 @@ class Core:
         """The map's policy settings, typed once per configuration."""
         if self._resolved_for is not self.config:
             self.resolver(None, None, None)  # a new configuration: empty the memos first
-        key = (m.wwid, m.vendor, m.product, m.revision)
+        key = (self._memo_wwid(m.wwid), m.vendor, m.product, m.revision)
         s = self._settings.get(key)
         if s is None:  # asked at every check of every path: the resolver only on a miss
             s = self._settings[key] = map_settings(self.resolver(*key))

@@ -38,3 +38,31 @@ def test_memoized_lookup_matches_the_config_and_follows_a_new_one():
         assert core.resolver("36001", "ACME", "Box")("no_path_retry") == 7
     finally:
         core.runner.close()
+
+
+def test_maps_no_multipaths_entry_names_share_their_hardwares_settings(monkeypatch):
+    """A WWID is read only by multipaths entries: the maps of one kind of hardware that no entry names
+    share one set of settings, made once, and a named map still gets its entry's."""
+    from pymultipathd.daemon import core as core_mod
+    from pymultipathd.policy.settings import RetryMode
+    from pymultipathd.policy.state import MapState
+
+    made = []
+    real = core_mod.map_settings
+    monkeypatch.setattr(core_mod, "map_settings", lambda resolve: made.append(1) or real(resolve))
+    core = Core(load.parse_text(CONF), ctl=None)
+    try:
+        def settings(wwid: str):
+            m = MapState(name=f"mpath{wwid}", wwid=wwid, vendor="ACME", product="Box")
+            return core.settings_of(m)
+
+        plain = [settings(w) for w in ("36002", "36003", "36004")]
+        assert plain[0] is plain[1] is plain[2] and len(made) == 1
+        assert plain[0].no_path_retry.mode is RetryMode.QUEUE
+        named = settings("36001")
+        assert named.no_path_retry.mode is RetryMode.FAIL and len(made) == 2
+        core.config = load.parse_text(CONF.replace("36001", "36003"))  # reconfigure names another
+        assert settings("36003").no_path_retry.mode is RetryMode.FAIL
+        assert settings("36001").no_path_retry.mode is RetryMode.QUEUE
+    finally:
+        core.runner.close()
