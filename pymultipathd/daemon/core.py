@@ -36,7 +36,7 @@ from pymultipathd.paths import checkers, facts, holderscan, sysinfo, vpd
 from pymultipathd.policy import actions as act
 from pymultipathd.policy import decide, plan
 from pymultipathd.policy import events as ev
-from pymultipathd.policy.settings import MapSettings, Resolve, map_settings
+from pymultipathd.policy.settings import KeptResolve, MapSettings, Resolve
 from pymultipathd.policy.state import DaemonState, IoCheck, MapState, MapStats, PathCheck, PathState
 from pymultipathd.record import replace
 from pymultipathd.threadname import name_this_thread
@@ -59,6 +59,10 @@ ANNOUNCE_RETRY = 5.0           # seconds before a refused "ready" reload (ghost_
 
 class CommandError(PymultipathError):
     """A control command the daemon could not carry out; the text is the reason given to the client."""
+
+
+def _resolve_in(cfg: Config, keyword: str, **bound: str | None) -> object:
+    return cfg.resolve(keyword, **bound)
 
 
 def configured_alias(config: Config, wwid: str) -> str | None:
@@ -124,8 +128,7 @@ class Core:
         self._internal: set[asyncio.Task] = set()  # run_internal's tasks, referenced until they finish
         self.persist = Persist()  # bindings, wwids and failed markers: a failed write never stops assembly
         self._resolved_for: Config | None = None  # the config the memos below were filled from
-        self._resolved: dict[tuple, dict[str, object]] = {}
-        self._settings: dict[tuple, MapSettings] = {}
+        self._resolved: dict[tuple, KeptResolve] = {}
         self._named_wwids: frozenset[str] = frozenset()  # the WWIDs the config's multipaths entries name
         self.pr = Reservations(  # persistent-reservation keys through every path (daemon/reservations.py)
             self.state, lambda m: self.resolver(m.wwid, m.vendor, m.product, m.revision),
@@ -138,22 +141,20 @@ class Core:
         return await loop.run_in_executor(self._dm_thread, lambda: fn(*args, **kw))
 
     def resolver(self, wwid: str | None, vendor: str | None, product: str | None,
-                 revision: str | None = None, protocol: str | None = None) -> Resolve:
-        """Attribute lookup bound to one map or path, memoized per configuration: the checker and the
-        policy tick ask the same few keywords of every path and map at every interval."""
+                 revision: str | None = None, protocol: str | None = None) -> KeptResolve:
+        """Attribute lookup bound to one map or path, kept per configuration: the checker and the policy tick
+        ask the same few keywords, and the typed settings, of every path and map at every interval."""
         cfg = self.config
         if self._resolved_for is not cfg or len(self._resolved) > RESOLVE_MEMO_MAX:
-            self._resolved_for, self._resolved, self._settings = cfg, {}, {}
+            self._resolved_for, self._resolved = cfg, {}
             self._named_wwids = frozenset(str(e["wwid"]) for e in cfg.multipaths if e.get("wwid"))
-        wwid = self._memo_wwid(wwid)
-        memo = self._resolved.setdefault((wwid, vendor, product, revision, protocol), {})
-
-        def resolve(kw: str) -> object:
-            if kw not in memo:
-                memo[kw] = cfg.resolve(kw, wwid=wwid, vendor=vendor, product=product, revision=revision,
-                                       protocol=protocol)
-            return memo[kw]
-        return resolve
+        key = (self._memo_wwid(wwid), vendor, product, revision, protocol)
+        kept = self._resolved.get(key)
+        if kept is None:
+            kept = self._resolved[key] = KeptResolve(functools.partial(
+                _resolve_in, cfg, wwid=key[0], vendor=vendor, product=product, revision=revision,
+                protocol=protocol))
+        return kept
 
     def _memo_wwid(self, wwid: str | None) -> str | None:
         """The WWID as the resolution sees it: only a multipaths entry reads it, so a WWID none names
@@ -166,14 +167,8 @@ class Core:
         return self.resolver(p.wwid, f.vendor, f.product, f.revision)
 
     def settings_of(self, m: MapState) -> MapSettings:
-        """The map's policy settings, typed once per configuration."""
-        if self._resolved_for is not self.config:
-            self.resolver(None, None, None)  # a new configuration: empty the memos first
-        key = (self._memo_wwid(m.wwid), m.vendor, m.product, m.revision)
-        s = self._settings.get(key)
-        if s is None:  # asked at every check of every path: the resolver only on a miss
-            s = self._settings[key] = map_settings(self.resolver(*key))
-        return s
+        """The map's policy settings, typed once per configuration (and kind of hardware, see _memo_wwid)."""
+        return self.resolver(m.wwid, m.vendor, m.product, m.revision).settings()
 
     def known(self) -> facts.Known:
         """The maps and paths as the daemon knows them (for udev's helper, see daemon/udev_service.py)."""

@@ -137,7 +137,39 @@ def _number(value: object, default: float) -> float:
     return default
 
 
+class KeptResolve:
+    """A Resolve that keeps its answers, and the MapSettings made of them: for a configuration that does
+    not change under it (the daemon makes one per configuration and hardware, and every map of that
+    hardware shares it, see daemon/core.py Core.resolver)."""
+
+    __slots__ = ("_lookup", "_answers", "_settings")
+
+    def __init__(self, lookup: Resolve) -> None:
+        self._lookup = lookup
+        self._answers: dict[str, object] = {}
+        self._settings: MapSettings | None = None
+
+    def __call__(self, keyword: str) -> object:
+        try:
+            return self._answers[keyword]
+        except KeyError:
+            value = self._answers[keyword] = self._lookup(keyword)
+            return value
+
+    def settings(self) -> MapSettings:
+        if self._settings is None:
+            self._settings = _typed(self)
+        return self._settings
+
+
 def map_settings(resolve: Resolve) -> MapSettings:
+    """The typed settings of what `resolve` is bound to (made once for a KeptResolve)."""
+    if isinstance(resolve, KeptResolve):
+        return resolve.settings()
+    return _typed(resolve)
+
+
+def _typed(resolve: Resolve) -> MapSettings:
     return MapSettings(
         failback=failback(resolve("failback")),
         no_path_retry=no_path_retry(resolve("no_path_retry")),

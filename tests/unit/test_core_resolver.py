@@ -43,13 +43,13 @@ def test_memoized_lookup_matches_the_config_and_follows_a_new_one():
 def test_maps_no_multipaths_entry_names_share_their_hardwares_settings(monkeypatch):
     """A WWID is read only by multipaths entries: the maps of one kind of hardware that no entry names
     share one set of settings, made once, and a named map still gets its entry's."""
-    from pymultipathd.daemon import core as core_mod
-    from pymultipathd.policy.settings import RetryMode
+    from pymultipathd.policy import settings as settings_mod
+    from pymultipathd.policy.settings import RetryMode, map_settings
     from pymultipathd.policy.state import MapState
 
     made = []
-    real = core_mod.map_settings
-    monkeypatch.setattr(core_mod, "map_settings", lambda resolve: made.append(1) or real(resolve))
+    real = settings_mod._typed
+    monkeypatch.setattr(settings_mod, "_typed", lambda resolve: made.append(1) or real(resolve))
     core = Core(load.parse_text(CONF), ctl=None)
     try:
         def settings(wwid: str):
@@ -58,6 +58,9 @@ def test_maps_no_multipaths_entry_names_share_their_hardwares_settings(monkeypat
 
         plain = [settings(w) for w in ("36002", "36003", "36004")]
         assert plain[0] is plain[1] is plain[2] and len(made) == 1
+        # what the policy's own calls get for a map's resolver (assembly, the table's queueing): the same
+        revision = MapState(name="m", wwid="36005").revision
+        assert map_settings(core.resolver("36005", "ACME", "Box", revision)) is plain[0] and len(made) == 1
         assert plain[0].no_path_retry.mode is RetryMode.QUEUE
         named = settings("36001")
         assert named.no_path_retry.mode is RetryMode.FAIL and len(made) == 2
