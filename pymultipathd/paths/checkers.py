@@ -605,6 +605,7 @@ class CheckRunner:
             if on_fd is not None:
                 res = self._nodes.use(devnode, on_fd, timeout)
             else:
+                self._nodes.close(devnode)  # kept for the path's previous checker (a reconfigure changed it)
                 res = job.func(devnode, timeout)
         except OSError as err:
             res = self._out_of_fds(job, err) if err.errno in sgio.OUT_OF_FDS else \

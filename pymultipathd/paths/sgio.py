@@ -284,10 +284,13 @@ class KeptNodes:
             close_quietly(fd)
 
     def close_all(self) -> None:
-        with self._lock:
-            fds = list(self._fds.values())
-            self._fds.clear()
-        for fd in fds:
+        # one entry at a time: each pop (here, in close, in use) is atomic, so whoever takes a descriptor
+        # out of the table is its only owner and no descriptor is closed twice (its number may be reused)
+        while True:
+            try:
+                _, fd = self._fds.popitem()
+            except KeyError:
+                return
             close_quietly(fd)
 
     def drop_all(self) -> None:

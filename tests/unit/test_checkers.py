@@ -432,6 +432,22 @@ def test_a_kept_sg_node_that_fails_is_closed_and_opened_again(monkeypatch):
     assert len(pipes) == 2 and _closed(pipes[0])
 
 
+def test_a_kept_sg_node_goes_when_the_paths_checker_no_longer_uses_it(monkeypatch):
+    """A reconfigure that gives the path a checker opening the device itself closes the kept node."""
+    pipes, _ = _kept_sg(monkeypatch, lambda cdb: good())
+    monkeypatch.setitem(checkers.CHECKERS, "fine", lambda dev, t: checkers.CheckResult(checkers.UP, "ok"))
+    runner = CheckRunner()
+
+    async def checks() -> list[str]:
+        return [(await runner.check("/dev/sdx", c, 1.0)).state for c in ("tur", "fine")]
+
+    try:
+        assert asyncio.run(checks()) == [checkers.UP, checkers.UP]
+        assert len(pipes) == 1 and _closed(pipes[0]) and len(runner._nodes) == 0
+    finally:
+        runner.close()
+
+
 def test_readsector0_uses_the_kept_sg_node_too(monkeypatch):
     pipes, _ = _kept_sg(monkeypatch, lambda cdb: good(bytes(512)))
     monkeypatch.setattr(sgio, "block_size", lambda fd: 512)
