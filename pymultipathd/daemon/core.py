@@ -304,6 +304,11 @@ class Core:
         checkers.forget_path(devnode)
         self.runner.forget(devnode)
 
+    def _free_checks(self, dev: str) -> None:
+        """A path left to the system (outside any map it is not checked): the descriptors kept open for its
+        checks are closed, so its sg node is free for whoever takes the disk (an exclusive open)."""
+        self.runner.forget(os.path.join("/dev", dev))
+
     def resync_disks(self) -> int:
         """Uevents were lost (the netlink socket overflowed): every disk is treated as changed and every
         known path that is gone as removed, so the batches that follow bring the maps in line. Returns how
@@ -586,6 +591,7 @@ class Core:
                       extra=fields(map=name, wwid=wwid))
             self.persist.mark_failed(wwid, True)
             for p in paths:
+                self._free_checks(p.dev)
                 sysinfo.trigger_uevent(p.dev, "add")  # let LVM, mounts, etc. pick the paths up
             return
         self.persist.mark_failed(wwid, False)
@@ -1003,6 +1009,8 @@ class Core:
             except facts.FactsError:
                 self.state.paths.pop(p.dev, None)  # the device went away with the map
                 self._forget_checks(p.dev)
+            else:
+                self._free_checks(p.dev)
 
     async def set_path(self, p: PathState, up: bool) -> None:
         """`fail path` / `reinstate path`: the kernel's state for it now; the checker decides whether a

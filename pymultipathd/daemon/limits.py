@@ -1,9 +1,10 @@
 """max_fds: the daemon's open-file limit (RLIMIT_NOFILE), set at start and on reconfigure.
 
-Each path costs the daemon descriptors (its device state attribute kept open, its device node while a
-check runs; then the udev monitor, sockets of clients); a host with thousands of paths needs more than the
-usual 1024. "max" is the kernel's ceiling, /proc/sys/fs/nr_open, which no process may exceed; a number above
-it is lowered to it. Running out never fails a path: a check that cannot open its path is "pending".
+Each path costs the daemon descriptors (its device state attribute and, for tur and readsector0, its sg node
+kept open between checks; its device node while another checker runs; then the udev monitor, sockets of
+clients); a host with thousands of paths needs more than the usual 1024. "max" is the kernel's ceiling,
+/proc/sys/fs/nr_open, which no process may exceed; a number above it is lowered to it. Running out never
+fails a path: a check that cannot open its path is "pending".
 """
 
 from __future__ import annotations

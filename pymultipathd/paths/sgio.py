@@ -6,6 +6,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import resource
 import sys
 import threading
 from collections.abc import Callable
@@ -222,6 +223,7 @@ def _open_node(devnode: str, node: str, flags: int) -> int:
 
 
 SCSI_GENERIC_MAJOR = 21  # <linux/major.h>
+GONE = frozenset({errno.ENODEV, errno.ENXIO})  # what the sg driver answers once its device was removed
 SG_SET_RESERVED_SIZE = 0x2275
 
 
@@ -236,12 +238,15 @@ class KeptNodes:
     - Each kept node's reserve buffer is cut to the driver's minimum (a page): the sg driver gives every
       open one of 32 KiB by default, kernel memory a thousand paths would hold for commands that move at
       most a block. Commands that need more get buffers of their own from the driver.
-    - A descriptor holds a device, not a name: once the device is removed its commands fail (ENODEV), it
-      never reaches a device that took the name. Any error closes it; the next use opens by name again.
-    - Each counts against the open-file limit (max_fds). `drop_all` (the limit was reached) closes the idle
-      ones and keeps none from then on.
-    - While held the node cannot be opened exclusively (O_EXCL): a program that needs a path's sg node to
-      itself has the daemon forget the path first (`del path`), which closes it (`close`).
+    - A descriptor holds a device, not a name: once the device is removed its commands fail (ENODEV) and
+      never reach a device that took the name. Such a descriptor is closed and the name opened afresh for
+      the same use (nothing was sent); after any other error it is closed and the error is the caller's.
+    - Each counts against the open-file limit (max_fds): at most a quarter of it is kept (the rest are
+      opened for each use), and `drop_all` (the limit was reached) closes the idle ones and keeps none from
+      then on.
+    - While held the node cannot be opened exclusively (O_EXCL), and the sg driver holds the device out of
+      runtime suspend. The daemon closes it (`close`) when the path leaves its map or goes (`del map`,
+      `del path`, the disk's removal): a path outside a map is not checked.
     - One user per devnode at a time (CheckRunner: one check in flight per path). A descriptor in use is
       out of the table, so `close` and `drop_all` never close one a command is being sent through (its
       number could be given to another open meanwhile)."""
@@ -250,29 +255,60 @@ class KeptNodes:
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
         self.keeping = True  # False once descriptors ran out: each use opens and closes the node
+        self._last_cap = 0  # see _cap
 
     def use(self, devnode: str, func: Callable[[int, float], T], timeout: float) -> T:
         """func(descriptor, timeout) on the path's sg node, opened if none is kept. Raises what open_path
         raises (EMFILE/ENFILE included) and what func raises."""
         fd = self._fds.pop(devnode, None)
-        if fd is None:
-            fd = open_path(devnode)
-            keep = _is_sg_node(fd)
+        if fd is not None:
+            try:
+                result = func(fd, timeout)
+            except OSError as err:
+                close_quietly(fd)
+                if err.errno not in GONE:
+                    raise
+                # The kept node's device was removed (its remove event not seen yet, or lost): nothing was
+                # sent. The name is opened afresh and answers for the device that has it now, if any.
+                return self._use_new(devnode, func, timeout)
+            except BaseException:
+                close_quietly(fd)
+                raise
+            self._put(devnode, fd)
+            return result
+        return self._use_new(devnode, func, timeout)
+
+    def _use_new(self, devnode: str, func: Callable[[int, float], T], timeout: float) -> T:
+        fd = open_path(devnode)
+        try:
+            keep = _is_sg_node(fd) and len(self._fds) < self._cap()
             if keep:
                 _cut_reserve(fd)
-        else:
-            keep = True
-        try:
             result = func(fd, timeout)
         except BaseException:
             close_quietly(fd)
             raise
-        with self._lock:
-            if keep and self.keeping:
-                self._fds[devnode] = fd
-                return result
-        close_quietly(fd)
+        if keep:
+            self._put(devnode, fd)
+        else:
+            close_quietly(fd)
         return result
+
+    def _put(self, devnode: str, fd: int) -> None:
+        with self._lock:
+            if self.keeping:
+                self._fds[devnode] = fd
+                return
+        close_quietly(fd)
+
+    def _cap(self) -> int:
+        """How many may be kept: a quarter of the open-file limit (max_fds), so that once many paths' nodes
+        are held the descriptors the daemon opens elsewhere (prioritizers, uevents, clients) still fit. The
+        limit is read again only when the table reaches the cap read last (a reconfigure may raise it)."""
+        if len(self._fds) >= self._last_cap:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            self._last_cap = soft // 4 if soft != resource.RLIM_INFINITY else sys.maxsize
+        return self._last_cap
 
     def __len__(self) -> int:
         return len(self._fds)

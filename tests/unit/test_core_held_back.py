@@ -70,3 +70,17 @@ def test_add_map_lifts_it(core):
     core.held_back.add(W)
     asyncio.run(core.add_map(W))
     assert W not in core.held_back and core.made == [{W}]
+
+
+def test_paths_a_removed_map_frees_let_go_of_what_their_checks_kept(core, monkeypatch):
+    """Outside a map a path is not checked: what was kept open for its checks (its sg node) is closed when
+    the map goes, so a program that takes the disk next may open the node exclusively."""
+    from pymultipathd.policy import decide
+    from pymultipathd.policy.state import MapState
+
+    _events(core, "add")
+    forgotten: list[str] = []
+    monkeypatch.setattr(core.runner, "forget", forgotten.append)
+    decide.created(core.state, MapState(name="mpatha", wwid=W), ("sdb",))
+    core.forget_map(core.state.maps["mpatha"])
+    assert core.state.paths["sdb"].map is None and forgotten == ["/dev/sdb"]

@@ -228,3 +228,44 @@ def test_a_stop_and_a_reload_during_start_up_discovery_end_it_cleanly(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "SIGHUP during start-up: reconfiguring once discovery is over" in res.stderr
     assert "stopped during start-up discovery; maps made so far stay in place" in res.stderr
+
+
+def test_a_map_that_cannot_be_made_releases_its_paths_and_what_their_checks_kept(tmp_path, monkeypatch,
+                                                                                   caplog):
+    from pymultipathd.config import load
+    from pymultipathd.daemon import core as core_mod
+    from pymultipathd.daemon.core import Core
+    from pymultipathd.dm import maps as dmmaps
+    from pymultipathd.dm.errors import DMError
+    from pymultipathd.policy import plan
+
+    monkeypatch.setenv("PYMULTIPATH_RUNDIR", str(tmp_path / "run"))
+    monkeypatch.setenv("PYMULTIPATH_WWIDS", str(tmp_path / "wwids"))
+    monkeypatch.setenv("PYMULTIPATH_BINDINGS", str(tmp_path / "bindings"))
+    monkeypatch.setattr(plan, "build_table", lambda *a, **k: object())
+    triggered: list[tuple[str, str]] = []
+    monkeypatch.setattr(core_mod.sysinfo, "trigger_uevent",
+                        lambda dev, action: triggered.append((dev, action)))
+    wwid = "36001405aaaabbbbccccdddd"
+    facts = PathFacts(dev="sdb", dev_t="8:16", wwid=wwid, vendor="LIO-ORG", product="disk",
+                      properties={"ID_WWN": "0x6001405", "ID_SERIAL": wwid})
+    forgotten: list[str] = []
+
+    async def scenario() -> None:
+        core = Core(load.parse_text("defaults {\n find_multipaths greedy\n}\n"),
+                    ctl=types.SimpleNamespace(list_devices=lambda: []))
+        core.state.paths["sdb"] = PathState(dev="sdb", dev_t="8:16", facts=facts)
+        core.runner.forget = forgotten.append
+
+        async def dm(fn, *args, **kw):
+            if fn is dmmaps.create_multipath:
+                raise DMError("create", args[1], 22)
+            return fn(*args, **kw)
+
+        core.dm = dm
+        await core.reconcile({wwid})
+
+    with caplog.at_level(logging.ERROR, logger="pymultipathd"):
+        asyncio.run(scenario())
+    assert "releasing its paths" in caplog.text
+    assert forgotten == ["/dev/sdb"] and triggered == [("sdb", "add")]
