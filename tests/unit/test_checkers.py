@@ -415,21 +415,26 @@ def _answers(answers: list):
     return answer
 
 
+def _tur_checks(n: int) -> list[checkers.CheckResult]:
+    """n tur checks of /dev/sdx in a row, on a runner of their own."""
+    runner = CheckRunner()
+
+    async def checks() -> list[checkers.CheckResult]:
+        return [await runner.check("/dev/sdx", "tur", 1.0) for _ in range(n)]
+
+    try:
+        return asyncio.run(checks())
+    finally:
+        runner.close()
+
+
 def test_a_kept_sg_node_whose_device_went_is_opened_afresh_for_the_same_check(monkeypatch):
     """A kept descriptor whose device was removed answers ENODEV before anything is sent (its remove event
     not seen yet, or lost in an overflow): it is closed and the name opened again at once, so the check
     answers for the device that has the name now, not "down" for a descriptor's stale device."""
     answers: list = [good(), OSError(errno.ENODEV, "No such device"), good()]
     pipes, _ = _kept_sg(monkeypatch, _answers(answers))
-    runner = CheckRunner()
-
-    async def checks(n: int) -> list[checkers.CheckResult]:
-        return [await runner.check("/dev/sdx", "tur", 1.0) for _ in range(n)]
-
-    try:
-        first, again = asyncio.run(checks(2))
-    finally:
-        runner.close()
+    first, again = _tur_checks(2)
     assert (first.state, again.state) == (checkers.UP, checkers.UP) and answers == []
     assert len(pipes) == 2 and _closed(pipes[0])
 
@@ -437,15 +442,7 @@ def test_a_kept_sg_node_whose_device_went_is_opened_afresh_for_the_same_check(mo
 def test_a_kept_sg_node_that_fails_otherwise_is_closed_and_the_check_says_why(monkeypatch):
     answers: list = [good(), OSError(errno.EIO, "Input/output error"), good()]
     pipes, _ = _kept_sg(monkeypatch, _answers(answers))
-    runner = CheckRunner()
-
-    async def checks(n: int) -> list[checkers.CheckResult]:
-        return [await runner.check("/dev/sdx", "tur", 1.0) for _ in range(n)]
-
-    try:
-        first, failed, again = asyncio.run(checks(3))
-    finally:
-        runner.close()
+    first, failed, again = _tur_checks(3)
     assert (first.state, failed.state, again.state) == (checkers.UP, checkers.DOWN, checkers.UP)
     assert "Input/output error" in failed.message
     assert len(pipes) == 2 and _closed(pipes[0])

@@ -102,29 +102,41 @@ def test_a_client_that_gives_up_does_not_cancel_the_batch_it_waited_for():
     assert asyncio.run(scenario()) == (True, True)
 
 
-def test_two_reconciles_of_one_wwid_make_one_map_and_release_nothing(tmp_path, monkeypatch, caplog):
-    """Fault 3: start-up discovery and `add map` (or a batch) reconciled one WWID at once; both tried to
-    create its map and the loser marked the WWID failed and released the paths of a map that existed."""
+WWID = "36001405aaaabbbbccccdddd"
+
+
+def _core_over_sdb(tmp_path, monkeypatch):
+    """A greedy Core whose state holds one LIO path, sdb of WWID; its files under tmp_path, its tables
+    stood in for. Made on the test's event loop."""
     from pymultipathd.config import load
     from pymultipathd.daemon.core import Core
-    from pymultipathd.dm import maps as dmmaps
-    from pymultipathd.dm.errors import DMError
     from pymultipathd.policy import plan
 
     monkeypatch.setenv("PYMULTIPATH_RUNDIR", str(tmp_path / "run"))
     monkeypatch.setenv("PYMULTIPATH_WWIDS", str(tmp_path / "wwids"))
     monkeypatch.setenv("PYMULTIPATH_BINDINGS", str(tmp_path / "bindings"))
     monkeypatch.setattr(plan, "build_table", lambda *a, **k: object())
+    core = Core(load.parse_text("defaults {\n find_multipaths greedy\n}\n"),
+                ctl=types.SimpleNamespace(list_devices=lambda: []))
+    facts = PathFacts(dev="sdb", dev_t="8:16", wwid=WWID, vendor="LIO-ORG", product="disk",
+                      properties={"ID_WWN": "0x6001405", "ID_SERIAL": WWID})
+    core.state.paths["sdb"] = PathState(dev="sdb", dev_t="8:16", facts=facts)
+    return core
+
+
+def test_two_reconciles_of_one_wwid_make_one_map_and_release_nothing(tmp_path, monkeypatch, caplog):
+    """Fault 3: start-up discovery and `add map` (or a batch) reconciled one WWID at once; both tried to
+    create its map and the loser marked the WWID failed and released the paths of a map that existed."""
+    from pymultipathd.dm import maps as dmmaps
+    from pymultipathd.dm.errors import DMError
+    from pymultipathd.policy import plan
+
     monkeypatch.setattr(plan, "needs_reload", lambda *a, **k: False)
-    wwid = "36001405aaaabbbbccccdddd"
-    facts = PathFacts(dev="sdb", dev_t="8:16", wwid=wwid, vendor="LIO-ORG", product="disk",
-                      properties={"ID_WWN": "0x6001405", "ID_SERIAL": wwid})
+    wwid = WWID
     created: list[str] = []
 
     async def scenario() -> None:
-        core = Core(load.parse_text("defaults {\n find_multipaths greedy\n}\n"),
-                    ctl=types.SimpleNamespace(list_devices=lambda: []))
-        core.state.paths["sdb"] = PathState(dev="sdb", dev_t="8:16", facts=facts)
+        core = _core_over_sdb(tmp_path, monkeypatch)
 
         async def dm(fn, *args, **kw):  # the DM thread over a stand-in: creates take a while, one per name
             if fn is dmmaps.add_partition_maps:
@@ -232,29 +244,17 @@ def test_a_stop_and_a_reload_during_start_up_discovery_end_it_cleanly(tmp_path):
 
 def test_a_map_that_cannot_be_made_releases_its_paths_and_what_their_checks_kept(tmp_path, monkeypatch,
                                                                                    caplog):
-    from pymultipathd.config import load
     from pymultipathd.daemon import core as core_mod
-    from pymultipathd.daemon.core import Core
     from pymultipathd.dm import maps as dmmaps
     from pymultipathd.dm.errors import DMError
-    from pymultipathd.policy import plan
 
-    monkeypatch.setenv("PYMULTIPATH_RUNDIR", str(tmp_path / "run"))
-    monkeypatch.setenv("PYMULTIPATH_WWIDS", str(tmp_path / "wwids"))
-    monkeypatch.setenv("PYMULTIPATH_BINDINGS", str(tmp_path / "bindings"))
-    monkeypatch.setattr(plan, "build_table", lambda *a, **k: object())
     triggered: list[tuple[str, str]] = []
     monkeypatch.setattr(core_mod.sysinfo, "trigger_uevent",
                         lambda dev, action: triggered.append((dev, action)))
-    wwid = "36001405aaaabbbbccccdddd"
-    facts = PathFacts(dev="sdb", dev_t="8:16", wwid=wwid, vendor="LIO-ORG", product="disk",
-                      properties={"ID_WWN": "0x6001405", "ID_SERIAL": wwid})
     forgotten: list[str] = []
 
     async def scenario() -> None:
-        core = Core(load.parse_text("defaults {\n find_multipaths greedy\n}\n"),
-                    ctl=types.SimpleNamespace(list_devices=lambda: []))
-        core.state.paths["sdb"] = PathState(dev="sdb", dev_t="8:16", facts=facts)
+        core = _core_over_sdb(tmp_path, monkeypatch)
         core.runner.forget = forgotten.append
 
         async def dm(fn, *args, **kw):
@@ -263,7 +263,7 @@ def test_a_map_that_cannot_be_made_releases_its_paths_and_what_their_checks_kept
             return fn(*args, **kw)
 
         core.dm = dm
-        await core.reconcile({wwid})
+        await core.reconcile({WWID})
 
     with caplog.at_level(logging.ERROR, logger="pymultipathd"):
         asyncio.run(scenario())
