@@ -943,7 +943,7 @@ class Core:
                 await self.execute(todo)
         for m in list(self.state.maps.values()):
             try:  # one map's trouble must not stop the others' clocks
-                todo = decide.tick(self.state, m, self.settings_of(m), now)
+                todo = decide.tick(self.state, m, self.settings_of, now)
                 if todo:  # most ticks of most maps decide nothing: no coroutine for them
                     await self.execute(todo)
             except Exception:

@@ -47,7 +47,7 @@ def step(state: DaemonState, event: ev.Event, settings_of: SettingsOf) -> list[a
     if isinstance(event, ev.Tick):
         out: list[act.Action] = []
         for m in list(state.maps.values()):
-            out += tick(state, m, settings_of(m), event.now)
+            out += tick(state, m, settings_of, event.now)
         return out
     if isinstance(event, ev.MapChanged):
         m = state.maps.get(event.map)
@@ -287,23 +287,29 @@ def failback(state: DaemonState, m: MapState, s: MapSettings, now: float, *, cam
 
 # --- the clock ---------------------------------------------------------------------------------------
 
-def tick(state: DaemonState, m: MapState, s: MapSettings, now: float) -> list[act.Action]:
+def tick(state: DaemonState, m: MapState, settings_of: SettingsOf, now: float) -> list[act.Action]:
     """failback N when its time has come; no_path_retry N while a queueing map has no usable path; the end
-    of ghost_delay's wait."""
+    of ghost_delay's wait. The map's settings are asked for only when one of these is under way: this
+    runs for every map every second, and most ticks of most maps find nothing to do."""
     out: list[act.Action] = []
     if m.not_ready_until is not None and now >= m.not_ready_until:
-        out += ready_now(m, f"no active path within ghost_delay ({s.ghost_delay:g} s)")
+        out += ready_now(m, f"no active path within ghost_delay ({settings_of(m).ghost_delay:g} s)")
     if m.failback_due is not None and now >= m.failback_due:
         m.failback_due = None
-        out += failback(state, m, s, now, due=True)
+        out += failback(state, m, settings_of(m), now, due=True)
     stalled = m.queueing and not any(p.usable for p in state.paths_of(m))
     if stalled and m.queueing_since is None:
         m.queueing_since = now
     elif not stalled and m.queueing_since is not None:
         m.stats.total_q_time += max(0.0, now - m.queueing_since)
         m.queueing_since = None
+    if not stalled:
+        m.retry_ticks = None
+        m.retry_next = 0.0
+        return out
+    s = settings_of(m)
     npr = s.no_path_retry
-    if not stalled or npr.mode is not RetryMode.COUNT:
+    if npr.mode is not RetryMode.COUNT:
         m.retry_ticks = None
         m.retry_next = 0.0
         return out

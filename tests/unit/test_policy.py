@@ -288,6 +288,22 @@ def _all_down(bed: Bed) -> None:
         bed.check(dev, DOWN, now=0.0)
 
 
+def test_a_tick_asks_for_a_maps_settings_only_when_its_clock_has_work():
+    """The tick runs for every map every second: a map with usable paths and nothing due costs no settings
+    lookup; a queueing map with no usable path (no_path_retry's count) does."""
+    bed = Bed(MapSettings(no_path_retry=NoPathRetry(RetryMode.COUNT, 3)), queueing=True)
+    asked: list[str] = []
+
+    def settings_of(m: MapState) -> MapSettings:
+        asked.append(m.name)
+        return bed.settings
+
+    assert decide.tick(bed.state, bed.m, settings_of, 1.0) == [] and asked == []
+    _all_down(bed)
+    decide.tick(bed.state, bed.m, settings_of, 2.0)
+    assert asked == ["mpatha"] and bed.m.retry_ticks == 3
+
+
 def test_no_path_retry_n_fails_queued_io_after_n_intervals():
     bed = Bed(MapSettings(no_path_retry=NoPathRetry(RetryMode.COUNT, 3), polling_interval=5.0), queueing=True)
     _all_down(bed)
