@@ -20,6 +20,8 @@ anyway).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from pymultipathd.config import hwtable
 from pymultipathd.config.ere import matches_inv
 from pymultipathd.config.model import BlacklistSpec, Config, DeviceMatch
@@ -116,12 +118,60 @@ class _DeviceRules:
         return hit
 
 
-def _device_rules(config: Config) -> _DeviceRules:
-    cached = config.__dict__.get("_device_rules_cache")
-    if not isinstance(cached, _DeviceRules) or not cached.holds_for(config):
-        cached = _DeviceRules(config)
-        config.__dict__["_device_rules_cache"] = cached  # not a field: equality and repr ignore it
+class _PropertyRules:
+    """The property criterion of one configuration, and what it says of each udev property name: an
+    exception, the first blacklist entry that matches, or nothing. Every disk has the same few dozen names,
+    and each was tried against every entry (regexes of our own engine) at every check of every disk: kept on
+    the Config, as the device rules are, until the user's property entries change."""
+
+    __slots__ = ("answers", "blacklist", "blacklisted", "excepted", "excepts")
+
+    def __init__(self, config: Config) -> None:
+        self.excepted = config.blacklist_exceptions.property
+        self.blacklisted = config.blacklist.property
+        self.excepts = self.excepted + BUILTIN_EXCEPTIONS.property
+        self.blacklist = _sourced(self.blacklisted, BUILTIN_BLACKLIST.property, "blacklist")
+        self.answers: dict[str, BlacklistVerdict | None] = {}
+
+    def holds_for(self, config: Config) -> bool:
+        return (config.blacklist_exceptions.property == self.excepted
+                and config.blacklist.property == self.blacklisted)
+
+    def of(self, name: str) -> BlacklistVerdict | None:
+        """NOT_EXCLUDED for a name an exception matches, the verdict of the first blacklist entry that
+        matches it, else None."""
+        try:
+            return self.answers[name]
+        except KeyError:
+            pass
+        verdict: BlacklistVerdict | None
+        if any(matches_inv(p, name) for p in self.excepts):
+            verdict = NOT_EXCLUDED
+        else:
+            verdict = next((BlacklistVerdict(True, "property", source, str(pattern))
+                            for pattern, source in self.blacklist if matches_inv(str(pattern), name)), None)
+        if len(self.answers) >= ANSWERS_MAX:
+            self.answers.clear()
+        self.answers[name] = verdict
+        return verdict
+
+
+_Rules = TypeVar("_Rules", _DeviceRules, _PropertyRules)
+
+
+def _kept_rules(config: Config, kind: type[_Rules]) -> _Rules:
+    """The rules of `kind` kept on the Config (not a field: equality and repr ignore it), made again when
+    the entries they were made from changed."""
+    slot = f"_kept_{kind.__name__}"
+    cached = config.__dict__.get(slot)
+    if not isinstance(cached, kind) or not cached.holds_for(config):
+        cached = kind(config)
+        config.__dict__[slot] = cached
     return cached
+
+
+def _device_rules(config: Config) -> _DeviceRules:
+    return _kept_rules(config, _DeviceRules)
 
 
 def effective_blacklist(config: Config) -> BlacklistSpec:
@@ -158,14 +208,11 @@ def _property(
     config: Config, devnode: str, vendor: str | None, product: str | None, revision: str | None,
     properties: Mapping[str, str],
 ) -> BlacklistVerdict | None:
-    excepts = config.blacklist_exceptions.property + BUILTIN_EXCEPTIONS.property
-    blacklist = _sourced(config.blacklist.property, BUILTIN_BLACKLIST.property, "blacklist")
+    rules = _kept_rules(config, _PropertyRules)
     for name in sorted(properties):
-        if any(matches_inv(p, name) for p in excepts):
-            return NOT_EXCLUDED
-        for pattern, source in blacklist:
-            if matches_inv(str(pattern), name):
-                return BlacklistVerdict(True, "property", source, str(pattern))
+        verdict = rules.of(name)
+        if verdict is not None:
+            return verdict
     uid = config.uid_attribute_for(devnode, vendor=vendor, product=product, revision=revision)
     if uid and uid in properties:
         user = [p for p in config.blacklist_exceptions.property if p not in BUILTIN_EXCEPTIONS.property]

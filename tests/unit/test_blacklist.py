@@ -327,3 +327,31 @@ def test_device_answers_kept_are_bounded():
     for i in range(blacklist.ANSWERS_MAX + 10):
         assert check(cfg, devnode="sda", vendor="ACME", product=f"model{i}") == OK
     assert len(blacklist._device_rules(cfg).answers) <= blacklist.ANSWERS_MAX
+
+
+def test_property_answers_follow_the_configuration_they_were_made_from():
+    """What each property name says is kept on the Config; changed property entries are answered by their
+    own rules, never by the answers kept from before."""
+    from pymultipathd.config.model import BlacklistSpec
+
+    cfg = parse_text("")
+    props = {"ID_SERIAL": "x", "ID_WWN": "0x1", "ID_BUS": "scsi"}
+    assert check(cfg, devnode="sda", properties=props) == OK
+    cfg.blacklist = BlacklistSpec(property=("^ID_BUS$",))
+    assert check(cfg, devnode="sda", properties={"ID_BUS": "scsi", "ID_SERIAL": "x"}) == verdict(
+        True, "property", "blacklist", "^ID_BUS$")
+    cfg.blacklist_exceptions = BlacklistSpec(property=("^ID_BUS$",))
+    assert check(cfg, devnode="sda", properties={"ID_BUS": "scsi"}) == OK
+    cfg.blacklist_exceptions = BlacklistSpec()
+    cfg.blacklist = BlacklistSpec()
+    assert check(cfg, devnode="sda", properties={"ID_BUS": "scsi", "ID_SERIAL": "x"}) == verdict(
+        True, "property_missing", "default", None)
+
+
+def test_property_answers_kept_are_bounded():
+    from pymultipathd import blacklist
+
+    cfg = parse_text("")
+    for i in range(blacklist.ANSWERS_MAX + 10):
+        check(cfg, devnode="sda", properties={f"P{i}": "x", "ID_WWN": "1"})
+    assert len(blacklist._kept_rules(cfg, blacklist._PropertyRules).answers) <= blacklist.ANSWERS_MAX
