@@ -20,8 +20,6 @@ anyway).
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from pymultipathd.config import hwtable
 from pymultipathd.config.ere import matches_inv
 from pymultipathd.config.model import BlacklistSpec, Config, DeviceMatch
@@ -30,6 +28,9 @@ from pymultipathd.record import record
 TYPE_CHECKING = False  # typing costs milliseconds to import on every disk event; checkers read this as True
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from typing import TypeVar
+
+    _Rules = TypeVar("_Rules", "_DeviceRules", "_PropertyRules")
 
 BUILTIN_BLACKLIST = BlacklistSpec(devnode=("!^(sd[a-z]|dasd[a-z]|nvme[0-9])",))
 BUILTIN_EXCEPTIONS = BlacklistSpec(property=("(SCSI_IDENT_|ID_WWN)",))
@@ -154,9 +155,6 @@ class _PropertyRules:
             self.answers.clear()
         self.answers[name] = verdict
         return verdict
-
-
-_Rules = TypeVar("_Rules", _DeviceRules, _PropertyRules)
 
 
 def _kept_rules(config: Config, kind: type[_Rules]) -> _Rules:
