@@ -61,10 +61,6 @@ class CommandError(PymultipathError):
     """A control command the daemon could not carry out; the text is the reason given to the client."""
 
 
-def _resolve_in(cfg: Config, keyword: str, **bound: str | None) -> object:
-    return cfg.resolve(keyword, **bound)
-
-
 def configured_alias(config: Config, wwid: str) -> str | None:
     for entry in config.multipaths:
         if entry.get("wwid") == wwid and entry.get("alias"):
@@ -152,7 +148,7 @@ class Core:
         kept = self._resolved.get(key)
         if kept is None:
             kept = self._resolved[key] = KeptResolve(functools.partial(
-                _resolve_in, cfg, wwid=key[0], vendor=vendor, product=product, revision=revision,
+                cfg.resolve, wwid=key[0], vendor=vendor, product=product, revision=revision,
                 protocol=protocol))
         return kept
 
