@@ -303,16 +303,12 @@ def tick(state: DaemonState, m: MapState, settings_of: SettingsOf, now: float) -
     elif not stalled and m.queueing_since is not None:
         m.stats.total_q_time += max(0.0, now - m.queueing_since)
         m.queueing_since = None
-    if not stalled:
+    s = settings_of(m) if stalled else None
+    if s is None or s.no_path_retry.mode is not RetryMode.COUNT:
         m.retry_ticks = None
         m.retry_next = 0.0
         return out
-    s = settings_of(m)
     npr = s.no_path_retry
-    if npr.mode is not RetryMode.COUNT:
-        m.retry_ticks = None
-        m.retry_next = 0.0
-        return out
     if now < m.retry_next:
         return out
     m.retry_next = now + s.polling_interval
