@@ -354,17 +354,17 @@ class CheckRunner:
                     self._answer(job, STOPPED)
         for _ in range(self._threads):
             self._queue.put(None)
-        self._nodes.drop_all()  # nodes in use are closed as their checks end
         for kept in self._kept():
-            kept.close_all()
+            kept.drop_all()  # descriptors in use are closed as their checks end
 
     def _cancel_timers(self) -> None:
         for timer in (self._timer, self._grow_timer):
             if timer is not None:
                 timer.cancel()
 
-    def _kept(self) -> tuple[sysinfo.KeptAttribute, ...]:
-        return (self._states, *self._alua.values())
+    def _kept(self) -> tuple[sgio.KeptNodes | sysinfo.KeptAttribute, ...]:
+        """Every table of descriptors kept open per path, each keyed by the path's device name."""
+        return (self._nodes, self._states, *self._alua.values())
 
     def _kept_attribute(self, dev: str, attribute: str) -> str:
         return self._alua[attribute].read(dev) or ""
@@ -552,7 +552,6 @@ class CheckRunner:
     def _release(self, devnode: str) -> None:
         """Close what is kept open for the path (no check of it is in flight)."""
         sgio.forget_node(devnode)
-        self._nodes.close(devnode)
         for kept in self._kept():
             kept.close(devnode.rpartition("/")[2])
 
@@ -600,19 +599,19 @@ class CheckRunner:
     def _check(self, job: _Job) -> CheckResult:
         """The check, then (usable paths, with prio_name) the priority and (want_state) the device state."""
         devnode, timeout = job.devnode, job.timeout
+        name = devnode.rpartition("/")[2]
         on_fd = ON_DESCRIPTOR.get(job.checker)
         try:
             if on_fd is not None:
                 res = self._nodes.use(devnode, on_fd, timeout)
             else:
-                self._nodes.close(devnode)  # kept for the path's previous checker (a reconfigure changed it)
+                self._nodes.close(name)  # kept for the path's previous checker (a reconfigure changed it)
                 res = job.func(devnode, timeout)
         except OSError as err:
             res = self._out_of_fds(job, err) if err.errno in sgio.OUT_OF_FDS else \
                 CheckResult(DOWN, f"cannot check {devnode}: {err.strerror or err}")
         job.verdict_at = time.monotonic()
         job.verdict = res
-        name = devnode.rpartition("/")[2]
         prio = None
         if job.prio_name and res.state in USABLE:
             with contextlib.suppress(OSError):  # else the last known priority is kept
@@ -627,8 +626,7 @@ class CheckRunner:
         """The check could not open the path: the daemon (EMFILE) or the host (ENFILE) is out of descriptors,
         which says nothing of the path. The descriptors kept for paths' states go first and the check is
         tried once more; if it still cannot open, the path's state stands ("pending")."""
-        if self._nodes.keeping or any(kept.keeping for kept in self._kept()):
-            self._nodes.drop_all()
+        if any(kept.keeping for kept in self._kept()):
             for kept in self._kept():
                 kept.drop_all()
             try:

@@ -252,7 +252,7 @@ class KeptNodes:
       number could be given to another open meanwhile)."""
 
     def __init__(self) -> None:
-        self._fds: dict[str, int] = {}
+        self._fds: dict[str, int] = {}  # device name ("sdb") -> its sg node's descriptor
         self._lock = threading.Lock()
         self.keeping = True  # False once descriptors ran out: each use opens and closes the node
         self._last_cap = 0  # see _cap
@@ -260,7 +260,8 @@ class KeptNodes:
     def use(self, devnode: str, func: Callable[[int, float], T], timeout: float) -> T:
         """func(descriptor, timeout) on the path's sg node, opened if none is kept. Raises what open_path
         raises (EMFILE/ENFILE included) and what func raises."""
-        fd = self._fds.pop(devnode, None)
+        name = devnode.rpartition("/")[2]
+        fd = self._fds.pop(name, None)
         if fd is not None:
             try:
                 result = func(fd, timeout)
@@ -270,15 +271,15 @@ class KeptNodes:
                     raise
                 # The kept node's device was removed (its remove event not seen yet, or lost): nothing was
                 # sent. The name is opened afresh and answers for the device that has it now, if any.
-                return self._use_new(devnode, func, timeout)
+                return self._use_new(devnode, name, func, timeout)
             except BaseException:
                 close_quietly(fd)
                 raise
-            self._put(devnode, fd)
+            self._put(name, fd)
             return result
-        return self._use_new(devnode, func, timeout)
+        return self._use_new(devnode, name, func, timeout)
 
-    def _use_new(self, devnode: str, func: Callable[[int, float], T], timeout: float) -> T:
+    def _use_new(self, devnode: str, name: str, func: Callable[[int, float], T], timeout: float) -> T:
         fd = open_path(devnode)
         try:
             keep = _is_sg_node(fd) and len(self._fds) < self._cap()
@@ -289,15 +290,15 @@ class KeptNodes:
             close_quietly(fd)
             raise
         if keep:
-            self._put(devnode, fd)
+            self._put(name, fd)
         else:
             close_quietly(fd)
         return result
 
-    def _put(self, devnode: str, fd: int) -> None:
+    def _put(self, name: str, fd: int) -> None:
         with self._lock:
             if self.keeping:
-                self._fds[devnode] = fd
+                self._fds[name] = fd
                 return
         close_quietly(fd)
 
@@ -313,9 +314,10 @@ class KeptNodes:
     def __len__(self) -> int:
         return len(self._fds)
 
-    def close(self, devnode: str) -> None:
-        """The path is gone, or its node must be free: close its descriptor (if kept and idle)."""
-        fd = self._fds.pop(devnode, None)
+    def close(self, dev: str) -> None:
+        """The path `dev` ("sdb") is gone, or its node must be free: close its descriptor (if kept and
+        idle)."""
+        fd = self._fds.pop(dev, None)
         if fd is not None:
             close_quietly(fd)
 

@@ -505,7 +505,7 @@ def test_a_kept_node_in_use_is_closed_by_its_user_not_under_it(monkeypatch):
 
     def send(fd: int, timeout: float) -> bool:
         kept.drop_all()
-        kept.close("/dev/sdx")
+        kept.close("sdx")
         os.fstat(fd)  # still open
         return True
 
