@@ -4,7 +4,8 @@ Each path costs the daemon descriptors (its device state attribute and, for tur 
 kept open between checks; its device node while another checker runs; then the udev monitor, sockets of
 clients); a host with thousands of paths needs more than the usual 1024. "max" is the kernel's ceiling,
 /proc/sys/fs/nr_open, which no process may exceed; a number above it is lowered to it. Running out never
-fails a path: a check that cannot open its path is "pending".
+fails a path: a check that cannot open its path is "pending", and the descriptors kept per path are let go
+until the next reconfigure (CheckRunner.keep_again).
 """
 
 from __future__ import annotations

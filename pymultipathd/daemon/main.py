@@ -127,6 +127,7 @@ class Daemon:
         for w in config.warnings:
             log.warning("%s", w)
         limits.apply_max_fds(config.resolve("max_fds"))
+        self.core.runner.keep_again()
         self.core.busy = True
         try:
             self.core.config = config

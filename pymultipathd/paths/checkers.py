@@ -12,14 +12,14 @@ commands through it (ON_DESCRIPTOR: tur, readsector0; sgio.KeptNodes says what t
 holds); the other checkers open the path for each check and close it when it ends. The runner also keeps
 descriptors of each path's sysfs attributes open (sysinfo.KeptAttribute: its device state, and the ALUA
 access state and preferred-path flag the sysfs prioritizer reads). All are closed when the path is
-forgotten, and dropped once the open-file limit is reached. Running out of descriptors (EMFILE, ENFILE) says
-nothing about the path: such a check is answered "pending", never "down".
+forgotten, and dropped once the open-file limit is reached (kept again after a reconfigure). Running out of
+descriptors (EMFILE, ENFILE) says nothing about the path: such a check is answered "pending", never "down",
+and a priority that cannot be read stays as last read (both warn once).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import heapq
 import itertools
@@ -614,9 +614,13 @@ class CheckRunner:
         job.verdict = res
         prio = None
         if job.prio_name and res.state in USABLE:
-            with contextlib.suppress(OSError):  # else the last known priority is kept
+            try:
                 prio = self._prio.priority(job.prio_name, name, job.prio_args, timeout,
                                            read=self._kept_attribute)
+            except OSError as err:  # the last known priority is kept
+                if err.errno in sgio.OUT_OF_FDS:
+                    self._drop_kept()
+                    self._warn_out_of_fds(err)
         state = self._states.read(name) if job.want_state else None
         if prio is None and state is None:
             return res
@@ -626,22 +630,44 @@ class CheckRunner:
         """The check could not open the path: the daemon (EMFILE) or the host (ENFILE) is out of descriptors,
         which says nothing of the path. The descriptors kept for paths' states go first and the check is
         tried once more; if it still cannot open, the path's state stands ("pending")."""
-        if any(kept.keeping for kept in self._kept()):
-            for kept in self._kept():
-                kept.drop_all()
+        if self._drop_kept():
             try:
                 return job.func(job.devnode, job.timeout)  # the open failed: no command was sent yet
             except OSError as again:
                 if again.errno not in sgio.OUT_OF_FDS:
                     return CheckResult(DOWN, f"cannot check {job.devnode}: {again.strerror or again}")
                 err = again
+        limit = self._warn_out_of_fds(err)
+        return CheckResult(PENDING, f"cannot open {job.devnode} to check it: {err.strerror or err} "
+                                    f"(open-file limit {limit}, max_fds)")
+
+    def _drop_kept(self) -> bool:
+        """Out of descriptors: close every kept one and keep none until keep_again. False if none were
+        kept already (nothing freed)."""
+        if not any(kept.keeping for kept in self._kept()):
+            return False
+        for kept in self._kept():
+            kept.drop_all()
+        return True
+
+    def _warn_out_of_fds(self, err: OSError) -> int:
+        """Warn once (until keep_again) that the daemon ran out of descriptors; the open-file limit."""
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if not self._warned_fds:
             self._warned_fds = True
-            log.warning("out of file descriptors (%s; open-file limit %d): paths that cannot be opened are "
-                        "not checked, their states stand; raise max_fds", err.strerror or err, limit)
-        return CheckResult(PENDING, f"cannot open {job.devnode} to check it: {err.strerror or err} "
-                                    f"(open-file limit {limit}, max_fds)")
+            log.warning("out of file descriptors (%s; open-file limit %d): paths and priorities that cannot "
+                        "be opened are not checked or read, their last states and priorities stand; raise "
+                        "max_fds", err.strerror or err, limit)
+        return limit
+
+    def keep_again(self) -> None:
+        """The configuration was reloaded (max_fds may have risen): keep descriptors per path again after
+        they ran out, and warn again if they run out again."""
+        if self._closed:
+            return
+        for kept in self._kept():
+            kept.resume()
+        self._warned_fds = False
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

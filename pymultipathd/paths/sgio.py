@@ -338,6 +338,12 @@ class KeptNodes:
             self.keeping = False
         self.close_all()
 
+    def resume(self) -> None:
+        """Keep nodes again after drop_all (a reconfigure may have raised the limit); the cap is read anew."""
+        with self._lock:
+            self.keeping = True
+            self._last_cap = 0
+
 
 def _is_sg_node(fd: int) -> bool:
     try:

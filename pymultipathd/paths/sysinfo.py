@@ -101,6 +101,10 @@ class KeptAttribute:
         self.keeping = False
         self.close_all()
 
+    def resume(self) -> None:
+        """Keep descriptors again after drop_all (a reconfigure may have raised the limit)."""
+        self.keeping = True
+
     def close(self, dev: str) -> None:
         fd = self._fds.pop(dev, None)
         if fd is not None:

@@ -671,8 +671,36 @@ def test_out_of_descriptors_lets_the_kept_sg_nodes_go(monkeypatch):
         assert _closed(pipes[0])  # sdx's kept node went
         assert not runner._nodes.keeping and len(runner._nodes) == 0
         assert _closed(pipes[-1])  # sdy's last check closed its node
+        runner.keep_again()  # a reconfigure (max_fds raised): nodes are kept again
+        assert asyncio.run(runner.check("/dev/sdx", "tur", 1.0)).state == checkers.UP
+        assert runner._nodes.keeping and len(runner._nodes) == 1 and not _closed(pipes[-1])
     finally:
         runner.close()
+
+
+def test_a_prioritizer_out_of_descriptors_lets_the_kept_ones_go_and_warns(monkeypatch, caplog):
+    """EMFILE from a prioritizer is the daemon's limit, not the path's: the path keeps its last priority,
+    the descriptors kept per path are let go, and one warning names the limit; after a reconfigure
+    (keep_again) they are kept again and a new shortage warns again."""
+    from pymultipathd.paths import prio
+
+    def short(name, dev, args, timeout, read=None):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    pipes, _ = _kept_sg(monkeypatch, lambda cdb: good())
+    monkeypatch.setattr(prio, "priority", short)
+    runner = CheckRunner()
+    try:
+        res = asyncio.run(runner.check("/dev/sdx", "tur", 1.0, prio_name="alua"))
+        assert (res.state, res.prio) == (checkers.UP, None)
+        assert not runner._nodes.keeping and len(runner._nodes) == 0 and _closed(pipes[-1])
+        runner.keep_again()
+        assert runner._nodes.keeping and runner._states.keeping
+        asyncio.run(runner.check("/dev/sdx", "tur", 1.0, prio_name="alua"))
+    finally:
+        runner.close()
+    warnings = [r for r in caplog.records if "out of file descriptors" in r.getMessage()]
+    assert len(warnings) == 2 and "open-file limit" in warnings[0].getMessage()
 
 
 def test_kept_device_states_let_go_when_descriptors_run_out(tmp_path, monkeypatch):

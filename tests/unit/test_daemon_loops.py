@@ -269,3 +269,23 @@ def test_a_map_that_cannot_be_made_releases_its_paths_and_what_their_checks_kept
         asyncio.run(scenario())
     assert "releasing its paths" in caplog.text
     assert forgotten == ["/dev/sdb"] and triggered == [("sdb", "add")]
+
+
+def test_a_reconfigure_lets_the_checkers_keep_descriptors_again(monkeypatch):
+    """Descriptors kept per path are let go when the daemon reaches its open-file limit; a reconfigure (the
+    way max_fds is raised) lets them be kept again."""
+    from pymultipathd.config import load
+    from pymultipathd.daemon.core import Core
+
+    daemon = main.Daemon(main.parse_args([]))
+    core = daemon.core = Core(load.parse_text(""), ctl=None)
+    monkeypatch.setattr(main, "load_config", lambda **kw: load.parse_text(""))
+    monkeypatch.setattr(main, "sources_signature", lambda: ())
+    monkeypatch.setattr(main.limits, "apply_max_fds", lambda value: 4096)
+    assert core.runner._drop_kept()
+    try:
+        assert not core.runner._nodes.keeping
+        assert asyncio.run(daemon.reconfigure()) is None
+        assert core.runner._nodes.keeping and core.runner._states.keeping
+    finally:
+        core.runner.close()
