@@ -159,7 +159,10 @@ def generic_node(devnode: str) -> str:
     SG_IO on the disk's own node waits for a command uninterruptibly: on a path whose session is blocked
     (a dead fabric, a long recovery_tmo) the checking thread sleeps in D state, and a process with such a
     thread cannot exit, so the daemon could not stop until the fabric came back. Through the sg node the
-    same wait is killable. The name comes from the disk's sysfs directory, never from a device."""
+    wait for the command is killable. Not every wait: while the SCSI host runs its error handler, SG_IO
+    waits for the handler to finish before the command is queued, uninterruptibly on either node
+    (scsi_block_when_processing_errors), for as long as the handler's own timeouts allow. The name comes
+    from the disk's sysfs directory, never from a device."""
     name = os.path.basename(devnode)
     try:
         entries = sorted(os.listdir(os.path.join(locations.sysfs(), "block", name, "device", "scsi_generic")))
