@@ -200,7 +200,10 @@ def serving(state: DaemonState, variant: Variant = CURRENT) -> Iterator[str]:
 def _serve_forever(state: DaemonState, variant: Variant, sock: socket.socket) -> None:
     handlers.fmt = variant.format
     daemon = _daemon(state)
-    srv = variant.server.ControlServer(lambda cmd: handlers.dispatch(daemon, cmd))  # type: ignore[arg-type]
+    # the daemon's own dispatch; a server from before plain handlers (no start_answer) awaits every reply
+    plain = hasattr(variant.server.ControlServer, "start_answer")
+    srv = variant.server.ControlServer(  # type: ignore[arg-type]
+        (lambda cmd: handlers.answer(daemon, cmd)) if plain else (lambda cmd: handlers.dispatch(daemon, cmd)))
     loop = asyncio.new_event_loop()
     loop.run_until_complete(srv.start([sock]))
     loop.run_forever()

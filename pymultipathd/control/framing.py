@@ -28,28 +28,47 @@ def encode(text: str) -> bytes:
 
 
 class Decoder:
+    """Messages out of the bytes received. `push` what a read returned, then `pop` messages one at a time
+    (the server answers each before taking the next, so a read full of small requests is never turned into
+    thousands of strings at once); `feed` does both for a client that wants every complete message."""
+
     def __init__(self, max_len: int = MAX_COMMAND) -> None:
         self._buf = bytearray()
+        self._pos = 0  # where the next message starts: messages taken are cut off at the next push, at once
         self._max = max_len
+
+    def push(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[:self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def pop(self) -> str | None:
+        """The next complete message (trailing NUL removed), or None until more bytes come."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < HEADER_SIZE:
+            return None
+        (length,) = _LEN.unpack_from(buf, pos)
+        if length > self._max:
+            raise FrameError(f"message of {length} bytes exceeds the limit of {self._max}")
+        end = pos + HEADER_SIZE + length
+        if len(buf) < end:
+            return None
+        body = bytes(buf[pos + HEADER_SIZE:end])
+        self._pos = end
+        if body.endswith(b"\0"):
+            body = body[:-1]
+        return body.decode(errors="replace")
 
     def feed(self, data: bytes) -> list[str]:
         """Add received bytes; return the messages now complete (trailing NUL removed)."""
-        self._buf += data
+        self.push(data)
         out: list[str] = []
-        while len(self._buf) >= HEADER_SIZE:
-            (length,) = _LEN.unpack_from(self._buf)
-            if length > self._max:
-                raise FrameError(f"message of {length} bytes exceeds the limit of {self._max}")
-            if len(self._buf) < HEADER_SIZE + length:
-                break
-            body = bytes(self._buf[HEADER_SIZE:HEADER_SIZE + length])
-            del self._buf[:HEADER_SIZE + length]
-            if body.endswith(b"\0"):
-                body = body[:-1]
-            out.append(body.decode(errors="replace"))
+        while (message := self.pop()) is not None:
+            out.append(message)
         return out
 
     @property
     def pending(self) -> int:
-        """Bytes of an incomplete message still buffered."""
-        return len(self._buf)
+        """Bytes received and not yet taken as messages."""
+        return len(self._buf) - self._pos

@@ -1,7 +1,8 @@
 """The control socket server: upstream framing over unix sockets, on the asyncio loop.
 
 The server knows nothing of maps or paths. It parses, checks the peer's permission and hands the command to a
-dispatch coroutine supplied by the daemon, which returns the reply text (or raises CommandFailed).
+dispatch function supplied by the daemon, which returns the reply text, or (a command that waits) a coroutine
+that does, or raises CommandFailed.
 
 Any local user may connect, so no client, however slow or hostile, may hold what root needs to manage the
 daemon. Every wait on a client is bounded as a whole: the wait for the next request, the arrival of one
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from pymultipathd import peer
 from pymultipathd.control import framing, grammar
@@ -27,17 +30,14 @@ log = logging.getLogger(__name__)
 
 TOO_MANY = "fail\ntoo many clients\n"
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about refused connections: a flood is one line
+ANSWER_BATCH = 16  # requests of one connection answered in one turn of the loop, at most
 
 
 class CommandFailed(PymultipathError):
     """A handler's refusal; the text goes to the client after "fail\\n"."""
 
 
-class _Expired(Exception):
-    """A client exceeded one of its deadlines; the connection is dropped."""
-
-
-Dispatch = Callable[[grammar.Command], Awaitable[str]]
+Dispatch = Callable[[grammar.Command], "str | Awaitable[str]"]
 
 
 def reply_for_parse_error(err: grammar.CommandError) -> str:
@@ -114,104 +114,25 @@ class ControlServer:
         self._refusals_unlogged = 0
         self._refusal_log_after = float("-inf")
         self._servers: list[asyncio.base_events.Server] = []
+        self._live: set[_Connection] = set()  # connections holding a slot
 
     async def start(self, socks: list[socket.socket]) -> None:
+        loop = asyncio.get_running_loop()
         for sock in socks:
-            self._servers.append(await asyncio.start_unix_server(self._client, sock=sock))
+            self._servers.append(await loop.create_unix_server(lambda: _Connection(self), sock=sock))
 
     async def close(self) -> None:
+        """Stop listening, and close the connections (a command still running answers first)."""
         for srv in self._servers:
             srv.close()
             await srv.wait_closed()
         self._servers.clear()
+        for conn in list(self._live):
+            conn.close_when_idle()
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # drain() then waits until the whole reply is in the kernel, so write_timeout bounds each reply and
-        # no reply lingers in our buffer once the next wait for a request begins.
-        writer.transport.set_write_buffer_limits(high=0)
-        try:
-            pid, uid, _gid = peer.credentials(writer.get_extra_info("socket"))
-        except (OSError, TypeError, AttributeError):
-            pid, uid = 0, -1  # unknown: treated as an unprivileged peer of its own
-        refusal = self._slots.take(uid)
-        if refusal is not None:
-            # Answer at once, without reading, and drop: nothing is queued for a peer over its cap.
-            self._log_refusal(pid, uid, refusal)
-            writer.write(framing.encode(TOO_MANY))
-            await self._close(writer)
-            return
-        abort = False
-        try:
-            await self._serve(reader, writer, uid)
-        except _Expired as err:
-            abort = True
-            log.debug("control client pid %d uid %d dropped: %s", pid, uid, err)
-        except (ConnectionError, framing.FrameError) as err:
-            log.debug("control client pid %d uid %d dropped: %s", pid, uid, err)
-        except Exception:  # a bug in a handler must never take the server down
-            log.exception("control client pid %d uid %d failed", pid, uid)
-        finally:
-            try:
-                await self._close(writer, abort=abort)
-            finally:
-                self._slots.give_back(uid)  # only once the socket is gone, so slots bound open sockets
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, uid: int) -> None:
-        decoder = framing.Decoder()
-        while True:
-            texts = await self._next_requests(reader, decoder)
-            if texts is None:
-                return
-            for text in texts:
-                reply, quit_ = await self._answer(text, uid)
-                writer.write(framing.encode(reply))
-                await self._drain(writer)
-                if quit_:
-                    return
-
-    async def _drain(self, writer: asyncio.StreamWriter) -> None:
-        """Wait, within the write timeout, until the kernel has the whole reply. Most replies fit in the
-        socket's buffer and are there once written: then drain() only reports a connection's error, with no
-        wait to bound, and no timer is set and cancelled for the reply."""
-        if not writer.transport.get_write_buffer_size():
-            await writer.drain()
-            return
-        try:
-            async with asyncio.timeout(self._write_timeout):
-                await writer.drain()
-        except TimeoutError:
-            raise _Expired(f"reply not read within {self._write_timeout:g} s") from None
-
-    async def _next_requests(
-        self, reader: asyncio.StreamReader, decoder: framing.Decoder
-    ) -> list[str] | None:
-        """The next complete requests, or None at EOF. The wait for a request's first byte is bounded by the
-        idle timeout, and from there the rest of it by the request timeout, whatever arrives meanwhile.
-        Bytes left over from the previous read start a request now, not when they came: the time spent
-        answering the requests before them is the server's, not the client's."""
-        loop = asyncio.get_running_loop()
-        if decoder.pending:
-            what, limit = "request", self._request_timeout
-        else:
-            what, limit = "next request", self._idle
-        expires = loop.time() + limit
-        while True:
-            try:
-                async with asyncio.timeout_at(expires):
-                    data = await reader.read(4096)
-            except TimeoutError:
-                raise _Expired(f"{what} not complete within {limit:g} s") from None
-            if not data:
-                return None
-            started = not decoder.pending
-            texts = decoder.feed(data)
-            if texts:
-                return texts
-            if started:
-                what, limit = "request", self._request_timeout
-                expires = loop.time() + limit
-
-    async def _answer(self, text: str, uid: int) -> tuple[str, bool]:
+    def start_answer(self, text: str, uid: int) -> tuple[str, bool] | Coroutine[Any, Any, tuple[str, bool]]:
+        """(reply, close after it) for one request; for a command that waits, the coroutine that makes
+        them (to run as a task)."""
         try:
             cmd = grammar.parse(text)
         except grammar.CommandError as err:
@@ -221,34 +142,20 @@ class ControlServer:
         if uid != 0 and not cmd.read_only:
             return "fail\npermission deny: need to be root\n", False
         try:
-            # In this connection's task, not one of its own (wait_for's): that task, its scheduling and
-            # its extra turns of the loop cost more than most show commands take to answer.
-            async with asyncio.timeout(self._cmd_timeout):
-                out = await self._dispatch(cmd)
-        except CommandFailed as err:
-            return f"fail\n{err}\n" if str(err) else "fail\n", False
-        except TimeoutError:
-            return "fail\ntimeout\n", False
-        except PymultipathError as err:  # a refusal the handler did not word itself (a DM or store error)
-            log.warning("command %r failed: %s", text, err)
-            return f"fail\n{err}\n", False
+            out = self._dispatch(cmd)
         except Exception as err:
-            log.exception("command %r failed", text)
-            return f"fail\n{err}\n", False
-        return (out or "ok\n"), False
+            return _failure(text, err), False
+        if isinstance(out, str):
+            return (out or "ok\n"), False
+        return self._finish(text, out)
 
-    async def _close(self, writer: asyncio.StreamWriter, *, abort: bool = False) -> None:
-        """Close after sending what is still buffered (a last reply), within the write timeout; a client that
-        stopped reading is cut off (abort discards the buffer), so closing never waits on it."""
-        if not abort:
-            writer.close()
-            try:
-                async with asyncio.timeout(self._write_timeout):
-                    await writer.wait_closed()
-                return
-            except Exception:  # timed out, or the peer went away first: make sure the socket is gone
-                pass
-        writer.transport.abort()
+    async def _finish(self, text: str, reply: Awaitable[str]) -> tuple[str, bool]:
+        try:
+            async with asyncio.timeout(self._cmd_timeout):
+                out = await reply
+        except Exception as err:
+            return _failure(text, err), False
+        return (out or "ok\n"), False
 
     def _log_refusal(self, pid: int, uid: int, why: str) -> None:
         """One line per REFUSAL_LOG_INTERVAL at most, with a count of those not logged: a peer flooding the
@@ -261,3 +168,233 @@ class ControlServer:
         self._refusal_log_after = now + REFUSAL_LOG_INTERVAL
         log.info("control: refused a connection from pid %d uid %d: %s%s", pid, uid, why,
                  f" ({unlogged} more refused since the last such message)" if unlogged else "")
+
+
+def _failure(text: str, err: Exception) -> str:
+    """The reply to a command whose handler raised."""
+    if isinstance(err, CommandFailed):
+        return f"fail\n{err}\n" if str(err) else "fail\n"
+    if isinstance(err, TimeoutError):
+        return "fail\ntimeout\n"
+    if isinstance(err, PymultipathError):  # a refusal the handler did not word itself (a DM or store error)
+        log.warning("command %r failed: %s", text, err)
+        return f"fail\n{err}\n"
+    log.exception("command %r failed", text, exc_info=err)
+    return f"fail\n{err}\n"
+
+
+class _Connection(asyncio.Protocol):
+    """One client, as a protocol: a request that a plain handler answers is read, answered and written
+    within one turn of the loop, with no task or timer of its own (a stream reader and writer cost two
+    turns, a task wake-up and two timers per request, more than a `show` of a small host takes to make).
+
+    Requests are answered one at a time, in order. While a reply waits for the client to read it, or a
+    command runs as a task, the connection reads nothing more. One timer per connection bounds every wait
+    on the client: it is armed once and, when it fires, re-armed for the deadline in force then if that
+    moved (so a deadline that moves with each request costs an assignment, not a timer):
+    - the next request's first byte: idle_timeout from accept or from the last reply handed to the kernel;
+    - the rest of a request once its first byte is in: request_timeout (bytes left over after a reply
+      start a request when the reply is out, not when they came);
+    - the client reading a reply: write_timeout from when the kernel's buffer was full;
+    - closing: write_timeout for what is still buffered, then the connection is cut.
+    A command running as a task has no client deadline: the command timeout bounds it, and it runs to its
+    end even if the client goes (half a reconfigure is worse than an unread answer)."""
+
+    def __init__(self, server: ControlServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._decoder = framing.Decoder()  # requests received and not yet answered, as bytes
+        self._pid, self._uid = 0, -1
+        self._slot = False  # holds one of the server's slots (given back once, when nothing needs it)
+        self._task: asyncio.Task[tuple[str, bool]] | None = None  # a command that waits, running
+        self._blocked = False  # the kernel's buffer is full: the client has not read the last reply
+        self._reading = True
+        self._yielding = False  # answered a batch: the rest after other work of the loop has had a turn
+        self._eof = False  # the client sends no more: closed once what it asked is answered
+        self._ending = False  # closing (after quit, EOF or a bad frame): nothing more is read or answered
+        self._lost = False
+        self._deadline: float | None = None  # when the client's current wait ends (None: no wait on it)
+        self._why = ""
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        # pause_writing comes as soon as a reply is not all in the kernel, so write_timeout bounds each
+        # reply and none lingers in our buffer while the next request is awaited
+        transport.set_write_buffer_limits(high=0)
+        try:
+            self._pid, self._uid, _gid = peer.credentials(transport.get_extra_info("socket"))
+        except (OSError, TypeError, AttributeError):
+            self._pid, self._uid = 0, -1  # unknown: treated as an unprivileged peer of its own
+        refusal = self._server._slots.take(self._uid)
+        if refusal is not None:
+            # Answered at once, without reading, and dropped: nothing is queued for a peer over its cap.
+            self._server._log_refusal(self._pid, self._uid, refusal)
+            transport.write(framing.encode(TOO_MANY))
+            self._end()
+            return
+        self._slot = True
+        self._server._live.add(self)
+        self._wait(self._server._idle, "next request")
+
+    def data_received(self, data: bytes) -> None:
+        if self._ending:
+            return
+        started = not self._decoder.pending  # these bytes begin a request
+        self._decoder.push(data)
+        self._answer_queued(started)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if not self._ending:
+            self._answer_queued()
+        return True  # closed by us, once the replies are out
+
+    def pause_writing(self) -> None:
+        self._blocked = True
+        if not self._ending:
+            self._wait(self._server._write_timeout, "reply", "not read")
+
+    def resume_writing(self) -> None:
+        self._blocked = False
+        if not self._ending:
+            self._answer_queued(True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._deadline = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if exc is not None and not self._ending:
+            log.debug("control client pid %d uid %d dropped: %s", self._pid, self._uid, exc)
+        if self._task is None:
+            self._give_back()
+
+    # --- answering ----------------------------------------------------------------------------------
+
+    def _answer_queued(self, fresh: bool = False) -> None:
+        """Answer the requests received, in order, until a reply must wait for the client, a command runs,
+        or a batch is answered (the rest after a turn of the loop: a read full of requests must not hold
+        the daemon's other work). `fresh`: a deadline for the rest of a request starts now (its first bytes
+        just came, or the reply before it is out)."""
+        try:
+            answered = 0
+            while not (self._blocked or self._task or self._ending) and answered < ANSWER_BATCH:
+                text = self._decoder.pop()
+                if text is None:
+                    break
+                answered += 1
+                out = self._server.start_answer(text, self._uid)
+                if isinstance(out, tuple):
+                    self._reply(*out)
+                else:
+                    self._task = self._loop.create_task(out)
+                    self._task.add_done_callback(self._answered)
+            if self._ending:
+                return
+            if answered == ANSWER_BATCH and not self._yielding:
+                self._yielding = True
+                self._loop.call_soon(self._after_batch)
+            stalled = self._blocked or self._task is not None or self._yielding
+            if stalled == self._reading:
+                self._reading = not stalled
+                assert self._transport is not None
+                (self._transport.resume_reading if self._reading else self._transport.pause_reading)()
+            if stalled:
+                if self._task is not None:
+                    self._deadline = None  # the command timeout bounds it, not the client
+                return
+            if self._eof:
+                self._end()  # the client's EOF, now that what it asked before is answered
+            elif not self._decoder.pending:
+                self._wait(self._server._idle, "next request")
+            elif answered or fresh:  # the rest of a request: from its first byte, or from the last reply
+                self._wait(self._server._request_timeout, "request")
+        except framing.FrameError as err:
+            self._drop(str(err))
+        except Exception:  # a bug here must never take the server down
+            log.exception("control client pid %d uid %d failed", self._pid, self._uid)
+            self._cut()
+
+    def _after_batch(self) -> None:
+        self._yielding = False
+        if not (self._ending or self._lost):
+            self._answer_queued(True)
+
+    def _answered(self, task: asyncio.Task[tuple[str, bool]]) -> None:
+        self._task = None
+        if self._lost:
+            self._give_back()
+            return
+        if task.cancelled():  # the loop is ending
+            self._cut()
+            return
+        self._reply(*task.result())
+        self._answer_queued(True)
+
+    def _reply(self, reply: str, close: bool) -> None:
+        assert self._transport is not None
+        self._transport.write(framing.encode(reply))
+        if close:
+            self._end()
+
+    # --- ending -------------------------------------------------------------------------------------
+
+    def _end(self) -> None:
+        """Close after what is still buffered is read, within the write timeout; else cut."""
+        self._ending = True
+        assert self._transport is not None
+        self._transport.close()
+        if not self._lost:
+            self._wait(self._server._write_timeout, "closing", "not done")
+
+    def _drop(self, why: str) -> None:
+        log.debug("control client pid %d uid %d dropped: %s", self._pid, self._uid, why)
+        self._end()
+
+    def _cut(self) -> None:
+        self._ending = True
+        assert self._transport is not None
+        self._transport.abort()
+
+    def _give_back(self) -> None:
+        if self._slot:
+            self._slot = False
+            self._server._live.discard(self)
+            self._server._slots.give_back(self._uid)  # only once the socket is gone: slots bound sockets
+
+    def close_when_idle(self) -> None:
+        """The server stops: close now, or after the reply of the command running."""
+        self._eof = True
+        if not (self._ending or self._lost or self._task is not None):
+            self._end()
+
+    # --- the one timer ------------------------------------------------------------------------------
+
+    def _wait(self, limit: float, what: str, verb: str = "not complete") -> None:
+        """The client has `limit` seconds from now for `what`."""
+        self._deadline = when = self._loop.time() + limit
+        self._why = f"{what} {verb} within {limit:g} s"
+        if when < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = when
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        if self._deadline is None or self._lost:
+            return
+        if self._loop.time() < self._deadline:  # it moved since the timer was set
+            self._timer_at = self._deadline
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+            return
+        log.debug("control client pid %d uid %d dropped: %s", self._pid, self._uid, self._why)
+        self._deadline = None
+        self._cut()

@@ -2,6 +2,11 @@
 
 Replies follow upstream: output text, "" for success without output (sent as "ok"), CommandFailed for a
 refusal (sent as "fail\\n<reason>"). Reads are answered from DaemonState without waiting on device I/O.
+
+A handler that never waits is a plain function: the server answers it within the read that brought the
+request, with no task, timer or further turn of the loop (a `show` answered that way costs half as much as
+one run as a task, and monitoring asks often). Handlers that act on maps or files are coroutines, run as
+tasks under the command timeout.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ if TYPE_CHECKING:
     from pymultipathd.daemon.main import Daemon
 
 log = logging.getLogger("pymultipathd")
-Handler = Callable[["Daemon", Command], Awaitable[str]]
+Handler = Callable[["Daemon", Command], "str | Awaitable[str]"]
 HANDLERS: dict[tuple[str, ...], Handler] = {}
 
 
@@ -35,14 +40,29 @@ def handles(*keywords: str) -> Callable[[Handler], Handler]:
     return deco
 
 
-async def dispatch(daemon: Daemon, cmd: Command) -> str:
+def answer(daemon: Daemon, cmd: Command) -> str | Awaitable[str]:
+    """The reply of a handler that never waits, else the coroutine that makes it (the server's dispatch)."""
     handler = HANDLERS.get(cmd.keywords)
     if handler is None:
         raise CommandFailed(f"{cmd.name}: not supported by pymultipathd")
     try:
-        return await handler(daemon, cmd)
+        out = handler(daemon, cmd)
     except CommandError as err:
         raise CommandFailed(str(err)) from None
+    return out if isinstance(out, str) else _worded(out)
+
+
+async def _worded(reply: Awaitable[str]) -> str:
+    try:
+        return await reply
+    except CommandError as err:
+        raise CommandFailed(str(err)) from None
+
+
+async def dispatch(daemon: Daemon, cmd: Command) -> str:
+    """`answer`, awaited."""
+    out = answer(daemon, cmd)
+    return out if isinstance(out, str) else await out
 
 
 def _map(state: DaemonState, cmd: Command) -> MapState:
@@ -62,28 +82,28 @@ def _path(state: DaemonState, cmd: Command) -> PathState:
 # --- show ---------------------------------------------------------------------------------------------
 
 @handles("show", "paths")
-async def show_paths(d: Daemon, cmd: Command) -> str:
+def show_paths(d: Daemon, cmd: Command) -> str:
     return fmt.show_paths(d.core.state)
 
 
 @handles("show", "paths", "format")
-async def show_paths_format(d: Daemon, cmd: Command) -> str:
+def show_paths_format(d: Daemon, cmd: Command) -> str:
     return fmt.show_paths(d.core.state, cmd.params["format"])
 
 
 @handles("show", "paths", "raw", "format")
-async def show_paths_raw(d: Daemon, cmd: Command) -> str:
+def show_paths_raw(d: Daemon, cmd: Command) -> str:
     return fmt.show_paths(d.core.state, cmd.params["format"], raw=True)
 
 
 @handles("show", "path")
-async def show_path(d: Daemon, cmd: Command) -> str:
+def show_path(d: Daemon, cmd: Command) -> str:
     p = _path(d.core.state, cmd)
     return fmt.show_paths(d.core.state, only=[p])
 
 
 @handles("show", "status")
-async def show_status(d: Daemon, cmd: Command) -> str:
+def show_status(d: Daemon, cmd: Command) -> str:
     counts: dict[str, int] = {}
     for p in d.core.state.listed_paths():
         word = fmt.CHK_WORDS.get(p.chk_state, p.chk_state)
@@ -99,85 +119,85 @@ async def show_status(d: Daemon, cmd: Command) -> str:
 
 
 @handles("show", "daemon")
-async def show_daemon(d: Daemon, cmd: Command) -> str:
+def show_daemon(d: Daemon, cmd: Command) -> str:
     return f"pid {os.getpid()} {'configure' if d.core.busy else 'running'}\n"
 
 
 @handles("show", "maps")
-async def show_maps(d: Daemon, cmd: Command) -> str:
+def show_maps(d: Daemon, cmd: Command) -> str:
     return fmt.show_maps(d.core.state, settings_of=d.core.settings_of)
 
 
 @handles("show", "maps", "status")
-async def show_maps_status(d: Daemon, cmd: Command) -> str:
+def show_maps_status(d: Daemon, cmd: Command) -> str:
     return fmt.show_maps(d.core.state, "%n %F %Q %N %t %o", settings_of=d.core.settings_of)
 
 
 @handles("show", "maps", "stats")
-async def show_maps_stats(d: Daemon, cmd: Command) -> str:
+def show_maps_stats(d: Daemon, cmd: Command) -> str:
     return fmt.show_maps(d.core.state, "%n %0 %1 %2 %3 %4", settings_of=d.core.settings_of)
 
 
 @handles("show", "maps", "format")
-async def show_maps_format(d: Daemon, cmd: Command) -> str:
+def show_maps_format(d: Daemon, cmd: Command) -> str:
     return fmt.show_maps(d.core.state, cmd.params["format"], settings_of=d.core.settings_of)
 
 
 @handles("show", "maps", "raw", "format")
-async def show_maps_raw(d: Daemon, cmd: Command) -> str:
+def show_maps_raw(d: Daemon, cmd: Command) -> str:
     return fmt.show_maps(d.core.state, cmd.params["format"], raw=True, settings_of=d.core.settings_of)
 
 
 @handles("show", "maps", "topology")
 @handles("show", "topology")
-async def show_topology(d: Daemon, cmd: Command) -> str:
+def show_topology(d: Daemon, cmd: Command) -> str:
     return fmt.topology_all(d.core.state)
 
 
 @handles("show", "maps", "json")
-async def show_maps_json(d: Daemon, cmd: Command) -> str:
+def show_maps_json(d: Daemon, cmd: Command) -> str:
     return fmt.maps_json(d.core.state, settings_of=d.core.settings_of)
 
 
 @handles("show", "map", "topology")
-async def show_map_topology(d: Daemon, cmd: Command) -> str:
+def show_map_topology(d: Daemon, cmd: Command) -> str:
     return fmt.topology(d.core.state, _map(d.core.state, cmd))
 
 
 @handles("show", "map", "json")
-async def show_map_json(d: Daemon, cmd: Command) -> str:
+def show_map_json(d: Daemon, cmd: Command) -> str:
     return fmt.maps_json(d.core.state, [_map(d.core.state, cmd)], single=True, settings_of=d.core.settings_of)
 
 
 @handles("show", "map", "format")
-async def show_map_format(d: Daemon, cmd: Command) -> str:
+def show_map_format(d: Daemon, cmd: Command) -> str:
     return fmt.show_maps(d.core.state, cmd.params["format"], only=[_map(d.core.state, cmd)],
                          settings_of=d.core.settings_of)
 
 
 @handles("show", "map", "raw", "format")
-async def show_map_raw(d: Daemon, cmd: Command) -> str:
+def show_map_raw(d: Daemon, cmd: Command) -> str:
     return fmt.show_maps(d.core.state, cmd.params["format"], raw=True, only=[_map(d.core.state, cmd)],
                          settings_of=d.core.settings_of)
 
 
 @handles("show", "config")
 @handles("show", "config", "local")
-async def show_config(d: Daemon, cmd: Command) -> str:
+def show_config(d: Daemon, cmd: Command) -> str:
     from pymultipathd.config import render
 
     return render.render(d.core.config)
 
 
 @handles("show", "blacklist")
-async def show_blacklist(d: Daemon, cmd: Command) -> str:
+def show_blacklist(d: Daemon, cmd: Command) -> str:
     from pymultipathd.config import render
 
     return render.render_blacklists(d.core.config)
 
 
 @handles("show", "devices")
-async def show_devices(d: Daemon, cmd: Command) -> str:
+def show_devices(d: Daemon, cmd: Command) -> str:
     lines = ["available block devices:"]
     for p in sorted(d.core.state.paths.values(), key=lambda p: p.dev):
         where = f"in map {p.map}" if p.map else "not in a map"
@@ -186,7 +206,7 @@ async def show_devices(d: Daemon, cmd: Command) -> str:
 
 
 @handles("show", "wildcards")
-async def show_wildcards(d: Daemon, cmd: Command) -> str:
+def show_wildcards(d: Daemon, cmd: Command) -> str:
     return fmt.wildcards()
 
 
@@ -298,13 +318,13 @@ async def reload_map(d: Daemon, cmd: Command) -> str:
 
 
 @handles("reset", "map", "stats")
-async def reset_map_stats(d: Daemon, cmd: Command) -> str:
+def reset_map_stats(d: Daemon, cmd: Command) -> str:
     d.core.reset_stats([_map(d.core.state, cmd)])
     return ""
 
 
 @handles("reset", "maps", "stats")
-async def reset_maps_stats(d: Daemon, cmd: Command) -> str:
+def reset_maps_stats(d: Daemon, cmd: Command) -> str:
     d.core.reset_stats(list(d.core.state.maps.values()))
     return ""
 
@@ -334,13 +354,13 @@ async def restore_queueing_all(d: Daemon, cmd: Command) -> str:
 
 
 @handles("forcequeueing", "daemon")
-async def force_queueing(d: Daemon, cmd: Command) -> str:
+def force_queueing(d: Daemon, cmd: Command) -> str:
     d.queue_without_daemon = True
     return ""
 
 
 @handles("restorequeueing", "daemon")
-async def restore_queueing_daemon(d: Daemon, cmd: Command) -> str:
+def restore_queueing_daemon(d: Daemon, cmd: Command) -> str:
     d.queue_without_daemon = None
     return ""
 
@@ -357,7 +377,7 @@ async def reconfigure(d: Daemon, cmd: Command) -> str:
 
 
 @handles("shutdown")
-async def shutdown(d: Daemon, cmd: Command) -> str:
+def shutdown(d: Daemon, cmd: Command) -> str:
     asyncio.get_running_loop().call_soon(d.stop)
     return ""
 
@@ -365,13 +385,13 @@ async def shutdown(d: Daemon, cmd: Command) -> str:
 # --- persistent reservations (the daemon/reservations.py docstring says what prflag and the keys do) -----
 
 @handles("getprstatus", "map")
-async def getprstatus(d: Daemon, cmd: Command) -> str:
+def getprstatus(d: Daemon, cmd: Command) -> str:
     return str(int(_map(d.core.state, cmd).prflag))  # upstream 0.9.4's reply: "1" or "0"
 
 
 @handles("setprstatus", "map")
 @handles("unsetprstatus", "map")
-async def setprstatus(d: Daemon, cmd: Command) -> str:
+def setprstatus(d: Daemon, cmd: Command) -> str:
     m = _map(d.core.state, cmd)
     m.prflag = cmd.keywords[0] == "setprstatus"
     m.pr_epoch += 1
@@ -380,7 +400,7 @@ async def setprstatus(d: Daemon, cmd: Command) -> str:
 
 
 @handles("getprkey", "map")
-async def getprkey(d: Daemon, cmd: Command) -> str:
+def getprkey(d: Daemon, cmd: Command) -> str:
     key = d.core.pr.map_key(_map(d.core.state, cmd)).key
     return f"{key}\n" if key is not None else "none\n"
 

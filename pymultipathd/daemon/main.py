@@ -196,7 +196,7 @@ class Daemon:
                     return 1
                 else:
                     log.info("control: listening on %s", name)
-        self.server = ControlServer(lambda cmd: handlers.dispatch(self, cmd))
+        self.server = ControlServer(lambda cmd: handlers.answer(self, cmd))
         await self.server.start(socks)
         # Before discovery, as udev's helper asks from now on; until discovery is over the daemon's view
         # lacks maps and paths, so the service reads them from sysfs meanwhile.

@@ -19,6 +19,17 @@ def test_several_messages_in_one_read():
     assert dec.pending == 0
 
 
+def test_messages_are_taken_one_at_a_time():
+    """pop: the next message or None; pending counts the bytes not taken, a partial message's included."""
+    dec = Decoder()
+    dec.push(encode("show paths") + encode("show maps") + encode("show daemon")[:5])
+    assert dec.pop() == "show paths"
+    assert dec.pending == len(encode("show maps")) + 5
+    dec.push(encode("show daemon")[5:])  # the taken message is cut off here
+    assert [dec.pop(), dec.pop(), dec.pop()] == ["show maps", "show daemon", None]
+    assert dec.pending == 0
+
+
 def test_byte_at_a_time():
     dec = Decoder()
     data = encode("show topology")

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Awaitable
 
 import pytest
 
@@ -33,22 +34,32 @@ NOBODY = 65534
 HANG = 30.0  # seconds after which a wait is a hang, not slowness
 
 
-async def _dispatch(cmd: grammar.Command) -> str:
+def _dispatch(cmd: grammar.Command) -> str | Awaitable[str]:
+    """As the daemon's: a reply at once from a handler that never waits, else a coroutine (run as a task)."""
     if cmd.keywords == ("show", "daemon"):
         return DAEMON
     if cmd.keywords == ("show", "maps"):
         return "m" * BIG + "\n"
     if cmd.keywords == ("disablequeueing", "map"):
-        if cmd.params["map"] == "nosuch":
-            raise CommandFailed("device not found")
-        return ""
+        return _waits_then_fails(cmd.params["map"])
     if cmd.keywords == ("show", "status"):
-        await asyncio.sleep(5)
+        return asyncio.sleep(5, "too late\n")
     if cmd.keywords == ("show", "config"):
         raise RuntimeError("handler bug")
     if cmd.keywords == ("show", "blacklist"):
         raise StoreError("cannot write /etc/multipath/wwids: Read-only file system (EROFS)")
+    if cmd.keywords == ("show", "topology"):
+        return _waits_then_fails(None)
     return f"{cmd.name}\n"
+
+
+async def _waits_then_fails(name: str | None) -> str:
+    await asyncio.sleep(0.01)
+    if name == "nosuch":
+        raise CommandFailed("device not found")
+    if name is None:
+        raise RuntimeError("handler bug after a wait")
+    return ""
 
 
 _names = itertools.count()
@@ -119,8 +130,20 @@ def test_requests_sent_together_are_all_answered(server):
     assert replies == [DAEMON, "fail\ndevice not found\n", DAEMON]
 
 
+def test_a_read_full_of_requests_is_answered_in_order_a_batch_a_turn(server):
+    """Hundreds of requests in one send, a command that waits among them: every one answered, in order (the
+    server answers ANSWER_BATCH of them a turn of its loop, and waits for the command before the next)."""
+    frames = [framing.encode("show daemon")] * 300
+    frames[150] = framing.encode("disablequeueing map nosuch")
+    with client.connect(server) as sock:
+        sock.sendall(b"".join(frames))
+        replies = _read_replies(sock, 300)
+    assert replies == [DAEMON] * 150 + ["fail\ndevice not found\n"] + [DAEMON] * 149
+
+
 def test_handler_errors_and_timeouts_do_not_kill_the_server(server, caplog):
     assert client.send("show config", server).startswith("fail\nhandler bug")
+    assert client.send("show topology", server) == "fail\nhandler bug after a wait\n"
     # a project error the handler did not word itself: its message, and no traceback in the log as for a bug
     with caplog.at_level(logging.WARNING, logger="pymultipathd.control.server"):
         reply = client.send("show blacklist", server)
@@ -184,6 +207,15 @@ def test_quit_closes(server):
         assert client.request(sock, "quit") == "ok\n"
         sock.settimeout(5)
         assert sock.recv(10) == b""
+
+
+def test_stopping_the_server_closes_its_connections():
+    with contextlib.ExitStack() as stack:
+        with _serving(f"@pymultipathd-test-{os.getpid()}-{next(_names)}") as name:
+            sock = stack.enter_context(client.connect(name))
+            assert client.request(sock, "show daemon") == DAEMON
+        sock.settimeout(5)
+        assert sock.recv(10) == b""  # closed by the server's close, not left to the process's end
 
 
 def test_command_length_limit_in_client():
@@ -262,6 +294,11 @@ def test_clients_that_never_read_are_dropped_at_the_write_timeout(socket_dir, ca
                     assert time.monotonic() < deadline, (
                         "root still shut out: clients that do not read hold every slot")
                     time.sleep(0.1)
+                # all four dropped before any is read: a connection read before its deadline is served
+                while len(_drops(caplog, peer.pid, NOBODY, "reply not read")
+                          + _drops(caplog, os.getpid(), 0, "reply not read")) < 4:
+                    assert time.monotonic() < deadline, "clients that do not read were not all dropped"
+                    time.sleep(0.05)
                 peer.send("check")
                 theirs = peer.recv()
                 ours = [_read_to_end(s) for s in mine]

@@ -22,9 +22,8 @@ from pymultipathd.reservation import codec, keys
 from pymultipathd.store import StoreError
 
 PACKAGE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + "/pymultipathd"
-# not errors of the project's: a control-flow signal inside the server, and a programming error that mirrors
-# dataclasses.FrozenInstanceError
-NOT_ROOTED = {"_Expired", "FrozenInstanceError"}
+# not an error of the project's: a programming error that mirrors dataclasses.FrozenInstanceError
+NOT_ROOTED = {"FrozenInstanceError"}
 
 
 @pytest.mark.parametrize(("error", "also"), [
