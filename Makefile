@@ -86,13 +86,19 @@ INITRAMFS_SUBST = sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@LIBEXECDIR@|$(PREFI
 	-e "s|@PYTHON@|$$python|g" -e "s|@SITE@|$$site|g"
 install:
 	$(if $(filter 1 yes,$(COMPAT)),$(COMPAT_INSTALL) --check)
-	$(PYTHON) -m pip install --no-deps --root "$(or $(DESTDIR),/)" --prefix "$(PREFIX)" .
+	# into a staging DESTDIR pip must not touch the copy its PYTHON's environment has (an editable
+	# install in a venv would be uninstalled): --ignore-installed there; a real install replaces the old
+	$(PYTHON) -m pip install --no-deps $(if $(DESTDIR),--ignore-installed) --root "$(or $(DESTDIR),/)" \
+		--prefix "$(PREFIX)" .
 	site=$$($(PYTHON) -c 'import sysconfig, sys; print(sysconfig.get_path("purelib", "posix_prefix", \
 		vars={"base": sys.argv[1], "platbase": sys.argv[1]}))' "$(PREFIX)") && \
 	$(PYTHON) -m pymultipathd.cli.launcher --root "$(DESTDIR)" --bindir "$(PREFIX)/bin" \
 		--python "$$($(PYTHON) -c 'import sys; print(sys.executable)')" --site "$$site"
 	install -d "$(DESTDIR)/lib/systemd/system" "$(DESTDIR)/lib/udev/rules.d" "$(DESTDIR)/etc/multipath"
-	for f in units/*; do [ -e "$$f" ] && install -m 0644 "$$f" "$(DESTDIR)/lib/systemd/system/"; done; true
+	# systemd runs programs by absolute path too: the units name this PREFIX's programs and documents
+	for f in units/*; do [ -e "$$f" ] && sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' \
+		-e 's|/usr/local/share/doc/|$(PREFIX)/share/doc/|g' "$$f" > "$(DESTDIR)/lib/systemd/system/$$(basename $$f)" \
+		&& chmod 0644 "$(DESTDIR)/lib/systemd/system/$$(basename $$f)"; done; true
 	# udev runs programs by absolute path: point the rules at this PREFIX's front, or at pymultipath itself
 	# (same answers, a Python start per disk event) where no C compiler is at hand
 	if $(MAKE) -s helper; then \
