@@ -23,7 +23,9 @@ class FrameError(PymultipathError, ValueError):
 
 
 def encode(text: str) -> bytes:
-    body = text.encode() + b"\0"
+    # surrogateescape: a name or serial read as bytes that are not UTF-8 goes out as those bytes, as
+    # upstream's C sends it, rather than failing the reply
+    body = text.encode("utf-8", "surrogateescape") + b"\0"
     return _LEN.pack(len(body)) + body
 
 
@@ -37,7 +39,7 @@ class Decoder:
         self._pos = 0  # where the next message starts: messages taken are cut off at the next push, at once
         self._max = max_len
 
-    def push(self, data: bytes) -> None:
+    def push(self, data: bytes | bytearray | memoryview) -> None:
         if self._pos:
             del self._buf[:self._pos]
             self._pos = 0

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 TOO_MANY = "fail\ntoo many clients\n"
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about refused connections: a flood is one line
 ANSWER_BATCH = 16  # requests of one connection answered in one turn of the loop, at most
+READ_SIZE = 4096  # bytes read from a client at a time (a request is at most framing.MAX_COMMAND)
 
 
 class CommandFailed(PymultipathError):
@@ -122,13 +123,21 @@ class ControlServer:
             self._servers.append(await loop.create_unix_server(lambda: _Connection(self), sock=sock))
 
     async def close(self) -> None:
-        """Stop listening, and close the connections (a command still running answers first)."""
+        """Stop listening, and close the connections: a command still running answers first, within the
+        command and write timeouts; what is left then is cut. (Server.wait_closed waits for every
+        connection from Python 3.12.1 on, so they are closed before it is awaited.)"""
         for srv in self._servers:
             srv.close()
-            await srv.wait_closed()
-        self._servers.clear()
         for conn in list(self._live):
             conn.close_when_idle()
+        try:
+            async with asyncio.timeout(self._cmd_timeout + self._write_timeout):
+                for srv in self._servers:
+                    await srv.wait_closed()
+        except TimeoutError:
+            for conn in list(self._live):
+                conn.cut()
+        self._servers.clear()
 
     def start_answer(self, text: str, uid: int) -> tuple[str, bool] | Coroutine[Any, Any, tuple[str, bool]]:
         """(reply, close after it) for one request; for a command that waits, the coroutine that makes
@@ -153,6 +162,8 @@ class ControlServer:
         try:
             async with asyncio.timeout(self._cmd_timeout):
                 out = await reply
+            if not isinstance(out, str):
+                raise TypeError(f"the handler replied {type(out).__name__}, not text")
         except Exception as err:
             return _failure(text, err), False
         return (out or "ok\n"), False
@@ -183,7 +194,7 @@ def _failure(text: str, err: Exception) -> str:
     return f"fail\n{err}\n"
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(asyncio.BufferedProtocol):
     """One client, as a protocol: a request that a plain handler answers is read, answered and written
     within one turn of the loop, with no task or timer of its own (a stream reader and writer cost two
     turns, a task wake-up and two timers per request, more than a `show` of a small host takes to make).
@@ -197,14 +208,17 @@ class _Connection(asyncio.Protocol):
       start a request when the reply is out, not when they came);
     - the client reading a reply: write_timeout from when the kernel's buffer was full;
     - closing: write_timeout for what is still buffered, then the connection is cut.
-    A command running as a task has no client deadline: the command timeout bounds it, and it runs to its
-    end even if the client goes (half a reconfigure is worse than an unread answer)."""
+    While the server works (a command running as a task, or the rest of a batch) the client has no
+    deadline: the command timeout bounds a command, and it runs to its end even if the client goes (half a
+    reconfigure is worse than an unread answer). A client is read READ_SIZE bytes at a time, and nothing
+    more is answered once a write found it gone."""
 
     def __init__(self, server: ControlServer) -> None:
         self._server = server
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self._decoder = framing.Decoder()  # requests received and not yet answered, as bytes
+        self._buffer = memoryview(bytearray(READ_SIZE))
         self._pid, self._uid = 0, -1
         self._slot = False  # holds one of the server's slots (given back once, when nothing needs it)
         self._task: asyncio.Task[tuple[str, bool]] | None = None  # a command that waits, running
@@ -242,11 +256,14 @@ class _Connection(asyncio.Protocol):
         self._server._live.add(self)
         self._wait(self._server._idle, "next request")
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer  # reads of READ_SIZE at most: what a client makes us hold stays small
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self._ending:
             return
         started = not self._decoder.pending  # these bytes begin a request
-        self._decoder.push(data)
+        self._decoder.push(self._buffer[:nbytes])
         self._answer_queued(started)
 
     def eof_received(self) -> bool:
@@ -285,7 +302,9 @@ class _Connection(asyncio.Protocol):
         just came, or the reply before it is out)."""
         try:
             answered = 0
-            while not (self._blocked or self._task or self._ending) and answered < ANSWER_BATCH:
+            assert self._transport is not None
+            while not (self._blocked or self._task or self._ending or self._transport.is_closing()) \
+                    and answered < ANSWER_BATCH:
                 text = self._decoder.pop()
                 if text is None:
                     break
@@ -296,7 +315,7 @@ class _Connection(asyncio.Protocol):
                 else:
                     self._task = self._loop.create_task(out)
                     self._task.add_done_callback(self._answered)
-            if self._ending:
+            if self._ending or self._transport.is_closing():  # a write found the client gone
                 return
             if answered == ANSWER_BATCH and not self._yielding:
                 self._yielding = True
@@ -304,11 +323,12 @@ class _Connection(asyncio.Protocol):
             stalled = self._blocked or self._task is not None or self._yielding
             if stalled == self._reading:
                 self._reading = not stalled
-                assert self._transport is not None
                 (self._transport.resume_reading if self._reading else self._transport.pause_reading)()
             if stalled:
-                if self._task is not None:
-                    self._deadline = None  # the command timeout bounds it, not the client
+                if not self._blocked:
+                    # the server's time, not the client's: a command (bounded by the command timeout)
+                    # or the rest of a batch; the deadline starts again when they are done
+                    self._deadline = None
                 return
             if self._eof:
                 self._end()  # the client's EOF, now that what it asked before is answered
@@ -320,7 +340,7 @@ class _Connection(asyncio.Protocol):
             self._drop(str(err))
         except Exception:  # a bug here must never take the server down
             log.exception("control client pid %d uid %d failed", self._pid, self._uid)
-            self._cut()
+            self.cut()
 
     def _after_batch(self) -> None:
         self._yielding = False
@@ -333,9 +353,14 @@ class _Connection(asyncio.Protocol):
             self._give_back()
             return
         if task.cancelled():  # the loop is ending
-            self._cut()
+            self.cut()
             return
-        self._reply(*task.result())
+        try:
+            self._reply(*task.result())
+        except Exception:  # a bug here must never leave the connection without a deadline, or its slot
+            log.exception("control client pid %d uid %d failed", self._pid, self._uid)
+            self.cut()
+            return
         self._answer_queued(True)
 
     def _reply(self, reply: str, close: bool) -> None:
@@ -358,7 +383,8 @@ class _Connection(asyncio.Protocol):
         log.debug("control client pid %d uid %d dropped: %s", self._pid, self._uid, why)
         self._end()
 
-    def _cut(self) -> None:
+    def cut(self) -> None:
+        """Drop the connection now, replies still buffered included."""
         self._ending = True
         assert self._transport is not None
         self._transport.abort()
@@ -397,4 +423,4 @@ class _Connection(asyncio.Protocol):
             return
         log.debug("control client pid %d uid %d dropped: %s", self._pid, self._uid, self._why)
         self._deadline = None
-        self._cut()
+        self.cut()

@@ -19,6 +19,10 @@ def test_several_messages_in_one_read():
     assert dec.pending == 0
 
 
+def test_text_read_from_bytes_that_are_not_utf8_goes_out_as_those_bytes():
+    assert encode("serial \udcff") == struct.pack("<Q", 9) + b"serial \xff\0"
+
+
 def test_messages_are_taken_one_at_a_time():
     """pop: the next message or None; pending counts the bytes not taken, a partial message's included."""
     dec = Decoder()

@@ -50,7 +50,17 @@ def _dispatch(cmd: grammar.Command) -> str | Awaitable[str]:
         raise StoreError("cannot write /etc/multipath/wwids: Read-only file system (EROFS)")
     if cmd.keywords == ("show", "topology"):
         return _waits_then_fails(None)
+    if cmd.keywords == ("show", "wildcards"):
+        time.sleep(0.01)  # a handler's own work: the server's time, never counted against the client
+        return "wildcards\n"
+    if cmd.keywords == ("reconfigure",):
+        return _replies_no_text()
     return f"{cmd.name}\n"
+
+
+async def _replies_no_text() -> str:
+    await asyncio.sleep(0)
+    return 42  # type: ignore[return-value]  # a handler bug
 
 
 async def _waits_then_fails(name: str | None) -> str:
@@ -141,9 +151,18 @@ def test_a_read_full_of_requests_is_answered_in_order_a_batch_a_turn(server):
     assert replies == [DAEMON] * 150 + ["fail\ndevice not found\n"] + [DAEMON] * 149
 
 
+def test_the_server_s_own_time_is_not_the_client_s(server):
+    """300 requests sent at once whose answers take the server 3 s in all, past the 2 s idle deadline that
+    ran when they came: every one is answered (the deadline waits while the server works)."""
+    with client.connect(server) as sock:
+        sock.sendall(framing.encode("show wildcards") * 300)
+        assert _read_replies(sock, 300) == ["wildcards\n"] * 300
+
+
 def test_handler_errors_and_timeouts_do_not_kill_the_server(server, caplog):
     assert client.send("show config", server).startswith("fail\nhandler bug")
     assert client.send("show topology", server) == "fail\nhandler bug after a wait\n"
+    assert client.send("reconfigure", server) == "fail\nthe handler replied int, not text\n"
     # a project error the handler did not word itself: its message, and no traceback in the log as for a bug
     with caplog.at_level(logging.WARNING, logger="pymultipathd.control.server"):
         reply = client.send("show blacklist", server)
