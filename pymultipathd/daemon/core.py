@@ -369,6 +369,10 @@ class Core:
             await self._reconcile_locked(sorted(wwids))
 
     async def _reconcile_locked(self, wwids: list[str]) -> None:
+        # a map an administrator removed while this batch waited for the lock stays removed
+        wwids = [w for w in wwids if w not in self.held_back]
+        if not wwids:
+            return
         world = classify.restrict(self.world(), set(wwids))  # a storm's batch costs its paths, not all
         claimed, verdicts = classify.assembly_and_verdicts(world, self.config)
         self._bind_aliases([w for w in wwids if claimed.get(w) and not self.state.map_of_wwid(w)], claimed)
@@ -1131,12 +1135,22 @@ class Core:
         return self.state.map_of_wwid(wwid)
 
     async def remove_map(self, m: MapState) -> flush.FlushResult:
-        """`del map`: flush it; one that stays (held) comes back with the report of its holders."""
-        res = await self.flush_map(m.name)
-        if res.removed:
-            self.held_back.add(m.wwid)
-            self.forget_map(m)
-        return res
+        """`del map`: flush it; one that stays (held) comes back with the report of its holders. Never
+        while a batch assembles maps: one that had planned this map before it was removed would make it
+        again (the batch skips it once it is held back). A caller that gives up only stops waiting."""
+        return await self.run_internal(self._remove_map_locked(m))
+
+    async def _remove_map_locked(self, asked: MapState) -> flush.FlushResult:
+        async with self._assembly:
+            m = self.state.maps.get(asked.name)  # the map of that name now (the lock may have been awaited)
+            if m is None:  # gone meanwhile (its last path went, say)
+                return flush.FlushResult(asked.name, removed=True, deferred=False,
+                                         report=f"{asked.name}: already removed")
+            res = await self.flush_map(m.name)
+            if res.removed:
+                self.held_back.add(m.wwid)
+                self.forget_map(m)
+            return res
 
     async def release_queueing(self) -> None:
         """At exit: no daemon will reinstate paths, so queued I/O would wait forever."""

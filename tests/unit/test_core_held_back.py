@@ -84,3 +84,46 @@ def test_paths_a_removed_map_frees_let_go_of_what_their_checks_kept(core, monkey
     decide.created(core.state, MapState(name="mpatha", wwid=W), ("sdb",))
     core.forget_map(core.state.maps["mpatha"])
     assert core.state.paths["sdb"].map is None and forgotten == ["/dev/sdb"]
+
+
+def test_a_batch_that_waited_for_a_removal_does_not_make_the_map_again(core, monkeypatch):
+    """del map and a batch's assembly take turns (one lock): a batch that was waiting while the map was
+    removed skips it, whatever it had queued."""
+    monkeypatch.setattr(core, "world", lambda: pytest.fail("a WWID held back was planned"))
+
+    async def run() -> None:
+        await core._assembly.acquire()  # a removal is under way
+        batch = asyncio.ensure_future(Core.reconcile(core, {W}))  # the real one, not the fixture's
+        await asyncio.sleep(0)
+        core.held_back.add(W)  # the removal done
+        core._assembly.release()
+        await batch
+
+    asyncio.run(run())
+
+
+def test_del_map_waits_for_a_batch_that_is_assembling(core, monkeypatch):
+    from pymultipathd import flush
+    from pymultipathd.policy import decide
+    from pymultipathd.policy.state import MapState
+
+    _events(core, "add")
+    decide.created(core.state, MapState(name="mpatha", wwid=W), ("sdb",))
+    flushed: list[str] = []
+
+    async def flush_map(name: str, **kw) -> flush.FlushResult:
+        flushed.append(name)
+        return flush.FlushResult(name, removed=True, deferred=False, report="")
+
+    monkeypatch.setattr(core, "flush_map", flush_map)
+
+    async def run() -> flush.FlushResult:
+        await core._assembly.acquire()  # a batch is making maps
+        removal = asyncio.ensure_future(core.remove_map(core.state.maps["mpatha"]))
+        await asyncio.sleep(0.05)
+        assert flushed == []  # it waits for the batch
+        core._assembly.release()
+        return await removal
+
+    res = asyncio.run(run())
+    assert res.removed and flushed == ["mpatha"] and W in core.held_back and "mpatha" not in core.state.maps
