@@ -229,7 +229,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._ending = False  # closing (after quit, EOF or a bad frame): nothing more is read or answered
         self._lost = False
         self._deadline: float | None = None  # when the client's current wait ends (None: no wait on it)
-        self._why = ""
+        self._why = ("", "", 0.0)  # (what, verb, limit) of the deadline in force, worded only if it passes
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
 
@@ -289,7 +289,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._timer.cancel()
             self._timer = None
         if exc is not None and not self._ending:
-            log.debug("control client pid %d uid %d dropped: %s", self._pid, self._uid, exc)
+            self._log_drop(str(exc))
         if self._task is None:
             self._give_back()
 
@@ -339,8 +339,7 @@ class _Connection(asyncio.BufferedProtocol):
         except framing.FrameError as err:
             self._drop(str(err))
         except Exception:  # a bug here must never take the server down
-            log.exception("control client pid %d uid %d failed", self._pid, self._uid)
-            self.cut()
+            self._failed()
 
     def _after_batch(self) -> None:
         self._yielding = False
@@ -358,8 +357,7 @@ class _Connection(asyncio.BufferedProtocol):
         try:
             self._reply(*task.result())
         except Exception:  # a bug here must never leave the connection without a deadline, or its slot
-            log.exception("control client pid %d uid %d failed", self._pid, self._uid)
-            self.cut()
+            self._failed()
             return
         self._answer_queued(True)
 
@@ -380,8 +378,16 @@ class _Connection(asyncio.BufferedProtocol):
             self._wait(self._server._write_timeout, "closing", "not done")
 
     def _drop(self, why: str) -> None:
-        log.debug("control client pid %d uid %d dropped: %s", self._pid, self._uid, why)
+        self._log_drop(why)
         self._end()
+
+    def _failed(self) -> None:
+        """A bug in answering this client, logged with its traceback: the connection goes, its slot too."""
+        log.exception("control client pid %d uid %d failed", self._pid, self._uid)
+        self.cut()
+
+    def _log_drop(self, why: str) -> None:
+        log.debug("control client pid %d uid %d dropped: %s", self._pid, self._uid, why)
 
     def cut(self) -> None:
         """Drop the connection now, replies still buffered included."""
@@ -406,7 +412,7 @@ class _Connection(asyncio.BufferedProtocol):
     def _wait(self, limit: float, what: str, verb: str = "not complete") -> None:
         """The client has `limit` seconds from now for `what`."""
         self._deadline = when = self._loop.time() + limit
-        self._why = f"{what} {verb} within {limit:g} s"
+        self._why = (what, verb, limit)
         if when < self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
@@ -421,6 +427,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._timer_at = self._deadline
             self._timer = self._loop.call_at(self._deadline, self._on_timer)
             return
-        log.debug("control client pid %d uid %d dropped: %s", self._pid, self._uid, self._why)
+        what, verb, limit = self._why
+        self._log_drop(f"{what} {verb} within {limit:g} s")
         self._deadline = None
         self.cut()
